@@ -1,0 +1,13 @@
+//! The `*.bundle.tar` format (SPEC §3): what is in it ([`format`]), how it is
+//! written deterministically with blobs filled in parallel ([`writer`]), how it
+//! is read without unpacking ([`reader`]: an offset index of every entry,
+//! nested `images.tar` included), verified ([`verify`]) and described
+//! ([`inspect`]).
+pub mod format;
+pub mod inspect;
+pub mod reader;
+pub mod verify;
+pub mod writer;
+
+pub use format::BundleJson;
+pub use reader::{BundleImage, BundleReader};

@@ -1,0 +1,22 @@
+//! bundler — carry a Helm-packaged product (charts, images, hints) into an
+//! air-gapped Kubernetes site.
+//!
+//! Module map (by concern):
+//! - [`cli`]: argument parsing and dispatch to the verbs.
+//! - [`config`]: `load-image.yaml` (sync) and the bundle manifest (pack).
+//! - [`oci`]: references, digests, media types, registry client and auth,
+//!   OCI layouts and docker archives.
+//! - [`bundle`]: the `*.bundle.tar` format: writer, seeking reader/index,
+//!   verification, inspection.
+//! - [`chart`]: chart loading, hints, relocation, packaging, repo targets.
+//! - [`pack`], [`sync`], [`upgrade`]: one module per verb.
+pub mod bundle;
+pub mod chart;
+pub mod cli;
+pub mod config;
+pub mod error;
+pub mod oci;
+pub mod pack;
+pub mod progress;
+pub mod sync;
+pub mod upgrade;

@@ -1,0 +1,224 @@
+//! Progress reporting shared by every verb: byte-level bars with rate and ETA
+//! on a terminal (one per active transfer plus a total), plain log lines
+//! otherwise (CI logs, pipes), nothing at all with `--json` on stdout.
+use std::io::IsTerminal;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// Bars on stderr.
+    Bars,
+    /// One line on stderr per finished transfer and a periodic total.
+    Lines,
+    /// Nothing (for `--json` and tests that read stderr).
+    Quiet,
+}
+
+/// The progress display of one verb run. Cheap to clone.
+#[derive(Clone)]
+pub struct Progress {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    mode: Mode,
+    multi: Option<MultiProgress>,
+    total: Option<ProgressBar>,
+    total_bytes: AtomicU64,
+    done_bytes: AtomicU64,
+    started: Instant,
+    last_line: Mutex<Instant>,
+}
+
+impl Progress {
+    /// Bars when stderr is a terminal, lines otherwise; `quiet` forces none.
+    pub fn auto(quiet: bool) -> Self {
+        let mode = if quiet {
+            Mode::Quiet
+        } else if std::io::stderr().is_terminal() {
+            Mode::Bars
+        } else {
+            Mode::Lines
+        };
+        Self::new(mode)
+    }
+
+    pub fn new(mode: Mode) -> Self {
+        let (multi, total) = if mode == Mode::Bars {
+            let multi = MultiProgress::with_draw_target(ProgressDrawTarget::stderr_with_hz(8));
+            let total = multi.add(ProgressBar::new(0));
+            total.set_style(
+                ProgressStyle::with_template("{prefix:>8.bold} [{bar:30}] {bytes}/{total_bytes} {binary_bytes_per_sec} ETA {eta}")
+                    .unwrap()
+                    .progress_chars("=> "),
+            );
+            total.set_prefix("total");
+            (Some(multi), Some(total))
+        } else {
+            (None, None)
+        };
+        Progress {
+            inner: Arc::new(Inner {
+                mode,
+                multi,
+                total,
+                total_bytes: AtomicU64::new(0),
+                done_bytes: AtomicU64::new(0),
+                started: Instant::now(),
+                last_line: Mutex::new(Instant::now()),
+            }),
+        }
+    }
+
+    pub fn mode(&self) -> Mode {
+        self.inner.mode
+    }
+
+    /// Announce `bytes` more work in the total.
+    pub fn add_total(&self, bytes: u64) {
+        let t = self.inner.total_bytes.fetch_add(bytes, Ordering::Relaxed) + bytes;
+        if let Some(total) = &self.inner.total {
+            total.set_length(t);
+        }
+    }
+
+    /// A bar for one transfer of `size` bytes (shown only while active).
+    pub fn transfer(&self, label: &str, size: u64) -> Transfer {
+        let bar = self.inner.multi.as_ref().map(|m| {
+            let b = m.insert_before(self.inner.total.as_ref().unwrap(), ProgressBar::new(size));
+            b.set_style(
+                ProgressStyle::with_template(
+                    "{prefix:>8} {msg:40!} [{bar:20}] {bytes}/{total_bytes} {binary_bytes_per_sec}",
+                )
+                .unwrap()
+                .progress_chars("=> "),
+            );
+            b.set_prefix("push");
+            b.set_message(label.to_string());
+            b
+        });
+        Transfer {
+            progress: self.clone(),
+            bar,
+            label: label.to_string(),
+            size,
+            done: 0,
+        }
+    }
+
+    /// A message line (above the bars on a terminal, on stderr otherwise).
+    pub fn println(&self, msg: impl AsRef<str>) {
+        match self.inner.mode {
+            Mode::Bars => {
+                if let Some(m) = &self.inner.multi {
+                    let _ = m.println(msg.as_ref());
+                }
+            }
+            Mode::Lines => eprintln!("{}", msg.as_ref()),
+            Mode::Quiet => {}
+        }
+    }
+
+    fn advance(&self, n: u64) {
+        let done = self.inner.done_bytes.fetch_add(n, Ordering::Relaxed) + n;
+        if let Some(total) = &self.inner.total {
+            total.set_position(done);
+        } else if self.inner.mode == Mode::Lines {
+            let mut last = self.inner.last_line.lock().unwrap();
+            if last.elapsed() >= Duration::from_secs(5) {
+                *last = Instant::now();
+                let total = self.inner.total_bytes.load(Ordering::Relaxed);
+                let secs = self.inner.started.elapsed().as_secs_f64().max(0.001);
+                eprintln!(
+                    "progress: {} of {} ({}/s)",
+                    human_bytes(done),
+                    human_bytes(total),
+                    human_bytes((done as f64 / secs) as u64)
+                );
+            }
+        }
+    }
+
+    /// Bytes counted as done so far.
+    pub fn done_bytes(&self) -> u64 {
+        self.inner.done_bytes.load(Ordering::Relaxed)
+    }
+
+    pub fn finish(&self) {
+        if let Some(total) = &self.inner.total {
+            total.finish_and_clear();
+        }
+    }
+}
+
+/// One active transfer. Dropping it removes its bar.
+pub struct Transfer {
+    progress: Progress,
+    bar: Option<ProgressBar>,
+    label: String,
+    size: u64,
+    done: u64,
+}
+
+impl Transfer {
+    pub fn inc(&mut self, n: u64) {
+        self.done += n;
+        if let Some(b) = &self.bar {
+            b.inc(n);
+        }
+        self.progress.advance(n);
+    }
+
+    /// Count bytes that did not move (skipped, mounted) toward the total.
+    pub fn skip(&mut self, n: u64) {
+        self.progress.advance(n);
+    }
+
+    /// A retry starts the transfer over: take back what was counted.
+    pub fn reset(&mut self) {
+        if let Some(b) = &self.bar {
+            b.set_position(0);
+        }
+        self.progress
+            .inner
+            .done_bytes
+            .fetch_sub(self.done.min(self.progress.done_bytes()), Ordering::Relaxed);
+        self.done = 0;
+    }
+
+    pub fn finish(self, outcome: &str) {
+        if self.progress.mode() == Mode::Lines {
+            eprintln!("{outcome} {} ({})", self.label, human_bytes(self.size));
+        }
+    }
+}
+
+impl Drop for Transfer {
+    fn drop(&mut self) {
+        if let Some(b) = self.bar.take() {
+            b.finish_and_clear();
+            if let Some(m) = &self.progress.inner.multi {
+                m.remove(&b);
+            }
+        }
+    }
+}
+
+pub fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u < UNITS.len() - 1 {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
+}
