@@ -18,5 +18,6 @@ pub mod error;
 pub mod oci;
 pub mod pack;
 pub mod progress;
+pub mod state;
 pub mod sync;
 pub mod upgrade;
