@@ -20,4 +20,5 @@ pub mod pack;
 pub mod progress;
 pub mod state;
 pub mod sync;
+pub mod transfer;
 pub mod upgrade;

@@ -1,5 +1,315 @@
-//! `bundler sync`.
-pub async fn run(args: &crate::cli::SyncArgs) -> anyhow::Result<()> {
-    let _ = args;
-    anyhow::bail!("sync: not implemented yet")
+//! `bundler sync --config load-image.yaml`: verify bundles, push their
+//! images to the private registry under the rewritten references, relocate
+//! their charts and publish them to the target chart repository.
+//!
+//! Order of work, so that a failure leaves nothing half-done that matters:
+//! 1. every bundle is opened (tar index only) and verified before anything
+//!    is pushed; a damaged bundle stops the run before the first request;
+//! 2. images move through [`crate::transfer`]: blobs first (skipped when
+//!    present, mounted when another repository of the registry has them,
+//!    else streamed from the bundle file), then child manifests, then the
+//!    tagged manifest: a tag never points at missing blobs;
+//! 3. charts are relocated and published only after all their images are in.
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context};
+use serde::Serialize;
+
+use crate::bundle::reader::BundleReader;
+use crate::chart::hints::Hints;
+use crate::chart::repo::{PublishOptions, PublishOutcome};
+use crate::cli::SyncArgs;
+use crate::config::load_image::{ChartFilter, RepoKind, Source, SyncConfig};
+use crate::oci::media::Platform;
+use crate::oci::registry::{ClientOptions, RegistryClient};
+use crate::oci::Digest;
+use crate::progress::Progress;
+use crate::state::{SyncState, SyncedChart};
+use crate::transfer::{self, ImageJob};
+
+#[derive(Debug, Default, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SyncSummary {
+    pub dry_run: bool,
+    pub bundles: Vec<PathBuf>,
+    pub images: Vec<ImageLine>,
+    pub images_pushed: usize,
+    pub images_unchanged: usize,
+    pub blobs_uploaded: usize,
+    pub blobs_skipped: usize,
+    pub blobs_mounted: usize,
+    pub bytes_uploaded: u64,
+    pub retries: u64,
+    pub charts: Vec<ChartLine>,
+    pub seconds: f64,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ImageLine {
+    pub from: String,
+    pub to: String,
+    pub digest: String,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ChartLine {
+    pub name: String,
+    pub version: String,
+    pub target: String,
+    pub outcome: String,
+}
+
+/// A bundle that passed the filters, with its chart identity.
+struct SelectedBundle {
+    reader: BundleReader,
+    chart: Option<(String, String)>,
+}
+
+pub async fn run(args: &SyncArgs) -> anyhow::Result<()> {
+    let started = std::time::Instant::now();
+    let config = SyncConfig::load(&args.config)?;
+    let insecure = args.transport.insecure();
+    let progress = Progress::auto(args.json || args.print_images);
+    let platforms: Vec<Platform> = args
+        .platform
+        .iter()
+        .filter(|p| p.as_str() != "all")
+        .map(|p| Platform::parse(p).map_err(|e| crate::error::input_error(format!("--platform: {e}"))))
+        .collect::<anyhow::Result<_>>()?;
+
+    let bundle_paths = match &config.source {
+        Source::Bundles(p) => list_bundles(p)?,
+        Source::Repo { .. } => bail!(
+            "{}: source.repo: syncing straight from a chart repository is not supported by bundler; \
+             run `bundler pack` on the connected side and point source.intermediateBundlesPath at the bundles",
+            config.file.display()
+        ),
+    };
+    if bundle_paths.is_empty() {
+        bail!("no *.bundle.tar found in {}", source_display(&config));
+    }
+
+    // 1. Index, filter and verify every bundle before anything moves.
+    let mut selected = Vec::new();
+    for path in &bundle_paths {
+        let reader = BundleReader::open(path).with_context(|| format!("reading bundle {}", path.display()))?;
+        let chart = reader.chart_name_version().with_context(|| format!("reading the chart of bundle {}", path.display()))?;
+        if let Some((name, version)) = &chart {
+            if !chart_selected(name, version, &config.charts, &config.skip_charts) {
+                progress.println(format!("skip {} (filtered by charts/skipCharts)", path.display()));
+                continue;
+            }
+        }
+        selected.push(SelectedBundle { reader, chart });
+    }
+    for b in &selected {
+        crate::bundle::verify::verify(&b.reader, &progress).with_context(|| format!("bundle {} failed verification; nothing was pushed", b.reader.path.display()))?;
+    }
+
+    let client = RegistryClient::new(
+        ClientOptions { insecure, ca_file: args.transport.ca_file.clone(), max_connections: args.concurrency.max(1) * 2, ..ClientOptions::default() },
+        config.credential_store(),
+    )?;
+
+    // 2. Plan images.
+    let mut jobs: Vec<ImageJob> = Vec::new();
+    let mut summary = SyncSummary { dry_run: args.dry_run, ..SyncSummary::default() };
+    for (bi, b) in selected.iter().enumerate() {
+        summary.bundles.push(b.reader.path.clone());
+        for img in &b.reader.images {
+            let rewritten = config.rewrite.rewrite(&img.reference).with_context(|| format!("bundle {}: image {}", b.reader.path.display(), img.reference))?;
+            if !platforms.is_empty() && !img.children.is_empty() {
+                tracing::debug!("--platform given, but {} is kept as a whole index so that its digest survives", img.reference);
+            }
+            summary.images.push(ImageLine { from: img.reference.to_string(), to: rewritten.target.to_string(), digest: img.root.digest.to_string() });
+            jobs.push(ImageJob { bundle: bi, image: img.clone(), target: rewritten.target });
+        }
+    }
+    if args.print_images {
+        for l in &summary.images {
+            println!("{} -> {}", l.from, l.to);
+        }
+        return Ok(());
+    }
+
+    let target_desc = describe_target(&config);
+    if args.dry_run {
+        for l in &summary.images {
+            println!("image {} -> {}", l.from, l.to);
+        }
+        for b in &selected {
+            if let Some((n, v)) = &b.chart {
+                println!("chart {n} {v} -> {target_desc}");
+                summary.charts.push(ChartLine { name: n.clone(), version: v.clone(), target: target_desc.clone(), outcome: "planned".into() });
+            }
+        }
+        summary.seconds = started.elapsed().as_secs_f64();
+        if args.json {
+            println!("{}", serde_json::to_string_pretty(&summary)?);
+        }
+        return Ok(());
+    }
+
+    // 3. Push images.
+    if !args.skip_images && !jobs.is_empty() {
+        let readers: Vec<&BundleReader> = selected.iter().map(|b| &b.reader).collect();
+        let report = transfer::push_images(&client, &readers, jobs, args.concurrency.max(1), &progress).await?;
+        summary.images_pushed = report.images_pushed;
+        summary.images_unchanged = report.images_unchanged;
+        summary.blobs_uploaded = report.blobs_uploaded;
+        summary.blobs_skipped = report.blobs_skipped;
+        summary.blobs_mounted = report.blobs_mounted;
+    }
+
+    // 4. Relocate and publish charts.
+    let publish_opts = PublishOptions {
+        insecure,
+        ca_file: args.transport.ca_file.clone(),
+        force: args.force,
+        auto_create_repository: args.auto_create_repository.unwrap_or(false),
+    };
+    let image_registry = config.image_registry().unwrap_or_default();
+    let mut synced = Vec::new();
+    for b in &selected {
+        let Some((name, version)) = &b.chart else { continue };
+        let files = b.reader.chart_files()?;
+        if files.is_empty() {
+            continue;
+        }
+        let mut chart = crate::chart::Chart::from_files(files).with_context(|| format!("loading the chart of bundle {}", b.reader.path.display()))?;
+        let hints = match b.reader.hints()? {
+            Some(text) => Hints::parse(&text).with_context(|| format!("{}: hints.yaml", b.reader.path.display()))?,
+            None => Hints::default(),
+        };
+        let digest_map = digest_map(&b.reader);
+        let meta_chart = b.reader.meta.as_ref().and_then(|m| m.chart.clone());
+        let source_repo = meta_chart.as_ref().and_then(|c| c.source.clone()).filter(|s| s.contains("://"));
+        let target_url = config.target_repo.url.clone();
+        let repos = source_repo.as_deref().map(|s| (s, target_url.as_str()));
+        let relocation = crate::chart::relocate::relocate(&mut chart, &hints, &config.rewrite, &digest_map, repos)
+            .with_context(|| format!("relocating chart {name} {version} from {}", b.reader.path.display()))?;
+        tracing::debug!("relocated {name} {version}:\n{}", relocation.diff);
+        let tgz = crate::chart::package::package_tgz(&chart)?;
+        let outcome = crate::chart::repo::publish(&config.target_repo, &chart, &tgz, &client, &publish_opts)
+            .await
+            .with_context(|| format!("publishing chart {name} {version} to {target_desc}"))?;
+        let outcome_s = match outcome {
+            PublishOutcome::Published => "published",
+            PublishOutcome::AlreadyPresent => "already present",
+        };
+        progress.println(format!("chart {name} {version}: {outcome_s} ({target_desc})"));
+        summary.charts.push(ChartLine { name: name.clone(), version: version.clone(), target: target_desc.clone(), outcome: outcome_s.into() });
+        synced.push(synced_chart(&config, name, version, &image_registry, meta_chart.and_then(|c| c.release)));
+    }
+    progress.finish();
+    if !synced.is_empty() {
+        SyncState::record(&config.file, synced)?;
+    }
+
+    let stats = client.stats();
+    summary.bytes_uploaded = stats.bytes_uploaded;
+    summary.retries = stats.retries;
+    summary.seconds = started.elapsed().as_secs_f64();
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&summary)?);
+    } else {
+        println!(
+            "synced {} images ({} pushed, {} unchanged; blobs: {} uploaded, {} mounted, {} already there; {} moved) and {} charts in {:.1}s",
+            summary.images.len(),
+            summary.images_pushed,
+            summary.images_unchanged,
+            summary.blobs_uploaded,
+            summary.blobs_mounted,
+            summary.blobs_skipped,
+            crate::progress::human_bytes(summary.bytes_uploaded),
+            summary.charts.len(),
+            summary.seconds
+        );
+    }
+    Ok(())
+}
+
+/// Bundles under a directory (`<name>_<version>.bundle.tar`,
+/// `<name>-<version>.bundle.tar`), or inside an outer offline package.
+fn list_bundles(path: &Path) -> anyhow::Result<Vec<PathBuf>> {
+    let meta = std::fs::metadata(path).with_context(|| format!("source.intermediateBundlesPath {} does not exist (relative paths are from the current directory)", path.display()))?;
+    if meta.is_dir() {
+        let mut out: Vec<PathBuf> = std::fs::read_dir(path)?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.is_file() && p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.ends_with(".bundle.tar")))
+            .collect();
+        out.sort();
+        Ok(out)
+    } else if path.to_string_lossy().ends_with(".bundle.tar") {
+        Ok(vec![path.to_path_buf()])
+    } else {
+        crate::bundle::reader::bundles_in_package(path)
+    }
+}
+
+fn source_display(config: &SyncConfig) -> String {
+    match &config.source {
+        Source::Bundles(p) => p.display().to_string(),
+        Source::Repo { repo, .. } => repo.url.clone(),
+    }
+}
+
+fn chart_selected(name: &str, version: &str, only: &[ChartFilter], skip: &[ChartFilter]) -> bool {
+    let matches = |f: &ChartFilter| f.name == name && (f.versions.is_empty() || f.versions.iter().any(|v| v == version));
+    if !only.is_empty() && !only.iter().any(matches) {
+        return false;
+    }
+    !skip.iter().any(matches)
+}
+
+/// index digest → platform manifest digest kept, from bundle.json.
+fn digest_map(reader: &BundleReader) -> HashMap<Digest, Digest> {
+    reader
+        .meta
+        .as_ref()
+        .map(|m| m.images.iter().filter_map(|i| i.source_index.clone().map(|s| (s, i.digest.clone()))).collect())
+        .unwrap_or_default()
+}
+
+fn describe_target(config: &SyncConfig) -> String {
+    let r = &config.target_repo;
+    match r.kind {
+        RepoKind::Local => format!("LOCAL {}", r.path.as_ref().map(|p| p.display().to_string()).unwrap_or_default()),
+        RepoKind::Oci => format!("OCI {}", r.url),
+        RepoKind::Harbor => format!("HARBOR {}", r.url),
+        RepoKind::Chartmuseum => format!("CHARTMUSEUM {}", r.url),
+        RepoKind::Helm => format!("HELM {}", r.url),
+    }
+}
+
+fn synced_chart(config: &SyncConfig, name: &str, version: &str, registry: &str, release: Option<crate::bundle::format::ReleaseInfo>) -> SyncedChart {
+    let r = &config.target_repo;
+    let (kind, chart_ref, repo_url) = match r.kind {
+        RepoKind::Local => {
+            let dir = r.path.clone().unwrap_or_default();
+            let abs = std::fs::canonicalize(&dir).unwrap_or(dir);
+            ("LOCAL", abs.join(format!("{name}-{version}.tgz")).display().to_string(), None)
+        }
+        RepoKind::Oci => {
+            let base = r.url.trim_end_matches('/');
+            let base = base.strip_prefix("http://").or_else(|| base.strip_prefix("https://")).map(|b| format!("oci://{b}")).unwrap_or_else(|| base.to_string());
+            ("OCI", format!("{base}/{name}"), None)
+        }
+        RepoKind::Harbor => ("HARBOR", name.to_string(), Some(r.url.clone())),
+        RepoKind::Chartmuseum => ("CHARTMUSEUM", name.to_string(), Some(r.url.clone())),
+        RepoKind::Helm => ("HELM", name.to_string(), Some(r.url.clone())),
+    };
+    SyncedChart {
+        name: name.to_string(),
+        version: version.to_string(),
+        kind: kind.to_string(),
+        chart_ref,
+        repo_url,
+        registry: registry.to_string(),
+        release,
+        synced_at: time::OffsetDateTime::now_utc().format(&time::format_description::well_known::Rfc3339).unwrap_or_default(),
+    }
 }
