@@ -190,6 +190,73 @@ fn parse_pax(data: &[u8]) -> anyhow::Result<BTreeMap<String, Vec<u8>>> {
 /// errors name `what` (the archive) and the entry. Only regular files and
 /// directories are accepted.
 pub fn index_tar(file: &File, base: u64, len: u64, what: &str) -> anyhow::Result<Vec<TarEntry>> {
+    index_tar_opts(file, base, len, what, MAX_ENTRIES, false)
+}
+
+/// [`index_tar`] with a custom entry limit.
+pub fn index_tar_limited(
+    file: &File,
+    base: u64,
+    len: u64,
+    what: &str,
+    max_entries: usize,
+) -> anyhow::Result<Vec<TarEntry>> {
+    index_tar_opts(file, base, len, what, max_entries, false)
+}
+
+/// Resolve a link target to a normalised archive path: symlinks relative to
+/// the link's directory, hard links from the archive root; never outside.
+fn resolve_link(name: &str, target: &str, symbolic: bool) -> anyhow::Result<String> {
+    if target.starts_with('/') {
+        bail!("link target {target:?} is absolute");
+    }
+    let mut parts: Vec<&str> = Vec::new();
+    if symbolic {
+        parts.extend(name.split('/').filter(|p| !p.is_empty() && *p != "."));
+        parts.pop();
+    }
+    for p in target.split('/') {
+        match p {
+            "" | "." => {}
+            ".." => {
+                if parts.pop().is_none() {
+                    bail!("link target {target:?} leaves the archive");
+                }
+            }
+            p => parts.push(p),
+        }
+    }
+    if parts.is_empty() {
+        bail!("link target {target:?} is the archive root");
+    }
+    Ok(parts.join("/"))
+}
+
+/// [`index_tar`] for image archives from other tools (`docker save`,
+/// `skopeo copy docker-archive:`), which use links for shared layers:
+/// symbolic and hard links are accepted when they point at a regular file
+/// inside the archive, and are listed as that file's extent under the
+/// link's name. Links out of the archive, dangling links and link loops are
+/// refused.
+pub fn index_tar_with_links(
+    file: &File,
+    base: u64,
+    len: u64,
+    what: &str,
+) -> anyhow::Result<Vec<TarEntry>> {
+    index_tar_opts(file, base, len, what, MAX_ENTRIES, true)
+}
+
+fn index_tar_opts(
+    file: &File,
+    base: u64,
+    len: u64,
+    what: &str,
+    max_entries: usize,
+    allow_links: bool,
+) -> anyhow::Result<Vec<TarEntry>> {
+    let mut links: Vec<(String, String)> = Vec::new();
+    let mut long_link: Option<Vec<u8>> = None;
     let mut out: Vec<TarEntry> = Vec::new();
     let mut seen: BTreeSet<String> = BTreeSet::new();
     let mut pos: u64 = 0;
@@ -210,8 +277,8 @@ pub fn index_tar(file: &File, base: u64, len: u64, what: &str) -> anyhow::Result
             break;
         }
         headers += 1;
-        if headers > MAX_ENTRIES {
-            bail!("{what}: more than {MAX_ENTRIES} tar entries: refused (tar bomb?)");
+        if headers > max_entries {
+            bail!("{what}: more than {max_entries} tar entries: refused (tar bomb?)");
         }
         let stored = parse_octal(&block[148..156]);
         let computed: u64 = block
@@ -247,9 +314,16 @@ pub fn index_tar(file: &File, base: u64, len: u64, what: &str) -> anyhow::Result
         if let Some(l) = long_name.take() {
             name_bytes = l;
         }
+        let mut link_bytes: Vec<u8> = cstr(&block[157..257]).to_vec();
+        if let Some(l) = long_link.take() {
+            link_bytes = l;
+        }
         if let Some(p) = pax.take() {
             if let Some(path) = p.get("path") {
                 name_bytes = path.clone();
+            }
+            if let Some(l) = p.get("linkpath") {
+                link_bytes = l.clone();
             }
             if let Some(s) = p.get("size") {
                 size = std::str::from_utf8(s)
@@ -282,6 +356,28 @@ pub fn index_tar(file: &File, base: u64, len: u64, what: &str) -> anyhow::Result
                 let mut buf = vec![0u8; size as usize];
                 file.read_exact_at(&mut buf, base + data)?;
                 long_name = Some(cstr(&buf).to_vec());
+            }
+            b'K' => {
+                if size > MAX_META {
+                    bail!("{what}: GNU long link name of {size} bytes: refused");
+                }
+                let mut buf = vec![0u8; size as usize];
+                file.read_exact_at(&mut buf, base + data)?;
+                long_link = Some(cstr(&buf).to_vec());
+            }
+            b'1' | b'2' if allow_links => {
+                let norm = check_entry_name(&name)
+                    .with_context(|| format!("{what}: entry {name:?}: refused"))?
+                    .with_context(|| format!("{what}: link {name:?} has no name: refused"))?;
+                let target = String::from_utf8(link_bytes).map_err(|_| {
+                    anyhow::anyhow!("{what}: link {name:?}: target is not valid UTF-8: refused")
+                })?;
+                let resolved = resolve_link(&norm, &target, typeflag == b'2')
+                    .with_context(|| format!("{what}: link {name:?}: refused"))?;
+                if !seen.insert(norm.clone()) {
+                    bail!("{what}: duplicate entry {name:?}: refused");
+                }
+                links.push((norm, resolved));
             }
             b'x' => {
                 if size > MAX_META {
@@ -335,8 +431,45 @@ pub fn index_tar(file: &File, base: u64, len: u64, what: &str) -> anyhow::Result
         }
         pos = next;
     }
-    if long_name.is_some() || pax.is_some() {
+    if long_name.is_some() || pax.is_some() || long_link.is_some() {
         bail!("{what}: archive ends after a long-name/PAX header without its entry");
+    }
+    if !links.is_empty() {
+        let link_map: BTreeMap<&str, &str> = links
+            .iter()
+            .map(|(a, b)| (a.as_str(), b.as_str()))
+            .collect();
+        let files: BTreeMap<&str, Extent> = out
+            .iter()
+            .filter(|e| e.kind == TarKind::File)
+            .map(|e| (e.name.as_str(), e.extent))
+            .collect();
+        let mut resolved = Vec::new();
+        for (name, target) in &links {
+            let mut t = target.as_str();
+            let mut hops = 0;
+            let ext = loop {
+                if let Some(e) = files.get(t) {
+                    break *e;
+                }
+                match link_map.get(t) {
+                    Some(next) if hops < 16 => {
+                        t = next;
+                        hops += 1;
+                    }
+                    Some(_) => bail!("{what}: link {name:?}: link loop: refused"),
+                    None => bail!(
+                        "{what}: link {name:?} points at {target:?}, which is not a file in the archive: refused"
+                    ),
+                }
+            };
+            resolved.push(TarEntry {
+                name: name.clone(),
+                kind: TarKind::File,
+                extent: ext,
+            });
+        }
+        out.extend(resolved);
     }
     Ok(out)
 }

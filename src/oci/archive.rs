@@ -16,7 +16,7 @@ use bytes::Bytes;
 use super::media::{self, Descriptor, Parsed};
 use super::{Digest, Reference};
 use crate::bundle::reader::{
-    digest_from_name, hash_range, index_tar, reference_from_annotations,
+    digest_from_name, hash_range, index_tar_with_links, reference_from_annotations,
     synthesize_docker_manifest, DockerArchiveEntry, ManifestDoc, TarKind, MAX_SMALL_FILE,
 };
 
@@ -138,7 +138,7 @@ fn from_tar(path: &Path) -> anyhow::Result<Files> {
     let f = File::open(path).with_context(|| format!("opening {what}"))?;
     let len = f.metadata()?.len();
     let mut map = BTreeMap::new();
-    for e in index_tar(&f, 0, len, &what)? {
+    for e in index_tar_with_links(&f, 0, len, &what)? {
         if e.kind == TarKind::File {
             map.insert(
                 e.name,
@@ -398,4 +398,74 @@ fn open_legacy_docker(files: &Files) -> anyhow::Result<Vec<ArchiveImage>> {
         }
     }
     Ok(out)
+}
+
+impl ArchiveImage {
+    /// An [`crate::bundle::writer::ImageSpec`] that keeps this image as it
+    /// is in the archive (an index root keeps every child present; missing
+    /// ones are recorded as omitted by the writer), under `reference`. The
+    /// docker `manifest.json` view uses the manifest root, or the
+    /// linux/amd64 child (else the first child) of an index.
+    pub fn image_spec(
+        &self,
+        reference: Reference,
+    ) -> anyhow::Result<crate::bundle::writer::ImageSpec> {
+        let parsed = self.root.parse()?;
+        let (docker_manifest, platform) = match &parsed {
+            Parsed::Manifest { .. } => (Some(parsed.clone()), self.config_platform(&parsed)),
+            Parsed::Index { manifests, .. } => {
+                let amd64 = media::Platform::parse("linux/amd64")?;
+                let pick = manifests
+                    .iter()
+                    .filter(|d| self.children.iter().any(|c| c.digest == d.digest))
+                    .find(|d| d.platform.as_ref().is_some_and(|p| amd64.matches(p)))
+                    .or_else(|| {
+                        manifests
+                            .iter()
+                            .find(|d| self.children.iter().any(|c| c.digest == d.digest))
+                    });
+                let doc = pick.and_then(|d| self.children.iter().find(|c| c.digest == d.digest));
+                (doc.map(|d| d.parse()).transpose()?, None)
+            }
+        };
+        let docker = docker_manifest.and_then(|m| match m {
+            Parsed::Manifest { config, layers, .. } => Some((
+                config.digest,
+                layers.into_iter().map(|l| l.digest).collect(),
+            )),
+            Parsed::Index { .. } => None,
+        });
+        Ok(crate::bundle::writer::ImageSpec {
+            reference,
+            root: self.root.clone(),
+            children: self.children.clone(),
+            platform,
+            source_index: None,
+            docker,
+        })
+    }
+
+    /// os/arch from the (small) config of a manifest root.
+    fn config_platform(&self, parsed: &Parsed) -> Option<media::Platform> {
+        #[derive(serde::Deserialize)]
+        struct C {
+            os: Option<String>,
+            architecture: Option<String>,
+            variant: Option<String>,
+        }
+        let Parsed::Manifest { config, .. } = parsed else {
+            return None;
+        };
+        let (_, loc) = self.blobs.iter().find(|(d, _)| d.digest == config.digest)?;
+        let BlobLocation::File { len, .. } = loc;
+        if *len > 1 << 20 {
+            return None;
+        }
+        let c: C = serde_json::from_slice(&loc.read_small().ok()?).ok()?;
+        Some(media::Platform {
+            os: c.os?,
+            architecture: c.architecture?,
+            variant: c.variant.filter(|v| !v.is_empty()),
+        })
+    }
 }
