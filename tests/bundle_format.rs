@@ -556,6 +556,9 @@ fn legacy_docker_save_layout_is_an_image_source() {
 
 // ---- hostile and damaged input ----
 
+/// (name, data, type flag, link target)
+type RawEntry = (Vec<u8>, Vec<u8>, u8, Vec<u8>);
+
 /// A raw tar entry header with any name and type (bypassing the tar
 /// crate's path checks).
 fn raw_header(name: &[u8], size: u64, kind: u8, link: &[u8]) -> Vec<u8> {
@@ -570,7 +573,7 @@ fn raw_header(name: &[u8], size: u64, kind: u8, link: &[u8]) -> Vec<u8> {
     h.as_bytes().to_vec()
 }
 
-fn raw_tar(entries: &[(Vec<u8>, Vec<u8>, u8, Vec<u8>)], end: bool) -> Vec<u8> {
+fn raw_tar(entries: &[RawEntry], end: bool) -> Vec<u8> {
     let mut out = Vec::new();
     for (name, data, kind, link) in entries {
         out.extend(raw_header(name, data.len() as u64, *kind, link));
@@ -583,7 +586,7 @@ fn raw_tar(entries: &[(Vec<u8>, Vec<u8>, u8, Vec<u8>)], end: bool) -> Vec<u8> {
     out
 }
 
-fn file(name: &str, data: &[u8]) -> (Vec<u8>, Vec<u8>, u8, Vec<u8>) {
+fn file(name: &str, data: &[u8]) -> RawEntry {
     (name.as_bytes().to_vec(), data.to_vec(), b'0', vec![])
 }
 
@@ -721,10 +724,7 @@ fn hostile_tars_are_refused_naming_the_bundle_and_entry() {
 }
 
 /// A bundle built by hand: outer files plus an images.tar from entries.
-fn hand_bundle(
-    outer: Vec<(Vec<u8>, Vec<u8>, u8, Vec<u8>)>,
-    inner: &[(Vec<u8>, Vec<u8>, u8, Vec<u8>)],
-) -> Vec<u8> {
+fn hand_bundle(outer: Vec<RawEntry>, inner: &[RawEntry]) -> Vec<u8> {
     let mut all = outer;
     all.push((b"images.tar".to_vec(), raw_tar(inner, true), b'0', vec![]));
     raw_tar(&all, true)
@@ -841,4 +841,179 @@ fn an_unfinished_bundle_leaves_nothing_under_the_final_name() {
     drop(pending);
     assert!(!temp.exists());
     assert!(!out.exists());
+}
+
+#[test]
+fn image_archive_links_must_stay_inside_the_archive() {
+    use bundler::bundle::reader::index_tar_with_links;
+    let work = tempfile::tempdir().unwrap();
+    let check = |label: &str, entries: &[RawEntry]| {
+        let p = work.path().join(format!("{label}.tar"));
+        std::fs::write(&p, raw_tar(entries, true)).unwrap();
+        let f = std::fs::File::open(&p).unwrap();
+        let len = f.metadata().unwrap().len();
+        index_tar_with_links(&f, 0, len, label)
+    };
+    let layer = file("abc.tar", b"layer bytes");
+    let ok = check(
+        "shared",
+        &[
+            layer.clone(),
+            (
+                b"id1/layer.tar".to_vec(),
+                vec![],
+                b'2',
+                b"../abc.tar".to_vec(),
+            ),
+            (b"id2/layer.tar".to_vec(), vec![], b'1', b"abc.tar".to_vec()),
+        ],
+    )
+    .unwrap();
+    let exts: Vec<_> = ok.iter().map(|e| e.extent).collect();
+    assert_eq!(ok.len(), 3);
+    assert!(exts.iter().all(|e| *e == exts[0]));
+    for (label, entries) in [
+        (
+            "escape",
+            vec![(
+                b"id/layer.tar".to_vec(),
+                vec![],
+                b'2',
+                b"../../etc/passwd".to_vec(),
+            )],
+        ),
+        (
+            "absolute",
+            vec![(
+                b"id/layer.tar".to_vec(),
+                vec![],
+                b'2',
+                b"/etc/passwd".to_vec(),
+            )],
+        ),
+        (
+            "dangling",
+            vec![(
+                b"id/layer.tar".to_vec(),
+                vec![],
+                b'2',
+                b"../nope.tar".to_vec(),
+            )],
+        ),
+        (
+            "loop",
+            vec![
+                (b"a".to_vec(), vec![], b'2', b"b".to_vec()),
+                (b"b".to_vec(), vec![], b'2', b"a".to_vec()),
+            ],
+        ),
+    ] {
+        let err = check(label, &entries).expect_err(label).to_string();
+        assert!(err.contains("refused"), "{label}: {err}");
+    }
+}
+
+#[test]
+fn docker_25_style_archive_uses_its_index_json() {
+    // `docker save` ≥ 25 writes an OCI layout plus manifest.json; the
+    // reference comes from io.containerd.image.name with a tag-only ref.name.
+    let work = tempfile::tempdir().unwrap();
+    let layout = make_layout(work.path());
+    let idx = std::fs::read_to_string(layout.dir.join("index.json")).unwrap();
+    let idx = idx.replace(
+        "\"org.opencontainers.image.ref.name\":\"app\"",
+        "\"io.containerd.image.name\":\"docker.io/library/app:5\",\"org.opencontainers.image.ref.name\":\"5\"",
+    );
+    std::fs::write(layout.dir.join("index.json"), idx).unwrap();
+    std::fs::write(layout.dir.join("manifest.json"), "[]").unwrap();
+    let tarball = work.path().join("docker25.tar");
+    let mut b = tar::Builder::new(std::fs::File::create(&tarball).unwrap());
+    b.append_dir_all(".", &layout.dir).unwrap();
+    b.finish().unwrap();
+    drop(b);
+    let imgs = open_archive(&tarball).unwrap();
+    let app = imgs
+        .iter()
+        .find(|i| i.root.digest.to_string() == layout.single.digest)
+        .unwrap();
+    assert_eq!(
+        app.reference.as_ref().unwrap().to_string(),
+        "docker.io/library/app:5"
+    );
+    assert!(!app.synthesized);
+}
+
+#[test]
+fn platform_filtered_and_partial_index_images_record_the_digest_map() {
+    let work = tempfile::tempdir().unwrap();
+    let layout = make_layout(work.path());
+    let imgs = open_archive(&layout.dir).unwrap();
+    let multi = imgs
+        .iter()
+        .find(|i| i.root.digest.to_string() == layout.index.digest)
+        .unwrap();
+    let amd_digest: Digest = layout.amd.digest.parse().unwrap();
+    let amd_doc = multi
+        .children
+        .iter()
+        .find(|c| c.digest == amd_digest)
+        .unwrap()
+        .clone();
+    let amd_blobs: Vec<Digest> = match amd_doc.parse().unwrap() {
+        bundler::oci::media::Parsed::Manifest { config, layers, .. } => std::iter::once(config)
+            .chain(layers)
+            .map(|d| d.digest)
+            .collect(),
+        _ => unreachable!(),
+    };
+    let mut locs = BTreeMap::new();
+    let mut spec = BundleSpec::default();
+    for (d, loc) in &multi.blobs {
+        if amd_blobs.contains(&d.digest) {
+            spec.blobs.insert(d.digest.clone(), d.size);
+            locs.insert(d.digest.clone(), loc.clone());
+        }
+    }
+    // 1. one platform kept: the platform manifest is the root.
+    let mut filtered = multi.image_spec(Reference::parse(MULTI).unwrap()).unwrap();
+    filtered.root = amd_doc.clone();
+    filtered.children.clear();
+    filtered.platform = Some(bundler::oci::media::Platform::parse("linux/amd64").unwrap());
+    filtered.source_index = Some(multi.root.digest.clone());
+    // 2. the index kept with only the amd64 child.
+    let mut partial = multi
+        .image_spec(Reference::parse("example.com/team/partial:1").unwrap())
+        .unwrap();
+    partial.children.retain(|c| c.digest == amd_digest);
+    spec.images = vec![filtered, partial];
+    let bundle = work.path().join("filtered.bundle.tar");
+    write_bundle(&bundle, &spec, &locs);
+
+    let r = BundleReader::open(&bundle).unwrap();
+    let meta = r.meta.clone().unwrap();
+    assert_eq!(meta.images[0].digest, amd_digest);
+    assert_eq!(
+        meta.images[0].source_index.as_ref().unwrap().to_string(),
+        layout.index.digest
+    );
+    assert_eq!(
+        meta.images[0].platform.as_ref().unwrap().to_string(),
+        "linux/amd64"
+    );
+    assert_eq!(
+        meta.images[1].omitted.len(),
+        1,
+        "arm64 child recorded as omitted"
+    );
+    assert_eq!(r.images.len(), 2);
+    assert_eq!(r.images[1].children.len(), 1);
+    verify(&r, &quiet()).unwrap();
+    let images_tar = extract_images_tar(&bundle, work.path());
+    let raw = skopeo(&[
+        "inspect",
+        "--raw",
+        &format!("oci-archive:{}:{MULTI}", images_tar.display()),
+    ])
+    .stdout;
+    assert_eq!(sha(&raw), layout.amd.digest);
 }

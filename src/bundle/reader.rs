@@ -389,10 +389,8 @@ fn index_tar_opts(
             }
             b'g' => {} // global PAX header: nothing we use
             b'0' | b'\0' | b'7' | b'5' => {
-                let kind = if typeflag == b'5' {
+                let kind = if typeflag == b'5' || (typeflag == b'\0' && name.ends_with('/')) {
                     TarKind::Dir
-                } else if name.ends_with('/') && size == 0 && typeflag == b'\0' {
-                    TarKind::Dir // old-style directory
                 } else {
                     TarKind::File
                 };
@@ -817,7 +815,7 @@ impl BundleReader {
                         .map(|r| r.omitted.iter().cloned().collect())
                 })
                 .unwrap_or_default();
-            match root.parse().with_context(|| format!("{what}"))? {
+            match root.parse().with_context(|| what.to_string())? {
                 Parsed::Manifest { config, layers, .. } => {
                     for b in std::iter::once(config).chain(layers) {
                         self.push_blob(&mut blobs, &mut seen, b, &root.digest, what)?;
