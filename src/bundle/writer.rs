@@ -502,11 +502,22 @@ impl PendingBundle {
         let f = File::open(src).with_context(|| format!("opening {}", src.display()))?;
         let mut w = self.slot_writer(slot);
         let mut buf = Vec::new();
+        let mut write_err: Option<std::io::Error> = None;
         super::reader::hash_range_into(&f, offset, slot.size, &mut buf, |chunk| {
-            // write errors are reported by finish() through the count
-            let _ = w.write_all(chunk);
+            if write_err.is_none() {
+                if let Err(e) = w.write_all(chunk) {
+                    write_err = Some(e);
+                }
+            }
         })
         .with_context(|| format!("reading blob {} from {}", slot.digest, src.display()))?;
+        if let Some(e) = write_err {
+            return Err(anyhow::Error::new(e).context(format!(
+                "writing blob {} into {}",
+                slot.digest,
+                self.temp_path.display()
+            )));
+        }
         w.finish()
             .with_context(|| format!("copying blob {} from {}", slot.digest, src.display()))
     }
