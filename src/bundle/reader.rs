@@ -604,8 +604,30 @@ pub fn synthesize_docker_manifest(config: &Descriptor, layers: &[Descriptor]) ->
     ManifestDoc::new(media::DOCKER_MANIFEST, bytes)
 }
 
+/// The `*.bundle.tar` entries of an outer offline package, with their
+/// extents (the package is indexed by seeking; nothing is extracted).
+pub fn bundles_in_package(package: &Path) -> anyhow::Result<Vec<(String, Extent)>> {
+    let what = format!("offline package {}", package.display());
+    let file = File::open(package).with_context(|| format!("opening {what}"))?;
+    let len = file
+        .metadata()
+        .with_context(|| format!("reading {what}"))?
+        .len();
+    let mut out: Vec<(String, Extent)> = index_tar(&file, 0, len, &what)?
+        .into_iter()
+        .filter(|e| e.kind == TarKind::File && e.name.ends_with(".bundle.tar"))
+        .map(|e| (e.name, e.extent))
+        .collect();
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    Ok(out)
+}
+
 pub struct BundleReader {
+    /// The file holding the bundle (the bundle itself, or the outer package
+    /// it sits in: extents are absolute offsets in this file).
     pub path: PathBuf,
+    /// How to name this bundle in messages.
+    pub label: String,
     pub entries: BTreeMap<String, Extent>,
     pub images_entries: BTreeMap<String, Extent>,
     pub meta: Option<BundleJson>,
@@ -639,14 +661,35 @@ impl BundleReader {
             .metadata()
             .with_context(|| format!("reading {what}"))?
             .len();
+        Self::open_region(path, file, 0, len, what)
+    }
+
+    /// A bundle stored as entry `name` of an outer offline package (seed
+    /// 002's `<name>_<version>_<arch>.tar`), read in place: every extent is
+    /// an absolute offset in the package file, so blobs stream straight
+    /// from it and nothing is extracted.
+    pub fn open_at(package: &Path, name: &str, region: Extent) -> anyhow::Result<Self> {
+        let what = format!("bundle {name} in {}", package.display());
+        let file = File::open(package).with_context(|| format!("opening {}", package.display()))?;
+        Self::open_region(package, file, region.offset, region.size, what)
+    }
+
+    fn open_region(
+        path: &Path,
+        file: File,
+        base: u64,
+        len: u64,
+        what: String,
+    ) -> anyhow::Result<Self> {
         let mut entries = BTreeMap::new();
-        for e in index_tar(&file, 0, len, &what)? {
+        for e in index_tar(&file, base, len, &what)? {
             if e.kind == TarKind::File {
                 entries.insert(e.name, e.extent);
             }
         }
         let mut r = BundleReader {
             path: path.to_path_buf(),
+            label: what.trim_start_matches("bundle ").to_string(),
             entries,
             images_entries: BTreeMap::new(),
             meta: None,
