@@ -33,8 +33,16 @@ use crate::progress::Progress;
 /// Where a blob's bytes come from when filling a bundle slot.
 #[derive(Clone, Debug)]
 enum BlobOrigin {
-    Registry { registry: String, repository: String, desc: Descriptor },
-    File { path: PathBuf, offset: u64, len: u64 },
+    Registry {
+        registry: String,
+        repository: String,
+        desc: Descriptor,
+    },
+    File {
+        path: PathBuf,
+        offset: u64,
+        len: u64,
+    },
 }
 
 /// An image resolved to exactly what goes into a bundle.
@@ -68,37 +76,82 @@ struct BundleSummary {
 pub async fn run(args: &PackArgs) -> anyhow::Result<()> {
     let started = std::time::Instant::now();
     let manifest = BundleManifest::load(&args.manifest)?;
-    let base_dir = args.manifest.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new(".")).to_path_buf();
+    let base_dir = args
+        .manifest
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."))
+        .to_path_buf();
     let platforms = platform_selection(&args.platform, &manifest)?;
-    std::fs::create_dir_all(&args.output).with_context(|| format!("creating output directory {}", args.output.display()))?;
+    std::fs::create_dir_all(&args.output)
+        .with_context(|| format!("creating output directory {}", args.output.display()))?;
 
     let client = RegistryClient::new(
-        ClientOptions { insecure: args.transport.insecure(), ca_file: args.transport.ca_file.clone(), ..ClientOptions::default() },
-        CredentialStore { use_docker_config: true, ..CredentialStore::default() },
+        ClientOptions {
+            insecure: args.transport.insecure(),
+            ca_file: args.transport.ca_file.clone(),
+            ..ClientOptions::default()
+        },
+        CredentialStore {
+            use_docker_config: true,
+            ..CredentialStore::default()
+        },
     )?;
     let progress = Progress::auto(args.json);
-    let fetch_opts = PublishOptions { insecure: args.transport.insecure(), ca_file: args.transport.ca_file.clone(), ..PublishOptions::default() };
+    let fetch_opts = PublishOptions {
+        insecure: args.transport.insecure(),
+        ca_file: args.transport.ca_file.clone(),
+        ..PublishOptions::default()
+    };
     let helm = find_helm(args.helm.as_deref());
-    let product = ProductInfo { name: manifest.name.clone(), version: manifest.version.clone() };
+    let product = ProductInfo {
+        name: manifest.name.clone(),
+        version: manifest.version.clone(),
+    };
 
     // Plan every bundle before writing any, so that a bad reference fails
     // the run before bytes move.
-    let mut plans: Vec<(PathBuf, BundleSpec, Vec<(Descriptor, BlobOrigin)>, Option<(String, Vec<u8>)>)> = Vec::new();
+    let mut plans: Vec<(
+        PathBuf,
+        BundleSpec,
+        Vec<(Descriptor, BlobOrigin)>,
+        Option<(String, Vec<u8>)>,
+    )> = Vec::new();
     for entry in &manifest.charts {
         let (chart, tgz) = crate::chart::repo::fetch(entry, &base_dir, &client, &fetch_opts)
             .await
-            .with_context(|| format!("fetching chart {} from the bundle manifest {}", entry.name, manifest.file.display()))?;
+            .with_context(|| {
+                format!(
+                    "fetching chart {} from the bundle manifest {}",
+                    entry.name,
+                    manifest.file.display()
+                )
+            })?;
         let (hints, extra_images) = chart_hints(entry, &chart, &base_dir, helm.as_deref())?;
         let mut refs: Vec<Reference> = Vec::new();
-        for h in hints.resolve(&chart).with_context(|| format!("resolving image hints of chart {}", chart.name))? {
+        for h in hints
+            .resolve(&chart)
+            .with_context(|| format!("resolving image hints of chart {}", chart.name))?
+        {
             refs.push(h.reference);
         }
         refs.extend(extra_images);
         for s in &entry.images {
-            refs.push(Reference::parse(s).with_context(|| format!("chart {} in {}: images", entry.name, manifest.file.display()))?);
+            refs.push(Reference::parse(s).with_context(|| {
+                format!(
+                    "chart {} in {}: images",
+                    entry.name,
+                    manifest.file.display()
+                )
+            })?);
         }
         dedup_refs(&mut refs);
-        progress.println(format!("chart {} {}: {} images", chart.name, chart.version, refs.len()));
+        progress.println(format!(
+            "chart {} {}: {} images",
+            chart.name,
+            chart.version,
+            refs.len()
+        ));
         let mut images = Vec::new();
         for r in &refs {
             images.push(resolve_registry_image(&client, r, platforms.as_deref()).await?);
@@ -122,19 +175,32 @@ pub async fn run(args: &PackArgs) -> anyhow::Result<()> {
             images: specs,
             blobs,
         };
-        let path = args.output.join(format!("{}_{}.bundle.tar", chart.name, chart.version));
-        plans.push((path, spec, blob_origins, Some((format!("{}-{}.tgz", chart.name, chart.version), tgz))));
+        let path = args
+            .output
+            .join(format!("{}_{}.bundle.tar", chart.name, chart.version));
+        plans.push((
+            path,
+            spec,
+            blob_origins,
+            Some((format!("{}-{}.tgz", chart.name, chart.version), tgz)),
+        ));
     }
     if !manifest.images.is_empty() {
         let mut images = Vec::new();
         for src in &manifest.images {
             match src {
                 ImageSource::Reference(s) => {
-                    let r = Reference::parse(s).with_context(|| format!("{}: spec.images: {s:?}", manifest.file.display()))?;
+                    let r = Reference::parse(s).with_context(|| {
+                        format!("{}: spec.images: {s:?}", manifest.file.display())
+                    })?;
                     images.push(resolve_registry_image(&client, &r, platforms.as_deref()).await?);
                 }
                 ImageSource::Archive(path) => {
-                    let path = if path.is_absolute() { path.clone() } else { base_dir.join(path) };
+                    let path = if path.is_absolute() {
+                        path.clone()
+                    } else {
+                        base_dir.join(path)
+                    };
                     images.extend(resolve_archive_images(&path, platforms.as_deref())?);
                 }
             }
@@ -144,8 +210,18 @@ pub async fn run(args: &PackArgs) -> anyhow::Result<()> {
         for (d, _) in &blob_origins {
             blobs.insert(d.digest.clone(), d.size);
         }
-        let spec = BundleSpec { chart: None, product: Some(product.clone()), hints: String::new(), chart_files: Vec::new(), images: specs, blobs };
-        let path = args.output.join(format!("{}-images_{}.bundle.tar", manifest.name, manifest.version));
+        let spec = BundleSpec {
+            chart: None,
+            product: Some(product.clone()),
+            hints: String::new(),
+            chart_files: Vec::new(),
+            images: specs,
+            blobs,
+        };
+        let path = args.output.join(format!(
+            "{}-images_{}.bundle.tar",
+            manifest.name, manifest.version
+        ));
         plans.push((path, spec, blob_origins, None));
     }
 
@@ -154,42 +230,76 @@ pub async fn run(args: &PackArgs) -> anyhow::Result<()> {
     let written: Arc<Mutex<HashMap<Digest, (PathBuf, u64)>>> = Arc::default();
     let mut package_members: Vec<PathBuf> = Vec::new();
     for (path, spec, origins, chart_archive) in plans {
-        let pending = writer::begin(&path, &spec).with_context(|| format!("writing {}", path.display()))?;
-        let origin_by_digest: HashMap<Digest, BlobOrigin> = origins.into_iter().map(|(d, o)| (d.digest, o)).collect();
+        let pending =
+            writer::begin(&path, &spec).with_context(|| format!("writing {}", path.display()))?;
+        let origin_by_digest: HashMap<Digest, BlobOrigin> =
+            origins.into_iter().map(|(d, o)| (d.digest, o)).collect();
         let total: u64 = pending.slots.iter().map(|s| s.size).sum();
         progress.add_total(total);
         let file = pending.file.clone();
         let mut tasks = tokio::task::JoinSet::new();
         let sem = Arc::new(tokio::sync::Semaphore::new(args.concurrency.max(1)));
         for slot in pending.slots.clone() {
-            let origin = origin_by_digest.get(&slot.digest).cloned().with_context(|| format!("internal: no source for blob {}", slot.digest))?;
+            let origin = origin_by_digest
+                .get(&slot.digest)
+                .cloned()
+                .with_context(|| format!("internal: no source for blob {}", slot.digest))?;
             let local = written.lock().unwrap().get(&slot.digest).cloned();
-            let (client, file, sem, progress) = (client.clone(), file.clone(), sem.clone(), progress.clone());
+            let (client, file, sem, progress) =
+                (client.clone(), file.clone(), sem.clone(), progress.clone());
             tasks.spawn(async move {
                 let _permit = sem.acquire_owned().await?;
                 let mut transfer = progress.transfer(&slot.digest.to_string(), slot.size);
                 let copied_locally = if let Some((src_path, src_off)) = local {
-                    copy_range(&src_path, src_off, &file, slot.offset, slot.size, &slot.digest)?;
+                    copy_range(
+                        &src_path,
+                        src_off,
+                        &file,
+                        slot.offset,
+                        slot.size,
+                        &slot.digest,
+                    )?;
                     transfer.inc(slot.size);
                     true
                 } else {
                     match origin {
-                        BlobOrigin::Registry { registry, repository, desc } => {
+                        BlobOrigin::Registry {
+                            registry,
+                            repository,
+                            desc,
+                        } => {
                             let f = file.clone();
                             let base = slot.offset;
                             let mut sink = move |off: u64, chunk: &[u8]| -> anyhow::Result<()> {
-                                f.write_all_at(chunk, base + off).context("writing blob into the bundle")?;
+                                f.write_all_at(chunk, base + off)
+                                    .context("writing blob into the bundle")?;
                                 Ok(())
                             };
                             client
-                                .pull_blob(&registry, &repository, &desc, &mut sink, Some(&mut transfer))
+                                .pull_blob(
+                                    &registry,
+                                    &repository,
+                                    &desc,
+                                    &mut sink,
+                                    Some(&mut transfer),
+                                )
                                 .await
-                                .with_context(|| format!("pulling blob {} of {registry}/{repository}", desc.digest))?;
+                                .with_context(|| {
+                                    format!(
+                                        "pulling blob {} of {registry}/{repository}",
+                                        desc.digest
+                                    )
+                                })?;
                             false
                         }
                         BlobOrigin::File { path, offset, len } => {
                             if len != slot.size {
-                                bail!("blob {} in {} has size {len}, its manifest says {}", slot.digest, path.display(), slot.size);
+                                bail!(
+                                    "blob {} in {} has size {len}, its manifest says {}",
+                                    slot.digest,
+                                    path.display(),
+                                    slot.size
+                                );
                             }
                             copy_range(&path, offset, &file, slot.offset, slot.size, &slot.digest)?;
                             transfer.inc(slot.size);
@@ -215,14 +325,22 @@ pub async fn run(args: &PackArgs) -> anyhow::Result<()> {
         {
             let mut w = written.lock().unwrap();
             for s in &filled {
-                w.entry(s.digest.clone()).or_insert((final_path.clone(), s.offset));
+                w.entry(s.digest.clone())
+                    .or_insert((final_path.clone(), s.offset));
             }
         }
         progress.println(format!("wrote {}", final_path.display()));
         summary.bundles.push(BundleSummary {
             path: final_path.clone(),
-            chart: spec.chart.as_ref().map(|c| format!("{}-{}", c.name, c.version)),
-            images: spec.images.iter().map(|i| i.reference.to_string()).collect(),
+            chart: spec
+                .chart
+                .as_ref()
+                .map(|c| format!("{}-{}", c.name, c.version)),
+            images: spec
+                .images
+                .iter()
+                .map(|i| i.reference.to_string())
+                .collect(),
             blobs: filled.len(),
             bytes: std::fs::metadata(&final_path).map(|m| m.len()).unwrap_or(0),
         });
@@ -236,7 +354,10 @@ pub async fn run(args: &PackArgs) -> anyhow::Result<()> {
     }
     progress.finish();
 
-    let package = args.output.join(format!("{}_{}_{}.tar", manifest.name, manifest.version, args.arch));
+    let package = args.output.join(format!(
+        "{}_{}_{}.tar",
+        manifest.name, manifest.version, args.arch
+    ));
     write_package(&package, &package_members)?;
     summary.package = Some(package.clone());
     let stats = client.stats();
@@ -247,7 +368,13 @@ pub async fn run(args: &PackArgs) -> anyhow::Result<()> {
         println!("{}", serde_json::to_string_pretty(&summary)?);
     } else {
         for b in &summary.bundles {
-            println!("{}  {} images, {} blobs, {}", b.path.display(), b.images.len(), b.blobs, crate::progress::human_bytes(b.bytes));
+            println!(
+                "{}  {} images, {} blobs, {}",
+                b.path.display(),
+                b.images.len(),
+                b.blobs,
+                crate::progress::human_bytes(b.bytes)
+            );
         }
         println!("{}  (offline package)", package.display());
     }
@@ -255,14 +382,23 @@ pub async fn run(args: &PackArgs) -> anyhow::Result<()> {
 }
 
 /// `--platform` flags override the manifest; `None` keeps every platform.
-fn platform_selection(flags: &[String], manifest: &BundleManifest) -> anyhow::Result<Option<Vec<Platform>>> {
+fn platform_selection(
+    flags: &[String],
+    manifest: &BundleManifest,
+) -> anyhow::Result<Option<Vec<Platform>>> {
     if flags.is_empty() {
         return Ok(manifest.platforms.clone());
     }
     if flags.iter().any(|f| f == "all") {
         return Ok(None);
     }
-    flags.iter().map(|f| Platform::parse(f).map_err(|e| crate::error::input_error(format!("--platform: {e}")))).collect::<anyhow::Result<Vec<_>>>().map(Some)
+    flags
+        .iter()
+        .map(|f| {
+            Platform::parse(f).map_err(|e| crate::error::input_error(format!("--platform: {e}")))
+        })
+        .collect::<anyhow::Result<Vec<_>>>()
+        .map(Some)
 }
 
 fn find_helm(flag: Option<&Path>) -> Option<PathBuf> {
@@ -270,23 +406,48 @@ fn find_helm(flag: Option<&Path>) -> Option<PathBuf> {
         return Some(p.to_path_buf());
     }
     let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path).map(|d| d.join("helm")).find(|p| p.is_file())
+    std::env::split_paths(&path)
+        .map(|d| d.join("helm"))
+        .find(|p| p.is_file())
 }
 
 /// The hints for a chart: the manifest's hints file, else the chart's
 /// `.relok8s-images.yaml`, else discovered. Also returns images found only in
 /// rendered templates (packed, but not relocatable through values).
-fn chart_hints(entry: &ChartEntry, chart: &crate::chart::Chart, base_dir: &Path, helm: Option<&Path>) -> anyhow::Result<(Hints, Vec<Reference>)> {
+fn chart_hints(
+    entry: &ChartEntry,
+    chart: &crate::chart::Chart,
+    base_dir: &Path,
+    helm: Option<&Path>,
+) -> anyhow::Result<(Hints, Vec<Reference>)> {
     if let Some(h) = &entry.hints {
-        let path = if h.is_absolute() { h.clone() } else { base_dir.join(h) };
-        let text = std::fs::read_to_string(&path).with_context(|| format!("reading hints file {}", path.display()))?;
-        return Ok((Hints::parse(&text).with_context(|| format!("parsing hints file {}", path.display()))?, Vec::new()));
+        let path = if h.is_absolute() {
+            h.clone()
+        } else {
+            base_dir.join(h)
+        };
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("reading hints file {}", path.display()))?;
+        return Ok((
+            Hints::parse(&text)
+                .with_context(|| format!("parsing hints file {}", path.display()))?,
+            Vec::new(),
+        ));
     }
-    if let Some((_, bytes)) = chart.files.iter().find(|(p, _)| p == ".relok8s-images.yaml") {
+    if let Some((_, bytes)) = chart
+        .files
+        .iter()
+        .find(|(p, _)| p == ".relok8s-images.yaml")
+    {
         let text = String::from_utf8_lossy(bytes);
-        return Ok((Hints::parse(&text).with_context(|| format!("parsing .relok8s-images.yaml of chart {}", chart.name))?, Vec::new()));
+        return Ok((
+            Hints::parse(&text)
+                .with_context(|| format!("parsing .relok8s-images.yaml of chart {}", chart.name))?,
+            Vec::new(),
+        ));
     }
-    let found = crate::chart::discover::discover(chart, helm).with_context(|| format!("discovering images of chart {}", chart.name))?;
+    let found = crate::chart::discover::discover(chart, helm)
+        .with_context(|| format!("discovering images of chart {}", chart.name))?;
     Ok((found.hints, found.extra_images))
 }
 
@@ -319,17 +480,49 @@ fn collect(images: &mut Vec<ResolvedImage>) -> (Vec<ImageSpec>, Vec<(Descriptor,
 
 /// Fetch an image's manifest (and, for an index, the child manifests that
 /// are kept) from its registry.
-async fn resolve_registry_image(client: &RegistryClient, r: &Reference, platforms: Option<&[Platform]>) -> anyhow::Result<ResolvedImage> {
-    let fetched = client.get_manifest(&r.registry, &r.repository, &r.manifest_reference()).await.with_context(|| format!("fetching the manifest of {r}"))?;
-    let root = ManifestDoc { digest: fetched.digest.clone(), media_type: fetched.media_type.clone(), bytes: fetched.bytes.clone() };
-    let parsed = media::parse(&root.bytes, Some(&root.media_type)).with_context(|| format!("manifest of {r}"))?;
-    let origin = |d: &Descriptor| BlobOrigin::Registry { registry: r.registry.clone(), repository: r.repository.clone(), desc: d.clone() };
+async fn resolve_registry_image(
+    client: &RegistryClient,
+    r: &Reference,
+    platforms: Option<&[Platform]>,
+) -> anyhow::Result<ResolvedImage> {
+    let fetched = client
+        .get_manifest(&r.registry, &r.repository, &r.manifest_reference())
+        .await
+        .with_context(|| format!("fetching the manifest of {r}"))?;
+    let root = ManifestDoc {
+        digest: fetched.digest.clone(),
+        media_type: fetched.media_type.clone(),
+        bytes: fetched.bytes.clone(),
+    };
+    let parsed = media::parse(&root.bytes, Some(&root.media_type))
+        .with_context(|| format!("manifest of {r}"))?;
+    let origin = |d: &Descriptor| BlobOrigin::Registry {
+        registry: r.registry.clone(),
+        repository: r.repository.clone(),
+        desc: d.clone(),
+    };
     match parsed {
         Parsed::Manifest { config, layers, .. } => {
-            let docker = Some((config.digest.clone(), layers.iter().map(|l| l.digest.clone()).collect()));
-            let blobs = std::iter::once(&config).chain(layers.iter()).map(|d| (d.clone(), origin(d))).collect();
+            let docker = Some((
+                config.digest.clone(),
+                layers.iter().map(|l| l.digest.clone()).collect(),
+            ));
+            let blobs = std::iter::once(&config)
+                .chain(layers.iter())
+                .map(|d| (d.clone(), origin(d)))
+                .collect();
             let platform = platforms.and_then(|p| (p.len() == 1).then(|| p[0].clone()));
-            Ok(ResolvedImage { spec: ImageSpec { reference: r.clone(), root, children: Vec::new(), platform, source_index: None, docker }, blobs })
+            Ok(ResolvedImage {
+                spec: ImageSpec {
+                    reference: r.clone(),
+                    root,
+                    children: Vec::new(),
+                    platform,
+                    source_index: None,
+                    docker,
+                },
+                blobs,
+            })
         }
         Parsed::Index { manifests, .. } => {
             let chosen: Vec<&Descriptor> = match platforms {
@@ -352,68 +545,158 @@ async fn resolve_registry_image(client: &RegistryClient, r: &Reference, platform
             let mut blobs = Vec::new();
             let mut docker = None;
             for m in &chosen {
-                let child = client.get_manifest(&r.registry, &r.repository, &m.digest.to_string()).await.with_context(|| format!("fetching {} manifest {} of {r}", m.platform.as_ref().map(|p| p.to_string()).unwrap_or_default(), m.digest))?;
+                let child = client
+                    .get_manifest(&r.registry, &r.repository, &m.digest.to_string())
+                    .await
+                    .with_context(|| {
+                        format!(
+                            "fetching {} manifest {} of {r}",
+                            m.platform
+                                .as_ref()
+                                .map(|p| p.to_string())
+                                .unwrap_or_default(),
+                            m.digest
+                        )
+                    })?;
                 let parsed = media::parse(&child.bytes, Some(&child.media_type))?;
                 let Parsed::Manifest { config, layers, .. } = parsed else {
                     bail!("{r}: nested index {} is not supported", m.digest);
                 };
-                let preferred = platforms.and_then(|p| p.first()).cloned().unwrap_or(Platform { os: "linux".into(), architecture: "amd64".into(), variant: None });
+                let preferred = platforms
+                    .and_then(|p| p.first())
+                    .cloned()
+                    .unwrap_or(Platform {
+                        os: "linux".into(),
+                        architecture: "amd64".into(),
+                        variant: None,
+                    });
                 if docker.is_none() || m.platform.as_ref().is_some_and(|p| preferred.matches(p)) {
-                    docker = Some((config.digest.clone(), layers.iter().map(|l| l.digest.clone()).collect()));
+                    docker = Some((
+                        config.digest.clone(),
+                        layers.iter().map(|l| l.digest.clone()).collect(),
+                    ));
                 }
                 for d in std::iter::once(&config).chain(layers.iter()) {
                     blobs.push((d.clone(), origin(d)));
                 }
-                children.push(ManifestDoc { digest: child.digest, media_type: child.media_type, bytes: child.bytes });
+                children.push(ManifestDoc {
+                    digest: child.digest,
+                    media_type: child.media_type,
+                    bytes: child.bytes,
+                });
             }
             if chosen.len() == 1 && platforms.is_some_and(|p| p.len() == 1) {
                 let only = children.pop().unwrap();
                 let platform = chosen[0].platform.clone();
                 Ok(ResolvedImage {
-                    spec: ImageSpec { reference: r.clone(), root: only, children: Vec::new(), platform, source_index: Some(root.digest.clone()), docker },
+                    spec: ImageSpec {
+                        reference: r.clone(),
+                        root: only,
+                        children: Vec::new(),
+                        platform,
+                        source_index: Some(root.digest.clone()),
+                        docker,
+                    },
                     blobs,
                 })
             } else {
-                Ok(ResolvedImage { spec: ImageSpec { reference: r.clone(), root, children, platform: None, source_index: None, docker }, blobs })
+                Ok(ResolvedImage {
+                    spec: ImageSpec {
+                        reference: r.clone(),
+                        root,
+                        children,
+                        platform: None,
+                        source_index: None,
+                        docker,
+                    },
+                    blobs,
+                })
             }
         }
     }
 }
 
 /// Images of a `docker save` archive or an OCI layout (dir or tar).
-fn resolve_archive_images(path: &Path, platforms: Option<&[Platform]>) -> anyhow::Result<Vec<ResolvedImage>> {
-    let images = archive::open_archive(path).with_context(|| format!("reading image archive {}", path.display()))?;
+fn resolve_archive_images(
+    path: &Path,
+    platforms: Option<&[Platform]>,
+) -> anyhow::Result<Vec<ResolvedImage>> {
+    let images = archive::open_archive(path)
+        .with_context(|| format!("reading image archive {}", path.display()))?;
     let mut out = Vec::new();
     for img in images {
         let reference = img.reference.clone().with_context(|| format!("an image in {} has no name (no RepoTags / ref.name annotation); name it before packing", path.display()))?;
         let origin_of = |loc: &archive::BlobLocation| match loc {
-            archive::BlobLocation::File { path, offset, len } => BlobOrigin::File { path: path.clone(), offset: *offset, len: *len },
+            archive::BlobLocation::File { path, offset, len } => BlobOrigin::File {
+                path: path.clone(),
+                offset: *offset,
+                len: *len,
+            },
         };
-        let mut blobs: Vec<(Descriptor, BlobOrigin)> = img.blobs.iter().map(|(d, l)| (d.clone(), origin_of(l))).collect();
+        let mut blobs: Vec<(Descriptor, BlobOrigin)> = img
+            .blobs
+            .iter()
+            .map(|(d, l)| (d.clone(), origin_of(l)))
+            .collect();
         let parsed = media::parse(&img.root.bytes, Some(&img.root.media_type))?;
         let (root, children, platform, source_index, docker) = match parsed {
-            Parsed::Manifest { config, layers, .. } => (img.root.clone(), Vec::new(), None, None, Some((config.digest.clone(), layers.iter().map(|l| l.digest.clone()).collect()))),
+            Parsed::Manifest { config, layers, .. } => (
+                img.root.clone(),
+                Vec::new(),
+                None,
+                None,
+                Some((
+                    config.digest.clone(),
+                    layers.iter().map(|l| l.digest.clone()).collect(),
+                )),
+            ),
             Parsed::Index { manifests, .. } => {
                 let want = platforms.and_then(|p| (p.len() == 1).then(|| p[0].clone()));
-                let pick = |child: &ManifestDoc| manifests.iter().find(|m| m.digest == child.digest).and_then(|m| m.platform.clone());
+                let pick = |child: &ManifestDoc| {
+                    manifests
+                        .iter()
+                        .find(|m| m.digest == child.digest)
+                        .and_then(|m| m.platform.clone())
+                };
                 match want {
                     Some(w) => {
                         let child = img
                             .children
                             .iter()
                             .find(|c| pick(c).is_some_and(|p| w.matches(&p)))
-                            .with_context(|| format!("{reference} in {} has no {w} image", path.display()))?
+                            .with_context(|| {
+                                format!("{reference} in {} has no {w} image", path.display())
+                            })?
                             .clone();
-                        let Parsed::Manifest { config, layers, .. } = media::parse(&child.bytes, Some(&child.media_type))? else { bail!("nested index in {}", path.display()) };
-                        let keep: std::collections::HashSet<Digest> = std::iter::once(config.digest.clone()).chain(layers.iter().map(|l| l.digest.clone())).collect();
+                        let Parsed::Manifest { config, layers, .. } =
+                            media::parse(&child.bytes, Some(&child.media_type))?
+                        else {
+                            bail!("nested index in {}", path.display())
+                        };
+                        let keep: std::collections::HashSet<Digest> =
+                            std::iter::once(config.digest.clone())
+                                .chain(layers.iter().map(|l| l.digest.clone()))
+                                .collect();
                         blobs.retain(|(d, _)| keep.contains(&d.digest));
                         let p = pick(&child);
-                        (child, Vec::new(), p, Some(img.root.digest.clone()), Some((config.digest.clone(), layers.iter().map(|l| l.digest.clone()).collect())))
+                        (
+                            child,
+                            Vec::new(),
+                            p,
+                            Some(img.root.digest.clone()),
+                            Some((
+                                config.digest.clone(),
+                                layers.iter().map(|l| l.digest.clone()).collect(),
+                            )),
+                        )
                     }
                     None => {
                         let first = img.children.first().context("empty index")?;
                         let docker = match media::parse(&first.bytes, Some(&first.media_type))? {
-                            Parsed::Manifest { config, layers, .. } => Some((config.digest.clone(), layers.iter().map(|l| l.digest.clone()).collect())),
+                            Parsed::Manifest { config, layers, .. } => Some((
+                                config.digest.clone(),
+                                layers.iter().map(|l| l.digest.clone()).collect(),
+                            )),
                             _ => None,
                         };
                         (img.root.clone(), img.children.clone(), None, None, docker)
@@ -421,14 +704,31 @@ fn resolve_archive_images(path: &Path, platforms: Option<&[Platform]>) -> anyhow
                 }
             }
         };
-        out.push(ResolvedImage { spec: ImageSpec { reference, root, children, platform, source_index, docker }, blobs });
+        out.push(ResolvedImage {
+            spec: ImageSpec {
+                reference,
+                root,
+                children,
+                platform,
+                source_index,
+                docker,
+            },
+            blobs,
+        });
     }
     Ok(out)
 }
 
 /// Copy `len` bytes from `src` at `src_off` into `dst` at `dst_off`,
 /// checking the sha256 on the way (a local source can be damaged too).
-fn copy_range(src: &Path, src_off: u64, dst: &std::fs::File, dst_off: u64, len: u64, digest: &Digest) -> anyhow::Result<()> {
+fn copy_range(
+    src: &Path,
+    src_off: u64,
+    dst: &std::fs::File,
+    dst_off: u64,
+    len: u64,
+    digest: &Digest,
+) -> anyhow::Result<()> {
     use sha2::Digest as _;
     let f = std::fs::File::open(src).with_context(|| format!("opening {}", src.display()))?;
     let mut buf = vec![0u8; 1 << 20];
@@ -436,14 +736,19 @@ fn copy_range(src: &Path, src_off: u64, dst: &std::fs::File, dst_off: u64, len: 
     let mut done = 0u64;
     while done < len {
         let n = ((len - done) as usize).min(buf.len());
-        f.read_exact_at(&mut buf[..n], src_off + done).with_context(|| format!("reading blob {digest} from {}", src.display()))?;
+        f.read_exact_at(&mut buf[..n], src_off + done)
+            .with_context(|| format!("reading blob {digest} from {}", src.display()))?;
         hasher.update(&buf[..n]);
-        dst.write_all_at(&buf[..n], dst_off + done).context("writing blob into the bundle")?;
+        dst.write_all_at(&buf[..n], dst_off + done)
+            .context("writing blob into the bundle")?;
         done += n as u64;
     }
     let got = Digest::from_sha256(hasher);
     if &got != digest {
-        bail!("blob {digest} read from {} hashes to {got}: the source is damaged", src.display());
+        bail!(
+            "blob {digest} read from {} hashes to {got}: the source is damaged",
+            src.display()
+        );
     }
     Ok(())
 }
@@ -461,12 +766,17 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
 fn write_package(path: &Path, members: &[PathBuf]) -> anyhow::Result<()> {
     let tmp = path.with_extension("tar.partial");
     let result = (|| -> anyhow::Result<()> {
-        let out = std::fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
+        let out =
+            std::fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
         let mut builder = tar::Builder::new(std::io::BufWriter::with_capacity(1 << 20, out));
         let mut sorted: Vec<&PathBuf> = members.iter().collect();
         sorted.sort_by_key(|p| p.file_name().map(|n| n.to_os_string()));
         for m in sorted {
-            let name = m.file_name().context("member without file name")?.to_string_lossy().into_owned();
+            let name = m
+                .file_name()
+                .context("member without file name")?
+                .to_string_lossy()
+                .into_owned();
             let mut f = std::fs::File::open(m)?;
             let mut h = tar::Header::new_gnu();
             h.set_size(f.metadata()?.len());
@@ -475,7 +785,9 @@ fn write_package(path: &Path, members: &[PathBuf]) -> anyhow::Result<()> {
             h.set_uid(0);
             h.set_gid(0);
             h.set_entry_type(tar::EntryType::Regular);
-            builder.append_data(&mut h, &name, &mut f).with_context(|| format!("adding {name} to the package"))?;
+            builder
+                .append_data(&mut h, &name, &mut f)
+                .with_context(|| format!("adding {name} to the package"))?;
         }
         let w = builder.into_inner()?;
         let f = w.into_inner().map_err(|e| e.into_error())?;

@@ -77,7 +77,9 @@ pub async fn run(args: &SyncArgs) -> anyhow::Result<()> {
         .platform
         .iter()
         .filter(|p| p.as_str() != "all")
-        .map(|p| Platform::parse(p).map_err(|e| crate::error::input_error(format!("--platform: {e}"))))
+        .map(|p| {
+            Platform::parse(p).map_err(|e| crate::error::input_error(format!("--platform: {e}")))
+        })
         .collect::<anyhow::Result<_>>()?;
 
     let bundle_paths = match &config.source {
@@ -95,37 +97,73 @@ pub async fn run(args: &SyncArgs) -> anyhow::Result<()> {
     // 1. Index, filter and verify every bundle before anything moves.
     let mut selected = Vec::new();
     for path in &bundle_paths {
-        let reader = BundleReader::open(path).with_context(|| format!("reading bundle {}", path.display()))?;
-        let chart = reader.chart_name_version().with_context(|| format!("reading the chart of bundle {}", path.display()))?;
+        let reader = BundleReader::open(path)
+            .with_context(|| format!("reading bundle {}", path.display()))?;
+        let chart = reader
+            .chart_name_version()
+            .with_context(|| format!("reading the chart of bundle {}", path.display()))?;
         if let Some((name, version)) = &chart {
             if !chart_selected(name, version, &config.charts, &config.skip_charts) {
-                progress.println(format!("skip {} (filtered by charts/skipCharts)", path.display()));
+                progress.println(format!(
+                    "skip {} (filtered by charts/skipCharts)",
+                    path.display()
+                ));
                 continue;
             }
         }
         selected.push(SelectedBundle { reader, chart });
     }
     for b in &selected {
-        crate::bundle::verify::verify(&b.reader, &progress).with_context(|| format!("bundle {} failed verification; nothing was pushed", b.reader.path.display()))?;
+        crate::bundle::verify::verify(&b.reader, &progress).with_context(|| {
+            format!(
+                "bundle {} failed verification; nothing was pushed",
+                b.reader.path.display()
+            )
+        })?;
     }
 
     let client = RegistryClient::new(
-        ClientOptions { insecure, ca_file: args.transport.ca_file.clone(), max_connections: args.concurrency.max(1) * 2, ..ClientOptions::default() },
+        ClientOptions {
+            insecure,
+            ca_file: args.transport.ca_file.clone(),
+            max_connections: args.concurrency.max(1) * 2,
+            ..ClientOptions::default()
+        },
         config.credential_store(),
     )?;
 
     // 2. Plan images.
     let mut jobs: Vec<ImageJob> = Vec::new();
-    let mut summary = SyncSummary { dry_run: args.dry_run, ..SyncSummary::default() };
+    let mut summary = SyncSummary {
+        dry_run: args.dry_run,
+        ..SyncSummary::default()
+    };
     for (bi, b) in selected.iter().enumerate() {
         summary.bundles.push(b.reader.path.clone());
         for img in &b.reader.images {
-            let rewritten = config.rewrite.rewrite(&img.reference).with_context(|| format!("bundle {}: image {}", b.reader.path.display(), img.reference))?;
+            let rewritten = config.rewrite.rewrite(&img.reference).with_context(|| {
+                format!(
+                    "bundle {}: image {}",
+                    b.reader.path.display(),
+                    img.reference
+                )
+            })?;
             if !platforms.is_empty() && !img.children.is_empty() {
-                tracing::debug!("--platform given, but {} is kept as a whole index so that its digest survives", img.reference);
+                tracing::debug!(
+                    "--platform given, but {} is kept as a whole index so that its digest survives",
+                    img.reference
+                );
             }
-            summary.images.push(ImageLine { from: img.reference.to_string(), to: rewritten.target.to_string(), digest: img.root.digest.to_string() });
-            jobs.push(ImageJob { bundle: bi, image: img.clone(), target: rewritten.target });
+            summary.images.push(ImageLine {
+                from: img.reference.to_string(),
+                to: rewritten.target.to_string(),
+                digest: img.root.digest.to_string(),
+            });
+            jobs.push(ImageJob {
+                bundle: bi,
+                image: img.clone(),
+                target: rewritten.target,
+            });
         }
     }
     if args.print_images {
@@ -143,7 +181,12 @@ pub async fn run(args: &SyncArgs) -> anyhow::Result<()> {
         for b in &selected {
             if let Some((n, v)) = &b.chart {
                 println!("chart {n} {v} -> {target_desc}");
-                summary.charts.push(ChartLine { name: n.clone(), version: v.clone(), target: target_desc.clone(), outcome: "planned".into() });
+                summary.charts.push(ChartLine {
+                    name: n.clone(),
+                    version: v.clone(),
+                    target: target_desc.clone(),
+                    outcome: "planned".into(),
+                });
             }
         }
         summary.seconds = started.elapsed().as_secs_f64();
@@ -156,7 +199,9 @@ pub async fn run(args: &SyncArgs) -> anyhow::Result<()> {
     // 3. Push images.
     if !args.skip_images && !jobs.is_empty() {
         let readers: Vec<&BundleReader> = selected.iter().map(|b| &b.reader).collect();
-        let report = transfer::push_images(&client, &readers, jobs, args.concurrency.max(1), &progress).await?;
+        let report =
+            transfer::push_images(&client, &readers, jobs, args.concurrency.max(1), &progress)
+                .await?;
         summary.images_pushed = report.images_pushed;
         summary.images_unchanged = report.images_unchanged;
         summary.blobs_uploaded = report.blobs_uploaded;
@@ -174,35 +219,67 @@ pub async fn run(args: &SyncArgs) -> anyhow::Result<()> {
     let image_registry = config.image_registry().unwrap_or_default();
     let mut synced = Vec::new();
     for b in &selected {
-        let Some((name, version)) = &b.chart else { continue };
+        let Some((name, version)) = &b.chart else {
+            continue;
+        };
         let files = b.reader.chart_files()?;
         if files.is_empty() {
             continue;
         }
-        let mut chart = crate::chart::Chart::from_files(files).with_context(|| format!("loading the chart of bundle {}", b.reader.path.display()))?;
+        let mut chart = crate::chart::Chart::from_files(files)
+            .with_context(|| format!("loading the chart of bundle {}", b.reader.path.display()))?;
         let hints = match b.reader.hints()? {
-            Some(text) => Hints::parse(&text).with_context(|| format!("{}: hints.yaml", b.reader.path.display()))?,
+            Some(text) => Hints::parse(&text)
+                .with_context(|| format!("{}: hints.yaml", b.reader.path.display()))?,
             None => Hints::default(),
         };
         let digest_map = digest_map(&b.reader);
         let meta_chart = b.reader.meta.as_ref().and_then(|m| m.chart.clone());
-        let source_repo = meta_chart.as_ref().and_then(|c| c.source.clone()).filter(|s| s.contains("://"));
+        let source_repo = meta_chart
+            .as_ref()
+            .and_then(|c| c.source.clone())
+            .filter(|s| s.contains("://"));
         let target_url = config.target_repo.url.clone();
         let repos = source_repo.as_deref().map(|s| (s, target_url.as_str()));
-        let relocation = crate::chart::relocate::relocate(&mut chart, &hints, &config.rewrite, &digest_map, repos)
-            .with_context(|| format!("relocating chart {name} {version} from {}", b.reader.path.display()))?;
+        let relocation = crate::chart::relocate::relocate(
+            &mut chart,
+            &hints,
+            &config.rewrite,
+            &digest_map,
+            repos,
+        )
+        .with_context(|| {
+            format!(
+                "relocating chart {name} {version} from {}",
+                b.reader.path.display()
+            )
+        })?;
         tracing::debug!("relocated {name} {version}:\n{}", relocation.diff);
         let tgz = crate::chart::package::package_tgz(&chart)?;
-        let outcome = crate::chart::repo::publish(&config.target_repo, &chart, &tgz, &client, &publish_opts)
-            .await
-            .with_context(|| format!("publishing chart {name} {version} to {target_desc}"))?;
+        let outcome =
+            crate::chart::repo::publish(&config.target_repo, &chart, &tgz, &client, &publish_opts)
+                .await
+                .with_context(|| format!("publishing chart {name} {version} to {target_desc}"))?;
         let outcome_s = match outcome {
             PublishOutcome::Published => "published",
             PublishOutcome::AlreadyPresent => "already present",
         };
-        progress.println(format!("chart {name} {version}: {outcome_s} ({target_desc})"));
-        summary.charts.push(ChartLine { name: name.clone(), version: version.clone(), target: target_desc.clone(), outcome: outcome_s.into() });
-        synced.push(synced_chart(&config, name, version, &image_registry, meta_chart.and_then(|c| c.release)));
+        progress.println(format!(
+            "chart {name} {version}: {outcome_s} ({target_desc})"
+        ));
+        summary.charts.push(ChartLine {
+            name: name.clone(),
+            version: version.clone(),
+            target: target_desc.clone(),
+            outcome: outcome_s.into(),
+        });
+        synced.push(synced_chart(
+            &config,
+            name,
+            version,
+            &image_registry,
+            meta_chart.and_then(|c| c.release),
+        ));
     }
     progress.finish();
     if !synced.is_empty() {
@@ -239,7 +316,12 @@ fn list_bundles(path: &Path) -> anyhow::Result<Vec<PathBuf>> {
     if meta.is_dir() {
         let mut out: Vec<PathBuf> = std::fs::read_dir(path)?
             .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| p.is_file() && p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.ends_with(".bundle.tar")))
+            .filter(|p| {
+                p.is_file()
+                    && p.file_name()
+                        .and_then(|n| n.to_str())
+                        .is_some_and(|n| n.ends_with(".bundle.tar"))
+            })
             .collect();
         out.sort();
         Ok(out)
@@ -258,7 +340,9 @@ fn source_display(config: &SyncConfig) -> String {
 }
 
 fn chart_selected(name: &str, version: &str, only: &[ChartFilter], skip: &[ChartFilter]) -> bool {
-    let matches = |f: &ChartFilter| f.name == name && (f.versions.is_empty() || f.versions.iter().any(|v| v == version));
+    let matches = |f: &ChartFilter| {
+        f.name == name && (f.versions.is_empty() || f.versions.iter().any(|v| v == version))
+    };
     if !only.is_empty() && !only.iter().any(matches) {
         return false;
     }
@@ -270,14 +354,25 @@ fn digest_map(reader: &BundleReader) -> HashMap<Digest, Digest> {
     reader
         .meta
         .as_ref()
-        .map(|m| m.images.iter().filter_map(|i| i.source_index.clone().map(|s| (s, i.digest.clone()))).collect())
+        .map(|m| {
+            m.images
+                .iter()
+                .filter_map(|i| i.source_index.clone().map(|s| (s, i.digest.clone())))
+                .collect()
+        })
         .unwrap_or_default()
 }
 
 fn describe_target(config: &SyncConfig) -> String {
     let r = &config.target_repo;
     match r.kind {
-        RepoKind::Local => format!("LOCAL {}", r.path.as_ref().map(|p| p.display().to_string()).unwrap_or_default()),
+        RepoKind::Local => format!(
+            "LOCAL {}",
+            r.path
+                .as_ref()
+                .map(|p| p.display().to_string())
+                .unwrap_or_default()
+        ),
         RepoKind::Oci => format!("OCI {}", r.url),
         RepoKind::Harbor => format!("HARBOR {}", r.url),
         RepoKind::Chartmuseum => format!("CHARTMUSEUM {}", r.url),
@@ -285,17 +380,33 @@ fn describe_target(config: &SyncConfig) -> String {
     }
 }
 
-fn synced_chart(config: &SyncConfig, name: &str, version: &str, registry: &str, release: Option<crate::bundle::format::ReleaseInfo>) -> SyncedChart {
+fn synced_chart(
+    config: &SyncConfig,
+    name: &str,
+    version: &str,
+    registry: &str,
+    release: Option<crate::bundle::format::ReleaseInfo>,
+) -> SyncedChart {
     let r = &config.target_repo;
     let (kind, chart_ref, repo_url) = match r.kind {
         RepoKind::Local => {
             let dir = r.path.clone().unwrap_or_default();
             let abs = std::fs::canonicalize(&dir).unwrap_or(dir);
-            ("LOCAL", abs.join(format!("{name}-{version}.tgz")).display().to_string(), None)
+            (
+                "LOCAL",
+                abs.join(format!("{name}-{version}.tgz"))
+                    .display()
+                    .to_string(),
+                None,
+            )
         }
         RepoKind::Oci => {
             let base = r.url.trim_end_matches('/');
-            let base = base.strip_prefix("http://").or_else(|| base.strip_prefix("https://")).map(|b| format!("oci://{b}")).unwrap_or_else(|| base.to_string());
+            let base = base
+                .strip_prefix("http://")
+                .or_else(|| base.strip_prefix("https://"))
+                .map(|b| format!("oci://{b}"))
+                .unwrap_or_else(|| base.to_string());
             ("OCI", format!("{base}/{name}"), None)
         }
         RepoKind::Harbor => ("HARBOR", name.to_string(), Some(r.url.clone())),
@@ -310,6 +421,8 @@ fn synced_chart(config: &SyncConfig, name: &str, version: &str, registry: &str, 
         repo_url,
         registry: registry.to_string(),
         release,
-        synced_at: time::OffsetDateTime::now_utc().format(&time::format_description::well_known::Rfc3339).unwrap_or_default(),
+        synced_at: time::OffsetDateTime::now_utc()
+            .format(&time::format_description::well_known::Rfc3339)
+            .unwrap_or_default(),
     }
 }

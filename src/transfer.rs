@@ -55,22 +55,46 @@ struct Counters {
 /// Which repository of a registry holds a blob, once its first push is done.
 type BlobCells = Mutex<HashMap<(String, Digest), Arc<OnceCell<String>>>>;
 
-pub async fn push_images(client: &RegistryClient, readers: &[&BundleReader], jobs: Vec<ImageJob>, concurrency: usize, progress: &Progress) -> anyhow::Result<TransferReport> {
+pub async fn push_images(
+    client: &RegistryClient,
+    readers: &[&BundleReader],
+    jobs: Vec<ImageJob>,
+    concurrency: usize,
+    progress: &Progress,
+) -> anyhow::Result<TransferReport> {
     let sem = Arc::new(Semaphore::new(concurrency));
     let cells: Arc<BlobCells> = Arc::default();
     let counters = Arc::new(Counters::default());
     let mut unique = std::collections::HashSet::new();
-    let total: u64 = jobs.iter().flat_map(|j| j.image.blobs.iter()).filter(|d| unique.insert(d.digest.clone())).map(|d| d.size).sum();
+    let total: u64 = jobs
+        .iter()
+        .flat_map(|j| j.image.blobs.iter())
+        .filter(|d| unique.insert(d.digest.clone()))
+        .map(|d| d.size)
+        .sum();
     progress.add_total(total);
 
     let mut tasks = FuturesUnordered::new();
     for job in jobs {
         let reader = readers[job.bundle];
-        let (client, sem, cells, counters, progress) = (client.clone(), sem.clone(), cells.clone(), counters.clone(), progress.clone());
+        let (client, sem, cells, counters, progress) = (
+            client.clone(),
+            sem.clone(),
+            cells.clone(),
+            counters.clone(),
+            progress.clone(),
+        );
         tasks.push(async move {
             push_image(&client, reader, &job, &sem, &cells, &counters, &progress)
                 .await
-                .with_context(|| format!("pushing {} to {} (from {})", job.image.reference, job.target, reader.path.display()))
+                .with_context(|| {
+                    format!(
+                        "pushing {} to {} (from {})",
+                        job.image.reference,
+                        job.target,
+                        reader.path.display()
+                    )
+                })
         });
     }
     let mut first_err = None;
@@ -78,7 +102,10 @@ pub async fn push_images(client: &RegistryClient, readers: &[&BundleReader], job
         if let Err(e) = res {
             // Keep going with the other images: what is pushed is complete
             // and correct, and a re-run only has to do what failed.
-            progress.println(format!("error: {}", crate::error::redact(&format!("{e:#}"))));
+            progress.println(format!(
+                "error: {}",
+                crate::error::redact(&format!("{e:#}"))
+            ));
             first_err.get_or_insert(e);
         }
     }
@@ -106,10 +133,19 @@ async fn push_image(
     let registry = job.target.registry.as_str();
     let repo = job.target.repository.as_str();
     let root = &job.image.root;
-    let tag_or_digest = job.target.tag.clone().unwrap_or_else(|| root.digest.to_string());
+    let tag_or_digest = job
+        .target
+        .tag
+        .clone()
+        .unwrap_or_else(|| root.digest.to_string());
 
     // Unchanged image: one HEAD and done.
-    if client.head_manifest(registry, repo, &tag_or_digest).await?.as_ref() == Some(&root.digest) {
+    if client
+        .head_manifest(registry, repo, &tag_or_digest)
+        .await?
+        .as_ref()
+        == Some(&root.digest)
+    {
         counters.images_unchanged.fetch_add(1, Ordering::Relaxed);
         let skipped: u64 = job.image.blobs.iter().map(|b| b.size).sum();
         progress.transfer(&job.target.to_string(), 0).skip(skipped);
@@ -118,19 +154,40 @@ async fn push_image(
 
     let mut blob_tasks = FuturesUnordered::new();
     for desc in &job.image.blobs {
-        blob_tasks.push(ensure_blob(client, reader, registry, repo, desc, sem, cells, counters, progress));
+        blob_tasks.push(ensure_blob(
+            client, reader, registry, repo, desc, sem, cells, counters, progress,
+        ));
     }
     while let Some(res) = blob_tasks.next().await {
         res?;
     }
     for child in &job.image.children {
         client
-            .put_manifest(registry, repo, &child.digest.to_string(), &child.media_type, child.bytes.clone())
+            .put_manifest(
+                registry,
+                repo,
+                &child.digest.to_string(),
+                &child.media_type,
+                child.bytes.clone(),
+            )
             .await
             .with_context(|| format!("pushing manifest {}", child.digest))?;
     }
-    let got = client.put_manifest(registry, repo, &tag_or_digest, &root.media_type, root.bytes.clone()).await?;
-    anyhow::ensure!(got == root.digest, "the registry stored {} as {got}, expected {}", job.target, root.digest);
+    let got = client
+        .put_manifest(
+            registry,
+            repo,
+            &tag_or_digest,
+            &root.media_type,
+            root.bytes.clone(),
+        )
+        .await?;
+    anyhow::ensure!(
+        got == root.digest,
+        "the registry stored {} as {got}, expected {}",
+        job.target,
+        root.digest
+    );
     counters.images_pushed.fetch_add(1, Ordering::Relaxed);
     progress.println(format!("pushed {} ({})", job.target, root.digest));
     Ok(())
@@ -148,16 +205,41 @@ async fn ensure_blob(
     counters: &Counters,
     progress: &Progress,
 ) -> anyhow::Result<()> {
-    let cell = cells.lock().unwrap().entry((registry.to_string(), desc.digest.clone())).or_default().clone();
+    let cell = cells
+        .lock()
+        .unwrap()
+        .entry((registry.to_string(), desc.digest.clone()))
+        .or_default()
+        .clone();
     let mut first = false;
     let holder = cell
         .get_or_try_init(|| async {
             first = true;
             let _permit = sem.acquire().await?;
-            let extent = reader.blob(&desc.digest).with_context(|| format!("blob {} is not in bundle {}", desc.digest, reader.path.display()))?;
-            let source = BlobSource::FileRange { path: reader.path.clone(), offset: extent.offset, len: extent.size };
-            let mut transfer = progress.transfer(&format!("{repo}@{}", short(&desc.digest)), desc.size);
-            let outcome = client.push_blob(registry, repo, &desc.digest, source, None, Some(&mut transfer)).await?;
+            let extent = reader.blob(&desc.digest).with_context(|| {
+                format!(
+                    "blob {} is not in bundle {}",
+                    desc.digest,
+                    reader.path.display()
+                )
+            })?;
+            let source = BlobSource::FileRange {
+                path: reader.path.clone(),
+                offset: extent.offset,
+                len: extent.size,
+            };
+            let mut transfer =
+                progress.transfer(&format!("{repo}@{}", short(&desc.digest)), desc.size);
+            let outcome = client
+                .push_blob(
+                    registry,
+                    repo,
+                    &desc.digest,
+                    source,
+                    None,
+                    Some(&mut transfer),
+                )
+                .await?;
             match outcome {
                 PushOutcome::Uploaded => counters.uploaded.fetch_add(1, Ordering::Relaxed),
                 PushOutcome::Mounted => counters.mounted.fetch_add(1, Ordering::Relaxed),
@@ -180,9 +262,22 @@ async fn ensure_blob(
     }
     // Another repository of this registry got the blob in this run: mount.
     let _permit = sem.acquire().await?;
-    let extent = reader.blob(&desc.digest).with_context(|| format!("blob {} is not in bundle {}", desc.digest, reader.path.display()))?;
-    let source = BlobSource::FileRange { path: reader.path.clone(), offset: extent.offset, len: extent.size };
-    match client.push_blob(registry, repo, &desc.digest, source, Some(&holder), None).await? {
+    let extent = reader.blob(&desc.digest).with_context(|| {
+        format!(
+            "blob {} is not in bundle {}",
+            desc.digest,
+            reader.path.display()
+        )
+    })?;
+    let source = BlobSource::FileRange {
+        path: reader.path.clone(),
+        offset: extent.offset,
+        len: extent.size,
+    };
+    match client
+        .push_blob(registry, repo, &desc.digest, source, Some(&holder), None)
+        .await?
+    {
         PushOutcome::Mounted => counters.mounted.fetch_add(1, Ordering::Relaxed),
         PushOutcome::Skipped => counters.skipped.fetch_add(1, Ordering::Relaxed),
         PushOutcome::Uploaded => counters.uploaded.fetch_add(1, Ordering::Relaxed),
