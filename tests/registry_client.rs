@@ -413,6 +413,7 @@ async fn tls_needs_the_ca_or_insecure() {
         "{msg}"
     );
     assert!(!msg.contains(PASSWORD));
+    assert!(!msg.contains("for url"), "{msg}");
 
     let with_ca = RegistryClient::new(
         ClientOptions {
@@ -720,4 +721,308 @@ async fn a_registry_that_stays_down_fails_after_bounded_retries() {
 
 fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
     hay.windows(needle.len()).position(|w| w == needle)
+}
+
+// ----- Bearer token auth: docker-registry with `auth: token`, and a tiny
+// token service in the test that signs RS256 JWTs with openssl. ----------
+
+struct TokenRegistry {
+    child: std::process::Child,
+    _dir: tempfile::TempDir,
+    port: u16,
+    /// The `scope` parameters of every token request, in order.
+    scopes_seen: std::sync::Arc<std::sync::Mutex<Vec<Vec<String>>>>,
+}
+
+impl Drop for TokenRegistry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn openssl(dir: &Path, args: &[&str], stdin: Option<&[u8]>) -> Vec<u8> {
+    use std::process::{Command, Stdio};
+    let mut child = Command::new("openssl")
+        .current_dir(dir)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("openssl");
+    if let Some(i) = stdin {
+        child.stdin.take().unwrap().write_all(i).unwrap();
+    } else {
+        drop(child.stdin.take());
+    }
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}
+
+fn b64url(b: &[u8]) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b)
+}
+
+impl TokenRegistry {
+    fn start() -> TokenRegistry {
+        use base64::Engine as _;
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().to_path_buf();
+        openssl(
+            &root,
+            &[
+                "req",
+                "-x509",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-keyout",
+                "tok.key",
+                "-out",
+                "tok.crt",
+                "-days",
+                "2",
+                "-subj",
+                "/CN=token signer",
+            ],
+            None,
+        );
+        let der = openssl(&root, &["x509", "-in", "tok.crt", "-outform", "DER"], None);
+        let x5c = base64::engine::general_purpose::STANDARD.encode(der);
+
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let token_port = listener.local_addr().unwrap().port();
+        let scopes_seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let seen = scopes_seen.clone();
+        let troot = root.clone();
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                let Ok(mut s) = conn else { break };
+                let mut req = Vec::new();
+                let mut buf = [0u8; 4096];
+                while find(&req, b"\r\n\r\n").is_none() {
+                    match std::io::Read::read(&mut s, &mut buf) {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => req.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let text = String::from_utf8_lossy(&req).to_string();
+                let target = text.split_whitespace().nth(1).unwrap_or("/").to_string();
+                let url = url::Url::parse(&format!("http://x{target}")).unwrap();
+                let scopes: Vec<String> = url
+                    .query_pairs()
+                    .filter(|(k, _)| k == "scope")
+                    .map(|(_, v)| v.to_string())
+                    .collect();
+                seen.lock().unwrap().push(scopes.clone());
+                let expected = format!(
+                    "authorization: basic {}",
+                    base64::engine::general_purpose::STANDARD.encode(format!("{USER}:{PASSWORD}"))
+                );
+                let has_auth = text.to_ascii_lowercase().contains("authorization:");
+                let good = text
+                    .to_ascii_lowercase()
+                    .contains(&expected.to_ascii_lowercase());
+                if has_auth && !good {
+                    let _ = s.write_all(b"HTTP/1.1 401 Unauthorized\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+                    continue;
+                }
+                // Authenticated users get what they ask; anonymous: nothing.
+                let access: Vec<String> = if good {
+                    scopes
+                        .iter()
+                        .filter_map(|sc| {
+                            let mut p = sc.splitn(3, ':');
+                            let (t, n, a) = (p.next()?, p.next()?, p.next()?);
+                            let acts: Vec<String> =
+                                a.split(',').map(|x| format!("\"{x}\"")).collect();
+                            Some(format!(
+                                "{{\"type\":\"{t}\",\"name\":\"{n}\",\"actions\":[{}]}}",
+                                acts.join(",")
+                            ))
+                        })
+                        .collect()
+                } else {
+                    vec![]
+                };
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .unwrap()
+                    .as_secs();
+                let header = format!("{{\"alg\":\"RS256\",\"typ\":\"JWT\",\"x5c\":[\"{x5c}\"]}}");
+                let claims = format!(
+                    "{{\"iss\":\"test-issuer\",\"sub\":\"{}\",\"aud\":\"test-registry\",\"exp\":{},\"nbf\":{},\"iat\":{},\"jti\":\"{}\",\"access\":[{}]}}",
+                    if good { USER } else { "" },
+                    now + 300,
+                    now - 10,
+                    now,
+                    now,
+                    access.join(",")
+                );
+                let signing_input = format!(
+                    "{}.{}",
+                    b64url(header.as_bytes()),
+                    b64url(claims.as_bytes())
+                );
+                let sig = openssl(
+                    &troot,
+                    &["dgst", "-sha256", "-sign", "tok.key"],
+                    Some(signing_input.as_bytes()),
+                );
+                let jwt = format!("{signing_input}.{}", b64url(&sig));
+                let body = format!("{{\"token\":\"{jwt}\",\"expires_in\":300}}");
+                let _ = s.write_all(
+                    format!(
+                        "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                        body.len()
+                    )
+                    .as_bytes(),
+                );
+            }
+        });
+
+        let port = support::registry::free_port();
+        std::fs::create_dir_all(root.join("data")).unwrap();
+        let cfg = format!(
+            "version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: 127.0.0.1:{port}\n  secret: testsecret\nauth:\n  token:\n    realm: http://127.0.0.1:{token_port}/token\n    service: test-registry\n    issuer: test-issuer\n    rootcertbundle: {}\n",
+            root.join("data").display(),
+            root.join("tok.crt").display()
+        );
+        std::fs::write(root.join("config.yml"), cfg).unwrap();
+        let child = std::process::Command::new("docker-registry")
+            .arg("serve")
+            .arg(root.join("config.yml"))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(root.join("registry.log")).unwrap())
+            .spawn()
+            .expect("docker-registry");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "registry did not start"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        TokenRegistry {
+            child,
+            _dir: dir,
+            port,
+            scopes_seen,
+        }
+    }
+}
+
+#[tokio::test]
+async fn bearer_token_auth_with_scopes_and_cross_repo_mount() {
+    let reg = TokenRegistry::start();
+    let host = format!("127.0.0.1:{}", reg.port);
+    let opts = ClientOptions {
+        insecure: true,
+        max_attempts: 2,
+        ..Default::default()
+    };
+    let c = RegistryClient::new(opts.clone(), creds(USER, PASSWORD)).unwrap();
+    let blob = Bytes::from(images::pseudo_random(8, 200_000));
+    let digest = Digest::of(&blob);
+    let out = c
+        .push_blob(
+            &host,
+            "team/src",
+            &digest,
+            BlobSource::Bytes(blob.clone()),
+            None,
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(out, PushOutcome::Uploaded);
+    let cfg = Bytes::from_static(b"{}");
+    let cd = Digest::of(&cfg);
+    c.push_blob(
+        &host,
+        "team/src",
+        &cd,
+        BlobSource::Bytes(cfg.clone()),
+        None,
+        None,
+    )
+    .await
+    .unwrap();
+    let manifest = format!(
+        "{{\"schemaVersion\":2,\"mediaType\":\"{}\",\"config\":{{\"mediaType\":\"{}\",\"digest\":\"{cd}\",\"size\":2}},\"layers\":[{{\"mediaType\":\"{}\",\"digest\":\"{digest}\",\"size\":{}}}]}}",
+        media::OCI_MANIFEST,
+        media::OCI_CONFIG,
+        media::OCI_LAYER_GZIP,
+        blob.len()
+    );
+    let md = c
+        .put_manifest(
+            &host,
+            "team/src",
+            "v1",
+            media::OCI_MANIFEST,
+            Bytes::from(manifest.clone()),
+        )
+        .await
+        .unwrap();
+    assert_eq!(md, Digest::of(manifest.as_bytes()));
+    let got = c.get_manifest(&host, "team/src", "v1").await.unwrap();
+    assert_eq!(got.bytes.as_ref(), manifest.as_bytes());
+
+    let tokens_before = reg.scopes_seen.lock().unwrap().len();
+    let out = c
+        .push_blob(
+            &host,
+            "team/dst",
+            &digest,
+            BlobSource::Bytes(blob.clone()),
+            Some("team/src"),
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(out, PushOutcome::Mounted);
+    let seen = reg.scopes_seen.lock().unwrap().clone();
+    assert!(
+        seen[tokens_before..]
+            .iter()
+            .any(|s| s.contains(&"repository:team/dst:pull,push".to_string())
+                && s.contains(&"repository:team/src:pull".to_string())),
+        "the mount's token request must carry both scopes: {seen:?}"
+    );
+    // Tokens are cached per scope set: the HEAD of the push already got a
+    // pull token for team/dst, so pulling twice asks the service nothing.
+    let n0 = reg.scopes_seen.lock().unwrap().len();
+    let d = desc(&digest, blob.len() as u64);
+    assert_eq!(
+        c.pull_blob_bytes(&host, "team/dst", &d).await.unwrap(),
+        blob
+    );
+    assert_eq!(
+        c.pull_blob_bytes(&host, "team/dst", &d).await.unwrap(),
+        blob
+    );
+    assert_eq!(reg.scopes_seen.lock().unwrap().len(), n0);
+
+    // Wrong password: the token service refuses → a credential error.
+    let bad = RegistryClient::new(opts.clone(), creds(USER, "not-the-password-123")).unwrap();
+    let err = bad.get_manifest(&host, "team/src", "v1").await.unwrap_err();
+    assert!(is_credential_error(&err), "{err:#}");
+    assert!(!format!("{err:#} {err:?}").contains("not-the-password-123"));
+    // No credentials: anonymous token without access → missing credentials.
+    let anon = RegistryClient::new(opts, CredentialStore::default()).unwrap();
+    let err = anon
+        .get_manifest(&host, "team/src", "v1")
+        .await
+        .unwrap_err();
+    assert!(is_credential_error(&err), "{err:#}");
+    assert!(format!("{err:#}").contains("missing"), "{err:#}");
 }

@@ -252,8 +252,17 @@ fn retryable_status(s: StatusCode) -> bool {
     s.is_server_error() || s == StatusCode::TOO_MANY_REQUESTS || s == StatusCode::REQUEST_TIMEOUT
 }
 
-/// The whole source chain of an error, for classification and messages.
+/// The whole source chain of an error, for classification and messages,
+/// without the request URL that reqwest puts in (it may carry a query with
+/// upload state or signatures; callers name the URL themselves).
 fn chain_text(e: &(dyn std::error::Error + 'static)) -> String {
+    use std::sync::OnceLock;
+    static URL: OnceLock<regex::Regex> = OnceLock::new();
+    let re = URL.get_or_init(|| regex::Regex::new(r" for url \([^)]*\)").unwrap());
+    re.replace_all(&chain_text_raw(e), "").into_owned()
+}
+
+fn chain_text_raw(e: &(dyn std::error::Error + 'static)) -> String {
     let mut s = e.to_string();
     let mut cur = e.source();
     while let Some(c) = cur {
