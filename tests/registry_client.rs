@@ -1026,3 +1026,98 @@ async fn bearer_token_auth_with_scopes_and_cross_repo_mount() {
     assert!(is_credential_error(&err), "{err:#}");
     assert!(format!("{err:#}").contains("missing"), "{err:#}");
 }
+
+/// A TCP proxy in front of a registry: its first plain-HTTP connections
+/// get a 503, then one is dropped mid-request, the rest are piped through.
+fn flaky_proxy(upstream: u16) -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        let mut k = 0;
+        for conn in listener.incoming() {
+            let Ok(mut s) = conn else { break };
+            let mut head = Vec::new();
+            let mut buf = [0u8; 4096];
+            let mut tls = false;
+            while find(&head, b"\r\n\r\n").is_none() {
+                match std::io::Read::read(&mut s, &mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => head.extend_from_slice(&buf[..n]),
+                }
+                if head.first() == Some(&0x16) {
+                    tls = true;
+                    break;
+                }
+            }
+            if tls || head.is_empty() {
+                continue; // drop
+            }
+            k += 1;
+            match k {
+                1 | 2 => {
+                    let _ = s.write_all(b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+                }
+                3 => {
+                    let _ = s.shutdown(std::net::Shutdown::Both);
+                }
+                _ => {
+                    let mut up = std::net::TcpStream::connect(("127.0.0.1", upstream)).unwrap();
+                    up.write_all(&head).unwrap();
+                    let (mut a, mut b) = (s.try_clone().unwrap(), up.try_clone().unwrap());
+                    std::thread::spawn(move || {
+                        let _ = std::io::copy(&mut a, &mut b);
+                        let _ = b.shutdown(std::net::Shutdown::Write);
+                    });
+                    std::thread::spawn(move || {
+                        let _ = std::io::copy(&mut up, &mut s);
+                        let _ = s.shutdown(std::net::Shutdown::Write);
+                    });
+                }
+            }
+        }
+    });
+    port
+}
+
+#[tokio::test]
+async fn transient_503s_and_dropped_connections_are_retried() {
+    let reg = Registry::start(Mode::Plain);
+    let work = tempfile::tempdir().unwrap();
+    let digest = images::push_simple(&reg, work.path(), "flaky/app:1", &[b"flaky"]);
+    let proxy = flaky_proxy(reg.port);
+    let host = format!("127.0.0.1:{proxy}");
+    let c = RegistryClient::new(
+        ClientOptions {
+            insecure: true,
+            max_attempts: 5,
+            ..Default::default()
+        },
+        CredentialStore::default(),
+    )
+    .unwrap();
+    let m = c.get_manifest(&host, "flaky/app", "1").await.unwrap();
+    assert_eq!(m.digest.to_string(), digest);
+    assert!(c.stats().retries >= 2, "{:?}", c.stats());
+    let blob = Bytes::from(images::pseudo_random(9, 100_000));
+    let d = Digest::of(&blob);
+    let out = c
+        .push_blob(
+            &host,
+            "flaky/app",
+            &d,
+            BlobSource::Bytes(blob.clone()),
+            None,
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(out, PushOutcome::Uploaded);
+    assert_eq!(
+        reg_blob_size(&reg, "flaky/app", &d).await,
+        Some(blob.len() as u64)
+    );
+}
+
+async fn reg_blob_size(reg: &Registry, repo: &str, d: &Digest) -> Option<u64> {
+    client(reg).blob_exists(&reg.host(), repo, d).await.unwrap()
+}

@@ -1328,6 +1328,7 @@ impl RegistryClient {
         let _ = rb.send().await;
     }
 
+    #[allow(clippy::too_many_arguments)]
     /// Send a streaming request (no retry here: the caller restarts the
     /// upload), updating `progress` while bytes go out.
     async fn send_stream(
@@ -1428,7 +1429,8 @@ impl RegistryClient {
                     &mut progress,
                 )
                 .await?;
-            if let Some(msg) = shared.failure.lock().unwrap().clone() {
+            let failure = shared.failure.lock().unwrap().clone();
+            if let Some(msg) = failure {
                 self.cancel_upload(registry, scopes, &loc).await;
                 bail!(msg);
             }
@@ -1667,7 +1669,8 @@ impl RegistryClient {
                     &mut progress,
                 )
                 .await?;
-            if let Some(msg) = shared.failure.lock().unwrap().clone() {
+            let failure = shared.failure.lock().unwrap().clone();
+            if let Some(msg) = failure {
                 self.cancel_upload(registry, scopes, &loc).await;
                 forget();
                 bail!(msg);
@@ -2091,6 +2094,25 @@ mod tests {
         let items: Vec<_> = s.collect().await;
         assert!(items.iter().all(|r| r.is_ok()));
         assert_eq!(shared.sent.load(Ordering::Relaxed), data.len() as u64);
+    }
+
+    /// Callers spawn these futures on a multi-threaded runtime.
+    #[allow(dead_code)]
+    fn futures_are_send(c: RegistryClient, d: Digest, desc: Descriptor) {
+        fn send<T: Send>(_: T) {}
+        send(c.push_blob(
+            "r",
+            "p",
+            &d,
+            BlobSource::Bytes(Bytes::new()),
+            Some("x"),
+            None,
+        ));
+        send(c.get_manifest("r", "p", "t"));
+        send(c.put_manifest("r", "p", "t", "m", Bytes::new()));
+        send(c.pull_blob_bytes("r", "p", &desc));
+        send(c.list_tags("r", "p"));
+        send(c.head_manifest("r", "p", "t"));
     }
 
     #[test]
