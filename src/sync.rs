@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context};
 use serde::Serialize;
 
-use crate::bundle::reader::BundleReader;
+use crate::bundle::reader::{BundleReader, Extent};
 use crate::chart::hints::Hints;
 use crate::chart::repo::{PublishOptions, PublishOutcome};
 use crate::cli::SyncArgs;
@@ -32,7 +32,7 @@ use crate::transfer::{self, ImageJob};
 #[serde(rename_all = "camelCase")]
 pub struct SyncSummary {
     pub dry_run: bool,
-    pub bundles: Vec<PathBuf>,
+    pub bundles: Vec<String>,
     pub images: Vec<ImageLine>,
     pub images_pushed: usize,
     pub images_unchanged: usize,
@@ -82,7 +82,7 @@ pub async fn run(args: &SyncArgs) -> anyhow::Result<()> {
         })
         .collect::<anyhow::Result<_>>()?;
 
-    let bundle_paths = match &config.source {
+    let locations = match &config.source {
         Source::Bundles(p) => list_bundles(p)?,
         Source::Repo { .. } => bail!(
             "{}: source.repo: syncing straight from a chart repository is not supported by bundler; \
@@ -90,23 +90,22 @@ pub async fn run(args: &SyncArgs) -> anyhow::Result<()> {
             config.file.display()
         ),
     };
-    if bundle_paths.is_empty() {
+    if locations.is_empty() {
         bail!("no *.bundle.tar found in {}", source_display(&config));
     }
 
     // 1. Index, filter and verify every bundle before anything moves.
     let mut selected = Vec::new();
-    for path in &bundle_paths {
-        let reader = BundleReader::open(path)
-            .with_context(|| format!("reading bundle {}", path.display()))?;
+    for loc in &locations {
+        let reader = loc.open()?;
         let chart = reader
             .chart_name_version()
-            .with_context(|| format!("reading the chart of bundle {}", path.display()))?;
+            .with_context(|| format!("reading the chart of bundle {}", reader.label))?;
         if let Some((name, version)) = &chart {
             if !chart_selected(name, version, &config.charts, &config.skip_charts) {
                 progress.println(format!(
                     "skip {} (filtered by charts/skipCharts)",
-                    path.display()
+                    reader.label
                 ));
                 continue;
             }
@@ -117,7 +116,7 @@ pub async fn run(args: &SyncArgs) -> anyhow::Result<()> {
         crate::bundle::verify::verify(&b.reader, &progress).with_context(|| {
             format!(
                 "bundle {} failed verification; nothing was pushed",
-                b.reader.path.display()
+                b.reader.label
             )
         })?;
     }
@@ -139,15 +138,12 @@ pub async fn run(args: &SyncArgs) -> anyhow::Result<()> {
         ..SyncSummary::default()
     };
     for (bi, b) in selected.iter().enumerate() {
-        summary.bundles.push(b.reader.path.clone());
+        summary.bundles.push(b.reader.label.clone());
         for img in &b.reader.images {
-            let rewritten = config.rewrite.rewrite(&img.reference).with_context(|| {
-                format!(
-                    "bundle {}: image {}",
-                    b.reader.path.display(),
-                    img.reference
-                )
-            })?;
+            let rewritten = config
+                .rewrite
+                .rewrite(&img.reference)
+                .with_context(|| format!("bundle {}: image {}", b.reader.label, img.reference))?;
             if !platforms.is_empty() && !img.children.is_empty() {
                 tracing::debug!(
                     "--platform given, but {} is kept as a whole index so that its digest survives",
@@ -227,10 +223,11 @@ pub async fn run(args: &SyncArgs) -> anyhow::Result<()> {
             continue;
         }
         let mut chart = crate::chart::Chart::from_files(files)
-            .with_context(|| format!("loading the chart of bundle {}", b.reader.path.display()))?;
+            .with_context(|| format!("loading the chart of bundle {}", b.reader.label))?;
         let hints = match b.reader.hints()? {
-            Some(text) => Hints::parse(&text)
-                .with_context(|| format!("{}: hints.yaml", b.reader.path.display()))?,
+            Some(text) => {
+                Hints::parse(&text).with_context(|| format!("{}: hints.yaml", b.reader.label))?
+            }
             None => Hints::default(),
         };
         let digest_map = digest_map(&b.reader);
@@ -248,12 +245,7 @@ pub async fn run(args: &SyncArgs) -> anyhow::Result<()> {
             &digest_map,
             repos,
         )
-        .with_context(|| {
-            format!(
-                "relocating chart {name} {version} from {}",
-                b.reader.path.display()
-            )
-        })?;
+        .with_context(|| format!("relocating chart {name} {version} from {}", b.reader.label))?;
         tracing::debug!("relocated {name} {version}:\n{}", relocation.diff);
         let tgz = crate::chart::package::package_tgz(&chart)?;
         let outcome =
@@ -309,9 +301,28 @@ pub async fn run(args: &SyncArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Where a bundle is: its own file, or an entry of an outer package.
+enum BundleLocation {
+    File(PathBuf),
+    InPackage(PathBuf, String, Extent),
+}
+
+impl BundleLocation {
+    fn open(&self) -> anyhow::Result<BundleReader> {
+        match self {
+            BundleLocation::File(p) => {
+                BundleReader::open(p).with_context(|| format!("reading bundle {}", p.display()))
+            }
+            BundleLocation::InPackage(pkg, name, ext) => BundleReader::open_at(pkg, name, *ext)
+                .with_context(|| format!("reading bundle {name} in {}", pkg.display())),
+        }
+    }
+}
+
 /// Bundles under a directory (`<name>_<version>.bundle.tar`,
-/// `<name>-<version>.bundle.tar`), or inside an outer offline package.
-fn list_bundles(path: &Path) -> anyhow::Result<Vec<PathBuf>> {
+/// `<name>-<version>.bundle.tar`), a single bundle, or the bundles inside
+/// an outer offline package (read in place).
+fn list_bundles(path: &Path) -> anyhow::Result<Vec<BundleLocation>> {
     let meta = std::fs::metadata(path).with_context(|| format!("source.intermediateBundlesPath {} does not exist (relative paths are from the current directory)", path.display()))?;
     if meta.is_dir() {
         let mut out: Vec<PathBuf> = std::fs::read_dir(path)?
@@ -324,11 +335,14 @@ fn list_bundles(path: &Path) -> anyhow::Result<Vec<PathBuf>> {
             })
             .collect();
         out.sort();
-        Ok(out)
+        Ok(out.into_iter().map(BundleLocation::File).collect())
     } else if path.to_string_lossy().ends_with(".bundle.tar") {
-        Ok(vec![path.to_path_buf()])
+        Ok(vec![BundleLocation::File(path.to_path_buf())])
     } else {
-        crate::bundle::reader::bundles_in_package(path)
+        Ok(crate::bundle::reader::bundles_in_package(path)?
+            .into_iter()
+            .map(|(name, ext)| BundleLocation::InPackage(path.to_path_buf(), name, ext))
+            .collect())
     }
 }
 

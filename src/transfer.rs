@@ -90,9 +90,7 @@ pub async fn push_images(
                 .with_context(|| {
                     format!(
                         "pushing {} to {} (from {})",
-                        job.image.reference,
-                        job.target,
-                        reader.path.display()
+                        job.image.reference, job.target, reader.label
                     )
                 })
         });
@@ -217,11 +215,7 @@ async fn ensure_blob(
             first = true;
             let _permit = sem.acquire().await?;
             let extent = reader.blob(&desc.digest).with_context(|| {
-                format!(
-                    "blob {} is not in bundle {}",
-                    desc.digest,
-                    reader.path.display()
-                )
+                format!("blob {} is not in bundle {}", desc.digest, reader.label)
             })?;
             let source = BlobSource::FileRange {
                 path: reader.path.clone(),
@@ -262,13 +256,9 @@ async fn ensure_blob(
     }
     // Another repository of this registry got the blob in this run: mount.
     let _permit = sem.acquire().await?;
-    let extent = reader.blob(&desc.digest).with_context(|| {
-        format!(
-            "blob {} is not in bundle {}",
-            desc.digest,
-            reader.path.display()
-        )
-    })?;
+    let extent = reader
+        .blob(&desc.digest)
+        .with_context(|| format!("blob {} is not in bundle {}", desc.digest, reader.label))?;
     let source = BlobSource::FileRange {
         path: reader.path.clone(),
         offset: extent.offset,
