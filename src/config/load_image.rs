@@ -308,9 +308,11 @@ impl<'de> Deserialize<'de> for RawKind {
                     "OCI" => RawKind::Known(RepoKind::Oci),
                     "LOCAL" => RawKind::Known(RepoKind::Local),
                     "JFROG" => RawKind::Jfrog,
-                    _ => return Err(E::custom(format!(
+                    _ => {
+                        return Err(E::custom(format!(
                         "unknown kind {v:?}, expected one of HELM, CHARTMUSEUM, HARBOR, OCI, LOCAL"
-                    ))),
+                    )))
+                    }
                 })
             }
             fn visit_u64<E: de::Error>(self, v: u64) -> Result<RawKind, E> {
