@@ -650,6 +650,7 @@ impl SyncConfig {
             explicit,
             default: self.containers_auth.clone(),
             use_docker_config: true,
+            ..Default::default()
         }
     }
 
