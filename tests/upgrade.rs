@@ -172,7 +172,8 @@ spec:
 
     fn bundler(&self, args: &[&str]) -> Output {
         let mut cmd = Command::new(support::bundler_bin());
-        cmd.current_dir(self.dir()).args(args);
+        // the test registry speaks plain HTTP, as `--insecure true` in seed 002
+        cmd.current_dir(self.dir()).args(args).arg("--insecure");
         for (k, v) in self.fake.env() {
             cmd.env(k, v);
         }
@@ -485,6 +486,7 @@ fn everything_from_flags_without_config_or_record() {
         &site.reg.host(),
         "--backup-dir",
         "bk",
+        "--insecure",
     ]);
     for (k, v) in site.fake.env() {
         cmd.env(k, v);

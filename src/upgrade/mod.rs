@@ -198,29 +198,42 @@ pub async fn run(args: &UpgradeArgs) -> anyhow::Result<()> {
             use_docker_config: true,
             ..Default::default()
         });
-    let missing = check_images(args, store, &registry, &images, &out).await?;
-    if !missing.is_empty() {
-        let list = missing
-            .iter()
-            .map(|m| format!("  - {m}"))
-            .collect::<Vec<_>>()
-            .join("\n");
+    let (missing, unchecked) = check_images(args, store, &registry, &images, &out).await?;
+    if missing.is_empty() && unchecked.is_empty() {
+        out.say("pre-flight: every image is present");
+    } else {
+        let mut problems = String::new();
+        if !missing.is_empty() {
+            problems.push_str(&format!(
+                "{} image(s) needed by {release} are not in the registry {registry}:\n",
+                missing.len()
+            ));
+            for m in &missing {
+                problems.push_str(&format!("  - {m}\n"));
+            }
+        }
+        if !unchecked.is_empty() {
+            problems.push_str(&format!(
+                "{} image(s) could not be checked:\n",
+                unchecked.len()
+            ));
+            for m in &unchecked {
+                problems.push_str(&format!("  - {m}\n"));
+            }
+        }
         if args.force {
             out.say(format!(
-                "pre-flight: {} image(s) missing, going on because of --force:\n{list}",
-                missing.len()
+                "pre-flight: going on because of --force although\n{problems}"
             ));
         } else {
             bail!(
-                "pre-flight: {} image(s) needed by {release} are not in the registry {registry}; \
-                 nothing was changed:\n{list}\nsync them first (bundler sync --config {}), or pass --force to upgrade anyway",
-                missing.len(),
+                "pre-flight failed, nothing was changed: {problems}sync the images first (bundler sync --config {}), \
+                 or pass --force to upgrade anyway",
                 args.config.display()
             );
         }
-    } else {
-        out.say("pre-flight: every image is present");
     }
+    let missing: Vec<String> = missing.into_iter().chain(unchecked).collect();
 
     // ---- 5. upgrade ----
     let mut upgrade = strings(&["upgrade", release, &chart.chart, "-n", &ns]);
@@ -614,15 +627,16 @@ fn write_backup(dir: &Path, release: &str, rev: &str, text: &str) -> anyhow::Res
     )
 }
 
-/// HEAD every image in the target registry; returns the missing ones (with
-/// the reason). Images that point at another registry count as missing.
+/// HEAD every image in the target registry; returns the missing ones and
+/// the ones that could not be checked (each with the reason). Images that
+/// point at another registry count as missing.
 async fn check_images(
     args: &UpgradeArgs,
     store: CredentialStore,
     registry: &str,
     images: &[String],
     out: &Out,
-) -> anyhow::Result<Vec<String>> {
+) -> anyhow::Result<(Vec<String>, Vec<String>)> {
     let host = registry.split('/').next().unwrap_or(registry);
     let client = RegistryClient::new(
         ClientOptions {
@@ -633,7 +647,11 @@ async fn check_images(
         },
         store,
     )?;
-    let mut missing = Vec::new();
+    enum Res {
+        Present,
+        Missing(String),
+        Unchecked(String),
+    }
     let checks = images.iter().map(|img| {
         let client = client.clone();
         async move {
@@ -642,14 +660,14 @@ async fn check_images(
                 Err(e) => {
                     return (
                         img.clone(),
-                        Err(format!("not a valid image reference: {e:#}")),
+                        Res::Missing(format!("not a valid image reference: {e:#}")),
                     )
                 }
             };
             if r.registry != host {
                 return (
                     img.clone(),
-                    Err(format!(
+                    Res::Missing(format!(
                         "points at {}, not at the target registry {host}",
                         r.registry
                     )),
@@ -659,21 +677,26 @@ async fn check_images(
                 .head_manifest(&r.registry, &r.repository, &r.manifest_reference())
                 .await
             {
-                Ok(Some(_)) => (img.clone(), Ok(())),
-                Ok(None) => (img.clone(), Err(format!("not found in {host}"))),
-                Err(e) => (img.clone(), Err(format!("could not check: {e:#}"))),
+                Ok(Some(_)) => (img.clone(), Res::Present),
+                Ok(None) => (img.clone(), Res::Missing(format!("not found in {host}"))),
+                Err(e) => (img.clone(), Res::Unchecked(format!("{e:#}"))),
             }
         }
     });
     let results = futures_util::future::join_all(checks).await;
+    let (mut missing, mut unchecked) = (Vec::new(), Vec::new());
     for (img, res) in results {
         match res {
-            Ok(()) => out.say(format!("  ok       {img}")),
-            Err(why) => {
+            Res::Present => out.say(format!("  ok       {img}")),
+            Res::Missing(why) => {
                 out.say(format!("  MISSING  {img} ({why})"));
                 missing.push(format!("{img} ({why})"));
             }
+            Res::Unchecked(why) => {
+                out.say(format!("  ERROR    {img} ({why})"));
+                unchecked.push(format!("{img} ({why})"));
+            }
         }
     }
-    Ok(missing)
+    Ok((missing, unchecked))
 }
