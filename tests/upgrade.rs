@@ -248,7 +248,7 @@ fn happy_path(major: u32) {
         "{name}"
     );
     assert_eq!(
-        std::fs::canonicalize(&backup).unwrap(),
+        std::fs::canonicalize(site.dir().join(&backup)).unwrap(),
         std::fs::canonicalize(&backups[0]).unwrap()
     );
     assert_eq!(
@@ -419,9 +419,11 @@ fn rollback(major: u32) {
         .map(|s| s.to_string())
         .collect::<Vec<_>>()]
     );
-    // fake state: 3 failed, 4 = rollback to 2
-    assert_eq!(site.fake.status("web", "shop", 3), "failed");
+    // fake state: 3 = the failed upgrade (superseded by the rollback, as
+    // helm does), 4 = rollback to 2 with the old chart and values
+    assert_eq!(site.fake.chart("web", "shop", 3), "demo-0.2.0");
     assert_eq!(site.fake.revision("web", "shop"), 4);
+    assert_eq!(site.fake.status("web", "shop", 4), "deployed");
     assert_eq!(site.fake.values("web", "shop", 4), CURRENT_VALUES);
     assert_eq!(site.fake.chart("web", "shop", 4), "demo-0.1.0");
 }
