@@ -700,3 +700,21 @@ async fn check_images(
     }
     Ok((missing, unchecked))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backups_are_never_overwritten() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = write_backup(dir.path(), "web", "2", "a: 1\n").unwrap();
+        let b = write_backup(dir.path(), "web", "2", "a: 2\n").unwrap();
+        assert_ne!(a, b);
+        assert_eq!(std::fs::read_to_string(&a).unwrap(), "a: 1\n");
+        assert_eq!(std::fs::read_to_string(&b).unwrap(), "a: 2\n");
+        let name = a.file_name().unwrap().to_string_lossy().into_owned();
+        assert!(name.ends_with("Z-rev2.yaml"), "{name}");
+        assert_eq!(a.parent().unwrap(), dir.path().join("web"));
+    }
+}
