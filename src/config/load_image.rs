@@ -640,7 +640,6 @@ impl SyncConfig {
 
     /// Credentials for the target registry: `target.containers.auth` for the
     /// image registry host and as the default, then docker `config.json`.
-    #[allow(clippy::needless_update)] // CredentialStore grows fields on the registry branch
     pub fn credential_store(&self) -> CredentialStore {
         let mut explicit = HashMap::new();
         if let (Some(c), Some(host)) = (&self.containers_auth, self.image_registry()) {
