@@ -1,7 +1,34 @@
 //! `load-image.yaml` (SPEC §4), the charts-syncer fork's schema.
+//!
+//! Every key of the DaoCloud charts-syncer fork's `api/config.proto` is
+//! accepted, in its JSON (camelCase) spelling and its proto (snake_case)
+//! spelling, as charts-syncer's protobuf JSON decoder does:
+//!
+//! ```yaml
+//! source:                      # exactly one of intermediateBundlesPath, repo
+//!   intermediateBundlesPath: DIR-or-PACKAGE.tar
+//!   repo: {kind: HELM|CHARTMUSEUM|HARBOR|OCI|LOCAL, url, path, auth: {username, password},
+//!          chartsIndex, useChartsIndex, disableChartsIndex}
+//!   containers: {kind, url, auth: {registry, username, password}}
+//! target:
+//!   containerPrefixRegistry / containerPrefixRepository / appendOriginRegistry   # prefix rules, or
+//!   containerRegistry / containerRepository                                      # replace rules
+//!   repoName: myrepo
+//!   repo: {kind: HARBOR|CHARTMUSEUM|OCI|LOCAL, url, path, auth: {username, password}}
+//!   containers: {kind, auth: {username, password, registry}}
+//! charts: [name, {name, versions: [..], skipImages: bool}]   # or
+//! skipCharts: [name, ...]
+//! relocateContainerImages: bool                              # accepted, has no effect
+//! ```
+use std::collections::HashMap;
+use std::fmt;
 use std::path::{Path, PathBuf};
 
-use crate::oci::auth::Credentials;
+use serde::de::{self, MapAccess};
+use serde::Deserialize;
+
+use super::yaml::{lenient_string, lenient_strings, Doc};
+use crate::oci::auth::{CredentialStore, Credentials};
 use crate::oci::reference::RewriteRules;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -13,6 +40,24 @@ pub enum RepoKind {
     Local,
 }
 
+impl RepoKind {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            RepoKind::Helm => "HELM",
+            RepoKind::Oci => "OCI",
+            RepoKind::Harbor => "HARBOR",
+            RepoKind::Chartmuseum => "CHARTMUSEUM",
+            RepoKind::Local => "LOCAL",
+        }
+    }
+}
+
+impl fmt::Display for RepoKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RepoSpec {
     pub kind: RepoKind,
@@ -22,6 +67,55 @@ pub struct RepoSpec {
     /// charts-syncer does).
     pub path: Option<PathBuf>,
     pub auth: Option<Credentials>,
+}
+
+/// Where an OCI chart repository lives, from `oci://host[:port]/path` or
+/// `http(s)://host[:port]/path`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OciLocation {
+    /// `host[:port]`
+    pub registry: String,
+    /// Repository path prefix, no leading or trailing `/` (may be empty).
+    pub path: String,
+    /// The URL said `http://` (plain HTTP is wanted).
+    pub plain_http: bool,
+}
+
+impl RepoSpec {
+    /// For OCI targets/sources: registry host and path prefix.
+    pub fn oci_location(&self) -> Option<OciLocation> {
+        if self.kind != RepoKind::Oci {
+            return None;
+        }
+        parse_oci_url(&self.url).ok()
+    }
+}
+
+fn parse_oci_url(url: &str) -> Result<OciLocation, String> {
+    let (rest, plain_http) = if let Some(r) = url.strip_prefix("oci://") {
+        (r, false)
+    } else if let Some(r) = url.strip_prefix("https://") {
+        (r, false)
+    } else if let Some(r) = url.strip_prefix("http://") {
+        (r, true)
+    } else {
+        return Err("expected oci://host[:port]/path (or http(s)://host[:port]/path)".into());
+    };
+    let rest = rest.trim_end_matches('/');
+    let (host, path) = rest.split_once('/').unwrap_or((rest, ""));
+    if host.is_empty() || host.contains(['@', '?', '#', ' ']) {
+        return Err("no valid registry host in the URL".into());
+    }
+    if path.contains(['?', '#', ' ', ':'])
+        || path.split('/').any(|p| p.is_empty() && !path.is_empty())
+    {
+        return Err(format!("invalid repository path {path:?} in the URL"));
+    }
+    Ok(OciLocation {
+        registry: host.to_string(),
+        path: path.to_string(),
+        plain_http,
+    })
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -42,6 +136,13 @@ pub struct ChartFilter {
     pub versions: Vec<String>,
 }
 
+impl ChartFilter {
+    pub fn matches(&self, name: &str, version: &str) -> bool {
+        self.name == name
+            && (self.versions.is_empty() || self.versions.iter().any(|v| v == version))
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SyncConfig {
     pub file: PathBuf,
@@ -51,11 +152,669 @@ pub struct SyncConfig {
     pub target_repo: RepoSpec,
     pub charts: Vec<ChartFilter>,
     pub skip_charts: Vec<ChartFilter>,
+    /// `source.containers.auth.registry`: the registry the source
+    /// credentials are for (source repo mode only).
+    pub source_containers_registry: Option<String>,
+    /// Charts listed with `skipImages: true` (their images are not pushed).
+    pub skip_images_for: Vec<String>,
+    /// `target.repoName` (charts-syncer's default is `myrepo`).
+    pub repo_name: Option<String>,
 }
+
+const HINT: &str = "see SPEC §4 / the charts-syncer load-image.yaml schema";
+
+// ---- raw schema -------------------------------------------------------------
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct RawConfig {
+    source: Option<RawSource>,
+    target: Option<RawTarget>,
+    charts: Option<Vec<RawChart>>,
+    #[serde(alias = "skip_charts")]
+    skip_charts: Option<Vec<RawChart>>,
+    #[serde(alias = "relocate_container_images")]
+    #[allow(dead_code)]
+    relocate_container_images: Option<bool>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct RawSource {
+    repo: Option<RawRepo>,
+    #[serde(
+        default,
+        alias = "intermediate_bundles_path",
+        deserialize_with = "lenient_string"
+    )]
+    intermediate_bundles_path: Option<String>,
+    containers: Option<RawContainers>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct RawTarget {
+    repo: Option<RawRepo>,
+    #[serde(
+        default,
+        alias = "intermediate_bundles_path",
+        deserialize_with = "lenient_string"
+    )]
+    intermediate_bundles_path: Option<String>,
+    #[serde(
+        default,
+        alias = "container_registry",
+        deserialize_with = "lenient_string"
+    )]
+    container_registry: Option<String>,
+    #[serde(
+        default,
+        alias = "container_prefix_registry",
+        deserialize_with = "lenient_string"
+    )]
+    container_prefix_registry: Option<String>,
+    #[serde(
+        default,
+        alias = "container_repository",
+        deserialize_with = "lenient_string"
+    )]
+    container_repository: Option<String>,
+    #[serde(
+        default,
+        alias = "container_prefix_repository",
+        deserialize_with = "lenient_string"
+    )]
+    container_prefix_repository: Option<String>,
+    #[serde(alias = "append_origin_registry")]
+    append_origin_registry: Option<bool>,
+    #[serde(default, alias = "repo_name", deserialize_with = "lenient_string")]
+    repo_name: Option<String>,
+    containers: Option<RawContainers>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct RawRepo {
+    #[serde(default, deserialize_with = "lenient_string")]
+    url: Option<String>,
+    kind: Option<RawKind>,
+    auth: Option<RawAuth>,
+    #[serde(default, deserialize_with = "lenient_string")]
+    path: Option<String>,
+    #[serde(default, alias = "charts_index", deserialize_with = "lenient_string")]
+    #[allow(dead_code)]
+    charts_index: Option<String>,
+    #[serde(alias = "use_charts_index")]
+    #[allow(dead_code)]
+    use_charts_index: Option<bool>,
+    #[serde(alias = "disable_charts_index")]
+    #[allow(dead_code)]
+    disable_charts_index: Option<bool>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAuth {
+    #[serde(default, deserialize_with = "lenient_string")]
+    username: Option<String>,
+    #[serde(default, deserialize_with = "lenient_string")]
+    password: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawContainers {
+    auth: Option<RawContainerAuth>,
+    #[allow(dead_code)]
+    kind: Option<RawKind>,
+    #[serde(default, deserialize_with = "lenient_string")]
+    #[allow(dead_code)]
+    url: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawContainerAuth {
+    #[serde(default, deserialize_with = "lenient_string")]
+    username: Option<String>,
+    #[serde(default, deserialize_with = "lenient_string")]
+    password: Option<String>,
+    #[serde(default, deserialize_with = "lenient_string")]
+    registry: Option<String>,
+}
+
+/// charts-syncer's `Kind` enum: a name (any case) or its number.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum RawKind {
+    Unknown,
+    Known(RepoKind),
+    Jfrog,
+}
+
+impl<'de> Deserialize<'de> for RawKind {
+    fn deserialize<D: de::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl de::Visitor<'_> for V {
+            type Value = RawKind;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("one of HELM, CHARTMUSEUM, HARBOR, OCI, LOCAL")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<RawKind, E> {
+                Ok(match v.to_ascii_uppercase().as_str() {
+                    "UNKNOWN" => RawKind::Unknown,
+                    "HELM" => RawKind::Known(RepoKind::Helm),
+                    "CHARTMUSEUM" => RawKind::Known(RepoKind::Chartmuseum),
+                    "HARBOR" => RawKind::Known(RepoKind::Harbor),
+                    "OCI" => RawKind::Known(RepoKind::Oci),
+                    "LOCAL" => RawKind::Known(RepoKind::Local),
+                    "JFROG" => RawKind::Jfrog,
+                    _ => {
+                        return Err(E::custom(format!(
+                        "unknown kind {v:?}, expected one of HELM, CHARTMUSEUM, HARBOR, OCI, LOCAL"
+                    )))
+                    }
+                })
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<RawKind, E> {
+                let name = match v {
+                    0 => "UNKNOWN",
+                    1 => "HELM",
+                    2 => "CHARTMUSEUM",
+                    3 => "HARBOR",
+                    4 => "OCI",
+                    5 => "LOCAL",
+                    6 => "JFROG",
+                    _ => return Err(E::custom(format!("unknown kind number {v}"))),
+                };
+                self.visit_str(name)
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<RawKind, E> {
+                if v < 0 {
+                    return Err(E::custom(format!("unknown kind number {v}")));
+                }
+                self.visit_u64(v as u64)
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// A `charts`/`skipCharts` entry: a name, or `{name, versions, skipImages}`.
+struct RawChart {
+    name: String,
+    versions: Vec<String>,
+    skip_images: bool,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct RawChartMap {
+    #[serde(default, deserialize_with = "lenient_string")]
+    name: Option<String>,
+    #[serde(default, deserialize_with = "lenient_strings")]
+    versions: Vec<String>,
+    #[serde(default, alias = "skip_images")]
+    skip_images: bool,
+}
+
+impl<'de> Deserialize<'de> for RawChart {
+    fn deserialize<D: de::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> de::Visitor<'de> for V {
+            type Value = RawChart;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a chart name or {name, versions}")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<RawChart, E> {
+                if v.trim().is_empty() {
+                    return Err(E::custom("empty chart name"));
+                }
+                Ok(RawChart {
+                    name: v.to_string(),
+                    versions: Vec::new(),
+                    skip_images: false,
+                })
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<RawChart, A::Error> {
+                let m = RawChartMap::deserialize(de::value::MapAccessDeserializer::new(map))?;
+                match m.name {
+                    Some(name) if !name.trim().is_empty() => Ok(RawChart {
+                        name,
+                        versions: m.versions,
+                        skip_images: m.skip_images,
+                    }),
+                    _ => Err(de::Error::missing_field("name")),
+                }
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+// ---- loading -------------------------------------------------------------
 
 impl SyncConfig {
     /// Load, validate and apply environment overrides.
     pub fn load(path: &Path) -> anyhow::Result<Self> {
-        anyhow::bail!("config loading not implemented yet: {}", path.display())
+        Self::load_with_env(path, &|k| std::env::var(k).ok())
+    }
+
+    /// [`SyncConfig::load`] with the environment given as a function (so
+    /// tests need not change the process environment). Empty values count
+    /// as unset, as in charts-syncer.
+    pub fn load_with_env(
+        path: &Path,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> anyhow::Result<Self> {
+        let doc = Doc::read(path, "sync config (load-image.yaml)")?;
+        let raw: RawConfig = doc.parse(HINT)?;
+        let env = |names: &[&str]| -> Option<String> {
+            names.iter().find_map(|n| env(n).filter(|v| !v.is_empty()))
+        };
+
+        // source: exactly one of intermediateBundlesPath, repo
+        let Some(src) = raw.source else {
+            return Err(doc.error_at(
+                "source",
+                &[],
+                "missing: give source.intermediateBundlesPath (a directory of *.bundle.tar or an offline package) or source.repo",
+            ));
+        };
+        let src_containers = src.containers.as_ref().and_then(|c| c.auth.as_ref());
+        let mut src_cont_user = src_containers.and_then(|a| a.username.clone());
+        let mut src_cont_pass = src_containers.and_then(|a| a.password.clone());
+        let mut src_cont_reg = src_containers.and_then(|a| a.registry.clone());
+        if let Some(v) = env(&["SOURCE_CONTAINERS_AUTH_USERNAME"]) {
+            src_cont_user = Some(v);
+        }
+        if let Some(v) = env(&["SOURCE_CONTAINERS_AUTH_PASSWORD"]) {
+            src_cont_pass = Some(v);
+        }
+        if let Some(v) = env(&["SOURCE_CONTAINERS_AUTH_REGISTRY"]) {
+            src_cont_reg = Some(v);
+        }
+        let source = match (src.intermediate_bundles_path, src.repo) {
+            (Some(_), Some(_)) => {
+                return Err(doc.error_at(
+                    "source.repo",
+                    &[],
+                    "source.intermediateBundlesPath and source.repo are both set; keep exactly one \
+                     (intermediateBundlesPath for bundles written by `bundler pack`, repo for a chart repository)",
+                ))
+            }
+            (None, None) => {
+                return Err(doc.error_at(
+                    "source",
+                    &[],
+                    "neither source.intermediateBundlesPath nor source.repo is set; give exactly one",
+                ))
+            }
+            (Some(p), None) => {
+                if p.trim().is_empty() {
+                    return Err(doc.error_at(
+                        "source.intermediateBundlesPath",
+                        &[],
+                        "empty path; give the directory holding the *.bundle.tar files or the offline package .tar",
+                    ));
+                }
+                Source::Bundles(PathBuf::from(p))
+            }
+            (None, Some(r)) => {
+                let repo = repo_spec(&doc, "source.repo", r, false, |k| {
+                    env(&[&format!("SOURCE_REPO_AUTH_{k}"), &format!("SOURCE_AUTH_{k}")])
+                })?;
+                Source::Repo {
+                    repo,
+                    containers_auth: creds(src_cont_user, src_cont_pass),
+                }
+            }
+        };
+        let source_containers_registry = match source {
+            Source::Repo { .. } => src_cont_reg.filter(|s| !s.is_empty()),
+            Source::Bundles(_) => None,
+        };
+
+        // target
+        let Some(tgt) = raw.target else {
+            return Err(doc.error_at(
+                "target",
+                &[],
+                "missing: give target.repo (where charts go) and the image rules (containerPrefixRegistry or containerRegistry)",
+            ));
+        };
+        if tgt.intermediate_bundles_path.is_some() {
+            return Err(doc.error_at(
+                "target.intermediateBundlesPath",
+                &[],
+                "writing bundles (charts-syncer's save mode) is not done by sync: use `bundler pack MANIFEST --output DIR` on the connected host",
+            ));
+        }
+        let Some(tgt_repo) = tgt.repo else {
+            return Err(doc.error_at(
+                "target.repo",
+                &["target"],
+                "missing: give target.repo with kind HARBOR, CHARTMUSEUM, OCI or LOCAL",
+            ));
+        };
+        let target_repo = repo_spec(&doc, "target.repo", tgt_repo, true, |k| {
+            env(&[
+                &format!("TARGET_REPO_AUTH_{k}"),
+                &format!("TARGET_AUTH_{k}"),
+            ])
+        })?;
+
+        // image rewrite rules: prefix rules or replace rules, not both
+        let non_empty = |s: Option<String>| s.filter(|v| !v.trim().is_empty());
+        let rewrite = RewriteRules {
+            prefix_registry: non_empty(tgt.container_prefix_registry),
+            prefix_repository: non_empty(tgt.container_prefix_repository)
+                .map(|s| s.trim_matches('/').to_string()),
+            append_origin_registry: tgt.append_origin_registry.unwrap_or(false),
+            registry: non_empty(tgt.container_registry),
+            repository: non_empty(tgt.container_repository)
+                .map(|s| s.trim_matches('/').to_string()),
+        };
+        let prefix_key = if rewrite.prefix_registry.is_some() {
+            Some("target.containerPrefixRegistry")
+        } else if rewrite.prefix_repository.is_some() {
+            Some("target.containerPrefixRepository")
+        } else if rewrite.append_origin_registry {
+            Some("target.appendOriginRegistry")
+        } else {
+            None
+        };
+        let replace_key = if rewrite.registry.is_some() {
+            Some("target.containerRegistry")
+        } else if rewrite.repository.is_some() {
+            Some("target.containerRepository")
+        } else {
+            None
+        };
+        if let (Some(p), Some(r)) = (prefix_key, replace_key) {
+            let (first, second) = match (
+                crate::config::yaml::locate(&doc.text, &crate::config::yaml::path(p)),
+                crate::config::yaml::locate(&doc.text, &crate::config::yaml::path(r)),
+            ) {
+                (Some(a), Some(b)) if b < a => (r, p),
+                _ => (p, r),
+            };
+            return Err(doc.error_at(
+                second,
+                &[],
+                format!(
+                    "cannot be combined with {first}: use the prefix rules (containerPrefixRegistry, \
+                     containerPrefixRepository, appendOriginRegistry) or the replace rules \
+                     (containerRegistry, containerRepository), not both"
+                ),
+            ));
+        }
+        if rewrite.append_origin_registry && rewrite.prefix_registry.is_none() {
+            return Err(doc.error_at(
+                "target.appendOriginRegistry",
+                &[],
+                "needs target.containerPrefixRegistry (the registry the original registry name is appended to)",
+            ));
+        }
+        for (key, v) in [
+            ("target.containerPrefixRegistry", &rewrite.prefix_registry),
+            ("target.containerRegistry", &rewrite.registry),
+        ] {
+            if let Some(v) = v {
+                if let Err(why) = check_registry_host(v) {
+                    return Err(doc.error_at(key, &[], format!("{v:?}: {why}")));
+                }
+            }
+        }
+        for (key, v) in [
+            (
+                "target.containerPrefixRepository",
+                &rewrite.prefix_repository,
+            ),
+            ("target.containerRepository", &rewrite.repository),
+        ] {
+            if let Some(v) = v {
+                if let Err(why) = check_repository(v) {
+                    return Err(doc.error_at(key, &[], format!("{v:?}: {why}")));
+                }
+            }
+        }
+
+        // target container credentials
+        let tc = tgt.containers.as_ref().and_then(|c| c.auth.as_ref());
+        let mut user = tc.and_then(|a| a.username.clone());
+        let mut pass = tc.and_then(|a| a.password.clone());
+        if let Some(v) = env(&["TARGET_CONTAINERS_AUTH_USERNAME"]) {
+            user = Some(v);
+        }
+        if let Some(v) = env(&["TARGET_CONTAINERS_AUTH_PASSWORD"]) {
+            pass = Some(v);
+        }
+        let containers_auth = creds(user, pass);
+
+        // chart filters
+        let charts = raw.charts.unwrap_or_default();
+        let skip = raw.skip_charts.unwrap_or_default();
+        if !charts.is_empty() && !skip.is_empty() {
+            return Err(doc.error_at(
+                "skipCharts",
+                &[],
+                "charts and skipCharts are both set; keep one (charts lists what to sync, skipCharts what to leave out)",
+            ));
+        }
+        let skip_images_for = charts
+            .iter()
+            .filter(|c| c.skip_images)
+            .map(|c| c.name.clone())
+            .collect();
+        let to_filter = |v: Vec<RawChart>| -> Vec<ChartFilter> {
+            v.into_iter()
+                .map(|c| ChartFilter {
+                    name: c.name,
+                    versions: c.versions,
+                })
+                .collect()
+        };
+
+        Ok(SyncConfig {
+            file: path.to_path_buf(),
+            source,
+            rewrite,
+            containers_auth,
+            target_repo,
+            charts: to_filter(charts),
+            skip_charts: to_filter(skip),
+            source_containers_registry,
+            skip_images_for,
+            repo_name: non_empty(tgt.repo_name),
+        })
+    }
+
+    /// The registry host images were pushed to, for `global.imageRegistry`
+    /// (`containerPrefixRegistry`, else `containerRegistry`).
+    pub fn image_registry(&self) -> Option<String> {
+        self.rewrite
+            .prefix_registry
+            .clone()
+            .or_else(|| self.rewrite.registry.clone())
+    }
+
+    /// Credentials for the target registry: `target.containers.auth` for the
+    /// image registry host and as the default, then docker `config.json`.
+    pub fn credential_store(&self) -> CredentialStore {
+        let mut explicit = HashMap::new();
+        if let (Some(c), Some(host)) = (&self.containers_auth, self.image_registry()) {
+            let host = host.split('/').next().unwrap_or(&host).to_string();
+            explicit.insert(host, c.clone());
+        }
+        CredentialStore {
+            explicit,
+            default: self.containers_auth.clone(),
+            use_docker_config: true,
+            ..Default::default()
+        }
+    }
+
+    /// Credentials for the source side (source repo mode):
+    /// `source.containers.auth` for its registry, then docker `config.json`.
+    pub fn source_credential_store(&self) -> CredentialStore {
+        let mut store = CredentialStore {
+            use_docker_config: true,
+            ..Default::default()
+        };
+        if let Source::Repo {
+            containers_auth: Some(c),
+            ..
+        } = &self.source
+        {
+            match &self.source_containers_registry {
+                Some(r) => {
+                    store.explicit.insert(r.clone(), c.clone());
+                }
+                None => store.default = Some(c.clone()),
+            }
+        }
+        store
+    }
+
+    /// Whether a chart passes the `charts` / `skipCharts` filters.
+    pub fn wants_chart(&self, name: &str, version: &str) -> bool {
+        if !self.charts.is_empty() {
+            return self.charts.iter().any(|f| f.matches(name, version));
+        }
+        !self.skip_charts.iter().any(|f| f.matches(name, version))
+    }
+}
+
+fn creds(user: Option<String>, pass: Option<String>) -> Option<Credentials> {
+    let user = user.unwrap_or_default();
+    let pass = pass.unwrap_or_default();
+    if user.is_empty() && pass.is_empty() {
+        None
+    } else {
+        Some(Credentials {
+            username: user,
+            password: pass,
+        })
+    }
+}
+
+fn repo_spec(
+    doc: &Doc,
+    at: &str,
+    r: RawRepo,
+    is_target: bool,
+    env: impl Fn(&str) -> Option<String>,
+) -> anyhow::Result<RepoSpec> {
+    let kind = match r.kind {
+        Some(RawKind::Known(k)) => k,
+        Some(RawKind::Jfrog) => return Err(doc.error_at(
+            &format!("{at}.kind"),
+            &[],
+            "JFROG is not supported by bundler; use OCI (Artifactory serves OCI) or CHARTMUSEUM",
+        )),
+        Some(RawKind::Unknown) | None => {
+            return Err(doc.error_at(
+                &format!("{at}.kind"),
+                &[at],
+                "missing: give kind HARBOR, CHARTMUSEUM, OCI or LOCAL",
+            ))
+        }
+    };
+    if is_target && kind == RepoKind::Helm {
+        return Err(doc.error_at(
+            &format!("{at}.kind"),
+            &[],
+            "HELM (a plain HTTP chart repository) cannot be pushed to; use CHARTMUSEUM, HARBOR, OCI, or LOCAL (then serve the directory)",
+        ));
+    }
+    let url = r.url.unwrap_or_default().trim().to_string();
+    let mut path = None;
+    match kind {
+        RepoKind::Local => {
+            let p = r.path.unwrap_or_default();
+            if p.trim().is_empty() {
+                return Err(doc.error_at(
+                    &format!("{at}.path"),
+                    &[&format!("{at}.kind")],
+                    "missing: LOCAL needs path, the directory where the chart .tgz files and index.yaml go",
+                ));
+            }
+            path = Some(PathBuf::from(p));
+        }
+        RepoKind::Oci => {
+            if url.is_empty() {
+                return Err(doc.error_at(
+                    &format!("{at}.url"),
+                    &[&format!("{at}.kind")],
+                    "missing: OCI needs url, e.g. oci://registry.example.com:5000/charts",
+                ));
+            }
+            if let Err(why) = parse_oci_url(&url) {
+                return Err(doc.error_at(&format!("{at}.url"), &[], format!("{url:?}: {why}")));
+            }
+        }
+        RepoKind::Helm | RepoKind::Harbor | RepoKind::Chartmuseum => {
+            if url.is_empty() {
+                return Err(doc.error_at(
+                    &format!("{at}.url"),
+                    &[&format!("{at}.kind")],
+                    format!(
+                        "missing: {kind} needs url, e.g. http://10.16.10.111/chartrepo/PROJECT"
+                    ),
+                ));
+            }
+            let ok = url::Url::parse(&url)
+                .ok()
+                .filter(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some());
+            if ok.is_none() {
+                return Err(doc.error_at(
+                    &format!("{at}.url"),
+                    &[],
+                    format!("{url:?}: expected an http:// or https:// URL"),
+                ));
+            }
+        }
+    }
+    let mut user = r.auth.as_ref().and_then(|a| a.username.clone());
+    let mut pass = r.auth.as_ref().and_then(|a| a.password.clone());
+    if let Some(v) = env("USERNAME") {
+        user = Some(v);
+    }
+    if let Some(v) = env("PASSWORD") {
+        pass = Some(v);
+    }
+    Ok(RepoSpec {
+        kind,
+        url,
+        path,
+        auth: creds(user, pass),
+    })
+}
+
+fn check_registry_host(v: &str) -> Result<(), String> {
+    if v.contains("://") {
+        return Err("a registry host (host[:port]) without a scheme, e.g. 10.16.10.111 or registry.local:5000".into());
+    }
+    let host = v.split('/').next().unwrap_or(v);
+    if host.is_empty() || v.chars().any(|c| c.is_whitespace() || c == '@') {
+        return Err("not a registry host (host[:port])".into());
+    }
+    Ok(())
+}
+
+fn check_repository(v: &str) -> Result<(), String> {
+    let ok = v.split('/').all(|p| {
+        !p.is_empty()
+            && p.chars().all(|c| {
+                c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '.' | '_' | '-')
+            })
+    });
+    if ok {
+        Ok(())
+    } else {
+        Err(
+            "not a repository path (lower-case letters, digits, '.', '_', '-', separated by '/')"
+                .into(),
+        )
     }
 }

@@ -1,7 +1,33 @@
 //! The bundle manifest (SPEC §2), input of `pack`.
+//!
+//! ```yaml
+//! apiVersion: bundler/v1
+//! kind: BundleManifest
+//! metadata: {name: skoala, version: 0.28.1}
+//! spec:
+//!   platforms: [linux/amd64]        # default [linux/amd64]; "all" (or [all]) keeps every platform
+//!   charts:
+//!     - name: skoala
+//!       version: 0.28.1             # optional for path charts (taken from Chart.yaml)
+//!       repo: https://release.example.com/chartrepo/skoala   # or oci://host/path, or
+//!       path: ./charts/skoala       # a chart dir or .tgz, relative to this file
+//!       hints: hints/skoala.yaml    # optional, relative to this file
+//!       images: [docker.io/library/busybox:1.36]
+//!       release: {name: skoala, namespace: skoala-system}   # name defaults to the chart name
+//!   images:
+//!     - docker.io/library/mysql:5.7.34
+//!     - archive: ./images/mlab-gateway.tar                  # docker save tar or OCI layout
+//! ```
+use std::fmt;
 use std::path::{Path, PathBuf};
 
+use serde::de::{self, MapAccess};
+use serde::Deserialize;
+
+use super::yaml::{lenient_string, Doc};
 use crate::bundle::format::ReleaseInfo;
+use crate::oci::media::Platform;
+use crate::oci::reference::Reference;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ChartSource {
@@ -42,8 +68,386 @@ pub struct BundleManifest {
     pub images: Vec<ImageSource>,
 }
 
+const HINT: &str = "see SPEC §2 and the examples in bundle-manifests/";
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct RawManifest {
+    #[serde(default, deserialize_with = "lenient_string")]
+    api_version: Option<String>,
+    #[serde(default, deserialize_with = "lenient_string")]
+    kind: Option<String>,
+    metadata: Option<RawMetadata>,
+    spec: Option<RawSpec>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawMetadata {
+    #[serde(default, deserialize_with = "lenient_string")]
+    name: Option<String>,
+    #[serde(default, deserialize_with = "lenient_string")]
+    version: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSpec {
+    platforms: Option<RawPlatforms>,
+    charts: Option<Vec<RawChart>>,
+    images: Option<Vec<RawImage>>,
+}
+
+enum RawPlatforms {
+    All,
+    List(Vec<String>),
+}
+
+impl<'de> Deserialize<'de> for RawPlatforms {
+    fn deserialize<D: de::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> de::Visitor<'de> for V {
+            type Value = RawPlatforms;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a list of os/arch platforms, or \"all\"")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<RawPlatforms, E> {
+                if v == "all" {
+                    Ok(RawPlatforms::All)
+                } else {
+                    Ok(RawPlatforms::List(vec![v.to_string()]))
+                }
+            }
+            fn visit_seq<A: de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<RawPlatforms, A::Error> {
+                let mut v = Vec::new();
+                while let Some(s) = seq.next_element::<String>()? {
+                    v.push(s);
+                }
+                Ok(RawPlatforms::List(v))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawChart {
+    #[serde(default, deserialize_with = "lenient_string")]
+    name: Option<String>,
+    #[serde(default, deserialize_with = "lenient_string")]
+    version: Option<String>,
+    #[serde(default, deserialize_with = "lenient_string")]
+    repo: Option<String>,
+    #[serde(default, deserialize_with = "lenient_string")]
+    path: Option<String>,
+    #[serde(default, deserialize_with = "lenient_string")]
+    hints: Option<String>,
+    images: Option<Vec<String>>,
+    release: Option<RawRelease>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRelease {
+    #[serde(default, deserialize_with = "lenient_string")]
+    name: Option<String>,
+    #[serde(default, deserialize_with = "lenient_string")]
+    namespace: Option<String>,
+}
+
+enum RawImage {
+    Reference(String),
+    Archive(String),
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawArchive {
+    archive: String,
+}
+
+impl<'de> Deserialize<'de> for RawImage {
+    fn deserialize<D: de::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> de::Visitor<'de> for V {
+            type Value = RawImage;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("an image reference or {archive: PATH}")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<RawImage, E> {
+                Ok(RawImage::Reference(v.to_string()))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<RawImage, A::Error> {
+                let a = RawArchive::deserialize(de::value::MapAccessDeserializer::new(map))?;
+                Ok(RawImage::Archive(a.archive))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
 impl BundleManifest {
     pub fn load(path: &Path) -> anyhow::Result<Self> {
-        anyhow::bail!("manifest loading not implemented yet: {}", path.display())
+        let doc = Doc::read(path, "bundle manifest")?;
+        let raw: RawManifest = doc.parse(HINT)?;
+        let base = path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."))
+            .to_path_buf();
+        let resolve = |p: &str| -> PathBuf {
+            let p = Path::new(p);
+            if p.is_absolute() {
+                p.to_path_buf()
+            } else {
+                base.join(p)
+            }
+        };
+
+        match raw.api_version.as_deref() {
+            Some("bundler/v1") => {}
+            Some(other) => {
+                return Err(doc.error_at(
+                    "apiVersion",
+                    &[],
+                    format!("{other:?} is not supported; write apiVersion: bundler/v1"),
+                ))
+            }
+            None => {
+                return Err(doc.error_at(
+                    "apiVersion",
+                    &[],
+                    "missing: write apiVersion: bundler/v1",
+                ))
+            }
+        }
+        match raw.kind.as_deref() {
+            Some("BundleManifest") => {}
+            Some(other) => {
+                return Err(doc.error_at(
+                    "kind",
+                    &[],
+                    format!("{other:?}: this file must have kind: BundleManifest"),
+                ))
+            }
+            None => return Err(doc.error_at("kind", &[], "missing: write kind: BundleManifest")),
+        }
+        let Some(meta) = raw.metadata else {
+            return Err(doc.error_at(
+                "metadata",
+                &[],
+                "missing: give metadata: {name: PRODUCT, version: VERSION}",
+            ));
+        };
+        let name = meta.name.filter(|s| !s.trim().is_empty()).ok_or_else(|| {
+            doc.error_at(
+                "metadata.name",
+                &["metadata"],
+                "missing: the product name (used in the offline package file name)",
+            )
+        })?;
+        if name.contains(['/', '\\']) || name.starts_with('.') {
+            return Err(doc.error_at(
+                "metadata.name",
+                &[],
+                format!("{name:?}: must be a plain file-name part (no '/', no leading '.')"),
+            ));
+        }
+        let version = meta
+            .version
+            .filter(|s| !s.trim().is_empty())
+            .ok_or_else(|| {
+                doc.error_at(
+                    "metadata.version",
+                    &["metadata"],
+                    "missing: the product version (used in the offline package file name)",
+                )
+            })?;
+        if version.contains(['/', '\\']) {
+            return Err(doc.error_at(
+                "metadata.version",
+                &[],
+                format!("{version:?}: must not contain '/'"),
+            ));
+        }
+        let Some(spec) = raw.spec else {
+            return Err(doc.error_at("spec", &[], "missing: give spec.charts and/or spec.images"));
+        };
+
+        let platforms = match spec.platforms {
+            None => Some(vec![Platform::parse("linux/amd64")?]),
+            Some(RawPlatforms::All) => None,
+            Some(RawPlatforms::List(list)) if list.iter().any(|p| p == "all") => None,
+            Some(RawPlatforms::List(list)) => {
+                if list.is_empty() {
+                    return Err(doc.error_at(
+                        "spec.platforms",
+                        &[],
+                        "empty list: give os/arch entries (e.g. linux/amd64) or \"all\"",
+                    ));
+                }
+                let mut out = Vec::new();
+                for (i, p) in list.iter().enumerate() {
+                    match Platform::parse(p) {
+                        Ok(p) => out.push(p),
+                        Err(e) => {
+                            return Err(doc.error_at(
+                                &format!("spec.platforms[{i}]"),
+                                &["spec.platforms"],
+                                e,
+                            ))
+                        }
+                    }
+                }
+                Some(out)
+            }
+        };
+
+        let mut charts = Vec::new();
+        for (i, c) in spec.charts.unwrap_or_default().into_iter().enumerate() {
+            let at = format!("spec.charts[{i}]");
+            let cname = c.name.filter(|s| !s.trim().is_empty()).ok_or_else(|| {
+                doc.error_at(&format!("{at}.name"), &[&at], "missing: the chart name")
+            })?;
+            if charts.iter().any(|e: &ChartEntry| e.name == cname) {
+                return Err(doc.error_at(
+                    &format!("{at}.name"),
+                    &[&at],
+                    format!("chart {cname:?} is listed twice"),
+                ));
+            }
+            let source = match (c.repo, c.path) {
+                (Some(_), Some(_)) => {
+                    return Err(doc.error_at(
+                        &format!("{at}.path"),
+                        &[&at],
+                        "repo and path are both set; keep one (repo: a chart repository URL or oci://..., path: a local chart dir or .tgz)",
+                    ))
+                }
+                (None, None) => {
+                    return Err(doc.error_at(
+                        &format!("{at}.name"),
+                        &[&at],
+                        "neither repo nor path is set; give one (repo: https://... or oci://..., path: ./charts/NAME or a .tgz)",
+                    ))
+                }
+                (Some(r), None) => {
+                    let r = r.trim().to_string();
+                    if r.starts_with("oci://") {
+                        if r.len() <= "oci://".len() {
+                            return Err(doc.error_at(&format!("{at}.repo"), &[], "oci:// needs a registry host and path"));
+                        }
+                        ChartSource::Oci(r)
+                    } else {
+                        let ok = url::Url::parse(&r)
+                            .ok()
+                            .filter(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some());
+                        if ok.is_none() {
+                            return Err(doc.error_at(
+                                &format!("{at}.repo"),
+                                &[],
+                                format!("{r:?}: expected an http(s):// chart repository URL or oci://host/path (for a local chart use path:)"),
+                            ));
+                        }
+                        ChartSource::Repo(r)
+                    }
+                }
+                (None, Some(p)) => ChartSource::Path(resolve(&p)),
+            };
+            let cversion = c.version.filter(|s| !s.trim().is_empty());
+            if cversion.is_none() && !matches!(source, ChartSource::Path(_)) {
+                return Err(doc.error_at(
+                    &format!("{at}.version"),
+                    &[&format!("{at}.name")],
+                    "missing: charts from a repository need a version",
+                ));
+            }
+            let mut images = Vec::new();
+            for (j, img) in c.images.unwrap_or_default().into_iter().enumerate() {
+                if let Err(e) = Reference::parse(&img) {
+                    return Err(doc.error_at(
+                        &format!("{at}.images[{j}]"),
+                        &[&format!("{at}.images")],
+                        format!("{e:#}"),
+                    ));
+                }
+                images.push(img);
+            }
+            let release = match c.release {
+                None => None,
+                Some(r) => Some(ReleaseInfo {
+                    name: r
+                        .name
+                        .filter(|s| !s.trim().is_empty())
+                        .unwrap_or_else(|| cname.clone()),
+                    namespace: r.namespace.filter(|s| !s.trim().is_empty()),
+                }),
+            };
+            charts.push(ChartEntry {
+                name: cname,
+                version: cversion,
+                source,
+                hints: c
+                    .hints
+                    .filter(|s| !s.trim().is_empty())
+                    .map(|h| resolve(&h)),
+                images,
+                release,
+            });
+        }
+
+        let mut images = Vec::new();
+        for (i, img) in spec.images.unwrap_or_default().into_iter().enumerate() {
+            match img {
+                RawImage::Reference(r) => {
+                    if let Err(e) = Reference::parse(&r) {
+                        return Err(doc.error_at(
+                            &format!("spec.images[{i}]"),
+                            &["spec.images"],
+                            format!("{e:#}"),
+                        ));
+                    }
+                    images.push(ImageSource::Reference(r));
+                }
+                RawImage::Archive(a) => {
+                    if a.trim().is_empty() {
+                        return Err(doc.error_at(
+                            &format!("spec.images[{i}].archive"),
+                            &[],
+                            "empty path",
+                        ));
+                    }
+                    images.push(ImageSource::Archive(resolve(&a)));
+                }
+            }
+        }
+        if charts.is_empty() && images.is_empty() {
+            return Err(doc.error_at(
+                "spec",
+                &[],
+                "nothing to pack: give spec.charts and/or spec.images",
+            ));
+        }
+        Ok(BundleManifest {
+            file: path.to_path_buf(),
+            name,
+            version,
+            platforms,
+            charts,
+            images,
+        })
+    }
+
+    /// The directory relative paths in the manifest are resolved against.
+    pub fn base_dir(&self) -> PathBuf {
+        self.file
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."))
+            .to_path_buf()
     }
 }
