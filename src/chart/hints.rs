@@ -238,10 +238,7 @@ pub fn name_and_tag_end(s: &str) -> (usize, usize) {
     let at = s.find('@').unwrap_or(s.len());
     let before = &s[..at];
     let slash = before.rfind('/').map(|i| i + 1).unwrap_or(0);
-    let name_end = before[slash..]
-        .find(':')
-        .map(|i| slash + i)
-        .unwrap_or(at);
+    let name_end = before[slash..].find(':').map(|i| slash + i).unwrap_or(at);
     (name_end, at)
 }
 
@@ -311,8 +308,9 @@ pub fn own_values(chart: &Chart) -> anyhow::Result<Value> {
     match chart.file("values.yaml") {
         None => Ok(Value::Mapping(Default::default())),
         Some(b) => {
-            let v: Value = serde_yaml_ng::from_slice(b)
-                .with_context(|| format!("values.yaml of chart {} is not valid YAML", chart.name))?;
+            let v: Value = serde_yaml_ng::from_slice(b).with_context(|| {
+                format!("values.yaml of chart {} is not valid YAML", chart.name)
+            })?;
             Ok(match v {
                 Value::Null => Value::Mapping(Default::default()),
                 Value::Mapping(_) => v,
@@ -402,7 +400,10 @@ mod tests {
 
     #[test]
     fn templates() {
-        let s = parse_template("{{.global.imageRegistry}}/{{ .subchart-1.deployment.imageName }}:{{ .Values.t }}").unwrap();
+        let s = parse_template(
+            "{{.global.imageRegistry}}/{{ .subchart-1.deployment.imageName }}:{{ .Values.t }}",
+        )
+        .unwrap();
         assert_eq!(
             s,
             vec![
@@ -448,7 +449,9 @@ mod tests {
 
     #[test]
     fn yaml_round_trip() {
-        let h = Hints::parse("- \"{{ .image.repository }}:{{ .image.tag }}\"\n- '{{ .a.image }}'\n").unwrap();
+        let h =
+            Hints::parse("- \"{{ .image.repository }}:{{ .image.tag }}\"\n- '{{ .a.image }}'\n")
+                .unwrap();
         assert_eq!(h.templates.len(), 2);
         assert_eq!(Hints::parse(&h.to_yaml()).unwrap(), h);
         assert!(Hints::parse("a: b").is_err());

@@ -320,8 +320,8 @@ fn walk(
             if *total > MAX_TOTAL_SIZE {
                 bail!("chart directory is too large (over {MAX_TOTAL_SIZE} bytes)");
             }
-            let data =
-                std::fs::read(e.path()).with_context(|| format!("reading {}", e.path().display()))?;
+            let data = std::fs::read(e.path())
+                .with_context(|| format!("reading {}", e.path().display()))?;
             out.push((child, data));
         }
     }

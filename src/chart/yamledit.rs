@@ -569,19 +569,25 @@ mod tests {
     #[test]
     fn inserts_keys() {
         let t = set(DOC, &p("image.digest"), "sha256:abc").unwrap();
+        assert!(t.contains("  tag: '2.8.1'\n  digest: sha256:abc\n"), "{t}");
+        let t = set(DOC, &p("sub.image.registry"), "r").unwrap();
         assert!(
-            t.contains("  tag: '2.8.1'\n  digest: sha256:abc\n"),
+            t.ends_with("last: 1\nsub:\n  image:\n    registry: r\n"),
             "{t}"
         );
-        let t = set(DOC, &p("sub.image.registry"), "r").unwrap();
-        assert!(t.ends_with("last: 1\nsub:\n  image:\n    registry: r\n"), "{t}");
         let t = set(DOC, &p("empty.a.b"), "v").unwrap();
         assert!(t.contains("empty:\n  a:\n    b: v\nnothing:"), "{t}");
         let t = set(DOC, &p("nothing.a"), "v").unwrap();
         assert!(t.contains("nothing:\n  a: v\nflow:"), "{t}");
         let t = set(DOC, &p("flow.b.c"), "true").unwrap();
         assert!(t.contains("flow: {a: 1, b: {c: \"true\"}}"), "{t}");
-        for path in ["image.digest", "sub.image.registry", "empty.a.b", "nothing.a", "flow.b.c"] {
+        for path in [
+            "image.digest",
+            "sub.image.registry",
+            "empty.a.b",
+            "nothing.a",
+            "flow.b.c",
+        ] {
             let t = set(DOC, &p(path), "v").unwrap();
             assert_eq!(get(&t, &p(path)).unwrap().as_deref(), Some("v"), "{t}");
             let v: serde_yaml_ng::Value = serde_yaml_ng::from_str(&t).unwrap();
