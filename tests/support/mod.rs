@@ -23,13 +23,18 @@ pub fn bundler(dir: &Path, args: &[&str]) -> Output {
         .expect("run bundler")
 }
 
-/// The repository's shared fixtures (`../shared/fixtures`), or the copy in
-/// `tests/fixtures` when present.
-pub fn fixtures() -> PathBuf {
-    let local = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+/// A fixture by path relative to a fixtures root: `tests/fixtures/<rel>`
+/// when the project keeps its own copy, else `../shared/fixtures/<rel>`.
+pub fn fixture(rel: &str) -> PathBuf {
+    let local = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(rel);
     if local.exists() {
         return local;
     }
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures").join(rel)
+}
+
+/// The shared fixtures root (`../shared/fixtures`).
+pub fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures")
 }
 

