@@ -130,7 +130,13 @@ impl ChartServer {
     }
 
     pub fn projects(&self) -> Vec<String> {
-        self.state.lock().unwrap().projects.iter().cloned().collect()
+        self.state
+            .lock()
+            .unwrap()
+            .projects
+            .iter()
+            .cloned()
+            .collect()
     }
 
     /// Stored chart archive of a repo ("" for ChartMuseum, else the project).
@@ -202,7 +208,10 @@ fn read_request(stream: &mut BufReader<TcpStream>) -> std::io::Result<Option<Req
             let mut crlf = [0u8; 2];
             stream.read_exact(&mut crlf)?;
         }
-    } else if let Some(len) = req.header("content-length").and_then(|v| v.parse::<usize>().ok()) {
+    } else if let Some(len) = req
+        .header("content-length")
+        .and_then(|v| v.parse::<usize>().ok())
+    {
         req.body = vec![0; len];
         stream.read_exact(&mut req.body)?;
     }
@@ -259,7 +268,10 @@ fn handle(stream: TcpStream, state: &Mutex<State>, cfg: &Config) -> std::io::Res
             base64::engine::general_purpose::STANDARD.encode(format!("{user}:{pass}"))
         );
         if req.header("authorization") != Some(want.as_str()) {
-            let r = resp(401, r#"{"errors":[{"code":"UNAUTHORIZED","message":"unauthorized"}]}"#);
+            let r = resp(
+                401,
+                r#"{"errors":[{"code":"UNAUTHORIZED","message":"unauthorized"}]}"#,
+            );
             return write_response(&mut out, &r, req.method == "HEAD");
         }
     }
@@ -297,7 +309,10 @@ fn relay(req: &Request, registry: &str, out: &mut TcpStream) -> std::io::Result<
 
 fn route(req: &Request, state: &Mutex<State>, cfg: &Config) -> Response {
     let segs: Vec<&str> = req.path.split('/').filter(|s| !s.is_empty()).collect();
-    let force = req.query.split('&').any(|q| q == "force" || q == "force=true");
+    let force = req
+        .query
+        .split('&')
+        .any(|q| q == "force" || q == "force=true");
     let m = req.method.as_str();
     match (m, segs.as_slice()) {
         ("GET", ["api", "v2.0", "systeminfo"]) => resp(
@@ -319,7 +334,10 @@ fn route(req: &Request, state: &Mutex<State>, cfg: &Config) -> Response {
             if st.projects.insert(name.to_string()) {
                 resp(201, "")
             } else {
-                resp(409, r#"{"errors":[{"code":"CONFLICT","message":"project exists"}]}"#)
+                resp(
+                    409,
+                    r#"{"errors":[{"code":"CONFLICT","message":"project exists"}]}"#,
+                )
             }
         }
         // ChartMuseum
@@ -330,7 +348,10 @@ fn route(req: &Request, state: &Mutex<State>, cfg: &Config) -> Response {
         // Harbor chart museum API
         ("POST", ["api", "chartrepo", project, "charts"]) => {
             if !state.lock().unwrap().projects.contains(*project) {
-                return resp(404, r#"{"errors":[{"code":"NOT_FOUND","message":"project not found"}]}"#);
+                return resp(
+                    404,
+                    r#"{"errors":[{"code":"NOT_FOUND","message":"project not found"}]}"#,
+                );
             }
             upload(state, project, req, false)
         }
@@ -401,7 +422,12 @@ fn upload(state: &Mutex<State>, repo: &str, req: &Request, force: bool) -> Respo
     let Some(meta) = chart_meta(&tgz) else {
         return resp(400, r#"{"error":"not a chart archive"}"#);
     };
-    let get = |k: &str| meta.get(k).and_then(|v| v.as_str()).unwrap_or("").to_string();
+    let get = |k: &str| {
+        meta.get(k)
+            .and_then(|v| v.as_str())
+            .unwrap_or("")
+            .to_string()
+    };
     let file = format!("{}-{}.tgz", get("name"), get("version"));
     let mut st = state.lock().unwrap();
     let charts = st.charts.entry(repo.to_string()).or_default();
@@ -452,7 +478,10 @@ fn index(state: &Mutex<State>, repo: &str) -> Response {
                 .and_then(|v| v.as_str())
                 .unwrap_or("")
                 .to_string();
-            meta.insert("urls".into(), vec![Value::from(format!("charts/{file}"))].into());
+            meta.insert(
+                "urls".into(),
+                vec![Value::from(format!("charts/{file}"))].into(),
+            );
             meta.insert(
                 "digest".into(),
                 hex::encode(sha2::Sha256::digest(tgz)).into(),
