@@ -75,4 +75,8 @@ pub struct ImageRecord {
     pub source_index: Option<Digest>,
     /// Total bytes of the image's blobs (config + layers, all platforms kept).
     pub size: u64,
+    /// Child manifests of an index root deliberately left out of the bundle
+    /// (readers accept their absence only when listed here).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub omitted: Vec<Digest>,
 }

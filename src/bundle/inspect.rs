@@ -1,5 +1,187 @@
-//! inspect (bundle work).
+//! `bundler inspect`: what a bundle holds, from its index only (tar headers,
+//! `bundle.json`, `index.json`/`manifest.json` and the small manifests; no
+//! blob data is read).
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use serde::Serialize;
+
+use super::format::{ChartInfo, ProductInfo};
+use super::reader::BundleReader;
+use crate::oci::media::Platform;
+use crate::oci::Digest;
+use crate::progress::human_bytes;
+
+#[derive(Clone, Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct InspectImage {
+    pub reference: String,
+    pub digest: Digest,
+    pub media_type: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub platform: Option<Platform>,
+    /// Bytes of the image's config and layer blobs.
+    pub size: u64,
+    pub blobs: usize,
+    /// Platform manifests kept (index roots).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub children: Vec<Digest>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub source_index: Option<Digest>,
+    pub synthesized: bool,
+}
+
+#[derive(Clone, Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct InspectReport {
+    pub bundle: PathBuf,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub format_version: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tool: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub product: Option<ProductInfo>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub chart: Option<ChartInfo>,
+    pub chart_files: usize,
+    pub hints: usize,
+    pub images: Vec<InspectImage>,
+    /// Size of the bundle file.
+    pub total_bytes: u64,
+    /// Bytes of distinct config/layer blobs (each stored once).
+    pub unique_blob_bytes: u64,
+    /// Sum of every image's blob bytes (what separate archives would hold).
+    pub image_blob_bytes: u64,
+    /// `image_blob_bytes - unique_blob_bytes`: saved by storing shared blobs once.
+    pub shared_savings: u64,
+}
+
+/// Count the templates of a hints file (a YAML list of strings).
+fn count_hints(text: &str) -> usize {
+    match serde_yaml_ng::from_str::<Option<Vec<serde_yaml_ng::Value>>>(text) {
+        Ok(v) => v.map_or(0, |v| v.len()),
+        Err(_) => text
+            .lines()
+            .filter(|l| l.trim_start().starts_with("- "))
+            .count(),
+    }
+}
+
+pub fn inspect(reader: &BundleReader) -> anyhow::Result<InspectReport> {
+    let total_bytes = std::fs::metadata(&reader.path)?.len();
+    let mut chart = reader.meta.as_ref().and_then(|m| m.chart.clone());
+    if chart.is_none() {
+        if let Some((name, version)) = reader.chart_name_version()? {
+            chart = Some(ChartInfo {
+                name,
+                version,
+                ..Default::default()
+            });
+        }
+    }
+    let hints = reader.hints()?.map_or(0, |h| count_hints(&h));
+    let mut unique: BTreeMap<&Digest, u64> = BTreeMap::new();
+    let mut images = Vec::new();
+    let mut image_blob_bytes = 0;
+    for (i, img) in reader.images.iter().enumerate() {
+        let size: u64 = img.blobs.iter().map(|b| b.size).sum();
+        image_blob_bytes += size;
+        for b in &img.blobs {
+            unique.insert(&b.digest, b.size);
+        }
+        let rec = reader.record_for(img);
+        images.push(InspectImage {
+            reference: img.reference.to_string(),
+            digest: img.root.digest.clone(),
+            media_type: img.root.media_type.clone(),
+            platform: reader.platforms.get(i).cloned().flatten(),
+            size,
+            blobs: img.blobs.len(),
+            children: img.children.iter().map(|c| c.digest.clone()).collect(),
+            source_index: rec.and_then(|r| r.source_index.clone()),
+            synthesized: img.synthesized,
+        });
+    }
+    let unique_blob_bytes: u64 = unique.values().sum();
+    Ok(InspectReport {
+        bundle: reader.path.clone(),
+        format_version: reader.meta.as_ref().map(|m| m.format_version.clone()),
+        tool: reader.meta.as_ref().map(|m| m.tool.clone()),
+        product: reader.meta.as_ref().and_then(|m| m.product.clone()),
+        chart,
+        chart_files: reader
+            .entries
+            .keys()
+            .filter(|k| k.starts_with(super::format::CHART_DIR))
+            .count(),
+        hints,
+        images,
+        total_bytes,
+        unique_blob_bytes,
+        image_blob_bytes,
+        shared_savings: image_blob_bytes.saturating_sub(unique_blob_bytes),
+    })
+}
+
 pub fn run(args: &crate::cli::InspectArgs) -> anyhow::Result<()> {
-    let _ = args;
-    anyhow::bail!("inspect: not implemented yet")
+    let reader = BundleReader::open(&args.bundle)?;
+    let r = inspect(&reader)?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&r)?);
+        return Ok(());
+    }
+    println!("bundle:   {}", r.bundle.display());
+    if let (Some(v), Some(t)) = (&r.format_version, &r.tool) {
+        println!("format:   {v} (written by {t})");
+    } else {
+        println!("format:   no bundle.json (written by another tool)");
+    }
+    if let Some(p) = &r.product {
+        println!("product:  {} {}", p.name, p.version);
+    }
+    match &r.chart {
+        Some(c) => println!(
+            "chart:    {} {} ({} files)",
+            c.name, c.version, r.chart_files
+        ),
+        None => println!("chart:    none (image-only bundle)"),
+    }
+    println!("hints:    {}", r.hints);
+    println!("images:   {}", r.images.len());
+    for img in &r.images {
+        let platform = img
+            .platform
+            .as_ref()
+            .map(|p| p.to_string())
+            .unwrap_or_else(|| {
+                if img.children.is_empty() {
+                    "-".into()
+                } else {
+                    format!("{} platforms", img.children.len())
+                }
+            });
+        println!(
+            "  {}\n    digest {}  {}  {}{}",
+            img.reference,
+            img.digest,
+            platform,
+            human_bytes(img.size),
+            if img.synthesized {
+                "  (manifest synthesized from docker archive)"
+            } else {
+                ""
+            }
+        );
+        if let Some(si) = &img.source_index {
+            println!("    from index {si}");
+        }
+    }
+    println!(
+        "size:     {} file, {} unique blobs, {} summed over images (shared blobs save {})",
+        human_bytes(r.total_bytes),
+        human_bytes(r.unique_blob_bytes),
+        human_bytes(r.image_blob_bytes),
+        human_bytes(r.shared_savings)
+    );
+    Ok(())
 }
