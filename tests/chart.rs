@@ -673,3 +673,230 @@ fn harbor_before_2_8_uses_the_chartrepo_api_and_creates_projects() {
         );
     }
 }
+
+fn insecure_client() -> RegistryClient {
+    RegistryClient::new(
+        ClientOptions {
+            insecure: true,
+            ..Default::default()
+        },
+        CredentialStore::default(),
+    )
+    .unwrap()
+}
+
+fn helm_pull_oci(helm: &Path, reference: &str, version: &str) -> Vec<u8> {
+    let dest = tempfile::tempdir().unwrap();
+    let home = tempfile::tempdir().unwrap();
+    let out = Command::new(helm)
+        .args([
+            "pull",
+            reference,
+            "--version",
+            version,
+            "--plain-http",
+            "-d",
+        ])
+        .arg(dest.path())
+        .env("HELM_CACHE_HOME", home.path().join("cache"))
+        .env("HELM_CONFIG_HOME", home.path().join("config"))
+        .env("HELM_DATA_HOME", home.path().join("data"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{} pull {reference}: {}",
+        helm.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let name = reference.rsplit('/').next().unwrap();
+    std::fs::read(dest.path().join(format!("{name}-{version}.tgz"))).unwrap()
+}
+
+#[test]
+fn oci_target_is_pulled_by_helm_and_fetched_back() {
+    use support::registry::{Mode, Registry};
+    let reg = Registry::start(Mode::Plain);
+    let (c, tgz, c2, tgz2) = charts_to_publish();
+    let target = RepoSpec {
+        kind: RepoKind::Oci,
+        url: format!("oci://{}/charts/relocated", reg.host()),
+        path: None,
+        auth: None,
+    };
+    let rt = rt();
+    let cl = insecure_client();
+    let opts = PublishOptions {
+        insecure: true,
+        ..Default::default()
+    };
+    assert_eq!(
+        rt.block_on(publish(&target, &c, &tgz, &cl, &opts)).unwrap(),
+        PublishOutcome::Published
+    );
+    assert_eq!(
+        rt.block_on(publish(&target, &c, &tgz, &cl, &opts)).unwrap(),
+        PublishOutcome::AlreadyPresent
+    );
+    let reference = format!("oci://{}/charts/relocated/{}", reg.host(), c.name);
+    for helm in [support::helm(), helm3()] {
+        assert_eq!(helm_pull_oci(&helm, &reference, &c.version), tgz);
+    }
+    let err = rt
+        .block_on(publish(&target, &c2, &tgz2, &cl, &opts))
+        .unwrap_err();
+    assert!(format!("{err:#}").contains("different content"), "{err:#}");
+    let forced = PublishOptions {
+        force: true,
+        ..opts.clone()
+    };
+    assert_eq!(
+        rt.block_on(publish(&target, &c2, &tgz2, &cl, &forced))
+            .unwrap(),
+        PublishOutcome::Published
+    );
+    assert_eq!(
+        helm_pull_oci(&support::helm(), &reference, &c.version),
+        tgz2
+    );
+
+    // The same chart fetched back as a bundle manifest entry would name it,
+    // with and without a version.
+    for version in [Some(c.version.clone()), None] {
+        let entry = bundler::config::manifest::ChartEntry {
+            name: c.name.clone(),
+            version,
+            source: bundler::config::manifest::ChartSource::Oci(format!(
+                "oci://{}/charts/relocated",
+                reg.host()
+            )),
+            hints: None,
+            images: vec![],
+            release: None,
+        };
+        let (got, bytes) = rt
+            .block_on(bundler::chart::repo::fetch(
+                &entry,
+                Path::new("."),
+                &cl,
+                &opts,
+            ))
+            .unwrap();
+        assert_eq!(bytes, tgz2);
+        assert_eq!(got, c2);
+    }
+}
+
+#[test]
+fn harbor_2_8_and_later_gets_charts_as_oci_artifacts() {
+    use support::registry::{Mode, Registry};
+    let reg = Registry::start(Mode::Plain);
+    let server = ChartServer::start(Config {
+        harbor_version: "v2.10.2-1a741cb7".into(),
+        registry: Some(reg.host()),
+        ..Default::default()
+    });
+    let (c, tgz, _, _) = charts_to_publish();
+    let target = RepoSpec {
+        kind: RepoKind::Harbor,
+        url: format!("{}/chartrepo/skoala", server.url()),
+        path: None,
+        auth: None,
+    };
+    let rt = rt();
+    let cl = insecure_client();
+    let opts = PublishOptions {
+        insecure: true,
+        auto_create_repository: true,
+        ..Default::default()
+    };
+    assert_eq!(
+        rt.block_on(publish(&target, &c, &tgz, &cl, &opts)).unwrap(),
+        PublishOutcome::Published
+    );
+    assert_eq!(server.projects(), vec!["skoala".to_string()]);
+    assert!(!server
+        .log()
+        .iter()
+        .any(|l| l.starts_with("POST /api/chartrepo")));
+    assert_eq!(
+        rt.block_on(publish(&target, &c, &tgz, &cl, &opts)).unwrap(),
+        PublishOutcome::AlreadyPresent
+    );
+    let reference = format!("oci://{}/skoala/{}", server.host(), c.name);
+    for helm in [support::helm(), helm3()] {
+        assert_eq!(helm_pull_oci(&helm, &reference, &c.version), tgz);
+    }
+}
+
+#[test]
+fn fetch_from_http_repo_and_paths() {
+    let server = ChartServer::start(Config::default());
+    let (c, tgz, _, _) = charts_to_publish();
+    let target = RepoSpec {
+        kind: RepoKind::Chartmuseum,
+        url: server.url(),
+        path: None,
+        auth: None,
+    };
+    let rt = rt();
+    let cl = client();
+    let opts = PublishOptions::default();
+    rt.block_on(publish(&target, &c, &tgz, &cl, &opts)).unwrap();
+    let entry = |source, version: Option<&str>, name: &str| bundler::config::manifest::ChartEntry {
+        name: name.to_string(),
+        version: version.map(str::to_string),
+        source,
+        hints: None,
+        images: vec![],
+        release: None,
+    };
+    use bundler::config::manifest::ChartSource;
+    let (got, bytes) = rt
+        .block_on(bundler::chart::repo::fetch(
+            &entry(ChartSource::Repo(server.url()), None, &c.name),
+            Path::new("."),
+            &cl,
+            &opts,
+        ))
+        .unwrap();
+    assert_eq!((got, bytes), (c.clone(), tgz.clone()));
+    let err = rt
+        .block_on(bundler::chart::repo::fetch(
+            &entry(ChartSource::Repo(server.url()), Some("9.9.9"), &c.name),
+            Path::new("."),
+            &cl,
+            &opts,
+        ))
+        .unwrap_err();
+    assert!(format!("{err:#}").contains("9.9.9"), "{err:#}");
+    // A packaged archive is returned as it is; a directory is packaged.
+    let fx = support::fixture("charts");
+    let (k, bytes) = rt
+        .block_on(bundler::chart::repo::fetch(
+            &entry(
+                ChartSource::Path("kafka-14.7.0.tgz".into()),
+                Some("14.7.0"),
+                "kafka",
+            ),
+            &fx,
+            &cl,
+            &opts,
+        ))
+        .unwrap();
+    assert_eq!(k.name, "kafka");
+    assert_eq!(bytes, std::fs::read(fx.join("kafka-14.7.0.tgz")).unwrap());
+    let (d, bytes) = rt
+        .block_on(bundler::chart::repo::fetch(
+            &entry(
+                ChartSource::Path(support::fixture("relok8s/complex-chart")),
+                None,
+                "complex-chart",
+            ),
+            Path::new("."),
+            &cl,
+            &opts,
+        ))
+        .unwrap();
+    assert_eq!(bytes, package_tgz(&d).unwrap());
+}

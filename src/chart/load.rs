@@ -155,11 +155,10 @@ impl Chart {
                 continue;
             };
             match rest.split_once('/') {
-                Some((d, _)) => {
-                    if dirs.last().map(String::as_str) != Some(d) {
-                        dirs.push(d.to_string());
-                    }
+                Some((d, _)) if dirs.last().map(String::as_str) != Some(d) => {
+                    dirs.push(d.to_string());
                 }
+                Some(_) => {}
                 None if rest.ends_with(".tgz") => {
                     let c = Chart::from_tgz(data).with_context(|| format!("subchart {p}"))?;
                     out.push((p.clone(), c));
