@@ -414,4 +414,33 @@ mod tests {
         assert_eq!(r.images.len(), 3);
         assert!(r.diff.contains("image.registry"));
     }
+
+    #[test]
+    fn digest_map_and_globals() {
+        let idx = Digest::of(b"index");
+        let kept = Digest::of(b"amd64");
+        let mut c = chart(&format!(
+            "global:\n  imageRegistry: docker.io\nimage:\n  repository: bitnami/kafka\n  digest: \"{idx}\"\n"
+        ));
+        let h = Hints {
+            templates: vec![
+                "{{ .global.imageRegistry }}/{{ .image.repository }}@{{ .image.digest }}".into(),
+            ],
+        };
+        let rules = RewriteRules {
+            registry: Some("r.local".into()),
+            ..Default::default()
+        };
+        let map = HashMap::from([(idx.clone(), kept.clone())]);
+        let r = relocate(&mut c, &h, &rules, &map, None).unwrap();
+        assert_eq!(
+            r.images[0].1.to_string(),
+            format!("r.local/bitnami/kafka@{kept}")
+        );
+        let v = String::from_utf8(c.file("values.yaml").unwrap().to_vec()).unwrap();
+        assert_eq!(
+            v,
+            format!("global:\n  imageRegistry: r.local\nimage:\n  repository: bitnami/kafka\n  digest: \"{kept}\"\n")
+        );
+    }
 }
