@@ -10,5 +10,6 @@ pub mod load;
 pub mod package;
 pub mod relocate;
 pub mod repo;
+pub mod yamledit;
 
 pub use load::Chart;

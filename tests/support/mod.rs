@@ -3,6 +3,7 @@
 //! run the bundler binary. Each test file includes this with `mod support;`.
 #![allow(dead_code)]
 
+pub mod chart_server;
 pub mod fake_helm;
 pub mod images;
 pub mod registry;
