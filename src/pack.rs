@@ -145,6 +145,20 @@ pub async fn run(args: &PackArgs) -> anyhow::Result<()> {
                 )
             })?);
         }
+        // Images the entry's archives provide come from disk; the archives'
+        // images are part of the chart even when no hint names them.
+        let mut local: HashMap<String, ResolvedImage> = HashMap::new();
+        for a in &entry.image_archives {
+            let path = if a.is_absolute() {
+                a.clone()
+            } else {
+                base_dir.join(a)
+            };
+            for img in resolve_archive_images(&path, platforms.as_deref())? {
+                refs.push(img.spec.reference.clone());
+                local.insert(img.spec.reference.to_string(), img);
+            }
+        }
         dedup_refs(&mut refs);
         progress.println(format!(
             "chart {} {}: {} images",
@@ -154,7 +168,12 @@ pub async fn run(args: &PackArgs) -> anyhow::Result<()> {
         ));
         let mut images = Vec::new();
         for r in &refs {
-            images.push(resolve_registry_image(&client, r, platforms.as_deref()).await?);
+            match local.remove(&r.to_string()) {
+                Some(img) => images.push(img),
+                None => {
+                    images.push(resolve_registry_image(&client, r, platforms.as_deref()).await?)
+                }
+            }
         }
         let spec_images = collect(&mut images);
         let (specs, blob_origins) = spec_images;

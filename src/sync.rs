@@ -128,7 +128,7 @@ pub async fn run(args: &SyncArgs) -> anyhow::Result<()> {
             max_connections: args.concurrency.max(1) * 2,
             ..ClientOptions::default()
         },
-        config.credential_store(),
+        credential_store(&config),
     )?;
 
     // 2. Plan images.
@@ -439,4 +439,23 @@ fn synced_chart(
             .format(&time::format_description::well_known::Rfc3339)
             .unwrap_or_default(),
     }
+}
+
+/// The image registry's credentials (`target.containers.auth`), plus the
+/// chart repository's (`target.repo.auth`) for its own host: OCI and
+/// Harbor >= 2.8 chart pushes go through the same registry client.
+fn credential_store(config: &SyncConfig) -> crate::oci::auth::CredentialStore {
+    let mut store = config.credential_store();
+    if let Some(auth) = &config.target_repo.auth {
+        let url = config.target_repo.url.as_str();
+        let rest = ["oci://", "https://", "http://"]
+            .iter()
+            .find_map(|p| url.strip_prefix(p))
+            .unwrap_or(url);
+        let host = rest.split('/').next().unwrap_or("").to_string();
+        if !host.is_empty() {
+            store.explicit.entry(host).or_insert_with(|| auth.clone());
+        }
+    }
+    store
 }

@@ -772,6 +772,7 @@ fn oci_target_is_pulled_by_helm_and_fetched_back() {
             )),
             hints: None,
             images: vec![],
+            image_archives: vec![],
             release: None,
         };
         let (got, bytes) = rt
@@ -849,6 +850,7 @@ fn fetch_from_http_repo_and_paths() {
         source,
         hints: None,
         images: vec![],
+        image_archives: vec![],
         release: None,
     };
     use bundler::config::manifest::ChartSource;

@@ -29,8 +29,16 @@ fn write_chart(dir: &Path, source: &str) -> PathBuf {
         "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: shop\nspec:\n  template:\n    spec:\n      containers:\n        - name: frontend\n          image: {{ .Values.global.imageRegistry | default .Values.frontend.image.registry }}/{{ .Values.frontend.image.repository }}:{{ .Values.frontend.image.tag }}\n        - name: backend\n          image: {{ .Values.backend.image }}\n",
     )
     .unwrap();
-    std::fs::write(c.join("charts/cache/Chart.yaml"), "apiVersion: v2\nname: cache\nversion: 0.1.0\n").unwrap();
-    std::fs::write(c.join("charts/cache/values.yaml"), format!("image:\n  registry: {source}\n  repository: shop/cache\n  tag: \"7\"\n")).unwrap();
+    std::fs::write(
+        c.join("charts/cache/Chart.yaml"),
+        "apiVersion: v2\nname: cache\nversion: 0.1.0\n",
+    )
+    .unwrap();
+    std::fs::write(
+        c.join("charts/cache/values.yaml"),
+        format!("image:\n  registry: {source}\n  repository: shop/cache\n  tag: \"7\"\n"),
+    )
+    .unwrap();
     std::fs::write(
         c.join("charts/cache/templates/sts.yaml"),
         "apiVersion: apps/v1\nkind: StatefulSet\nmetadata:\n  name: cache\nspec:\n  template:\n    spec:\n      containers:\n        - name: cache\n          image: {{ .Values.image.registry }}/{{ .Values.image.repository }}:{{ .Values.image.tag }}\n",
@@ -52,8 +60,14 @@ fn pack_shop(extra_pack_args: &[&str]) -> Packed {
     let src = Registry::start(Mode::BasicAuth);
     let work = tempfile::tempdir().unwrap();
     let shared = images::pseudo_random(1, 300_000);
-    let fe = images::push_simple(&src, work.path(), "shop/frontend:1.0", &[&shared, b"frontend"]);
-    let (idx, be_amd, _be_arm) = images::push_multiarch(&src, work.path(), "shop/backend:2.0", &shared);
+    let fe = images::push_simple(
+        &src,
+        work.path(),
+        "shop/frontend:1.0",
+        &[&shared, b"frontend"],
+    );
+    let (idx, be_amd, _be_arm) =
+        images::push_multiarch(&src, work.path(), "shop/backend:2.0", &shared);
     let cache = images::push_simple(&src, work.path(), "shop/cache:7", &[&shared, b"cache"]);
     let chart = write_chart(work.path(), &src.host());
     let manifest = work.path().join("shop.yaml");
@@ -69,14 +83,43 @@ fn pack_shop(extra_pack_args: &[&str]) -> Packed {
     let docker_cfg = work.path().join("docker");
     std::fs::create_dir_all(&docker_cfg).unwrap();
     let auth = base64(&format!("{USER}:{PASSWORD}"));
-    std::fs::write(docker_cfg.join("config.json"), format!("{{\"auths\":{{\"{}\":{{\"auth\":\"{auth}\"}}}}}}", src.host())).unwrap();
+    std::fs::write(
+        docker_cfg.join("config.json"),
+        format!(
+            "{{\"auths\":{{\"{}\":{{\"auth\":\"{auth}\"}}}}}}",
+            src.host()
+        ),
+    )
+    .unwrap();
     let out = work.path().join("out");
-    let mut args = vec!["pack", manifest.to_str().unwrap(), "--output", out.to_str().unwrap(), "--insecure", "--json"];
+    let mut args = vec![
+        "pack",
+        manifest.to_str().unwrap(),
+        "--output",
+        out.to_str().unwrap(),
+        "--insecure",
+        "--json",
+    ];
     args.extend_from_slice(extra_pack_args);
-    let o = Command::new(support::bundler_bin()).args(&args).env("DOCKER_CONFIG", &docker_cfg).current_dir(work.path()).output().unwrap();
-    assert!(o.status.success(), "pack failed: {}\n{}", stderr(&o), stdout(&o));
+    let o = Command::new(support::bundler_bin())
+        .args(&args)
+        .env("DOCKER_CONFIG", &docker_cfg)
+        .current_dir(work.path())
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "pack failed: {}\n{}",
+        stderr(&o),
+        stdout(&o)
+    );
     assert!(!stdout(&o).contains(PASSWORD) && !stderr(&o).contains(PASSWORD));
-    Packed { _work: work, out, src, digests: vec![fe, be_amd, cache, idx] }
+    Packed {
+        _work: work,
+        out,
+        src,
+        digests: vec![fe, be_amd, cache, idx],
+    }
 }
 
 fn base64(s: &str) -> String {
@@ -84,7 +127,13 @@ fn base64(s: &str) -> String {
     base64::engine::general_purpose::STANDARD.encode(s)
 }
 
-fn write_sync_config(dir: &Path, source: &Path, target: &Registry, repo_block: &str, password: &str) -> PathBuf {
+fn write_sync_config(
+    dir: &Path,
+    source: &Path,
+    target: &Registry,
+    repo_block: &str,
+    password: &str,
+) -> PathBuf {
     let cfg = dir.join("load-image.yaml");
     std::fs::write(
         &cfg,
@@ -110,13 +159,31 @@ fn sync_json(dir: &Path, cfg: &Path, extra: &[&str]) -> (serde_json::Value, std:
 fn pack_writes_the_seed_layout_and_keeps_source_digests() {
     let p = pack_shop(&[]);
     let bundle = p.out.join("shop_2.1.0.bundle.tar");
-    for f in ["shop_2.1.0.bundle.tar", "shop-2.1.0.tgz", "shop_2.1.0_amd64.tar"] {
-        assert!(p.out.join(f).is_file(), "{f} missing in {:?}", std::fs::read_dir(&p.out).unwrap().map(|e| e.unwrap().file_name()).collect::<Vec<_>>());
+    for f in [
+        "shop_2.1.0.bundle.tar",
+        "shop-2.1.0.tgz",
+        "shop_2.1.0_amd64.tar",
+    ] {
+        assert!(
+            p.out.join(f).is_file(),
+            "{f} missing in {:?}",
+            std::fs::read_dir(&p.out)
+                .unwrap()
+                .map(|e| e.unwrap().file_name())
+                .collect::<Vec<_>>()
+        );
     }
     // The outer package holds the bundle and the chart archive.
-    let list = Command::new("tar").arg("tf").arg(p.out.join("shop_2.1.0_amd64.tar")).output().unwrap();
+    let list = Command::new("tar")
+        .arg("tf")
+        .arg(p.out.join("shop_2.1.0_amd64.tar"))
+        .output()
+        .unwrap();
     let names = stdout(&list);
-    assert!(names.contains("shop_2.1.0.bundle.tar") && names.contains("shop-2.1.0.tgz"), "{names}");
+    assert!(
+        names.contains("shop_2.1.0.bundle.tar") && names.contains("shop-2.1.0.tgz"),
+        "{names}"
+    );
 
     // inspect: the three images with the source digests (backend filtered to amd64).
     let o = bundler(&p.out, &["inspect", bundle.to_str().unwrap(), "--json"]);
@@ -128,7 +195,12 @@ fn pack_writes_the_seed_layout_and_keeps_source_digests() {
     // bundle.json records index -> platform manifest for the filtered image.
     let bj = extract(&bundle, "bundle.json");
     let bj: serde_json::Value = serde_json::from_slice(&bj).unwrap();
-    let backend = bj["images"].as_array().unwrap().iter().find(|i| i["reference"].as_str().unwrap().contains("shop/backend")).unwrap();
+    let backend = bj["images"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["reference"].as_str().unwrap().contains("shop/backend"))
+        .unwrap();
     assert_eq!(backend["sourceIndex"], p.digests[3].as_str());
     assert_eq!(backend["digest"], p.digests[1].as_str());
 
@@ -137,15 +209,32 @@ fn pack_writes_the_seed_layout_and_keeps_source_digests() {
     let inner = p._work.path().join("images.tar");
     std::fs::write(&inner, extract(&bundle, "images.tar")).unwrap();
     let fe_ref = format!("{}/shop/frontend:1.0", p.src.host());
-    let raw = Command::new("skopeo").args(["inspect", "--raw", &format!("oci-archive:{}:{fe_ref}", inner.display())]).output().unwrap();
+    let raw = Command::new("skopeo")
+        .args([
+            "inspect",
+            "--raw",
+            &format!("oci-archive:{}:{fe_ref}", inner.display()),
+        ])
+        .output()
+        .unwrap();
     assert!(raw.status.success(), "{}", stderr(&raw));
     assert_eq!(images::blob(raw.stdout).digest, p.digests[0]);
-    let da = Command::new("skopeo").args(["inspect", &format!("docker-archive:{}:{fe_ref}", inner.display())]).output().unwrap();
+    let da = Command::new("skopeo")
+        .args([
+            "inspect",
+            &format!("docker-archive:{}:{fe_ref}", inner.display()),
+        ])
+        .output()
+        .unwrap();
     assert!(da.status.success(), "{}", stderr(&da));
 
     // The shared base layer is stored once.
     let tar_list = Command::new("tar").arg("tf").arg(&inner).output().unwrap();
-    let blobs: Vec<String> = stdout(&tar_list).lines().filter(|l| l.starts_with("blobs/sha256/") && l.len() > 20).map(str::to_string).collect();
+    let blobs: Vec<String> = stdout(&tar_list)
+        .lines()
+        .filter(|l| l.starts_with("blobs/sha256/") && l.len() > 20)
+        .map(str::to_string)
+        .collect();
     let mut dedup = blobs.clone();
     dedup.sort();
     dedup.dedup();
@@ -163,14 +252,28 @@ fn packing_twice_gives_identical_bytes() {
     let again = p._work.path().join("again");
     let manifest = p._work.path().join("shop.yaml");
     let o = Command::new(support::bundler_bin())
-        .args(["pack", manifest.to_str().unwrap(), "--output", again.to_str().unwrap(), "--insecure"])
+        .args([
+            "pack",
+            manifest.to_str().unwrap(),
+            "--output",
+            again.to_str().unwrap(),
+            "--insecure",
+        ])
         .env("DOCKER_CONFIG", p._work.path().join("docker"))
         .output()
         .unwrap();
     assert!(o.status.success(), "{}", stderr(&o));
     let second = std::fs::read(again.join("shop_2.1.0.bundle.tar")).unwrap();
-    assert!(first == second, "bundles differ ({} vs {} bytes)", first.len(), second.len());
-    assert_eq!(std::fs::read(p.out.join("shop_2.1.0_amd64.tar")).unwrap(), std::fs::read(again.join("shop_2.1.0_amd64.tar")).unwrap());
+    assert!(
+        first == second,
+        "bundles differ ({} vs {} bytes)",
+        first.len(),
+        second.len()
+    );
+    assert_eq!(
+        std::fs::read(p.out.join("shop_2.1.0_amd64.tar")).unwrap(),
+        std::fs::read(again.join("shop_2.1.0_amd64.tar")).unwrap()
+    );
 }
 
 #[test]
@@ -180,10 +283,21 @@ fn sync_pushes_images_and_an_oci_chart_that_helm_renders_against_the_target() {
     let site = tempfile::tempdir().unwrap();
     let repo = format!("    kind: OCI\n    url: oci://{}/charts\n    auth:\n      username: \"{USER}\"\n      password: \"{PASSWORD}\"", target.host());
     // The outer package as shipped is the source.
-    let cfg = write_sync_config(site.path(), &p.out.join("shop_2.1.0_amd64.tar"), &target, &repo, PASSWORD);
+    let cfg = write_sync_config(
+        site.path(),
+        &p.out.join("shop_2.1.0_amd64.tar"),
+        &target,
+        &repo,
+        PASSWORD,
+    );
     let ca = target.ca_file.clone().unwrap();
     let (v, o) = sync_json(site.path(), &cfg, &["--ca-file", ca.to_str().unwrap()]);
-    assert!(o.status.success(), "sync failed: {}\n{}", stderr(&o), stdout(&o));
+    assert!(
+        o.status.success(),
+        "sync failed: {}\n{}",
+        stderr(&o),
+        stdout(&o)
+    );
     assert!(!stdout(&o).contains(PASSWORD) && !stderr(&o).contains(PASSWORD));
     assert_eq!(v["imagesPushed"], 3, "{v}");
     // The shared base layer went up once and was mounted into the others.
@@ -191,8 +305,14 @@ fn sync_pushes_images_and_an_oci_chart_that_helm_renders_against_the_target() {
 
     // Digests survived, under the rewritten references.
     let src_host = p.src.host().replace(':', "_");
-    for (repo_tag, digest) in [("shop/frontend:1.0", &p.digests[0]), ("shop/backend:2.0", &p.digests[1]), ("shop/cache:7", &p.digests[2])] {
-        let raw = target.raw_manifest(&format!("{src_host}/{repo_tag}")).unwrap_or_else(|| panic!("{repo_tag} not in target"));
+    for (repo_tag, digest) in [
+        ("shop/frontend:1.0", &p.digests[0]),
+        ("shop/backend:2.0", &p.digests[1]),
+        ("shop/cache:7", &p.digests[2]),
+    ] {
+        let raw = target
+            .raw_manifest(&format!("{src_host}/{repo_tag}"))
+            .unwrap_or_else(|| panic!("{repo_tag} not in target"));
         assert_eq!(&images::blob(raw).digest, digest, "{repo_tag}");
     }
 
@@ -208,24 +328,58 @@ fn sync_pushes_images_and_an_oci_chart_that_helm_renders_against_the_target() {
             .output()
             .unwrap()
     };
-    let login = helm(&["registry", "login", &target.host(), "-u", USER, "-p", PASSWORD, "--ca-file", ca.to_str().unwrap()]);
+    let login = helm(&[
+        "registry",
+        "login",
+        &target.host(),
+        "-u",
+        USER,
+        "-p",
+        PASSWORD,
+        "--ca-file",
+        ca.to_str().unwrap(),
+    ]);
     assert!(login.status.success(), "{}", stderr(&login));
-    let pull = helm(&["pull", &format!("oci://{}/charts/shop", target.host()), "--version", "2.1.0", "--ca-file", ca.to_str().unwrap()]);
+    let pull = helm(&[
+        "pull",
+        &format!("oci://{}/charts/shop", target.host()),
+        "--version",
+        "2.1.0",
+        "--ca-file",
+        ca.to_str().unwrap(),
+    ]);
     assert!(pull.status.success(), "helm pull: {}", stderr(&pull));
     let tpl = helm(&["template", "shop", "shop-2.1.0.tgz"]);
     assert!(tpl.status.success(), "{}", stderr(&tpl));
     let rendered = stdout(&tpl);
-    let imgs: Vec<&str> = rendered.lines().filter_map(|l| l.trim().strip_prefix("image: ")).collect();
+    let imgs: Vec<&str> = rendered
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("image: "))
+        .collect();
     assert_eq!(imgs.len(), 3, "{rendered}");
     for i in imgs {
         let i = i.trim_matches('"');
-        assert!(i.starts_with(&format!("{}/", target.host())), "{i} is not in the target registry");
+        assert!(
+            i.starts_with(&format!("{}/", target.host())),
+            "{i} is not in the target registry"
+        );
         let path = i.split_once('/').unwrap().1;
-        assert!(target.raw_manifest(path).is_some(), "rendered image {i} is not in the target registry");
+        assert!(
+            target.raw_manifest(path).is_some(),
+            "rendered image {i} is not in the target registry"
+        );
     }
     // The relocated values kept the comment.
-    let values = Command::new("tar").args(["xzOf", "shop-2.1.0.tgz", "shop/values.yaml"]).current_dir(site.path()).output().unwrap();
-    assert!(stdout(&values).contains("# shop values: comments must survive"), "{}", stdout(&values));
+    let values = Command::new("tar")
+        .args(["xzOf", "shop-2.1.0.tgz", "shop/values.yaml"])
+        .current_dir(site.path())
+        .output()
+        .unwrap();
+    assert!(
+        stdout(&values).contains("# shop values: comments must survive"),
+        "{}",
+        stdout(&values)
+    );
 
     // Second run: nothing moves.
     let (v2, o2) = sync_json(site.path(), &cfg, &["--ca-file", ca.to_str().unwrap()]);
@@ -236,7 +390,11 @@ fn sync_pushes_images_and_an_oci_chart_that_helm_renders_against_the_target() {
 
     // upgrade finds what sync recorded.
     let state = std::fs::read_to_string(site.path().join(".bundler/synced.json")).unwrap();
-    assert!(state.contains("shop-system") && state.contains(&format!("oci://{}/charts/shop", target.host())), "{state}");
+    assert!(
+        state.contains("shop-system")
+            && state.contains(&format!("oci://{}/charts/shop", target.host())),
+        "{state}"
+    );
 }
 
 #[test]
@@ -244,16 +402,29 @@ fn sync_to_a_local_repo_gives_an_index_helm_can_use() {
     let p = pack_shop(&[]);
     let target = Registry::start(Mode::Plain);
     let site = tempfile::tempdir().unwrap();
-    let cfg = write_sync_config(site.path(), &p.out, &target, "    kind: LOCAL\n    path: ./local-repo", "unused");
+    let cfg = write_sync_config(
+        site.path(),
+        &p.out,
+        &target,
+        "    kind: LOCAL\n    path: ./local-repo",
+        "unused",
+    );
     let (_, o) = sync_json(site.path(), &cfg, &["--insecure"]);
     assert!(o.status.success(), "{}", stderr(&o));
     let tgz = site.path().join("local-repo/shop-2.1.0.tgz");
     assert!(tgz.is_file());
     let index = std::fs::read_to_string(site.path().join("local-repo/index.yaml")).unwrap();
     assert!(index.contains("shop") && index.contains("2.1.0"), "{index}");
-    let tpl = Command::new(support::helm()).args(["template", "x"]).arg(&tgz).output().unwrap();
+    let tpl = Command::new(support::helm())
+        .args(["template", "x"])
+        .arg(&tgz)
+        .output()
+        .unwrap();
     assert!(tpl.status.success(), "{}", stderr(&tpl));
-    for l in stdout(&tpl).lines().filter_map(|l| l.trim().strip_prefix("image: ")) {
+    for l in stdout(&tpl)
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("image: "))
+    {
         assert!(l.trim_matches('"').starts_with(&target.host()), "{l}");
     }
 }
@@ -263,17 +434,52 @@ fn dry_run_and_print_images_push_nothing() {
     let p = pack_shop(&[]);
     let target = Registry::start(Mode::Plain);
     let site = tempfile::tempdir().unwrap();
-    let cfg = write_sync_config(site.path(), &p.out, &target, "    kind: LOCAL\n    path: ./local-repo", "unused");
-    let o = bundler(site.path(), &["sync", "--config", cfg.to_str().unwrap(), "--insecure", "--dry-run"]);
+    let cfg = write_sync_config(
+        site.path(),
+        &p.out,
+        &target,
+        "    kind: LOCAL\n    path: ./local-repo",
+        "unused",
+    );
+    let o = bundler(
+        site.path(),
+        &[
+            "sync",
+            "--config",
+            cfg.to_str().unwrap(),
+            "--insecure",
+            "--dry-run",
+        ],
+    );
     assert!(o.status.success(), "{}", stderr(&o));
     let plan = stdout(&o);
-    assert!(plan.contains(&format!("{}/{}/shop/frontend:1.0", target.host(), p.src.host().replace(':', "_"))), "{plan}");
+    assert!(
+        plan.contains(&format!(
+            "{}/{}/shop/frontend:1.0",
+            target.host(),
+            p.src.host().replace(':', "_")
+        )),
+        "{plan}"
+    );
     assert!(plan.contains("chart shop 2.1.0"), "{plan}");
-    assert!(target.raw_manifest(&format!("{}/shop/frontend:1.0", p.src.host().replace(':', "_"))).is_none());
+    assert!(target
+        .raw_manifest(&format!(
+            "{}/shop/frontend:1.0",
+            p.src.host().replace(':', "_")
+        ))
+        .is_none());
     assert!(!site.path().join("local-repo").exists());
-    let o = bundler(site.path(), &["sync", "--config", cfg.to_str().unwrap(), "--print-images"]);
+    let o = bundler(
+        site.path(),
+        &["sync", "--config", cfg.to_str().unwrap(), "--print-images"],
+    );
     assert!(o.status.success(), "{}", stderr(&o));
-    assert_eq!(stdout(&o).lines().filter(|l| l.contains(" -> ")).count(), 3, "{}", stdout(&o));
+    assert_eq!(
+        stdout(&o).lines().filter(|l| l.contains(" -> ")).count(),
+        3,
+        "{}",
+        stdout(&o)
+    );
 }
 
 #[test]
@@ -282,13 +488,34 @@ fn wrong_password_is_a_credentials_error_that_never_shows_the_password() {
     let target = Registry::start(Mode::BasicAuth);
     let site = tempfile::tempdir().unwrap();
     let wrong = "Wr0ng-Secret-Value";
-    let cfg = write_sync_config(site.path(), &p.out, &target, "    kind: LOCAL\n    path: ./local-repo", wrong);
-    let o = bundler(site.path(), &["sync", "--config", cfg.to_str().unwrap(), "--insecure", "-vv"]);
+    let cfg = write_sync_config(
+        site.path(),
+        &p.out,
+        &target,
+        "    kind: LOCAL\n    path: ./local-repo",
+        wrong,
+    );
+    let o = bundler(
+        site.path(),
+        &[
+            "sync",
+            "--config",
+            cfg.to_str().unwrap(),
+            "--insecure",
+            "-vv",
+        ],
+    );
     assert!(!o.status.success());
     let err = stderr(&o);
     assert!(err.to_lowercase().contains("credential"), "{err}");
-    assert!(!err.contains(wrong) && !stdout(&o).contains(wrong), "password leaked: {err}");
-    assert!(!site.path().join("local-repo").exists(), "charts published although images failed");
+    assert!(
+        !err.contains(wrong) && !stdout(&o).contains(wrong),
+        "password leaked: {err}"
+    );
+    assert!(
+        !site.path().join("local-repo").exists(),
+        "charts published although images failed"
+    );
 }
 
 #[test]
@@ -297,12 +524,23 @@ fn the_relok8s_fixture_bundle_syncs() {
     let site = tempfile::tempdir().unwrap();
     let bundles = site.path().join("bundles");
     std::fs::create_dir_all(&bundles).unwrap();
-    std::fs::copy(support::fixture("relok8s/testchart-intermediate.tar"), bundles.join("testchart-0.1.0.bundle.tar")).unwrap();
-    let cfg = write_sync_config(site.path(), &bundles, &target, "    kind: LOCAL\n    path: ./local-repo", "unused");
+    std::fs::copy(
+        support::fixture("relok8s/testchart-intermediate.tar"),
+        bundles.join("testchart-0.1.0.bundle.tar"),
+    )
+    .unwrap();
+    let cfg = write_sync_config(
+        site.path(),
+        &bundles,
+        &target,
+        "    kind: LOCAL\n    path: ./local-repo",
+        "unused",
+    );
     let (v, o) = sync_json(site.path(), &cfg, &["--insecure"]);
     assert!(o.status.success(), "{}\n{}", stderr(&o), stdout(&o));
     assert_eq!(v["imagesPushed"], 2, "{v}");
-    let busybox = target.raw_manifest("harbor-repo.vmware.com/dockerhub-proxy-cache/library/busybox:1.33.1");
+    let busybox =
+        target.raw_manifest("harbor-repo.vmware.com/dockerhub-proxy-cache/library/busybox:1.33.1");
     assert!(busybox.is_some(), "busybox not pushed");
     let index = std::fs::read_to_string(site.path().join("local-repo/index.yaml")).unwrap();
     assert!(index.contains("testchart"), "{index}");

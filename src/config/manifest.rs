@@ -46,6 +46,10 @@ pub struct ChartEntry {
     pub source: ChartSource,
     pub hints: Option<PathBuf>,
     pub images: Vec<String>,
+    /// `images: [{archive: PATH}]` entries: local archives (`docker save`
+    /// tar, OCI layout dir or tar) that provide this chart's images, so
+    /// that they are taken from disk rather than pulled.
+    pub image_archives: Vec<PathBuf>,
     pub release: Option<ReleaseInfo>,
 }
 
@@ -146,7 +150,7 @@ struct RawChart {
     path: Option<String>,
     #[serde(default, deserialize_with = "lenient_string")]
     hints: Option<String>,
-    images: Option<Vec<String>>,
+    images: Option<Vec<RawImage>>,
     release: Option<RawRelease>,
 }
 
@@ -367,15 +371,30 @@ impl BundleManifest {
                 ));
             }
             let mut images = Vec::new();
+            let mut image_archives = Vec::new();
             for (j, img) in c.images.unwrap_or_default().into_iter().enumerate() {
-                if let Err(e) = Reference::parse(&img) {
-                    return Err(doc.error_at(
-                        &format!("{at}.images[{j}]"),
-                        &[&format!("{at}.images")],
-                        format!("{e:#}"),
-                    ));
+                match img {
+                    RawImage::Reference(img) => {
+                        if let Err(e) = Reference::parse(&img) {
+                            return Err(doc.error_at(
+                                &format!("{at}.images[{j}]"),
+                                &[&format!("{at}.images")],
+                                format!("{e:#}"),
+                            ));
+                        }
+                        images.push(img);
+                    }
+                    RawImage::Archive(a) => {
+                        if a.trim().is_empty() {
+                            return Err(doc.error_at(
+                                &format!("{at}.images[{j}].archive"),
+                                &[&format!("{at}.images")],
+                                "empty path",
+                            ));
+                        }
+                        image_archives.push(resolve(&a));
+                    }
                 }
-                images.push(img);
             }
             let release = match c.release {
                 None => None,
@@ -396,6 +415,7 @@ impl BundleManifest {
                     .filter(|s| !s.trim().is_empty())
                     .map(|h| resolve(&h)),
                 images,
+                image_archives,
                 release,
             });
         }
