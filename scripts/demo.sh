@@ -7,7 +7,7 @@
 # Then it checks the result with skopeo and helm. Everything lands in ./work-e2e.
 #
 # No Kubernetes API server can run here, so step 3 talks to the cluster
-# through tests/support/helm-cluster-standin (it keeps a release in files and
+# through tests/support/helm-cluster-standin (the same stand-in the tests use; it keeps a release in files and
 # hands `template`/`pull`/`show` to the real helm).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -69,6 +69,7 @@ echo "== check with helm: the relocated chart renders only private-registry imag
 export HELM_REGISTRY_CONFIG=$WORK/helm-registry.json
 echo "$PASS" | helm registry login --insecure --plain-http -u "$USER" --password-stdin 127.0.0.1:$PORT >/dev/null 2>&1 \
   || echo "$PASS" | helm registry login --insecure -u "$USER" --password-stdin 127.0.0.1:$PORT >/dev/null
+mkdir -p "$WORK/pulled"
 helm pull oci://127.0.0.1:$PORT/charts/demo --version 1.0.0 --plain-http -d "$WORK/pulled"
 helm template demo "$WORK/pulled/demo-1.0.0.tgz" | grep 'image:' | sort -u
 if helm template demo "$WORK/pulled/demo-1.0.0.tgz" | grep 'image:' | grep -v "127.0.0.1:$PORT/"; then
@@ -76,8 +77,10 @@ if helm template demo "$WORK/pulled/demo-1.0.0.tgz" | grep 'image:' | grep -v "1
 fi
 
 echo "== 3. upgrade --dry-run (cluster side: stand-in with an installed release demo 0.9.0)"
-export BUNDLER_STANDIN_STATE=$WORK/cluster BUNDLER_STANDIN_REAL_HELM=$(command -v helm)
-mkdir -p "$BUNDLER_STANDIN_STATE"
-"$ROOT/tests/support/helm-cluster-standin" install-fixture demo demo-system 0.9.0 'web: {replicas: 2}'
-BUNDLER_HELM="$ROOT/tests/support/helm-cluster-standin" "$BUNDLER" upgrade demo --dry-run --insecure
+export FAKE_HELM_STATE=$WORK/cluster FAKE_HELM_REAL=$(command -v helm)
+rel=$FAKE_HELM_STATE/releases/demo-system/demo
+mkdir -p "$rel"
+echo 1 > "$rel/current"; echo deployed > "$rel/status-1"; echo demo-0.9.0 > "$rel/chart-1"; echo 0.9.0 > "$rel/app-1"
+printf 'web:\n  replicas: 2\n' > "$rel/values-1.yaml"
+BUNDLER_HELM="$ROOT/tests/support/helm-cluster-standin" "$BUNDLER" upgrade demo --dry-run --insecure --backup-dir "$WORK/backups"
 echo "== done: pack -> sync -> upgrade --dry-run all passed (work files in $WORK)"

@@ -76,12 +76,9 @@ struct BundleSummary {
 pub async fn run(args: &PackArgs) -> anyhow::Result<()> {
     let started = std::time::Instant::now();
     let manifest = BundleManifest::load(&args.manifest)?;
-    let base_dir = args
-        .manifest
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."))
-        .to_path_buf();
+    // The manifest loader already resolved every path against the
+    // manifest's directory; an empty base leaves them as they are.
+    let base_dir = PathBuf::new();
     let platforms = platform_selection(&args.platform, &manifest)?;
     std::fs::create_dir_all(&args.output)
         .with_context(|| format!("creating output directory {}", args.output.display()))?;

@@ -133,6 +133,7 @@ pub async fn run(args: &SyncArgs) -> anyhow::Result<()> {
 
     // 2. Plan images.
     let mut jobs: Vec<ImageJob> = Vec::new();
+    let mut planned = std::collections::HashSet::new();
     let mut summary = SyncSummary {
         dry_run: args.dry_run,
         ..SyncSummary::default()
@@ -155,6 +156,11 @@ pub async fn run(args: &SyncArgs) -> anyhow::Result<()> {
                 to: rewritten.target.to_string(),
                 digest: img.root.digest.to_string(),
             });
+            // The same image in two bundles (a chart bundle and the
+            // image-only bundle) is pushed once.
+            if !planned.insert((rewritten.target.to_string(), img.root.digest.clone())) {
+                continue;
+            }
             jobs.push(ImageJob {
                 bundle: bi,
                 image: img.clone(),
