@@ -300,8 +300,9 @@ fn sync_pushes_images_and_an_oci_chart_that_helm_renders_against_the_target() {
     );
     assert!(!stdout(&o).contains(PASSWORD) && !stderr(&o).contains(PASSWORD));
     assert_eq!(v["imagesPushed"], 3, "{v}");
-    // The shared base layer went up once and was mounted into the others.
-    assert!(v["blobsMounted"].as_u64().unwrap() >= 2, "{v}");
+    // frontend and cache share their base layer: it went up once and was
+    // mounted into the other repository.
+    assert_eq!(v["blobsMounted"], 1, "{v}");
 
     // Digests survived, under the rewritten references.
     let src_host = p.src.host().replace(':', "_");
