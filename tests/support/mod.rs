@@ -3,6 +3,7 @@
 //! run the bundler binary. Each test file includes this with `mod support;`.
 #![allow(dead_code)]
 
+pub mod faulty_proxy;
 pub mod images;
 pub mod registry;
 
@@ -26,11 +27,15 @@ pub fn bundler(dir: &Path, args: &[&str]) -> Output {
 /// A fixture by path relative to a fixtures root: `tests/fixtures/<rel>`
 /// when the project keeps its own copy, else `../shared/fixtures/<rel>`.
 pub fn fixture(rel: &str) -> PathBuf {
-    let local = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(rel);
+    let local = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(rel);
     if local.exists() {
         return local;
     }
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures").join(rel)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../shared/fixtures")
+        .join(rel)
 }
 
 /// The shared fixtures root (`../shared/fixtures`).
