@@ -74,6 +74,7 @@ max_len() {
 }
 
 crashed=()
+copied=()
 for t in "${TARGETS[@]}"; do
     corpus="fuzz/corpus/$t"
     seeds="fuzz/seeds/$t"
@@ -93,16 +94,22 @@ for t in "${TARGETS[@]}"; do
                 [ -f "$f" ] && cp -n "$f" "$corpus/$(echo "$f" | tr '/' '_')" 2>/dev/null || true
             done ;;
     esac
+    # -jobs makes libFuzzer log each job to ./fuzz-<n>.log: only above 1.
+    JOB_FLAGS=()
+    [ "$JOBS" -gt 1 ] && JOB_FLAGS=(-jobs="$JOBS" -workers="$JOBS")
     before="$(ls "fuzz/artifacts/$t" | sort)"
     echo "== fuzzing $t for ${SECS}s"
     set +e
     cargo fuzz run "${PROFILE_FLAGS[@]}" "${FEATURES[@]}" --sanitizer "$SANITIZER" "$t" \
         "$corpus" "$seeds" -- \
         -max_total_time="$SECS" -max_len="$(max_len "$t")" -timeout=20 \
-        -rss_limit_mb=2048 -jobs="$JOBS" -workers="$JOBS" -print_final_stats=1 \
+        -rss_limit_mb=2048 "${JOB_FLAGS[@]}" -print_final_stats=1 \
         2>&1 | tee "fuzz/artifacts/$t.log" | grep -E '^(#[0-9]+ +(DONE|INITED)|==[0-9]+==|SUMMARY|Test unit written|stat::number_of_executed_units|thread .* panicked)'
     status="${PIPESTATUS[0]}"
     set -e
+    for l in fuzz-[0-9]*.log; do
+        [ -f "$l" ] && mv "$l" "fuzz/artifacts/$t.$l"
+    done
     after="$(ls "fuzz/artifacts/$t" | sort)"
     new="$(comm -13 <(echo "$before") <(echo "$after") | grep -v '^$' || true)"
     if [ "$status" -ne 0 ] || [ -n "$new" ]; then
@@ -111,6 +118,7 @@ for t in "${TARGETS[@]}"; do
         for a in $new; do
             cp "fuzz/artifacts/$t/$a" "tests/fuzz-regressions/$t/$a"
             echo "!! $t: $a -> tests/fuzz-regressions/$t/$a"
+            copied+=("$t tests/fuzz-regressions/$t/$a")
         done
         echo "!! $t failed (exit $status); log: fuzz/artifacts/$t.log"
     fi
@@ -120,10 +128,8 @@ if [ "${#crashed[@]}" -gt 0 ]; then
     cat <<EOF
 
 == CRASHES in: ${crashed[*]}
-Reproduce one:
-    RUSTC_BOOTSTRAP=1 cargo fuzz run ${FEATURES[*]} <target> tests/fuzz-regressions/<target>/<file>
-Minimise it:
-    RUSTC_BOOTSTRAP=1 cargo fuzz tmin ${FEATURES[*]} <target> tests/fuzz-regressions/<target>/<file>
+Reproduce (and minimise with \`cargo fuzz tmin\` instead of \`run\`):
+$(for c in "${copied[@]}"; do echo "    RUSTC_BOOTSTRAP=1 cargo fuzz run ${FEATURES[*]} --sanitizer $SANITIZER $c"; done)
 Turn it into a regression test: keep the file under tests/fuzz-regressions/<target>/
 (commit it) and add to tests/fuzz_regressions.rs a test that feeds every file of
 that directory to the same call as fuzz/fuzz_targets/<target>.rs and only asks

@@ -14,8 +14,9 @@ fuzz_target!(|data: &[u8]| {
         let _ = r.last_segment();
         let _ = r.registry_as_path();
         let printed = r.to_string();
-        let again = Reference::parse(&printed)
-            .unwrap_or_else(|e| panic!("{s:?} parsed, but its display {printed:?} does not: {e:#}"));
+        let again = Reference::parse(&printed).unwrap_or_else(|e| {
+            panic!("{s:?} parsed, but its display {printed:?} does not: {e:#}")
+        });
         assert_eq!(again, r, "display of {s:?} does not round-trip");
     }
 });
