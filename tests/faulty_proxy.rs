@@ -486,3 +486,64 @@ fn latency_is_added_to_each_request() {
     }
     assert!(t0.elapsed() >= Duration::from_millis(200));
 }
+
+#[test]
+fn forced_faults_hit_exactly_the_next_requests() {
+    let reg = Registry::start(Mode::Plain);
+    let proxy = FaultyProxy::start(reg.port, Faults::none());
+    proxy.fail_next_503(3);
+    let got: Vec<u16> = (0..5)
+        .map(|_| http(proxy.port, "GET", "/v2/", Body::None).unwrap().status)
+        .collect();
+    assert_eq!(got, vec![503, 503, 503, 200, 200]);
+    proxy.drop_next(2);
+    assert!(http(proxy.port, "GET", "/v2/", Body::None).is_err());
+    assert!(http(proxy.port, "GET", "/v2/", Body::None).is_err());
+    assert_eq!(
+        http(proxy.port, "GET", "/v2/", Body::None).unwrap().status,
+        200
+    );
+    let st = proxy.stats();
+    assert_eq!((st.injected_503, st.dropped()), (3, 2));
+}
+
+#[test]
+fn expect_continue_is_answered_and_the_body_forwarded() {
+    let reg = Registry::start(Mode::Plain);
+    let proxy = FaultyProxy::start(reg.port, Faults::none());
+    let r = http(
+        proxy.port,
+        "POST",
+        "/v2/expect/test/blobs/uploads/",
+        Body::None,
+    )
+    .unwrap();
+    let loc = path_of(r.header("location").unwrap());
+    let data = support::images::pseudo_random(77, 200_000);
+    let sep = if loc.contains('?') { '&' } else { '?' };
+    let mut s = TcpStream::connect(("127.0.0.1", proxy.port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    write!(
+        s,
+        "PUT {loc}{sep}digest={} HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nContent-Length: {}\r\nExpect: 100-continue\r\nConnection: close\r\n\r\n",
+        sha256(&data),
+        proxy.port,
+        data.len()
+    )
+    .unwrap();
+    let mut interim = [0u8; 25];
+    s.read_exact(&mut interim).unwrap();
+    assert_eq!(&interim, b"HTTP/1.1 100 Continue\r\n\r\n");
+    s.write_all(&data).unwrap();
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).unwrap();
+    assert_eq!(parse_response("PUT", &raw).unwrap().status, 201);
+    let back = http(
+        reg.port,
+        "GET",
+        &format!("/v2/expect/test/blobs/{}", sha256(&data)),
+        Body::None,
+    )
+    .unwrap();
+    assert!(back.body == data);
+}

@@ -11,7 +11,11 @@
 //!   when the response has no body);
 //! - optional latency before each forwarded request;
 //! - a "down" switch: every connection is closed at once, new ones are
-//!   accepted and closed without a byte, until it is switched back.
+//!   accepted and closed without a byte, until it is switched back;
+//! - exact faults on demand: 503 to / drop the next N requests.
+//!
+//! Plain HTTP only (the registry behind it runs `Mode::Plain` or
+//! `Mode::BasicAuth`): it must read the messages to fault them.
 //!
 //! It parses request and response heads, frames bodies by `Content-Length`
 //! or chunked encoding (or until close for responses that have neither) and
@@ -179,6 +183,15 @@ struct Shared {
     /// close them at once.
     live: Mutex<HashMap<u64, TcpStream>>,
     next_id: AtomicU64,
+    /// Requests still to be answered 503 / dropped whatever the odds.
+    force_503: AtomicU64,
+    force_drop: AtomicU64,
+}
+
+/// Take one from a "force the next N" counter, if any is left.
+fn take_one(c: &AtomicU64) -> bool {
+    c.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+        .is_ok()
 }
 
 impl Shared {
@@ -196,7 +209,15 @@ impl Shared {
             )
         };
         let frac = 0.1 + 0.8 * frac;
-        let decision = if r < f.p503 {
+        let decision = if take_one(&self.force_503) {
+            Decision::Reply503
+        } else if take_one(&self.force_drop) {
+            if has_body && which < 0.5 {
+                Decision::DropRequest(frac)
+            } else {
+                Decision::DropResponse(frac)
+            }
+        } else if r < f.p503 {
             Decision::Reply503
         } else if r < f.p503 + f.pdrop {
             if has_body && which < 0.5 {
@@ -259,6 +280,8 @@ impl FaultyProxy {
             counters: Counters::default(),
             live: Mutex::new(HashMap::new()),
             next_id: AtomicU64::new(0),
+            force_503: AtomicU64::new(0),
+            force_drop: AtomicU64::new(0),
         });
         let sh = shared.clone();
         let accept = std::thread::Builder::new()
@@ -312,6 +335,17 @@ impl FaultyProxy {
 
     pub fn is_down(&self) -> bool {
         self.shared.down.load(Ordering::SeqCst)
+    }
+
+    /// Answer 503 to the next `n` requests, whatever the odds (to test
+    /// retry bounds exactly: e.g. n = max attempts - 1 must still succeed).
+    pub fn fail_next_503(&self, n: u64) {
+        self.shared.force_503.store(n, Ordering::SeqCst);
+    }
+
+    /// Drop the connection of the next `n` requests, whatever the odds.
+    pub fn drop_next(&self, n: u64) {
+        self.shared.force_drop.store(n, Ordering::SeqCst);
     }
 
     /// Change the fault probabilities and latency from now on (the random
