@@ -198,7 +198,17 @@ pub async fn run(args: &SyncArgs) -> anyhow::Result<()> {
         return Ok(());
     }
 
-    // 3. Push images.
+    // 3. Push images (into Harbor projects made first when asked to).
+    if !args.skip_images && !jobs.is_empty() && args.auto_create_repository.unwrap_or(false) {
+        create_image_projects(
+            &config,
+            &jobs,
+            insecure,
+            args.transport.ca_file.clone(),
+            &progress,
+        )
+        .await?;
+    }
     if !args.skip_images && !jobs.is_empty() {
         let readers: Vec<&BundleReader> = selected.iter().map(|b| &b.reader).collect();
         let report =
@@ -464,4 +474,69 @@ fn credential_store(config: &SyncConfig) -> crate::oci::auth::CredentialStore {
         }
     }
     store
+}
+
+/// `--auto-create-repository`: Harbor refuses pushes into a project that
+/// does not exist, so create the project (first path segment) of every image
+/// target. A registry that is not a Harbor (404 on the project API) is left
+/// alone: plain registries create repositories on push.
+async fn create_image_projects(
+    config: &SyncConfig,
+    jobs: &[ImageJob],
+    insecure: bool,
+    ca_file: Option<PathBuf>,
+    progress: &Progress,
+) -> anyhow::Result<()> {
+    let opts = PublishOptions {
+        insecure,
+        ca_file,
+        ..PublishOptions::default()
+    };
+    let http = crate::chart::repo::http_client(&opts)?;
+    let store = credential_store(config);
+    let mut seen = std::collections::BTreeSet::new();
+    for j in jobs {
+        let project = j
+            .target
+            .repository
+            .split('/')
+            .next()
+            .unwrap_or("")
+            .to_string();
+        if project.is_empty() || !seen.insert((j.target.registry.clone(), project.clone())) {
+            continue;
+        }
+        let auth = store.lookup(&j.target.registry);
+        let mut last_err = None;
+        // https first; plain http only when --insecure allows it.
+        let schemes: &[&str] = if insecure {
+            &["https", "http"]
+        } else {
+            &["https"]
+        };
+        for scheme in schemes {
+            let origin = format!("{scheme}://{}", j.target.registry);
+            match crate::chart::repo::ensure_harbor_project(&http, &origin, &project, auth.as_ref())
+                .await
+            {
+                Ok(crate::chart::repo::ProjectOutcome::Created) => {
+                    progress.println(format!(
+                        "created Harbor project {project} on {}",
+                        j.target.registry
+                    ));
+                    last_err = None;
+                    break;
+                }
+                Ok(_) => {
+                    last_err = None;
+                    break;
+                }
+                Err(e) => last_err = Some(e),
+            }
+        }
+        if let Some(e) = last_err {
+            return Err(e.context(format!("--auto-create-repository on {}", j.target.registry)));
+        }
+    }
+    Ok(())
 }

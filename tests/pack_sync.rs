@@ -560,3 +560,63 @@ fn extract(tar_path: &Path, name: &str) -> Vec<u8> {
     }
     panic!("{name} not in {}", tar_path.display())
 }
+
+#[test]
+fn sync_into_harbor_creates_the_projects_and_pushes_images_and_chart() {
+    use support::chart_server::{ChartServer, Config};
+    let p = pack_shop(&[]);
+    let backing = Registry::start(Mode::Plain);
+    let harbor = ChartServer::start(Config {
+        harbor_version: "v2.10.0-abcdef".into(),
+        registry: Some(backing.host()),
+        ..Config::default()
+    });
+    let site = tempfile::tempdir().unwrap();
+    let cfg = site.path().join("load-image.yaml");
+    // Seed 002's HARBOR example, pointed at the stand-in.
+    std::fs::write(
+        &cfg,
+        format!(
+            "source:\n  intermediateBundlesPath: {}\ntarget:\n  containerPrefixRegistry: {host}\n  repo:\n    kind: HARBOR\n    url: http://{host}/chartrepo/release\n    auth:\n      username: \"admin\"\n      password: \"Harbor12345\"\n  containers:\n    auth:\n      username: \"admin\"\n      password: \"Harbor12345\"\n",
+            p.out.display(),
+            host = harbor.host()
+        ),
+    )
+    .unwrap();
+    let (v, o) = sync_json(
+        site.path(),
+        &cfg,
+        &["--insecure", "--auto-create-repository"],
+    );
+    assert!(o.status.success(), "{}\n{}", stderr(&o), stdout(&o));
+    assert_eq!(v["imagesPushed"], 3, "{v}");
+    let projects = harbor.projects();
+    let image_project = p.src.host().replace(':', "_");
+    assert!(
+        projects.contains(&image_project),
+        "image project not created: {projects:?}"
+    );
+    assert!(
+        projects.contains(&"release".to_string()),
+        "chart project not created: {projects:?}"
+    );
+    // The images are in the registry behind the Harbor, digests kept.
+    let raw = backing
+        .raw_manifest(&format!("{image_project}/shop/frontend:1.0"))
+        .expect("frontend pushed");
+    assert_eq!(images::blob(raw).digest, p.digests[0]);
+    // The chart went up as an OCI artifact (Harbor >= 2.8): helm pulls it.
+    let pull = Command::new(support::helm())
+        .args([
+            "pull",
+            &format!("oci://{}/release/shop", harbor.host()),
+            "--version",
+            "2.1.0",
+            "--plain-http",
+        ])
+        .env("HELM_REGISTRY_CONFIG", site.path().join("reg.json"))
+        .current_dir(site.path())
+        .output()
+        .unwrap();
+    assert!(pull.status.success(), "helm pull: {}", stderr(&pull));
+}

@@ -527,6 +527,52 @@ fn harbor_version(v: &str) -> Option<(u64, u64)> {
     Some((major, minor))
 }
 
+/// Whether a Harbor project had to be made.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ProjectOutcome {
+    Created,
+    Exists,
+    /// The host answered 404 on Harbor's project API: not a Harbor.
+    NotHarbor,
+}
+
+/// Create Harbor project `project` at `origin` (`POST /api/v2.0/projects`,
+/// private); 409 means it exists. Used for chart projects and, with
+/// `--auto-create-repository`, for the projects images are pushed into.
+pub async fn ensure_harbor_project(
+    http: &reqwest::Client,
+    origin: &str,
+    project: &str,
+    auth: Option<&Credentials>,
+) -> anyhow::Result<ProjectOutcome> {
+    let url = format!("{origin}/api/v2.0/projects");
+    let body = serde_json::json!({
+        "project_name": project,
+        "public": false,
+        "metadata": {"public": "false"},
+    });
+    let resp = with_auth(http.post(&url), auth)
+        .json(&body)
+        .send()
+        .await
+        .map_err(|e| anyhow::anyhow!("POST {}: {}", safe_url(&url), describe(e)))?;
+    let status = resp.status();
+    match status {
+        s if s.is_success() => Ok(ProjectOutcome::Created),
+        reqwest::StatusCode::CONFLICT => Ok(ProjectOutcome::Exists),
+        reqwest::StatusCode::NOT_FOUND | reqwest::StatusCode::METHOD_NOT_ALLOWED => {
+            Ok(ProjectOutcome::NotHarbor)
+        }
+        reqwest::StatusCode::UNAUTHORIZED | reqwest::StatusCode::FORBIDDEN => {
+            bail!("creating Harbor project {project:?}: {status}: the credentials were refused or are missing")
+        }
+        _ => bail!(
+            "creating Harbor project {project:?}: POST {}: {status}",
+            safe_url(&url)
+        ),
+    }
+}
+
 async fn publish_harbor(
     target: &RepoSpec,
     chart: &Chart,
@@ -552,29 +598,7 @@ async fn publish_harbor(
         None => false,
     };
     if opts.auto_create_repository {
-        let url = format!("{origin}/api/v2.0/projects");
-        let body = serde_json::json!({
-            "project_name": project,
-            "public": false,
-            "metadata": {"public": "false"},
-        });
-        let resp = with_auth(http.post(&url), auth)
-            .json(&body)
-            .send()
-            .await
-            .map_err(|e| anyhow::anyhow!("POST {}: {}", safe_url(&url), describe(e)))?;
-        let status = resp.status();
-        if !(status.is_success() || status == reqwest::StatusCode::CONFLICT) {
-            if status == reqwest::StatusCode::UNAUTHORIZED
-                || status == reqwest::StatusCode::FORBIDDEN
-            {
-                bail!("creating Harbor project {project:?}: {status}: the credentials were refused or are missing");
-            }
-            bail!(
-                "creating Harbor project {project:?}: POST {}: {status}",
-                safe_url(&url)
-            );
-        }
+        ensure_harbor_project(&http, &origin, &project, auth).await?;
     }
     if !legacy {
         return publish_oci(client, &host, &project, chart, tgz, opts.force).await;
