@@ -134,6 +134,9 @@ pub async fn run(args: &SyncArgs) -> anyhow::Result<()> {
     // 2. Plan images.
     let mut jobs: Vec<ImageJob> = Vec::new();
     let mut planned = std::collections::HashSet::new();
+    // Per bundle: index digest -> platform manifest digest chosen by
+    // --platform (for digest-pinned references in the chart values).
+    let mut platform_map: HashMap<usize, HashMap<Digest, Digest>> = HashMap::new();
     let mut summary = SyncSummary {
         dry_run: args.dry_run,
         ..SyncSummary::default()
@@ -145,12 +148,16 @@ pub async fn run(args: &SyncArgs) -> anyhow::Result<()> {
                 .rewrite
                 .rewrite(&img.reference)
                 .with_context(|| format!("bundle {}: image {}", b.reader.label, img.reference))?;
-            if !platforms.is_empty() && !img.children.is_empty() {
-                tracing::debug!(
-                    "--platform given, but {} is kept as a whole index so that its digest survives",
-                    img.reference
-                );
-            }
+            let img = match select_platform(img, &platforms)? {
+                Some(chosen) => {
+                    platform_map
+                        .entry(bi)
+                        .or_default()
+                        .insert(img.root.digest.clone(), chosen.root.digest.clone());
+                    chosen
+                }
+                None => img.clone(),
+            };
             summary.images.push(ImageLine {
                 from: img.reference.to_string(),
                 to: rewritten.target.to_string(),
@@ -163,7 +170,7 @@ pub async fn run(args: &SyncArgs) -> anyhow::Result<()> {
             }
             jobs.push(ImageJob {
                 bundle: bi,
-                image: img.clone(),
+                image: img,
                 target: rewritten.target,
             });
         }
@@ -230,7 +237,7 @@ pub async fn run(args: &SyncArgs) -> anyhow::Result<()> {
     };
     let image_registry = config.image_registry().unwrap_or_default();
     let mut synced = Vec::new();
-    for b in &selected {
+    for (bi, b) in selected.iter().enumerate() {
         let Some((name, version)) = &b.chart else {
             continue;
         };
@@ -246,7 +253,8 @@ pub async fn run(args: &SyncArgs) -> anyhow::Result<()> {
             }
             None => Hints::default(),
         };
-        let digest_map = digest_map(&b.reader);
+        let mut digest_map = digest_map(&b.reader);
+        digest_map.extend(platform_map.get(&bi).cloned().unwrap_or_default());
         let meta_chart = b.reader.meta.as_ref().and_then(|m| m.chart.clone());
         let source_repo = meta_chart
             .as_ref()
@@ -539,4 +547,64 @@ async fn create_image_projects(
         }
     }
     Ok(())
+}
+
+/// `--platform os/arch` (one): an image kept in the bundle as a whole
+/// index is pushed as the chosen platform's manifest alone (byte for byte,
+/// its own digest) with only that platform's blobs. Several platforms keep
+/// the whole index: a filtered index would get a new digest.
+fn select_platform(
+    img: &crate::bundle::reader::BundleImage,
+    platforms: &[Platform],
+) -> anyhow::Result<Option<crate::bundle::reader::BundleImage>> {
+    use crate::oci::media::{self, Parsed};
+    if platforms.len() != 1 || img.children.is_empty() {
+        return Ok(None);
+    }
+    let want = &platforms[0];
+    let Parsed::Index { manifests, .. } =
+        media::parse(&img.root.bytes, Some(&img.root.media_type))?
+    else {
+        return Ok(None);
+    };
+    let desc = manifests
+        .iter()
+        .find(|m| m.platform.as_ref().is_some_and(|p| want.matches(p)))
+        .with_context(|| {
+            let have: Vec<String> = manifests
+                .iter()
+                .filter_map(|m| m.platform.as_ref().map(|p| p.to_string()))
+                .collect();
+            format!(
+                "{} has no {want} image in the bundle (it has: {})",
+                img.reference,
+                have.join(", ")
+            )
+        })?;
+    let child = img
+        .children
+        .iter()
+        .find(|c| c.digest == desc.digest)
+        .with_context(|| {
+            format!(
+                "{}: the {want} manifest {} is not in the bundle",
+                img.reference, desc.digest
+            )
+        })?;
+    let Parsed::Manifest { config, layers, .. } =
+        media::parse(&child.bytes, Some(&child.media_type))?
+    else {
+        bail!(
+            "{}: nested index {} is not supported",
+            img.reference,
+            child.digest
+        );
+    };
+    let blobs = std::iter::once(config).chain(layers).collect();
+    Ok(Some(crate::bundle::reader::BundleImage {
+        root: child.clone(),
+        children: Vec::new(),
+        blobs,
+        ..img.clone()
+    }))
 }

@@ -51,7 +51,8 @@ struct Packed {
     _work: tempfile::TempDir,
     out: PathBuf,
     src: Registry,
-    /// digests of frontend, backend (amd64 manifest), cache, and the backend index
+    /// digests of frontend, backend (amd64 manifest), cache, the backend index,
+    /// and the backend arm64 manifest
     digests: Vec<String>,
 }
 
@@ -66,7 +67,7 @@ fn pack_shop(extra_pack_args: &[&str]) -> Packed {
         "shop/frontend:1.0",
         &[&shared, b"frontend"],
     );
-    let (idx, be_amd, _be_arm) =
+    let (idx, be_amd, be_arm) =
         images::push_multiarch(&src, work.path(), "shop/backend:2.0", &shared);
     let cache = images::push_simple(&src, work.path(), "shop/cache:7", &[&shared, b"cache"]);
     let chart = write_chart(work.path(), &src.host());
@@ -118,7 +119,7 @@ fn pack_shop(extra_pack_args: &[&str]) -> Packed {
         _work: work,
         out,
         src,
-        digests: vec![fe, be_amd, cache, idx],
+        digests: vec![fe, be_amd, cache, idx, be_arm],
     }
 }
 
@@ -619,4 +620,72 @@ fn sync_into_harbor_creates_the_projects_and_pushes_images_and_chart() {
         .output()
         .unwrap();
     assert!(pull.status.success(), "helm pull: {}", stderr(&pull));
+}
+
+#[test]
+fn whole_indexes_survive_and_sync_platform_picks_one() {
+    let p = pack_shop(&["--platform", "all"]);
+    let target = Registry::start(Mode::Plain);
+    let site = tempfile::tempdir().unwrap();
+    let cfg = write_sync_config(
+        site.path(),
+        &p.out,
+        &target,
+        "    kind: LOCAL\n    path: ./local-repo",
+        "unused",
+    );
+    let backend = format!("{}/shop/backend:2.0", p.src.host().replace(':', "_"));
+    // Without --platform the whole index goes up: its digest survives.
+    let (_, o) = sync_json(site.path(), &cfg, &["--insecure"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(
+        images::blob(target.raw_manifest(&backend).unwrap()).digest,
+        p.digests[3]
+    );
+    // With one --platform, only that platform's manifest, byte for byte.
+    let target2 = Registry::start(Mode::Plain);
+    let site2 = tempfile::tempdir().unwrap();
+    let cfg2 = write_sync_config(
+        site2.path(),
+        &p.out,
+        &target2,
+        "    kind: LOCAL\n    path: ./local-repo",
+        "unused",
+    );
+    let (_, o) = sync_json(
+        site2.path(),
+        &cfg2,
+        &["--insecure", "--platform", "linux/arm64"],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(
+        images::blob(target2.raw_manifest(&backend).unwrap()).digest,
+        p.digests[4]
+    );
+    // A platform the bundle does not hold is an error naming the image.
+    let target3 = Registry::start(Mode::Plain);
+    let cfg3 = write_sync_config(
+        site2.path(),
+        &p.out,
+        &target3,
+        "    kind: LOCAL\n    path: ./local-repo3",
+        "unused",
+    );
+    let o = bundler(
+        site2.path(),
+        &[
+            "sync",
+            "--config",
+            cfg3.to_str().unwrap(),
+            "--insecure",
+            "--platform",
+            "linux/s390x",
+        ],
+    );
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains("linux/s390x") && stderr(&o).contains("shop/backend"),
+        "{}",
+        stderr(&o)
+    );
 }
