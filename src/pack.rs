@@ -45,6 +45,16 @@ enum BlobOrigin {
     },
 }
 
+/// One bundle to write: where, what, where its blobs come from, and the
+/// chart archive that goes beside it.
+struct BundlePlan {
+    path: PathBuf,
+    spec: BundleSpec,
+    origins: Vec<(Descriptor, BlobOrigin)>,
+    /// (`<name>-<version>.tgz`, bytes)
+    chart_archive: Option<(String, Vec<u8>)>,
+}
+
 /// An image resolved to exactly what goes into a bundle.
 struct ResolvedImage {
     spec: ImageSpec,
@@ -108,12 +118,7 @@ pub async fn run(args: &PackArgs) -> anyhow::Result<()> {
 
     // Plan every bundle before writing any, so that a bad reference fails
     // the run before bytes move.
-    let mut plans: Vec<(
-        PathBuf,
-        BundleSpec,
-        Vec<(Descriptor, BlobOrigin)>,
-        Option<(String, Vec<u8>)>,
-    )> = Vec::new();
+    let mut plans: Vec<BundlePlan> = Vec::new();
     for entry in &manifest.charts {
         let (chart, tgz) = crate::chart::repo::fetch(entry, &base_dir, &client, &fetch_opts)
             .await
@@ -194,12 +199,12 @@ pub async fn run(args: &PackArgs) -> anyhow::Result<()> {
         let path = args
             .output
             .join(format!("{}_{}.bundle.tar", chart.name, chart.version));
-        plans.push((
+        plans.push(BundlePlan {
             path,
             spec,
-            blob_origins,
-            Some((format!("{}-{}.tgz", chart.name, chart.version), tgz)),
-        ));
+            origins: blob_origins,
+            chart_archive: Some((format!("{}-{}.tgz", chart.name, chart.version), tgz)),
+        });
     }
     if !manifest.images.is_empty() {
         let mut images = Vec::new();
@@ -238,14 +243,25 @@ pub async fn run(args: &PackArgs) -> anyhow::Result<()> {
             "{}-images_{}.bundle.tar",
             manifest.name, manifest.version
         ));
-        plans.push((path, spec, blob_origins, None));
+        plans.push(BundlePlan {
+            path,
+            spec,
+            origins: blob_origins,
+            chart_archive: None,
+        });
     }
 
     let mut summary = PackSummary::default();
     // digest -> (bundle path, offset) of blobs already written in this run.
     let written: Arc<Mutex<HashMap<Digest, (PathBuf, u64)>>> = Arc::default();
     let mut package_members: Vec<PathBuf> = Vec::new();
-    for (path, spec, origins, chart_archive) in plans {
+    for BundlePlan {
+        path,
+        spec,
+        origins,
+        chart_archive,
+    } in plans
+    {
         let pending =
             writer::begin(&path, &spec).with_context(|| format!("writing {}", path.display()))?;
         let origin_by_digest: HashMap<Digest, BlobOrigin> =

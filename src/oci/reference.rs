@@ -46,7 +46,7 @@ impl Reference {
         // A tag is after the last ':' that follows the last '/'.
         let last_slash = name_tag.rfind('/');
         let (name, tag) = match name_tag.rfind(':') {
-            Some(i) if last_slash.map_or(true, |j| i > j) => {
+            Some(i) if last_slash.is_none_or(|j| i > j) => {
                 (&name_tag[..i], Some(name_tag[i + 1..].to_string()))
             }
             _ => (name_tag, None),
