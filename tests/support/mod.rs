@@ -5,6 +5,7 @@
 
 pub mod chart_server;
 pub mod fake_helm;
+pub mod faulty_proxy;
 pub mod images;
 pub mod registry;
 
