@@ -126,7 +126,7 @@ pub async fn run(args: &SyncArgs) -> anyhow::Result<()> {
             insecure,
             ca_file: args.transport.ca_file.clone(),
             max_connections: args.concurrency.max(1) * 2,
-            ..ClientOptions::default()
+            ..env_tuning(ClientOptions::default())
         },
         credential_store(&config),
     )?;
@@ -305,6 +305,35 @@ pub async fn run(args: &SyncArgs) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// Test and tuning knobs read from the environment (not flags: they are
+/// for tests that need chunked uploads of small blobs, and for sites that
+/// must tune around a proxy's body-size limit):
+/// - `BUNDLER_CHUNK_THRESHOLD` (bytes): blobs larger than this go up as
+///   resumable chunked uploads (default 256 MiB);
+/// - `BUNDLER_CHUNK_SIZE` (bytes): bytes per PATCH of a chunked upload
+///   (default 64 MiB).
+///
+/// Values that do not parse as a positive integer are ignored (warned).
+fn env_tuning(mut opts: ClientOptions) -> ClientOptions {
+    let read = |name: &str| -> Option<u64> {
+        let v = std::env::var(name).ok()?;
+        match v.trim().parse::<u64>() {
+            Ok(n) if n > 0 => Some(n),
+            _ => {
+                tracing::warn!("ignoring {name}={v:?}: not a positive number of bytes");
+                None
+            }
+        }
+    };
+    if let Some(n) = read("BUNDLER_CHUNK_THRESHOLD") {
+        opts.chunk_threshold = n;
+    }
+    if let Some(n) = read("BUNDLER_CHUNK_SIZE") {
+        opts.chunk_size = n;
+    }
+    opts
 }
 
 /// Where a bundle is: its own file, or an entry of an outer package.
