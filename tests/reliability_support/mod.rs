@@ -485,3 +485,70 @@ pub fn largest_layer(p: &Product) -> String {
     }
     format!("sha256:{}", best.1)
 }
+
+/// Like [`make_product`], but the images belong to a chart `name` 1.0.0
+/// (values naming `example.com/<name>/app0:1.0`, relok8s hints), packed
+/// into `<name>_1.0.0.bundle.tar`.
+pub fn make_chart_product(
+    dir: &Path,
+    name: &str,
+    n_images: usize,
+    layers: usize,
+    layer_size: usize,
+    seed: u64,
+) -> Product {
+    let mut p = make_product(dir, name, n_images, layers, layer_size, seed);
+    let c = dir.join(format!("{name}-chart"));
+    std::fs::create_dir_all(c.join("templates")).unwrap();
+    std::fs::write(
+        c.join("Chart.yaml"),
+        format!("apiVersion: v2\nname: {name}\nversion: 1.0.0\n"),
+    )
+    .unwrap();
+    std::fs::write(
+        c.join("values.yaml"),
+        format!("# values\nimage:\n  registry: example.com\n  repository: {name}/app0\n  tag: \"1.0\"\n"),
+    )
+    .unwrap();
+    std::fs::write(
+        c.join("templates/deploy.yaml"),
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: app\nspec:\n  template:\n    spec:\n      containers:\n        - name: app\n          image: {{ .Values.image.registry }}/{{ .Values.image.repository }}:{{ .Values.image.tag }}\n",
+    )
+    .unwrap();
+    let hints = dir.join(format!("{name}-hints.yaml"));
+    std::fs::write(
+        &hints,
+        "- \"{{ .image.registry }}/{{ .image.repository }}:{{ .image.tag }}\"\n",
+    )
+    .unwrap();
+    std::fs::write(
+        &p.manifest,
+        format!(
+            "apiVersion: bundler/v1\nkind: BundleManifest\nmetadata: {{name: {name}, version: 1.0.0}}\nspec:\n  charts:\n    - name: {name}\n      version: 1.0.0\n      path: {}\n      hints: {}\n      images:\n        - archive: {}\n",
+            c.display(),
+            hints.display(),
+            p.layout.display()
+        ),
+    )
+    .unwrap();
+    p.bundle_name = format!("{name}_1.0.0.bundle.tar");
+    p
+}
+
+/// Every path under `dir` (recursive, relative), sorted.
+pub fn tree(dir: &Path) -> Vec<String> {
+    fn walk(base: &Path, d: &Path, out: &mut Vec<String>) {
+        for e in std::fs::read_dir(d).into_iter().flatten() {
+            let e = e.unwrap();
+            let p = e.path();
+            out.push(p.strip_prefix(base).unwrap().display().to_string());
+            if e.file_type().unwrap().is_dir() {
+                walk(base, &p, out);
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(dir, dir, &mut out);
+    out.sort();
+    out
+}
