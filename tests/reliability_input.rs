@@ -617,3 +617,187 @@ fn a_bundle_whose_chart_is_hostile_is_refused_before_anything_is_pushed() {
     });
     s.refused("bad-hints", &bad_hints, &["hints.yaml"]);
 }
+
+// ---- bad configs and bundle manifests through the binary ----
+
+/// `bundler ARGS` must exit 2 with every `expect` in its message.
+fn exits_2(dir: &Path, args: &[&str], expect: &[String]) {
+    let o = run(dir, args, &[]);
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(2), "{args:?}: {err}");
+    for e in expect {
+        assert!(
+            err.contains(e.as_str()),
+            "{args:?}: expected {e:?} in {err}"
+        );
+    }
+}
+
+#[test]
+fn bad_sync_configs_exit_2_naming_file_line_column_and_key_and_push_nothing() {
+    let s = site();
+    let d = s.d().join("cfg");
+    std::fs::create_dir_all(&d).unwrap();
+    let bundles = s.base.parent().unwrap().display().to_string();
+    let host = s.reg.host();
+    // Lines: 1 source, 2 intermediateBundlesPath, 3 target,
+    // 4 containerPrefixRegistry, 5 repo, 6 kind, 7 path.
+    let good = format!(
+        "source:\n  intermediateBundlesPath: {bundles}\ntarget:\n  containerPrefixRegistry: {host}\n  repo:\n    kind: LOCAL\n    path: ./local-repo\n"
+    );
+    let cases: Vec<(&str, String, &str)> = vec![
+        (
+            "unknown-key",
+            format!("{good}  bogus: 1\n"),
+            "8:3: target.bogus: unknown field `bogus`",
+        ),
+        (
+            "unknown-nested-key",
+            good.replace(
+                "    path: ./local-repo\n",
+                "    path: ./local-repo\n    auht: {username: a}\n",
+            ),
+            "8:5: target.repo.auht: unknown field `auht`",
+        ),
+        (
+            "wrong-type",
+            format!("{good}  appendOriginRegistry: maybe\n"),
+            "8:25: target.appendOriginRegistry: ",
+        ),
+        (
+            "wrong-type-list",
+            good.replace("    path: ./local-repo\n", "    path: [a, b]\n"),
+            "7:11: target.repo.path: ",
+        ),
+        (
+            "both-sources",
+            good.replace(
+                "target:\n",
+                "  repo:\n    kind: HELM\n    url: http://h\ntarget:\n",
+            ),
+            "3:3: source.repo: ",
+        ),
+        (
+            "charts-and-skipcharts",
+            format!("{good}charts: [shop]\nskipCharts: [other]\n"),
+            "9:1: skipCharts: ",
+        ),
+        (
+            "prefix-and-replace",
+            format!("{good}  containerRegistry: r.local\n"),
+            "8:3: target.containerRegistry: ",
+        ),
+        (
+            "yaml-syntax",
+            good.replace("  repo:\n", "  repo: {kind: LOCAL\n"),
+            "load-image.yaml:",
+        ),
+        (
+            "tab",
+            good.replace("  intermediateBundlesPath", "\tintermediateBundlesPath"),
+            "load-image.yaml:2:",
+        ),
+    ];
+    for (label, text, expect) in cases {
+        let case = d.join(label);
+        std::fs::create_dir_all(&case).unwrap();
+        let cfg = case.join("load-image.yaml");
+        std::fs::write(&cfg, text).unwrap();
+        let expect = if expect.starts_with("load-image.yaml") {
+            format!("{}{}", case.display(), &format!("/{expect}"))
+        } else {
+            format!("{}:{expect}", cfg.display())
+        };
+        exits_2(
+            &case,
+            &["sync", "--config", cfg.to_str().unwrap(), "--insecure"],
+            &[expect],
+        );
+        assert_registry_empty(&s.http, label);
+        assert_eq!(tree(&case), vec!["load-image.yaml".to_string()], "{label}");
+    }
+    // A missing config file.
+    exits_2(
+        &d,
+        &["sync", "--config", "nope.yaml", "--insecure"],
+        &["nope.yaml".into()],
+    );
+    // The default config name, absent.
+    exits_2(&d, &["sync"], &["load-image.yaml".into()]);
+    assert_registry_empty(&s.http, "missing config");
+}
+
+#[test]
+fn bad_bundle_manifests_exit_2_naming_file_line_column_and_key_and_write_nothing() {
+    let work = tempfile::tempdir().unwrap();
+    let d = work.path();
+    let p = make_product(d, "m", 1, 1, 1024, 3);
+    // Lines: 1 apiVersion, 2 kind, 3 metadata, 4 spec, 5 images, 6 - archive.
+    let good = std::fs::read_to_string(&p.manifest).unwrap();
+    let out = d.join("out");
+    pack_ok(d, &p.manifest, &out);
+    std::fs::remove_dir_all(&out).unwrap();
+    let cases: Vec<(&str, String, &str)> = vec![
+        (
+            "unknown-key",
+            format!("{good}  imagez: []\n"),
+            "7:3: spec.imagez: unknown field `imagez`",
+        ),
+        (
+            "wrong-type",
+            format!("{good}  platforms: {{os: linux}}\n"),
+            "7:14: spec.platforms: ",
+        ),
+        (
+            "one-of",
+            format!("{good}  charts:\n    - name: c\n      version: 1.0.0\n      path: ./c\n      repo: https://x/y\n"),
+            "10:7: spec.charts[0].path: repo and path are both set",
+        ),
+        (
+            "neither",
+            format!("{good}  charts:\n    - name: c\n      version: 1.0.0\n"),
+            "8:7: spec.charts[0].name: ",
+        ),
+        (
+            "bad-reference",
+            format!("{good}    - \"Not A Reference\"\n"),
+            "7:7: spec.images[1]: ",
+        ),
+        (
+            "yaml-syntax",
+            good.replace("metadata: {", "metadata: {{"),
+            ":3:",
+        ),
+        (
+            "tab",
+            good.replace("  images", "\timages"),
+            ":5:",
+        ),
+    ];
+    for (label, text, expect) in cases {
+        let m = d.join(format!("{label}.yaml"));
+        std::fs::write(&m, text).unwrap();
+        let expect = if expect.starts_with(':') {
+            format!("{}{expect}", m.display())
+        } else {
+            format!("{}:{expect}", m.display())
+        };
+        exits_2(
+            d,
+            &[
+                "pack",
+                m.to_str().unwrap(),
+                "--output",
+                out.to_str().unwrap(),
+            ],
+            &[expect],
+        );
+        assert!(!out.exists(), "{label}: pack wrote {:?}", tree(&out));
+    }
+    exits_2(
+        d,
+        &["pack", "missing.yaml", "--output", out.to_str().unwrap()],
+        &["missing.yaml".into()],
+    );
+    assert!(!out.exists());
+}
