@@ -503,3 +503,256 @@ fn bearer_tokens_expired_or_refused_are_credential_errors_and_never_shown() {
     let tokens = reg.issued.lock().unwrap().clone();
     assert_no_leak("token, wrong password", &o, &secrets(WRONG, &tokens));
 }
+
+// ---- TLS ----
+
+fn assert_tls_hint(what: &str, o: &Output) {
+    let err = stderr(o);
+    assert!(
+        !o.status.success(),
+        "{what}: succeeded without trusting the CA"
+    );
+    assert_eq!(o.status.code(), Some(1), "{what}: {err}");
+    assert!(
+        err.contains("--ca-file") && err.contains("--insecure"),
+        "{what}: the error must say how to fix it: {err}"
+    );
+    assert!(err.to_lowercase().contains("certificate"), "{what}: {err}");
+}
+
+#[test]
+fn an_untrusted_tls_registry_fails_sync_and_pack_saying_how_to_fix_it() {
+    let work = tempfile::tempdir().unwrap();
+    let d = work.path();
+    let p = make_product(d, "tls", 1, 1, 64 << 10, 12);
+    let out = pack_ok(d, &p.manifest, &d.join("out"));
+
+    // sync into a TLS registry signed by a CA nobody trusts.
+    let target = Registry::start(Mode::TlsBasicAuth);
+    let http = Http::new(&target);
+    let cfg = sync_config(d, &out, &target.host(), Some((USER, PASSWORD)));
+    let o = run(d, &["sync", "--config", cfg.to_str().unwrap()], &[]);
+    assert_tls_hint("sync", &o);
+    assert_registry_empty(&http, "sync without trust");
+    let ca = target.ca_file.clone().unwrap();
+    let o = run(
+        d,
+        &[
+            "sync",
+            "--config",
+            cfg.to_str().unwrap(),
+            "--ca-file",
+            ca.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert!(o.status.success(), "sync --ca-file: {}", stderr(&o));
+    assert_synced(&http, &p.images);
+
+    // pack from it.
+    let manifest = registry_manifest(
+        d,
+        "fromtls",
+        &[format!(
+            "{}/{}:{}",
+            target.host(),
+            target_repo(&p.images[0]),
+            p.images[0].tag
+        )],
+    );
+    let docker = d.join("docker");
+    std::fs::create_dir_all(&docker).unwrap();
+    std::fs::write(
+        docker.join("config.json"),
+        format!(
+            "{{\"auths\":{{\"{}\":{{\"auth\":\"{}\"}}}}}}",
+            target.host(),
+            base64::engine::general_purpose::STANDARD.encode(format!("{USER}:{PASSWORD}"))
+        ),
+    )
+    .unwrap();
+    let env = [("DOCKER_CONFIG", docker.to_str().unwrap())];
+    let pout = d.join("pack-out");
+    let o = run(
+        d,
+        &[
+            "pack",
+            manifest.to_str().unwrap(),
+            "--output",
+            pout.to_str().unwrap(),
+        ],
+        &env,
+    );
+    assert_tls_hint("pack", &o);
+    assert!(!pout.join("fromtls-images_1.0.0.bundle.tar").exists());
+    let o = run(
+        d,
+        &[
+            "pack",
+            manifest.to_str().unwrap(),
+            "--output",
+            pout.to_str().unwrap(),
+            "--ca-file",
+            ca.to_str().unwrap(),
+        ],
+        &env,
+    );
+    assert!(o.status.success(), "pack --ca-file: {}", stderr(&o));
+    assert!(pout.join("fromtls-images_1.0.0.bundle.tar").is_file());
+}
+
+// ---- the output disk ----
+
+/// `*.bundle.tar`, package tars and temp names under `dir`.
+fn leftovers(dir: &Path) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .map(|r| {
+            r.map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .filter(|n| {
+                    n.contains(".bundle.tar") || n.ends_with(".tar") || n.contains("partial")
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// A mounted tmpfs, unmounted on drop; None where mounting is not allowed.
+struct Tmpfs(PathBuf);
+
+impl Tmpfs {
+    fn mount(dir: &Path, opts: &str) -> Option<Tmpfs> {
+        std::fs::create_dir_all(dir).unwrap();
+        let o = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", opts, "tmpfs"])
+            .arg(dir)
+            .output()
+            .ok()?;
+        if o.status.success() {
+            Some(Tmpfs(dir.to_path_buf()))
+        } else {
+            eprintln!(
+                "cannot mount a tmpfs here ({}); that case is skipped",
+                stderr(&o).trim()
+            );
+            None
+        }
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+    }
+}
+
+fn pack_into(d: &Path, manifest: &Path, out: &Path) -> Output {
+    run(
+        d,
+        &[
+            "pack",
+            manifest.to_str().unwrap(),
+            "--output",
+            out.to_str().unwrap(),
+        ],
+        &[],
+    )
+}
+
+#[test]
+fn a_full_or_unwritable_output_fails_pack_clearly_and_leaves_no_partial_bundle() {
+    let work = tempfile::tempdir().unwrap();
+    let d = work.path();
+    // ~1 MiB of layers: far more than the 256 KiB disk.
+    let p = make_chart_product(d, "disk", 2, 2, 256 << 10, 13);
+
+    // 1. A file-size limit (ulimit -f 256 = 256 KiB): bundler ignores
+    // SIGXFSZ, so the write fails with EFBIG and pack reports it.
+    let out = d.join("out-fsize");
+    let o = Command::new("bash")
+        .arg("-c")
+        .arg("ulimit -f 256 && exec \"$0\" \"$@\"")
+        .arg(bundler_bin())
+        .args([
+            "pack",
+            p.manifest.to_str().unwrap(),
+            "--output",
+            out.to_str().unwrap(),
+        ])
+        .current_dir(d)
+        .output()
+        .unwrap();
+    let err = stderr(&o);
+    eprintln!("ulimit -f: {err}");
+    assert_eq!(
+        o.status.code(),
+        Some(1),
+        "killed or succeeded: {o:?}\n{err}"
+    );
+    assert!(err.contains("File too large"), "{err}");
+    assert!(
+        err.contains("disk_1.0.0.bundle.tar"),
+        "the error must name the bundle: {err}"
+    );
+    assert_eq!(leftovers(&out), Vec::<String>::new());
+
+    // 2. The output path is a regular file.
+    let file = d.join("not-a-dir");
+    std::fs::write(&file, b"x").unwrap();
+    let o = pack_into(d, &p.manifest, &file);
+    let err = stderr(&o);
+    eprintln!("output is a file: {err}");
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("not-a-dir") && err.contains("not a directory"),
+        "{err}"
+    );
+    assert_eq!(std::fs::read(&file).unwrap(), b"x");
+    // ... or a file in the way of the output's parent.
+    let o = pack_into(d, &p.manifest, &file.join("sub"));
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(stderr(&o).contains("not-a-dir"), "{}", stderr(&o));
+
+    // 3. A full disk: a 256 KiB tmpfs.
+    if let Some(fs) = Tmpfs::mount(&d.join("small"), "size=256k") {
+        let o = pack_into(d, &p.manifest, &fs.0);
+        let err = stderr(&o);
+        eprintln!("disk full: {err}");
+        assert_eq!(o.status.code(), Some(1), "{err}");
+        assert!(err.contains("No space left on device"), "{err}");
+        assert!(err.contains("disk_1.0.0.bundle.tar"), "{err}");
+        assert_eq!(leftovers(&fs.0), Vec::<String>::new());
+        // Big enough for the bundle, too small for the offline package
+        // that copies it: the bundle stays (complete), the package does not.
+        drop(fs);
+    }
+    if let Some(fs) = Tmpfs::mount(&d.join("medium"), "size=1600k") {
+        let o = pack_into(d, &p.manifest, &fs.0);
+        let err = stderr(&o);
+        eprintln!("disk full at the package: {err}");
+        assert_eq!(o.status.code(), Some(1), "{err}");
+        assert!(err.contains("No space left on device"), "{err}");
+        let left = leftovers(&fs.0);
+        assert!(
+            !left
+                .iter()
+                .any(|n| n.ends_with("_amd64.tar") || n.contains("partial")),
+            "{left:?}"
+        );
+        for n in left.iter().filter(|n| n.ends_with(".bundle.tar")) {
+            let v = run(d, &["verify", fs.0.join(n).to_str().unwrap()], &[]);
+            assert!(v.status.success(), "{n} under its final name is incomplete");
+        }
+        drop(fs);
+    }
+    // 4. A read-only output (as root, permission bits do not stop writes;
+    // a read-only mount does).
+    if let Some(fs) = Tmpfs::mount(&d.join("ro"), "size=4m,ro") {
+        let o = pack_into(d, &p.manifest, &fs.0);
+        let err = stderr(&o);
+        eprintln!("read-only: {err}");
+        assert_eq!(o.status.code(), Some(1), "{err}");
+        assert!(err.contains("Read-only file system"), "{err}");
+        assert_eq!(leftovers(&fs.0), Vec::<String>::new());
+        drop(fs);
+    }
+}
