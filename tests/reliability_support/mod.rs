@@ -299,8 +299,20 @@ impl Http {
         let mut checked: BTreeSet<(String, String)> = BTreeSet::new();
         for repo in self.catalog() {
             for tag in self.tags(&repo) {
-                let raw = self
-                    .manifest(&repo, &tag)
+                // Right after a client is killed, the registry may still be
+                // finishing that client's last request: distribution creates
+                // a tag's directory (listed) just before its `current` link.
+                // Such a tag settles within moments; one that stays without
+                // a manifest is a failure.
+                let mut raw = self.manifest(&repo, &tag);
+                for _ in 0..20 {
+                    if raw.is_some() {
+                        break;
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(100));
+                    raw = self.manifest(&repo, &tag);
+                }
+                let raw = raw
                     .unwrap_or_else(|| panic!("{repo}:{tag} is listed but its manifest is gone"));
                 let d = digest_of(&raw);
                 self.audit_manifest(&repo, &raw, &mut checked);
