@@ -90,6 +90,12 @@ pub async fn run(args: &PackArgs) -> anyhow::Result<()> {
     // manifest's directory; an empty base leaves them as they are.
     let base_dir = PathBuf::new();
     let platforms = platform_selection(&args.platform, &manifest)?;
+    if args.output.exists() && !args.output.is_dir() {
+        return Err(crate::error::input_error(format!(
+            "--output {}: exists and is not a directory",
+            args.output.display()
+        )));
+    }
     std::fs::create_dir_all(&args.output)
         .with_context(|| format!("creating output directory {}", args.output.display()))?;
 
@@ -346,7 +352,9 @@ pub async fn run(args: &PackArgs) -> anyhow::Result<()> {
         let mut copied = 0u64;
         let mut filled = Vec::new();
         while let Some(res) = tasks.join_next().await {
-            let (slot, local) = res.context("blob task panicked")??;
+            let (slot, local) = res
+                .context("blob task panicked")?
+                .with_context(|| format!("writing {}", path.display()))?;
             if local {
                 copied += slot.size;
             }
@@ -787,9 +795,16 @@ fn copy_range(
 
 fn write_atomic(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
     let tmp = path.with_extension("partial");
-    std::fs::write(&tmp, bytes).with_context(|| format!("writing {}", tmp.display()))?;
-    std::fs::rename(&tmp, path).with_context(|| format!("renaming to {}", path.display()))?;
-    Ok(())
+    let result = std::fs::write(&tmp, bytes)
+        .with_context(|| format!("writing {}", tmp.display()))
+        .and_then(|()| {
+            std::fs::rename(&tmp, path).with_context(|| format!("renaming to {}", path.display()))
+        });
+    if result.is_err() {
+        // A full disk must not leave a partial file behind either.
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
 }
 
 /// The outer offline package: an uncompressed, deterministic tar of the

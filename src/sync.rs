@@ -9,7 +9,9 @@
 //!    present, mounted when another repository of the registry has them,
 //!    else streamed from the bundle file), then child manifests, then the
 //!    tagged manifest: a tag never points at missing blobs;
-//! 3. charts are relocated and published only after all their images are in.
+//! 3. charts are relocated and packaged with step 1 (so a chart or hints
+//!    problem also stops the run before anything is pushed), and published
+//!    only after all their images are in.
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
@@ -98,9 +100,12 @@ pub async fn run(args: &SyncArgs) -> anyhow::Result<()> {
     let mut selected = Vec::new();
     for loc in &locations {
         let reader = loc.open()?;
-        let chart = reader
-            .chart_name_version()
-            .with_context(|| format!("reading the chart of bundle {}", reader.label))?;
+        let chart = reader.chart_name_version().with_context(|| {
+            format!(
+                "reading the chart of bundle {}; nothing was pushed",
+                reader.label
+            )
+        })?;
         if let Some((name, version)) = &chart {
             if !chart_selected(name, version, &config.charts, &config.skip_charts) {
                 progress.println(format!(
@@ -126,7 +131,7 @@ pub async fn run(args: &SyncArgs) -> anyhow::Result<()> {
             insecure,
             ca_file: args.transport.ca_file.clone(),
             max_connections: args.concurrency.max(1) * 2,
-            ..ClientOptions::default()
+            ..env_tuning(ClientOptions::default())
         },
         credential_store(&config),
     )?;
@@ -175,6 +180,17 @@ pub async fn run(args: &SyncArgs) -> anyhow::Result<()> {
             });
         }
     }
+    // Relocate and package every chart now (no network): a chart or hints
+    // problem stops the run before the first image is pushed.
+    let mut prepared = Vec::with_capacity(selected.len());
+    for (bi, b) in selected.iter().enumerate() {
+        prepared.push(
+            prepare_chart(b, &config, platform_map.get(&bi)).with_context(|| {
+                format!("bundle {} was refused; nothing was pushed", b.reader.label)
+            })?,
+        );
+    }
+
     if args.print_images {
         for l in &summary.images {
             println!("{} -> {}", l.from, l.to);
@@ -228,7 +244,7 @@ pub async fn run(args: &SyncArgs) -> anyhow::Result<()> {
         summary.blobs_mounted = report.blobs_mounted;
     }
 
-    // 4. Relocate and publish charts.
+    // 4. Publish the charts relocated in step 1.
     let publish_opts = PublishOptions {
         insecure,
         ca_file: args.transport.ca_file.clone(),
@@ -237,41 +253,18 @@ pub async fn run(args: &SyncArgs) -> anyhow::Result<()> {
     };
     let image_registry = config.image_registry().unwrap_or_default();
     let mut synced = Vec::new();
-    for (bi, b) in selected.iter().enumerate() {
-        let Some((name, version)) = &b.chart else {
+    for (b, prep) in selected.iter().zip(prepared) {
+        let (
+            Some((name, version)),
+            Some(PreparedChart {
+                chart,
+                tgz,
+                release,
+            }),
+        ) = (&b.chart, prep)
+        else {
             continue;
         };
-        let files = b.reader.chart_files()?;
-        if files.is_empty() {
-            continue;
-        }
-        let mut chart = crate::chart::Chart::from_files(files)
-            .with_context(|| format!("loading the chart of bundle {}", b.reader.label))?;
-        let hints = match b.reader.hints()? {
-            Some(text) => {
-                Hints::parse(&text).with_context(|| format!("{}: hints.yaml", b.reader.label))?
-            }
-            None => Hints::default(),
-        };
-        let mut digest_map = digest_map(&b.reader);
-        digest_map.extend(platform_map.get(&bi).cloned().unwrap_or_default());
-        let meta_chart = b.reader.meta.as_ref().and_then(|m| m.chart.clone());
-        let source_repo = meta_chart
-            .as_ref()
-            .and_then(|c| c.source.clone())
-            .filter(|s| s.contains("://"));
-        let target_url = config.target_repo.url.clone();
-        let repos = source_repo.as_deref().map(|s| (s, target_url.as_str()));
-        let relocation = crate::chart::relocate::relocate(
-            &mut chart,
-            &hints,
-            &config.rewrite,
-            &digest_map,
-            repos,
-        )
-        .with_context(|| format!("relocating chart {name} {version} from {}", b.reader.label))?;
-        tracing::debug!("relocated {name} {version}:\n{}", relocation.diff);
-        let tgz = crate::chart::package::package_tgz(&chart)?;
         let outcome =
             crate::chart::repo::publish(&config.target_repo, &chart, &tgz, &client, &publish_opts)
                 .await
@@ -294,7 +287,7 @@ pub async fn run(args: &SyncArgs) -> anyhow::Result<()> {
             name,
             version,
             &image_registry,
-            meta_chart.and_then(|c| c.release),
+            release,
         ));
     }
     progress.finish();
@@ -325,6 +318,84 @@ pub async fn run(args: &SyncArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A bundle's chart, relocated and packaged, ready to publish.
+struct PreparedChart {
+    chart: crate::chart::Chart,
+    tgz: Vec<u8>,
+    release: Option<crate::bundle::format::ReleaseInfo>,
+}
+
+/// Load, relocate and package the chart of a bundle (None: no chart).
+fn prepare_chart(
+    b: &SelectedBundle,
+    config: &SyncConfig,
+    platform_map: Option<&HashMap<Digest, Digest>>,
+) -> anyhow::Result<Option<PreparedChart>> {
+    let Some((name, version)) = &b.chart else {
+        return Ok(None);
+    };
+    let files = b.reader.chart_files()?;
+    if files.is_empty() {
+        return Ok(None);
+    }
+    let mut chart = crate::chart::Chart::from_files(files)
+        .with_context(|| format!("loading the chart of bundle {}", b.reader.label))?;
+    let hints = match b.reader.hints()? {
+        Some(text) => {
+            Hints::parse(&text).with_context(|| format!("{}: hints.yaml", b.reader.label))?
+        }
+        None => Hints::default(),
+    };
+    let mut digest_map = digest_map(&b.reader);
+    digest_map.extend(platform_map.cloned().unwrap_or_default());
+    let meta_chart = b.reader.meta.as_ref().and_then(|m| m.chart.clone());
+    let source_repo = meta_chart
+        .as_ref()
+        .and_then(|c| c.source.clone())
+        .filter(|s| s.contains("://"));
+    let target_url = config.target_repo.url.clone();
+    let repos = source_repo.as_deref().map(|s| (s, target_url.as_str()));
+    let relocation =
+        crate::chart::relocate::relocate(&mut chart, &hints, &config.rewrite, &digest_map, repos)
+            .with_context(|| format!("relocating chart {name} {version} from {}", b.reader.label))?;
+    tracing::debug!("relocated {name} {version}:\n{}", relocation.diff);
+    let tgz = crate::chart::package::package_tgz(&chart)?;
+    Ok(Some(PreparedChart {
+        chart,
+        tgz,
+        release: meta_chart.and_then(|c| c.release),
+    }))
+}
+
+/// Test and tuning knobs read from the environment (not flags: they are
+/// for tests that need chunked uploads of small blobs, and for sites that
+/// must tune around a proxy's body-size limit):
+/// - `BUNDLER_CHUNK_THRESHOLD` (bytes): blobs larger than this go up as
+///   resumable chunked uploads (default 256 MiB);
+/// - `BUNDLER_CHUNK_SIZE` (bytes): bytes per PATCH of a chunked upload
+///   (default 64 MiB).
+///
+/// Values that do not parse as a positive integer are ignored (warned).
+fn env_tuning(mut opts: ClientOptions) -> ClientOptions {
+    let read = |name: &str| -> Option<u64> {
+        let v = std::env::var(name).ok()?;
+        match v.trim().parse::<u64>() {
+            Ok(n) if n > 0 => Some(n),
+            _ => {
+                tracing::warn!("ignoring {name}={v:?}: not a positive number of bytes");
+                None
+            }
+        }
+    };
+    if let Some(n) = read("BUNDLER_CHUNK_THRESHOLD") {
+        opts.chunk_threshold = n;
+    }
+    if let Some(n) = read("BUNDLER_CHUNK_SIZE") {
+        opts.chunk_size = n;
+    }
+    opts
+}
+
 /// Where a bundle is: its own file, or an entry of an outer package.
 enum BundleLocation {
     File(PathBuf),
@@ -334,11 +405,15 @@ enum BundleLocation {
 impl BundleLocation {
     fn open(&self) -> anyhow::Result<BundleReader> {
         match self {
-            BundleLocation::File(p) => {
-                BundleReader::open(p).with_context(|| format!("reading bundle {}", p.display()))
-            }
+            BundleLocation::File(p) => BundleReader::open(p)
+                .with_context(|| format!("bundle {} was refused; nothing was pushed", p.display())),
             BundleLocation::InPackage(pkg, name, ext) => BundleReader::open_at(pkg, name, *ext)
-                .with_context(|| format!("reading bundle {name} in {}", pkg.display())),
+                .with_context(|| {
+                    format!(
+                        "bundle {name} in {} was refused; nothing was pushed",
+                        pkg.display()
+                    )
+                }),
         }
     }
 }

@@ -190,7 +190,19 @@ fn parse_pax(data: &[u8]) -> anyhow::Result<BTreeMap<String, Vec<u8>>> {
 /// errors name `what` (the archive) and the entry. Only regular files and
 /// directories are accepted.
 pub fn index_tar(file: &File, base: u64, len: u64, what: &str) -> anyhow::Result<Vec<TarEntry>> {
-    index_tar_opts(file, base, len, what, MAX_ENTRIES, false)
+    index_tar_opts(file, base, len, what, max_entries(), false)
+}
+
+/// The tar entry limit in force: [`MAX_ENTRIES`], or less when the
+/// environment variable `BUNDLER_MAX_TAR_ENTRIES` asks for less. A test
+/// knob (reaching the real limit takes a 512 MB tar of bare headers); it
+/// can only lower the limit, never raise it.
+pub fn max_entries() -> usize {
+    std::env::var("BUNDLER_MAX_TAR_ENTRIES")
+        .ok()
+        .and_then(|v| v.trim().parse::<usize>().ok())
+        .filter(|n| *n > 0)
+        .map_or(MAX_ENTRIES, |n| n.min(MAX_ENTRIES))
 }
 
 /// [`index_tar`] with a custom entry limit.
@@ -244,7 +256,7 @@ pub fn index_tar_with_links(
     len: u64,
     what: &str,
 ) -> anyhow::Result<Vec<TarEntry>> {
-    index_tar_opts(file, base, len, what, MAX_ENTRIES, true)
+    index_tar_opts(file, base, len, what, max_entries(), true)
 }
 
 fn index_tar_opts(
@@ -699,6 +711,13 @@ impl BundleReader {
             named_blobs: BTreeSet::new(),
             file,
         };
+        // Every bundle (bundler's, relok8s') ends with images.tar. Without
+        // it the file is not a bundle, or was cut off at an entry boundary
+        // (the reader accepts archives without end-of-archive blocks, so
+        // such a cut would otherwise pass for a smaller, valid bundle).
+        if !r.entries.contains_key(IMAGES_TAR) {
+            bail!("{what}: no {IMAGES_TAR} in it: not a bundle, or the file is truncated");
+        }
         if r.entries.contains_key(BUNDLE_JSON) {
             let raw = r.read_file(BUNDLE_JSON)?;
             let meta: BundleJson = serde_json::from_slice(&raw)

@@ -141,6 +141,33 @@ pub fn verify(reader: &BundleReader, progress: &Progress) -> anyhow::Result<Veri
         }
     }
 
+    // The chart and the hints must load: sync relocates and publishes
+    // them, and must be able to refuse them before anything is pushed.
+    match reader.chart_files() {
+        Ok(files) if files.is_empty() => {}
+        Ok(files) => {
+            if let Err(e) = crate::chart::Chart::from_files(files) {
+                problems.push(format!(
+                    "bundle {bundle}: the chart in {} does not load: {e:#}",
+                    super::format::CHART_DIR
+                ));
+            }
+        }
+        Err(e) => problems.push(format!("bundle {bundle}: {e:#}")),
+    }
+    match reader.hints() {
+        Ok(Some(text)) => {
+            if let Err(e) = crate::chart::hints::Hints::parse(&text) {
+                problems.push(format!(
+                    "bundle {bundle}: {} does not parse: {e:#}",
+                    super::format::HINTS_FILE
+                ));
+            }
+        }
+        Ok(None) => {}
+        Err(e) => problems.push(format!("bundle {bundle}: {e:#}")),
+    }
+
     if !problems.is_empty() {
         bail!(
             "bundle {bundle} failed verification ({} problem{}):\n  {}",

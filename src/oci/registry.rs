@@ -887,6 +887,11 @@ impl RegistryClient {
     async fn send(&self, call: Call<'_>) -> anyhow::Result<Response> {
         let max = self.max_attempts();
         let mut attempt = 0u32;
+        // A 401 to a request sent without auth teaches the challenge; a 401
+        // to auth we sent (an expired or revoked token, a token fetched
+        // just before a clock-skewed expiry) earns one fresh token. A
+        // second refusal of either kind is a credential error.
+        let mut challenged = false;
         let mut reauthed = false;
         loop {
             attempt += 1;
@@ -934,9 +939,15 @@ impl RegistryClient {
                     if status == StatusCode::UNAUTHORIZED {
                         let creds = self.creds_for(call.registry).await;
                         let what = format!("{} {} answered 401", call.method, show(&call.url));
-                        if reauthed {
+                        let seen = if auth.is_some() {
+                            &mut reauthed
+                        } else {
+                            &mut challenged
+                        };
+                        if *seen {
                             return Err(credential_error(call.registry, creds.as_ref(), what));
                         }
+                        *seen = true;
                         let ch = resp
                             .headers()
                             .get(WWW_AUTHENTICATE)
@@ -954,7 +965,6 @@ impl RegistryClient {
                             .unwrap()
                             .insert(call.registry.to_string(), ch);
                         self.forget_token(call.registry, call.scopes);
-                        reauthed = true;
                         attempt -= 1; // authenticating is not a retry
                         continue;
                     }
