@@ -95,20 +95,24 @@ pub async fn push_images(
                 })
         });
     }
-    let mut first_err = None;
+    // Keep going with the other images when one fails: what is pushed is
+    // complete and correct, and a re-run only has to do what failed.
+    let mut errors: Vec<anyhow::Error> = Vec::new();
     while let Some(res) = tasks.next().await {
         if let Err(e) = res {
-            // Keep going with the other images: what is pushed is complete
-            // and correct, and a re-run only has to do what failed.
-            progress.println(format!(
-                "error: {}",
-                crate::error::redact(&format!("{e:#}"))
-            ));
-            first_err.get_or_insert(e);
+            errors.push(e);
         }
     }
-    if let Some(e) = first_err {
-        return Err(e);
+    match errors.len() {
+        0 => {}
+        1 => return Err(errors.pop().unwrap()),
+        n => {
+            let lines: Vec<String> = errors
+                .iter()
+                .map(|e| format!("  - {}", crate::error::redact(&format!("{e:#}"))))
+                .collect();
+            return Err(anyhow::anyhow!("{n} images failed (the others were pushed; run sync again after fixing the cause):\n{}", lines.join("\n")));
+        }
     }
     Ok(TransferReport {
         images_pushed: counters.images_pushed.load(Ordering::Relaxed),
@@ -137,7 +141,9 @@ async fn push_image(
         .clone()
         .unwrap_or_else(|| root.digest.to_string());
 
-    // Unchanged image: one HEAD and done.
+    // Unchanged image: one HEAD and done. Its blobs are known to be in
+    // this repository now (the registry accepted the manifest), so other
+    // images can mount them, and each counts once toward the total.
     if client
         .head_manifest(registry, repo, &tag_or_digest)
         .await?
@@ -145,8 +151,21 @@ async fn push_image(
         == Some(&root.digest)
     {
         counters.images_unchanged.fetch_add(1, Ordering::Relaxed);
-        let skipped: u64 = job.image.blobs.iter().map(|b| b.size).sum();
-        progress.transfer(&job.target.to_string(), 0).skip(skipped);
+        let mut newly_known = 0u64;
+        for b in &job.image.blobs {
+            let cell = cells
+                .lock()
+                .unwrap()
+                .entry((registry.to_string(), b.digest.clone()))
+                .or_default()
+                .clone();
+            if cell.set(repo.to_string()).is_ok() {
+                newly_known += b.size;
+            }
+        }
+        progress
+            .transfer(&job.target.to_string(), 0)
+            .skip(newly_known);
         return Ok(());
     }
 
