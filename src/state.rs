@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::bundle::format::ReleaseInfo;
+use crate::chart::package::compare_versions;
 
 pub const STATE_DIR: &str = ".bundler";
 pub const STATE_FILE: &str = "synced.json";
@@ -90,28 +91,6 @@ impl SyncState {
             .filter(|c| c.name == name)
             .max_by(|a, b| compare_versions(&a.version, &b.version))
     }
-}
-
-/// Compare versions numerically part by part (`0.10.0 > 0.9.1`), ignoring a
-/// leading `v`; pre-release suffixes sort before the release.
-pub fn compare_versions(a: &str, b: &str) -> std::cmp::Ordering {
-    let split = |v: &str| {
-        let v = v.trim_start_matches('v');
-        let (core, pre) = v
-            .split_once('-')
-            .map(|(c, p)| (c, Some(p.to_string())))
-            .unwrap_or((v, None));
-        let nums: Vec<u64> = core.split('.').map(|p| p.parse().unwrap_or(0)).collect();
-        (nums, pre)
-    };
-    let (na, pa) = split(a);
-    let (nb, pb) = split(b);
-    na.cmp(&nb).then_with(|| match (pa, pb) {
-        (None, None) => std::cmp::Ordering::Equal,
-        (None, Some(_)) => std::cmp::Ordering::Greater,
-        (Some(_), None) => std::cmp::Ordering::Less,
-        (Some(x), Some(y)) => x.cmp(&y),
-    })
 }
 
 #[cfg(test)]

@@ -409,7 +409,7 @@ fn find_synced<'a>(
             .charts
             .iter()
             .filter(|c| pred(c))
-            .max_by(|a, b| crate::state::compare_versions(&a.version, &b.version))
+            .max_by(|a, b| crate::chart::package::compare_versions(&a.version, &b.version))
     };
     if let Some(c) = chart {
         return newest(&|s: &SyncedChart| s.chart_ref == c || s.name == c);
