@@ -428,6 +428,10 @@ fn sensitive(value: &str) -> anyhow::Result<HeaderValue> {
     Ok(v)
 }
 
+/// Upload sessions tried for one blob before giving up (each request in a
+/// session has its own retries).
+const UPLOAD_SESSIONS: u32 = 3;
+
 fn corrupt_error(digest: &Digest, got: &str) -> String {
     format!(
         "blob {digest}: the source is corrupt (its content hashes to sha256:{got}); \
@@ -1295,15 +1299,66 @@ impl RegistryClient {
                 }
             }
         }
-        if size > self.inner.opts.chunk_threshold && matches!(source, BlobSource::FileRange { .. })
-        {
-            self.upload_chunked(registry, repo, digest, &source, session, &scopes, progress)
-                .await?;
-        } else {
-            self.upload_monolithic(registry, repo, digest, &source, session, &scopes, progress)
-                .await?;
+        let chunked = size > self.inner.opts.chunk_threshold
+            && matches!(source, BlobSource::FileRange { .. });
+        // Each request already retries; this loop is for a session that is
+        // lost as a whole: the answer to the completing PUT was dropped after
+        // the registry committed the blob (a retry then finds the session
+        // gone: 404 BLOB_UPLOAD_UNKNOWN), or the registry discarded the
+        // session. Ask whether the blob is there; if not, start a new session.
+        let mut sessions_left = UPLOAD_SESSIONS;
+        loop {
+            let result = if chunked {
+                self.upload_chunked(
+                    registry,
+                    repo,
+                    digest,
+                    &source,
+                    session.take(),
+                    &scopes,
+                    progress.as_deref_mut(),
+                )
+                .await
+            } else {
+                self.upload_monolithic(
+                    registry,
+                    repo,
+                    digest,
+                    &source,
+                    session.take(),
+                    &scopes,
+                    progress.as_deref_mut(),
+                )
+                .await
+            };
+            let err = match result {
+                Ok(()) => return Ok(PushOutcome::Uploaded),
+                Err(e) => e,
+            };
+            let final_kind = err
+                .chain()
+                .any(|c| c.downcast_ref::<crate::error::CredentialError>().is_some())
+                || format!("{err:#}").contains("the source is corrupt")
+                || format!("{err:#}").contains("truncated or corrupt")
+                // The test knob that simulates a stopped process.
+                || format!("{err:#}").contains("(fault injection)");
+            if final_kind {
+                return Err(err);
+            }
+            if let Ok(Some(_)) = self.blob_exists(registry, repo, digest).await {
+                tracing::info!("upload of {digest} to {registry}/{repo} reported an error but the blob is in place: {err:#}");
+                return Ok(PushOutcome::Uploaded);
+            }
+            sessions_left -= 1;
+            if sessions_left == 0 {
+                return Err(err);
+            }
+            tracing::warn!("upload of {digest} to {registry}/{repo} lost its session ({err:#}); starting a new one");
+            self.inner.stats.retries.fetch_add(1, Ordering::Relaxed);
+            if let Some(p) = progress.as_deref_mut() {
+                p.reset();
+            }
         }
-        Ok(PushOutcome::Uploaded)
     }
 
     /// POST to open an upload session; its URL.
