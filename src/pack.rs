@@ -268,13 +268,14 @@ pub async fn run(args: &PackArgs) -> anyhow::Result<()> {
         chart_archive,
     } in plans
     {
-        let pending =
-            writer::begin(&path, &spec).with_context(|| format!("writing {}", path.display()))?;
+        // Shared with the blob tasks; unwrapped again for commit.
+        let pending = Arc::new(
+            writer::begin(&path, &spec).with_context(|| format!("writing {}", path.display()))?,
+        );
         let origin_by_digest: HashMap<Digest, BlobOrigin> =
             origins.into_iter().map(|(d, o)| (d.digest, o)).collect();
         let total: u64 = pending.slots.iter().map(|s| s.size).sum();
         progress.add_total(total);
-        let file = pending.file.clone();
         let mut tasks = tokio::task::JoinSet::new();
         let sem = Arc::new(tokio::sync::Semaphore::new(args.concurrency.max(1)));
         for slot in pending.slots.clone() {
@@ -282,69 +283,70 @@ pub async fn run(args: &PackArgs) -> anyhow::Result<()> {
                 .get(&slot.digest)
                 .cloned()
                 .with_context(|| format!("internal: no source for blob {}", slot.digest))?;
+            // A blob an earlier bundle of this run holds is copied from there.
             let local = written.lock().unwrap().get(&slot.digest).cloned();
-            let (client, file, sem, progress) =
-                (client.clone(), file.clone(), sem.clone(), progress.clone());
+            let (client, pending, sem, progress) = (
+                client.clone(),
+                pending.clone(),
+                sem.clone(),
+                progress.clone(),
+            );
             tasks.spawn(async move {
                 let _permit = sem.acquire_owned().await?;
                 let mut transfer = progress.transfer(&slot.digest.to_string(), slot.size);
-                let copied_locally = if let Some((src_path, src_off)) = local {
-                    copy_range(
-                        &src_path,
-                        src_off,
-                        &file,
-                        slot.offset,
-                        slot.size,
-                        &slot.digest,
-                    )?;
-                    transfer.inc(slot.size);
-                    true
-                } else {
-                    match origin {
+                let from_file = match (local, origin) {
+                    (Some((src, off)), _) => Some((src, off)),
+                    (None, BlobOrigin::File { path, offset, len }) => {
+                        if len != slot.size {
+                            bail!(
+                                "blob {} in {} has size {len}, its manifest says {}",
+                                slot.digest,
+                                path.display(),
+                                slot.size
+                            );
+                        }
+                        Some((path, offset))
+                    }
+                    (
+                        None,
                         BlobOrigin::Registry {
                             registry,
                             repository,
                             desc,
-                        } => {
-                            let f = file.clone();
-                            let base = slot.offset;
-                            let mut sink = move |off: u64, chunk: &[u8]| -> anyhow::Result<()> {
-                                f.write_all_at(chunk, base + off)
-                                    .context("writing blob into the bundle")?;
-                                Ok(())
-                            };
-                            client
-                                .pull_blob(
-                                    &registry,
-                                    &repository,
-                                    &desc,
-                                    &mut sink,
-                                    Some(&mut transfer),
-                                )
-                                .await
-                                .with_context(|| {
-                                    format!(
-                                        "pulling blob {} of {registry}/{repository}",
-                                        desc.digest
-                                    )
-                                })?;
-                            false
-                        }
-                        BlobOrigin::File { path, offset, len } => {
-                            if len != slot.size {
-                                bail!(
-                                    "blob {} in {} has size {len}, its manifest says {}",
-                                    slot.digest,
-                                    path.display(),
-                                    slot.size
-                                );
-                            }
-                            copy_range(&path, offset, &file, slot.offset, slot.size, &slot.digest)?;
-                            transfer.inc(slot.size);
-                            true
-                        }
+                        },
+                    ) => {
+                        let f = pending.file.clone();
+                        let base = slot.offset;
+                        let mut sink = move |off: u64, chunk: &[u8]| -> anyhow::Result<()> {
+                            f.write_all_at(chunk, base + off)
+                                .context("writing blob into the bundle")?;
+                            Ok(())
+                        };
+                        // pull_blob checks size and sha256 itself.
+                        client
+                            .pull_blob(
+                                &registry,
+                                &repository,
+                                &desc,
+                                &mut sink,
+                                Some(&mut transfer),
+                            )
+                            .await
+                            .with_context(|| {
+                                format!("pulling blob {} of {registry}/{repository}", desc.digest)
+                            })?;
+                        None
                     }
                 };
+                let copied_locally = from_file.is_some();
+                if let Some((src, off)) = from_file {
+                    // Disk to disk, blocking: off the async workers.
+                    let (pending, s) = (pending.clone(), slot.clone());
+                    tokio::task::spawn_blocking(move || pending.fill_from_file(&s, &src, off))
+                        .await
+                        .context("blob copy panicked")??;
+                    transfer.inc(slot.size);
+                }
                 transfer.finish("packed");
                 anyhow::Ok((slot, copied_locally))
             });
@@ -361,6 +363,8 @@ pub async fn run(args: &PackArgs) -> anyhow::Result<()> {
             filled.push(slot);
         }
         summary.bytes_copied_locally += copied;
+        let pending = Arc::try_unwrap(pending)
+            .map_err(|_| anyhow::anyhow!("internal: a blob task still holds {}", path.display()))?;
         let final_path = pending.commit()?;
         {
             let mut w = written.lock().unwrap();
@@ -757,40 +761,6 @@ fn resolve_archive_images(
         });
     }
     Ok(out)
-}
-
-/// Copy `len` bytes from `src` at `src_off` into `dst` at `dst_off`,
-/// checking the sha256 on the way (a local source can be damaged too).
-fn copy_range(
-    src: &Path,
-    src_off: u64,
-    dst: &std::fs::File,
-    dst_off: u64,
-    len: u64,
-    digest: &Digest,
-) -> anyhow::Result<()> {
-    use sha2::Digest as _;
-    let f = std::fs::File::open(src).with_context(|| format!("opening {}", src.display()))?;
-    let mut buf = vec![0u8; 1 << 20];
-    let mut hasher = sha2::Sha256::new();
-    let mut done = 0u64;
-    while done < len {
-        let n = ((len - done) as usize).min(buf.len());
-        f.read_exact_at(&mut buf[..n], src_off + done)
-            .with_context(|| format!("reading blob {digest} from {}", src.display()))?;
-        hasher.update(&buf[..n]);
-        dst.write_all_at(&buf[..n], dst_off + done)
-            .context("writing blob into the bundle")?;
-        done += n as u64;
-    }
-    let got = Digest::from_sha256(hasher);
-    if &got != digest {
-        bail!(
-            "blob {digest} read from {} hashes to {got}: the source is damaged",
-            src.display()
-        );
-    }
-    Ok(())
 }
 
 fn write_atomic(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
