@@ -428,6 +428,31 @@ fn sensitive(value: &str) -> anyhow::Result<HeaderValue> {
     Ok(v)
 }
 
+/// The blob's source does not hold the blob (wrong hash, too short): no
+/// new upload session can help.
+#[derive(Debug)]
+pub struct SourceDamaged(pub String);
+
+impl std::fmt::Display for SourceDamaged {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+impl std::error::Error for SourceDamaged {}
+
+/// A chunked upload stopped on purpose by `interrupt_after_chunks` (the
+/// test knob that simulates a stopped process): its session is kept for a
+/// later run and must not be retried now.
+#[derive(Debug)]
+pub struct UploadInterrupted(pub String);
+
+impl std::fmt::Display for UploadInterrupted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+impl std::error::Error for UploadInterrupted {}
+
 /// Upload sessions tried for one blob before giving up (each request in a
 /// session has its own retries).
 const UPLOAD_SESSIONS: u32 = 3;
@@ -1335,13 +1360,11 @@ impl RegistryClient {
                 Ok(()) => return Ok(PushOutcome::Uploaded),
                 Err(e) => e,
             };
-            let final_kind = err
-                .chain()
-                .any(|c| c.downcast_ref::<crate::error::CredentialError>().is_some())
-                || format!("{err:#}").contains("the source is corrupt")
-                || format!("{err:#}").contains("truncated or corrupt")
-                // The test knob that simulates a stopped process.
-                || format!("{err:#}").contains("(fault injection)");
+            let final_kind = err.chain().any(|c| {
+                c.is::<crate::error::CredentialError>()
+                    || c.is::<SourceDamaged>()
+                    || c.is::<UploadInterrupted>()
+            });
             if final_kind {
                 return Err(err);
             }
@@ -1497,7 +1520,7 @@ impl RegistryClient {
             let failure = shared.failure.lock().unwrap().clone();
             if let Some(msg) = failure {
                 self.cancel_upload(registry, scopes, &loc).await;
-                bail!(msg);
+                return Err(SourceDamaged(msg).into());
             }
             let retry_in = match res {
                 Ok(resp) if resp.status().is_success() => {
@@ -1738,7 +1761,7 @@ impl RegistryClient {
             if let Some(msg) = failure {
                 self.cancel_upload(registry, scopes, &loc).await;
                 forget();
-                bail!(msg);
+                return Err(SourceDamaged(msg).into());
             }
             let failure = match res {
                 Ok(resp) if resp.status().is_success() => {
@@ -1757,10 +1780,11 @@ impl RegistryClient {
                         if Some(chunks_this_run) == self.inner.opts.interrupt_after_chunks
                             && offset < size
                         {
-                            bail!(
+                            return Err(UploadInterrupted(format!(
                                 "upload interrupted after {chunks_this_run} chunks \
                                  (fault injection); the session is kept for resuming"
-                            );
+                            ))
+                            .into());
                         }
                         continue;
                     }
@@ -1839,7 +1863,7 @@ impl RegistryClient {
         if got != digest.hex() {
             self.cancel_upload(registry, scopes, &loc).await;
             forget();
-            bail!(corrupt_error(digest, &got));
+            return Err(SourceDamaged(corrupt_error(digest, &got)).into());
         }
         let put_url = with_digest(&loc, digest);
         let mut h = HeaderMap::new();
