@@ -30,21 +30,30 @@ impl Rng {
     }
 }
 
-/// Start `bundler args` in `dir` (output discarded), SIGKILL it after
-/// `delay`. Returns whether it was still running when killed.
-fn kill_after(dir: &Path, args: &[&str], env: &[(&str, &str)], delay: Duration) -> bool {
+/// Start `bundler args` in `dir` with its own upload-state dir; stdout
+/// discarded, stderr as given.
+fn spawn_bundler(
+    dir: &Path,
+    args: &[&str],
+    env: &[(&str, &str)],
+    stderr: Stdio,
+) -> std::process::Child {
     let mut c = Command::new(bundler_bin());
     c.current_dir(dir)
         .args(args)
         .env("BUNDLER_STATE_DIR", dir.join(".upload-state"))
         .stdin(Stdio::null())
         .stdout(Stdio::null())
-        .stderr(Stdio::null());
+        .stderr(stderr);
     for (k, v) in env {
         c.env(k, v);
     }
-    let mut child = c.spawn().unwrap();
-    std::thread::sleep(delay);
+    c.spawn().unwrap()
+}
+
+/// SIGKILL `child`; returns whether it was still running (and then checks
+/// that the kill is what ended it).
+fn sigkill(mut child: std::process::Child) -> bool {
     let running = child.try_wait().unwrap().is_none();
     // Child::kill is SIGKILL on Unix.
     let _ = child.kill();
@@ -54,6 +63,14 @@ fn kill_after(dir: &Path, args: &[&str], env: &[(&str, &str)], delay: Duration) 
         assert_eq!(status.signal(), Some(9), "{status:?}");
     }
     running
+}
+
+/// Start `bundler args` in `dir` (output discarded), SIGKILL it after
+/// `delay`. Returns whether it was still running when killed.
+fn kill_after(dir: &Path, args: &[&str], env: &[(&str, &str)], delay: Duration) -> bool {
+    let child = spawn_bundler(dir, args, env, Stdio::null());
+    std::thread::sleep(delay);
+    sigkill(child)
 }
 
 /// Start `bundler sync` in `dir`, read its per-blob progress lines, and
@@ -69,17 +86,7 @@ fn kill_after_uploads(
     extra: Duration,
 ) -> bool {
     use std::io::BufRead;
-    let mut c = Command::new(bundler_bin());
-    c.current_dir(dir)
-        .args(args)
-        .env("BUNDLER_STATE_DIR", dir.join(".upload-state"))
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
-    for (k, v) in env {
-        c.env(k, v);
-    }
-    let mut child = c.spawn().unwrap();
+    let mut child = spawn_bundler(dir, args, env, Stdio::piped());
     let reader = std::io::BufReader::new(child.stderr.take().unwrap());
     let mut seen = 0;
     for line in reader.lines() {
@@ -92,15 +99,7 @@ fn kill_after_uploads(
             }
         }
     }
-    let running = child.try_wait().unwrap().is_none();
-    // Child::kill is SIGKILL on Unix.
-    let _ = child.kill();
-    let status = child.wait().unwrap();
-    if running {
-        use std::os::unix::process::ExitStatusExt;
-        assert_eq!(status.signal(), Some(9), "{status:?}");
-    }
-    running
+    sigkill(child)
 }
 
 /// Kill `bundler sync` 4 times, each after a seeded number (1-5) of
