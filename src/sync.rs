@@ -22,7 +22,7 @@ use crate::bundle::reader::{BundleReader, Extent};
 use crate::chart::hints::Hints;
 use crate::chart::repo::{PublishOptions, PublishOutcome};
 use crate::cli::SyncArgs;
-use crate::config::load_image::{ChartFilter, RepoKind, Source, SyncConfig};
+use crate::config::load_image::{RepoKind, Source, SyncConfig};
 use crate::oci::media::Platform;
 use crate::oci::registry::{ClientOptions, RegistryClient};
 use crate::oci::Digest;
@@ -107,7 +107,7 @@ pub async fn run(args: &SyncArgs) -> anyhow::Result<()> {
             )
         })?;
         if let Some((name, version)) = &chart {
-            if !chart_selected(name, version, &config.charts, &config.skip_charts) {
+            if !config.wants_chart(name, version) {
                 progress.println(format!(
                     "skip {} (filtered by charts/skipCharts)",
                     reader.label
@@ -452,16 +452,6 @@ fn source_display(config: &SyncConfig) -> String {
     }
 }
 
-fn chart_selected(name: &str, version: &str, only: &[ChartFilter], skip: &[ChartFilter]) -> bool {
-    let matches = |f: &ChartFilter| {
-        f.name == name && (f.versions.is_empty() || f.versions.iter().any(|v| v == version))
-    };
-    if !only.is_empty() && !only.iter().any(matches) {
-        return false;
-    }
-    !skip.iter().any(matches)
-}
-
 /// index digest → platform manifest digest kept, from bundle.json.
 fn digest_map(reader: &BundleReader) -> HashMap<Digest, Digest> {
     reader
@@ -514,13 +504,14 @@ fn synced_chart(
             )
         }
         RepoKind::Oci => {
-            let base = r.url.trim_end_matches('/');
-            let base = base
-                .strip_prefix("http://")
-                .or_else(|| base.strip_prefix("https://"))
-                .map(|b| format!("oci://{b}"))
-                .unwrap_or_else(|| base.to_string());
-            ("OCI", format!("{base}/{name}"), None)
+            // Validated when the config was loaded.
+            let loc = r.oci_location().unwrap_or_default();
+            let path = if loc.path.is_empty() {
+                String::new()
+            } else {
+                format!("/{}", loc.path)
+            };
+            ("OCI", format!("oci://{}{path}/{name}", loc.registry), None)
         }
         RepoKind::Harbor => ("HARBOR", name.to_string(), Some(r.url.clone())),
         RepoKind::Chartmuseum => ("CHARTMUSEUM", name.to_string(), Some(r.url.clone())),
@@ -545,16 +536,16 @@ fn synced_chart(
 /// Harbor >= 2.8 chart pushes go through the same registry client.
 fn credential_store(config: &SyncConfig) -> crate::oci::auth::CredentialStore {
     let mut store = config.credential_store();
-    if let Some(auth) = &config.target_repo.auth {
-        let url = config.target_repo.url.as_str();
-        let rest = ["oci://", "https://", "http://"]
-            .iter()
-            .find_map(|p| url.strip_prefix(p))
-            .unwrap_or(url);
-        let host = rest.split('/').next().unwrap_or("").to_string();
-        if !host.is_empty() {
-            store.explicit.entry(host).or_insert_with(|| auth.clone());
-        }
+    let repo = &config.target_repo;
+    let host = match repo.kind {
+        RepoKind::Oci => repo.oci_location().map(|l| l.registry),
+        RepoKind::Harbor => crate::chart::repo::parse_harbor_url(&repo.url)
+            .ok()
+            .map(|(_, host, _)| host),
+        _ => None,
+    };
+    if let (Some(auth), Some(host)) = (&repo.auth, host) {
+        store.explicit.entry(host).or_insert_with(|| auth.clone());
     }
     store
 }

@@ -239,23 +239,9 @@ async fn fetch_from_repo(
 
 /// `oci://host[:port]/path` or `http(s)://host[:port]/path` → (host, path).
 pub fn parse_oci_url(url: &str) -> anyhow::Result<(String, String)> {
-    let rest = url
-        .strip_prefix("oci://")
-        .or_else(|| url.strip_prefix("https://"))
-        .or_else(|| url.strip_prefix("http://"))
-        .unwrap_or(url);
-    let rest = rest.trim_end_matches('/');
-    let (host, path) = match rest.split_once('/') {
-        Some((h, p)) => (h, p.trim_matches('/')),
-        None => (rest, ""),
-    };
-    if host.is_empty() || host.contains('@') {
-        bail!(
-            "invalid OCI URL {:?}: expected oci://host[:port]/path",
-            safe_url(url)
-        );
-    }
-    Ok((host.to_string(), path.to_string()))
+    let loc = crate::config::load_image::parse_oci_url(url)
+        .map_err(|why| anyhow::anyhow!("invalid OCI URL {:?}: {why}", safe_url(url)))?;
+    Ok((loc.registry, loc.path))
 }
 
 fn oci_tag(version: &str) -> String {

@@ -71,7 +71,7 @@ pub struct RepoSpec {
 
 /// Where an OCI chart repository lives, from `oci://host[:port]/path` or
 /// `http(s)://host[:port]/path`.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct OciLocation {
     /// `host[:port]`
     pub registry: String,
@@ -91,7 +91,10 @@ impl RepoSpec {
     }
 }
 
-fn parse_oci_url(url: &str) -> Result<OciLocation, String> {
+/// Parse `oci://host[:port]/path` (also `https://`, and `http://` meaning
+/// plain HTTP): the one OCI URL parser, for configs, bundle manifests and
+/// chart targets.
+pub fn parse_oci_url(url: &str) -> Result<OciLocation, String> {
     let (rest, plain_http) = if let Some(r) = url.strip_prefix("oci://") {
         (r, false)
     } else if let Some(r) = url.strip_prefix("https://") {
