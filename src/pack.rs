@@ -682,83 +682,47 @@ fn resolve_archive_images(
             .iter()
             .map(|(d, l)| (d.clone(), origin_of(l)))
             .collect();
-        let parsed = media::parse(&img.root.bytes, Some(&img.root.media_type))?;
-        let (root, children, platform, source_index, docker) = match parsed {
-            Parsed::Manifest { config, layers, .. } => (
-                img.root.clone(),
-                Vec::new(),
-                None,
-                None,
-                Some((
-                    config.digest.clone(),
-                    layers.iter().map(|l| l.digest.clone()).collect(),
-                )),
-            ),
-            Parsed::Index { manifests, .. } => {
-                let want = platforms.and_then(|p| (p.len() == 1).then(|| p[0].clone()));
-                let pick = |child: &ManifestDoc| {
+        let want = platforms.and_then(|p| (p.len() == 1).then(|| p[0].clone()));
+        let spec = match (img.root.parse()?, want) {
+            // One platform of an index: that platform's manifest alone,
+            // with only its blobs; the index digest goes to the digest map.
+            (Parsed::Index { manifests, .. }, Some(w)) => {
+                let platform_of = |child: &ManifestDoc| {
                     manifests
                         .iter()
                         .find(|m| m.digest == child.digest)
                         .and_then(|m| m.platform.clone())
                 };
-                match want {
-                    Some(w) => {
-                        let child = img
-                            .children
-                            .iter()
-                            .find(|c| pick(c).is_some_and(|p| w.matches(&p)))
-                            .with_context(|| {
-                                format!("{reference} in {} has no {w} image", path.display())
-                            })?
-                            .clone();
-                        let Parsed::Manifest { config, layers, .. } =
-                            media::parse(&child.bytes, Some(&child.media_type))?
-                        else {
-                            bail!("nested index in {}", path.display())
-                        };
-                        let keep: std::collections::HashSet<Digest> =
-                            std::iter::once(config.digest.clone())
-                                .chain(layers.iter().map(|l| l.digest.clone()))
-                                .collect();
-                        blobs.retain(|(d, _)| keep.contains(&d.digest));
-                        let p = pick(&child);
-                        (
-                            child,
-                            Vec::new(),
-                            p,
-                            Some(img.root.digest.clone()),
-                            Some((
-                                config.digest.clone(),
-                                layers.iter().map(|l| l.digest.clone()).collect(),
-                            )),
-                        )
-                    }
-                    None => {
-                        let first = img.children.first().context("empty index")?;
-                        let docker = match media::parse(&first.bytes, Some(&first.media_type))? {
-                            Parsed::Manifest { config, layers, .. } => Some((
-                                config.digest.clone(),
-                                layers.iter().map(|l| l.digest.clone()).collect(),
-                            )),
-                            _ => None,
-                        };
-                        (img.root.clone(), img.children.clone(), None, None, docker)
-                    }
+                let child = img
+                    .children
+                    .iter()
+                    .find(|c| platform_of(c).is_some_and(|p| w.matches(&p)))
+                    .with_context(|| format!("{reference} in {} has no {w} image", path.display()))?
+                    .clone();
+                let Parsed::Manifest { config, layers, .. } = child.parse()? else {
+                    bail!("nested index in {}", path.display())
+                };
+                let keep: std::collections::HashSet<Digest> =
+                    std::iter::once(config.digest.clone())
+                        .chain(layers.iter().map(|l| l.digest.clone()))
+                        .collect();
+                blobs.retain(|(d, _)| keep.contains(&d.digest));
+                ImageSpec {
+                    reference,
+                    platform: platform_of(&child),
+                    root: child,
+                    children: Vec::new(),
+                    source_index: Some(img.root.digest.clone()),
+                    docker: Some((
+                        config.digest,
+                        layers.into_iter().map(|l| l.digest).collect(),
+                    )),
                 }
             }
+            // Everything else is kept as the archive has it.
+            _ => img.image_spec(reference)?,
         };
-        out.push(ResolvedImage {
-            spec: ImageSpec {
-                reference,
-                root,
-                children,
-                platform,
-                source_index,
-                docker,
-            },
-            blobs,
-        });
+        out.push(ResolvedImage { spec, blobs });
     }
     Ok(out)
 }
