@@ -572,13 +572,8 @@ async fn resolve_registry_image(
             let chosen: Vec<&Descriptor> = match platforms {
                 Some(ps) if ps.len() == 1 => {
                     let want = &ps[0];
-                    let m = manifests
-                        .iter()
-                        .find(|m| m.platform.as_ref().is_some_and(|p| want.matches(p)))
-                        .with_context(|| {
-                            let have: Vec<String> = manifests.iter().filter_map(|m| m.platform.as_ref().map(|p| p.to_string())).collect();
-                            format!("{r} has no {want} image (it has: {}); choose another with --platform or spec.platforms", have.join(", "))
-                        })?;
+                    let m = media::find_platform(&manifests, want, &r.to_string())
+                        .context("choose another platform with --platform or spec.platforms")?;
                     vec![m]
                 }
                 // Several platforms, or all: keep the whole index so that
@@ -687,17 +682,19 @@ fn resolve_archive_images(
             // One platform of an index: that platform's manifest alone,
             // with only its blobs; the index digest goes to the digest map.
             (Parsed::Index { manifests, .. }, Some(w)) => {
-                let platform_of = |child: &ManifestDoc| {
-                    manifests
-                        .iter()
-                        .find(|m| m.digest == child.digest)
-                        .and_then(|m| m.platform.clone())
-                };
+                let desc = media::find_platform(&manifests, &w, &reference.to_string())
+                    .with_context(|| format!("in image archive {}", path.display()))?;
                 let child = img
                     .children
                     .iter()
-                    .find(|c| platform_of(c).is_some_and(|p| w.matches(&p)))
-                    .with_context(|| format!("{reference} in {} has no {w} image", path.display()))?
+                    .find(|c| c.digest == desc.digest)
+                    .with_context(|| {
+                        format!(
+                            "{reference}: the {w} manifest {} is not in {}",
+                            desc.digest,
+                            path.display()
+                        )
+                    })?
                     .clone();
                 let Parsed::Manifest { config, layers, .. } = child.parse()? else {
                     bail!("nested index in {}", path.display())
@@ -709,7 +706,7 @@ fn resolve_archive_images(
                 blobs.retain(|(d, _)| keep.contains(&d.digest));
                 ImageSpec {
                     reference,
-                    platform: platform_of(&child),
+                    platform: desc.platform.clone(),
                     root: child,
                     children: Vec::new(),
                     source_index: Some(img.root.digest.clone()),

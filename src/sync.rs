@@ -633,20 +633,8 @@ fn select_platform(
     else {
         return Ok(None);
     };
-    let desc = manifests
-        .iter()
-        .find(|m| m.platform.as_ref().is_some_and(|p| want.matches(p)))
-        .with_context(|| {
-            let have: Vec<String> = manifests
-                .iter()
-                .filter_map(|m| m.platform.as_ref().map(|p| p.to_string()))
-                .collect();
-            format!(
-                "{} has no {want} image in the bundle (it has: {})",
-                img.reference,
-                have.join(", ")
-            )
-        })?;
+    let desc = media::find_platform(&manifests, want, &img.reference.to_string())
+        .context("in the bundle")?;
     let child = img
         .children
         .iter()

@@ -83,6 +83,25 @@ impl std::fmt::Display for Platform {
     }
 }
 
+/// The manifest of platform `want` among an index's `manifests`, or an
+/// error naming `image` and the platforms the index does have.
+pub fn find_platform<'a>(
+    manifests: &'a [Descriptor],
+    want: &Platform,
+    image: &str,
+) -> anyhow::Result<&'a Descriptor> {
+    manifests
+        .iter()
+        .find(|m| m.platform.as_ref().is_some_and(|p| want.matches(p)))
+        .with_context(|| {
+            let have: Vec<String> = manifests
+                .iter()
+                .filter_map(|m| m.platform.as_ref().map(|p| p.to_string()))
+                .collect();
+            format!("{image} has no {want} image (it has: {})", have.join(", "))
+        })
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Descriptor {
     #[serde(rename = "mediaType", default)]
