@@ -233,14 +233,7 @@ async fn ensure_blob(
         .get_or_try_init(|| async {
             first = true;
             let _permit = sem.acquire().await?;
-            let extent = reader.blob(&desc.digest).with_context(|| {
-                format!("blob {} is not in bundle {}", desc.digest, reader.label)
-            })?;
-            let source = BlobSource::FileRange {
-                path: reader.path.clone(),
-                offset: extent.offset,
-                len: extent.size,
-            };
+            let source = bundle_source(reader, &desc.digest)?;
             let mut transfer =
                 progress.transfer(&format!("{repo}@{}", short(&desc.digest)), desc.size);
             let outcome = client
@@ -275,14 +268,7 @@ async fn ensure_blob(
     }
     // Another repository of this registry got the blob in this run: mount.
     let _permit = sem.acquire().await?;
-    let extent = reader
-        .blob(&desc.digest)
-        .with_context(|| format!("blob {} is not in bundle {}", desc.digest, reader.label))?;
-    let source = BlobSource::FileRange {
-        path: reader.path.clone(),
-        offset: extent.offset,
-        len: extent.size,
-    };
+    let source = bundle_source(reader, &desc.digest)?;
     match client
         .push_blob(registry, repo, &desc.digest, source, Some(&holder), None)
         .await?
@@ -292,6 +278,18 @@ async fn ensure_blob(
         PushOutcome::Uploaded => counters.uploaded.fetch_add(1, Ordering::Relaxed),
     };
     Ok(())
+}
+
+/// The byte range of a blob in its bundle file, as a push source.
+fn bundle_source(reader: &BundleReader, digest: &Digest) -> anyhow::Result<BlobSource> {
+    let extent = reader
+        .blob(digest)
+        .with_context(|| format!("blob {digest} is not in bundle {}", reader.label))?;
+    Ok(BlobSource::FileRange {
+        path: reader.path.clone(),
+        offset: extent.offset,
+        len: extent.size,
+    })
 }
 
 fn short(d: &Digest) -> &str {
