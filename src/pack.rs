@@ -21,7 +21,6 @@ use crate::bundle::reader::ManifestDoc;
 use crate::bundle::writer::{self, BundleSpec, ImageSpec};
 use crate::chart::hints::Hints;
 use crate::chart::repo::PublishOptions;
-use crate::cli::PackArgs;
 use crate::config::manifest::{BundleManifest, ChartEntry, ImageSource};
 use crate::oci::archive;
 use crate::oci::auth::CredentialStore;
@@ -81,6 +80,32 @@ struct BundleSummary {
     images: Vec<String>,
     blobs: usize,
     bytes: u64,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct PackArgs {
+    /// The bundle manifest (see bundle-manifests/).
+    pub manifest: std::path::PathBuf,
+    /// Where to write bundles, chart .tgz files and the offline package.
+    #[arg(short, long, default_value = ".")]
+    pub output: std::path::PathBuf,
+    /// Keep only these platforms (os/arch[/variant]) or "all"; overrides the manifest.
+    #[arg(long)]
+    pub platform: Vec<String>,
+    /// Parallel blob downloads.
+    #[arg(long, default_value_t = 8)]
+    pub concurrency: usize,
+    /// Architecture name in the offline package file name.
+    #[arg(long, default_value = "amd64")]
+    pub arch: String,
+    /// Path of the helm binary used to discover images in rendered templates.
+    #[arg(long, env = "BUNDLER_HELM")]
+    pub helm: Option<std::path::PathBuf>,
+    /// Print a JSON summary on stdout.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub transport: crate::oci::TransportArgs,
 }
 
 pub async fn run(args: &PackArgs) -> anyhow::Result<()> {

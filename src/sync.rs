@@ -21,7 +21,6 @@ use serde::Serialize;
 use crate::bundle::reader::{BundleReader, Extent};
 use crate::chart::hints::Hints;
 use crate::chart::repo::{PublishOptions, PublishOutcome};
-use crate::cli::SyncArgs;
 use crate::config::load_image::{RepoKind, Source, SyncConfig};
 use crate::oci::media::Platform;
 use crate::oci::registry::{ClientOptions, RegistryClient};
@@ -68,6 +67,39 @@ pub struct ChartLine {
 struct SelectedBundle {
     reader: BundleReader,
     chart: Option<(String, String)>,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct SyncArgs {
+    /// The load-image.yaml (charts-syncer schema).
+    #[arg(long, short = 'c', default_value = "load-image.yaml")]
+    pub config: std::path::PathBuf,
+    /// Push nothing; print the plan.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Create missing Harbor projects.
+    #[arg(long, num_args = 0..=1, default_missing_value = "true", value_parser = clap::value_parser!(bool))]
+    pub auto_create_repository: Option<bool>,
+    /// Push only these platforms of multi-platform images (default: what the bundle holds).
+    #[arg(long)]
+    pub platform: Vec<String>,
+    /// Do not push images; relocate and publish charts only.
+    #[arg(long)]
+    pub skip_images: bool,
+    /// Print every image reference (from -> to) and exit.
+    #[arg(long)]
+    pub print_images: bool,
+    /// Replace a chart version already in the target whose content differs.
+    #[arg(long)]
+    pub force: bool,
+    /// Blobs moving at once.
+    #[arg(long, default_value_t = 8)]
+    pub concurrency: usize,
+    /// Print a JSON summary on stdout.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub transport: crate::oci::TransportArgs,
 }
 
 pub async fn run(args: &SyncArgs) -> anyhow::Result<()> {

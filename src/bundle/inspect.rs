@@ -123,7 +123,14 @@ pub fn inspect(reader: &BundleReader) -> anyhow::Result<InspectReport> {
     })
 }
 
-pub fn run(args: &crate::cli::InspectArgs) -> anyhow::Result<()> {
+#[derive(clap::Args, Debug)]
+pub struct InspectArgs {
+    pub bundle: std::path::PathBuf,
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn run(args: &InspectArgs) -> anyhow::Result<()> {
     let reader = BundleReader::open(&args.bundle)?;
     let r = inspect(&reader)?;
     if args.json {

@@ -202,7 +202,15 @@ struct JsonResult {
     error: Option<String>,
 }
 
-pub fn run(args: &crate::cli::VerifyArgs) -> anyhow::Result<()> {
+#[derive(clap::Args, Debug)]
+pub struct VerifyArgs {
+    #[arg(required = true)]
+    pub bundles: Vec<std::path::PathBuf>,
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn run(args: &VerifyArgs) -> anyhow::Result<()> {
     let progress = Progress::auto(args.json);
     let mut results = Vec::new();
     let mut failed = 0usize;

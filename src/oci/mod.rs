@@ -7,6 +7,8 @@ pub mod digest;
 pub mod media;
 pub mod reference;
 pub mod registry;
+pub mod transport_args;
 
 pub use digest::Digest;
 pub use reference::Reference;
+pub use transport_args::TransportArgs;

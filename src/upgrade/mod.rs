@@ -10,7 +10,6 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context};
 use serde::Serialize;
 
-use crate::cli::UpgradeArgs;
 use crate::config::load_image::{RepoKind, SyncConfig};
 use crate::error::{input_error, redact, RolledBack};
 use crate::oci::auth::CredentialStore;
@@ -70,6 +69,52 @@ impl Out {
             let _ = std::io::stdout().flush();
         }
     }
+}
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct UpgradeArgs {
+    /// The release to upgrade (e.g. skoala).
+    pub release: String,
+    /// The sync config the images and charts went through.
+    #[arg(long, short = 'c', default_value = "load-image.yaml")]
+    pub config: std::path::PathBuf,
+    #[arg(long, short = 'n')]
+    pub namespace: Option<String>,
+    /// Chart reference (oci://..., repo/name, or a .tgz); default: the relocated chart in the sync target.
+    #[arg(long)]
+    pub chart: Option<String>,
+    /// Chart version; default: the newest synced.
+    #[arg(long)]
+    pub version: Option<String>,
+    /// Image registry for global.imageRegistry; default: the sync target's.
+    #[arg(long)]
+    pub registry: Option<String>,
+    /// Extra helm --set values.
+    #[arg(long = "set", value_name = "K=V")]
+    pub set: Vec<String>,
+    /// Extra helm values files.
+    #[arg(short = 'f', long = "values", value_name = "FILE")]
+    pub values: Vec<std::path::PathBuf>,
+    /// Where values backups are kept.
+    #[arg(long, default_value = "backups")]
+    pub backup_dir: std::path::PathBuf,
+    /// Stop after the pre-flight; change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Go on even when the pre-flight finds missing images.
+    #[arg(long)]
+    pub force: bool,
+    /// helm --timeout.
+    #[arg(long, default_value = "10m")]
+    pub timeout: String,
+    /// The helm binary.
+    #[arg(long, env = "BUNDLER_HELM")]
+    pub helm: Option<std::path::PathBuf>,
+    /// Print a JSON summary on stdout.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub transport: crate::oci::TransportArgs,
 }
 
 pub async fn run(args: &UpgradeArgs) -> anyhow::Result<()> {
