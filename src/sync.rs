@@ -77,8 +77,8 @@ pub struct SyncArgs {
     /// Push nothing; print the plan.
     #[arg(long)]
     pub dry_run: bool,
-    /// Create missing Harbor projects.
-    #[arg(long, num_args = 0..=1, default_missing_value = "true", value_parser = clap::value_parser!(bool))]
+    /// Create missing Harbor projects (`--auto-create-repository[=BOOL]`).
+    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true", value_name = "BOOL", value_parser = clap::value_parser!(bool))]
     pub auto_create_repository: Option<bool>,
     /// Push only these platforms of multi-platform images (default: what the bundle holds).
     #[arg(long)]
@@ -92,8 +92,8 @@ pub struct SyncArgs {
     /// Replace a chart version already in the target whose content differs.
     #[arg(long)]
     pub force: bool,
-    /// Blobs moving at once.
-    #[arg(long, default_value_t = 8)]
+    /// Blobs moving at once (1 to 1024).
+    #[arg(long, default_value_t = 8, value_parser = crate::cli::concurrency_parser())]
     pub concurrency: usize,
     /// Print a JSON summary on stdout.
     #[arg(long)]

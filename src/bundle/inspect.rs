@@ -125,7 +125,10 @@ pub fn inspect(reader: &BundleReader) -> anyhow::Result<InspectReport> {
 
 #[derive(clap::Args, Debug)]
 pub struct InspectArgs {
+    /// A bundle (*.bundle.tar), an offline package (<name>_<version>_<arch>.tar) or a directory of bundles.
+    #[arg(value_name = "BUNDLE|PACKAGE|DIR")]
     pub bundle: std::path::PathBuf,
+    /// Print the report as JSON on stdout (an object for one bundle, an array for a package or directory).
     #[arg(long)]
     pub json: bool,
 }

@@ -204,8 +204,10 @@ struct JsonResult {
 
 #[derive(clap::Args, Debug)]
 pub struct VerifyArgs {
-    #[arg(required = true)]
+    /// Bundles (*.bundle.tar), offline packages (<name>_<version>_<arch>.tar) or directories of bundles.
+    #[arg(required = true, value_name = "BUNDLE|PACKAGE|DIR")]
     pub bundles: Vec<std::path::PathBuf>,
+    /// Print one JSON result per bundle (bundle, ok, report or error) on stdout instead of text.
     #[arg(long)]
     pub json: bool,
 }
