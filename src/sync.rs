@@ -152,6 +152,9 @@ pub async fn run(args: &SyncArgs) -> anyhow::Result<()> {
         }
         selected.push(SelectedBundle { reader, chart });
     }
+    // Charts need target.repo; image-only products do not.
+    let charts: Vec<(String, String)> = selected.iter().filter_map(|b| b.chart.clone()).collect();
+    config.chart_target(&charts)?;
     for b in &selected {
         crate::bundle::verify::verify(&b.reader, &progress).with_context(|| {
             format!(
@@ -300,8 +303,11 @@ pub async fn run(args: &SyncArgs) -> anyhow::Result<()> {
         else {
             continue;
         };
+        let Some(target_repo) = config.chart_target(&charts)? else {
+            continue;
+        };
         let outcome =
-            crate::chart::repo::publish(&config.target_repo, &chart, &tgz, &client, &publish_opts)
+            crate::chart::repo::publish(target_repo, &chart, &tgz, &client, &publish_opts)
                 .await
                 .with_context(|| format!("publishing chart {name} {version} to {target_desc}"))?;
         let outcome_s = match outcome {
@@ -318,11 +324,11 @@ pub async fn run(args: &SyncArgs) -> anyhow::Result<()> {
             outcome: outcome_s.into(),
         });
         synced.push(synced_chart(
-            &config,
             name,
             version,
             &image_registry,
             release,
+            target_repo,
         ));
     }
     progress.finish();
@@ -388,7 +394,11 @@ fn prepare_chart(
         .as_ref()
         .and_then(|c| c.source.clone())
         .filter(|s| s.contains("://"));
-    let target_url = config.target_repo.url.clone();
+    let target_url = config
+        .target_repo
+        .as_ref()
+        .map(|r| r.url.clone())
+        .unwrap_or_default();
     let repos = source_repo.as_deref().map(|s| (s, target_url.as_str()));
     let relocation =
         crate::chart::relocate::relocate(&mut chart, &hints, &config.rewrite, &digest_map, repos)
@@ -460,7 +470,9 @@ fn digest_map(reader: &BundleReader) -> HashMap<Digest, Digest> {
 }
 
 fn describe_target(config: &SyncConfig) -> String {
-    let r = &config.target_repo;
+    let Some(r) = &config.target_repo else {
+        return "no chart repository (target.repo not set)".into();
+    };
     match r.kind {
         RepoKind::Local => format!(
             "LOCAL {}",
@@ -477,13 +489,12 @@ fn describe_target(config: &SyncConfig) -> String {
 }
 
 fn synced_chart(
-    config: &SyncConfig,
     name: &str,
     version: &str,
     registry: &str,
     release: Option<crate::bundle::format::ReleaseInfo>,
+    r: &crate::config::load_image::RepoSpec,
 ) -> SyncedChart {
-    let r = &config.target_repo;
     let (kind, chart_ref, repo_url) = match r.kind {
         RepoKind::Local => {
             let dir = r.path.clone().unwrap_or_default();
@@ -529,7 +540,9 @@ fn synced_chart(
 /// Harbor >= 2.8 chart pushes go through the same registry client.
 fn credential_store(config: &SyncConfig) -> crate::oci::auth::CredentialStore {
     let mut store = config.credential_store();
-    let repo = &config.target_repo;
+    let Some(repo) = &config.target_repo else {
+        return store;
+    };
     let host = match repo.kind {
         RepoKind::Oci => repo.oci_location().map(|l| l.registry),
         RepoKind::Harbor => crate::chart::repo::parse_harbor_url(&repo.url)

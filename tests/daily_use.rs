@@ -226,3 +226,83 @@ fn a_bare_insecure_does_not_swallow_the_manifest() {
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
     assert!(stderr(&o).contains("1..=1024"), "{}", stderr(&o));
 }
+
+fn sha256_hex(b: &[u8]) -> String {
+    use sha2::Digest as _;
+    hex_lower(&sha2::Sha256::digest(b))
+}
+
+fn hex_lower(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+#[test]
+fn image_only_products_need_no_target_repo_and_charts_are_named_when_it_is_missing() {
+    use support::registry::{Mode, Registry};
+    let p = pack_example(&[]);
+    let reg = Registry::start(Mode::Plain);
+    let config = |bundles: &Path, name: &str| {
+        let c = p.dir.join(name);
+        std::fs::write(
+            &c,
+            format!(
+                "source:\n  intermediateBundlesPath: {}\ntarget:\n  containerPrefixRegistry: {}\n",
+                bundles.display(),
+                reg.host()
+            ),
+        )
+        .unwrap();
+        c
+    };
+
+    // The image-only bundle: pushed, no chart repository needed.
+    let cfg = config(
+        &p.out.join("demo-images_1.0.0.bundle.tar"),
+        "images-only.yaml",
+    );
+    let o = bundler(
+        &p.dir,
+        &["sync", "-c", cfg.to_str().unwrap(), "--insecure", "--json"],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v = json(&o);
+    let images = v["images"].as_array().unwrap();
+    assert_eq!(images.len(), 1, "{v}");
+    assert!(v["charts"].as_array().unwrap().is_empty(), "{v}");
+    let to = images[0]["to"].as_str().unwrap();
+    let repo_tag = to
+        .strip_prefix(&format!("{}/", reg.host()))
+        .expect("pushed to the registry");
+    let raw = reg.raw_manifest(repo_tag).expect("image in the registry");
+    assert_eq!(
+        format!("sha256:{}", sha256_hex(&raw)),
+        images[0]["digest"].as_str().unwrap()
+    );
+
+    // The whole package carries the demo chart: refused before any push,
+    // naming the chart, exit 2.
+    let reg2 = Registry::start(Mode::Plain);
+    let cfg = p.dir.join("with-chart.yaml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "source:\n  intermediateBundlesPath: {}\ntarget:\n  containerPrefixRegistry: {}\n",
+            p.package().display(),
+            reg2.host()
+        ),
+    )
+    .unwrap();
+    let o = bundler(&p.dir, &["sync", "-c", cfg.to_str().unwrap(), "--insecure"]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    let err = stderr(&o);
+    assert!(err.contains("target.repo is not set"), "{err}");
+    assert!(
+        err.contains("1 chart cannot be published: demo 1.0.0"),
+        "{err}"
+    );
+    assert!(err.contains("nothing was pushed"), "{err}");
+    assert!(
+        reg2.raw_manifest(repo_tag).is_none(),
+        "an image was pushed anyway"
+    );
+}

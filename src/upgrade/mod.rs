@@ -571,7 +571,7 @@ async fn chart_flags(
         f.push("--repo".into());
         f.push(u.clone());
     }
-    let target = config.map(|c| &c.target_repo);
+    let target = config.and_then(|c| c.target_repo.as_ref());
     let is_oci = chart.chart.starts_with("oci://");
     let remote = is_oci || chart.repo_url.is_some();
     if remote {
