@@ -5,6 +5,7 @@
 //! ([`inspect`]).
 pub mod format;
 pub mod inspect;
+pub mod location;
 pub mod reader;
 pub mod verify;
 pub mod writer;
