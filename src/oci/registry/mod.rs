@@ -32,8 +32,8 @@
 //!   the streaming request used by uploads, error text;
 //! - `body`: upload bodies streamed from disk and hashed on the way out;
 //! - `blobs`: HEAD, push (skip / mount / upload), pull;
-//! - `uploads`: upload sessions, monolithic PUT, chunked PATCH with the
-//!   resume state file;
+//! - `uploads`: upload sessions and the monolithic PUT; `chunked`: PATCH
+//!   uploads with the resume state file;
 //! - `manifests`, `tags`: the small documents.
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -50,6 +50,7 @@ use transport::{CONNECT_TIMEOUT, READ_TIMEOUT};
 
 mod blobs;
 mod body;
+mod chunked;
 mod manifests;
 mod tags;
 mod transport;
