@@ -27,6 +27,15 @@ pub(super) const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
 pub(super) const READ_TIMEOUT: Duration = Duration::from_secs(60);
 const DOCKER_CONTENT_DIGEST: &str = "docker-content-digest";
 
+/// How long a failed scheme probe is answered from memory.
+const PROBE_FAILURE_MEMORY: Duration = Duration::from_secs(5);
+
+/// What the scheme probe of a host (`insecure`) found.
+pub(super) enum Probe {
+    Found(&'static str),
+    Failed { at: Instant, error: String },
+}
+
 /// 401s seen by one call, with and without auth sent.
 #[derive(Default)]
 struct Refusals {
@@ -235,43 +244,71 @@ impl RegistryClient {
     // ----- URLs and schemes -------------------------------------------------
 
     /// `scheme://host` for a registry.
+    ///
+    /// With `insecure`, the scheme is probed like docker does for insecure
+    /// registries (https first, then http) and remembered for the run. A
+    /// host that answers neither is probed again with the usual backoff
+    /// (it may be starting: settling on https then would send every retry
+    /// to a plain-HTTP server); when every attempt fails the error names
+    /// both schemes, and is remembered for a moment so that concurrent
+    /// callers do not each wait out the same retries.
     pub(super) async fn base(&self, registry: &str) -> anyhow::Result<String> {
         let host = api_host(registry);
         if !self.inner.opts.insecure {
             return Ok(format!("https://{host}"));
         }
         let mut schemes = self.inner.schemes.lock().await;
-        if let Some(s) = schemes.get(host) {
-            return Ok(format!("{s}://{host}"));
+        match schemes.get(host) {
+            Some(Probe::Found(s)) => return Ok(format!("{s}://{host}")),
+            Some(Probe::Failed { at, error }) if at.elapsed() < PROBE_FAILURE_MEMORY => {
+                bail!("{error}")
+            }
+            _ => {}
         }
-        // Probe like docker does for insecure registries: https first.
-        let mut found = None;
+        let max = self.max_attempts();
+        let mut attempt = 0u32;
+        let errors = loop {
+            attempt += 1;
+            match self.probe_schemes(host).await {
+                Ok(s) => {
+                    schemes.insert(host.to_string(), Probe::Found(s));
+                    return Ok(format!("{s}://{host}"));
+                }
+                Err(errors) if attempt >= max => break errors,
+                Err(errors) => {
+                    tracing::debug!("{host} answers neither https nor http yet: {errors}");
+                    self.count_retry();
+                    tokio::time::sleep(backoff(attempt)).await;
+                }
+            }
+        };
+        let error = format!(
+            "cannot reach registry {host} over https or http (--insecure) after {attempt} \
+             attempts: {errors}"
+        );
+        schemes.insert(
+            host.to_string(),
+            Probe::Failed {
+                at: Instant::now(),
+                error: error.clone(),
+            },
+        );
+        bail!("{error}")
+    }
+
+    /// `GET /v2/` over https, then http: the first scheme that answers
+    /// anything, or what each said.
+    async fn probe_schemes(&self, host: &str) -> Result<&'static str, String> {
+        let mut errors = Vec::new();
         for scheme in ["https", "http"] {
             self.count_request();
-            match self
-                .inner
-                .http
-                .get(format!("{scheme}://{host}/v2/"))
-                .send()
-                .await
-            {
-                Ok(_) => {
-                    found = Some(scheme);
-                    break;
-                }
-                Err(e) => {
-                    tracing::debug!("probe {scheme}://{host}/v2/: {}", chain_text(&e));
-                }
+            let url = format!("{scheme}://{host}/v2/");
+            match self.inner.http.get(&url).send().await {
+                Ok(_) => return Ok(scheme),
+                Err(e) => errors.push(format!("{url}: {}", chain_text(&e))),
             }
         }
-        match found {
-            Some(s) => {
-                schemes.insert(host.to_string(), s);
-                Ok(format!("{s}://{host}"))
-            }
-            // Not remembered: the registry may be down right now.
-            None => Ok(format!("https://{host}")),
-        }
+        Err(errors.join("; "))
     }
 
     pub(super) async fn url(&self, registry: &str, path_and_query: &str) -> anyhow::Result<Url> {
