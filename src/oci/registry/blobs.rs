@@ -9,9 +9,14 @@ use reqwest::header::{HeaderMap, HeaderValue, CONTENT_LENGTH};
 use reqwest::{Method, StatusCode};
 use sha2::{Digest as _, Sha256};
 
-use super::transport::*;
-use super::uploads::*;
-use super::*;
+use url::Url;
+
+use super::transport::{backoff, chain_text, location, show, status_error};
+use super::uploads::{Upload, UPLOAD_SESSIONS};
+use super::{
+    pull_scope, push_scope, BlobSource, Digest, PushOutcome, RegistryClient, SourceDamaged,
+    UploadInterrupted, MAX_BLOB_IN_MEMORY,
+};
 use crate::oci::media::Descriptor;
 use crate::progress::Transfer;
 
@@ -68,7 +73,7 @@ impl RegistryClient {
             .with_context(|| format!("pushing blob {digest} to {registry}/{repo}"))
     }
 
-    pub(super) async fn push_blob_inner(
+    async fn push_blob_inner(
         &self,
         registry: &str,
         repo: &str,
@@ -78,80 +83,96 @@ impl RegistryClient {
         mut progress: Option<&mut Transfer>,
     ) -> anyhow::Result<PushOutcome> {
         let size = source.len();
-        if self.blob_exists(registry, repo, digest).await?.is_some() {
+        let skip = |progress: &mut Option<&mut Transfer>| {
             if let Some(p) = progress.as_deref_mut() {
                 p.skip(size);
             }
+        };
+        if self.blob_exists(registry, repo, digest).await?.is_some() {
+            skip(&mut progress);
             return Ok(PushOutcome::Skipped);
         }
         let mut scopes = vec![push_scope(repo)];
         let mut session = None;
         if let Some(from) = mount_from.filter(|f| *f != repo) {
             scopes.push(pull_scope(from));
-            let mut url = self
-                .url(registry, &format!("/v2/{repo}/blobs/uploads/"))
-                .await?;
-            url.query_pairs_mut()
-                .append_pair("mount", &digest.to_string())
-                .append_pair("from", from);
-            let mut h = HeaderMap::new();
-            h.insert(CONTENT_LENGTH, HeaderValue::from_static("0"));
-            let resp = self
-                .simple(registry, &scopes, Method::POST, url, h, None)
-                .await?;
-            match resp.status() {
-                StatusCode::CREATED => {
-                    if let Some(p) = progress.as_deref_mut() {
-                        p.skip(size);
-                    }
+            match self.mount(registry, repo, digest, from, &scopes).await? {
+                Mount::Mounted => {
+                    skip(&mut progress);
                     return Ok(PushOutcome::Mounted);
                 }
-                StatusCode::ACCEPTED => {
-                    // Mount refused; the registry opened an upload instead.
-                    session = Some(location(&resp)?);
-                }
-                _ => {
-                    tracing::debug!(
-                        "mount of {digest} from {from} into {repo} refused ({}); uploading",
-                        resp.status()
-                    );
-                }
+                Mount::Opened(u) => session = Some(u),
+                Mount::Refused => {}
             }
         }
-        let chunked = size > self.inner.opts.chunk_threshold
-            && matches!(source, BlobSource::FileRange { .. });
-        // Each request already retries; this loop is for a session that is
-        // lost as a whole: the answer to the completing PUT was dropped after
-        // the registry committed the blob (a retry then finds the session
-        // gone: 404 BLOB_UPLOAD_UNKNOWN), or the registry discarded the
-        // session. Ask whether the blob is there; if not, start a new session.
+        let up = Upload {
+            registry,
+            repo,
+            digest,
+            source: &source,
+            scopes: &scopes,
+        };
+        self.upload_in_sessions(&up, session, &mut progress).await?;
+        Ok(PushOutcome::Uploaded)
+    }
+
+    /// POST a cross-repository mount of `digest` from `from` into `repo`.
+    async fn mount(
+        &self,
+        registry: &str,
+        repo: &str,
+        digest: &Digest,
+        from: &str,
+        scopes: &[String],
+    ) -> anyhow::Result<Mount> {
+        let mut url = self
+            .url(registry, &format!("/v2/{repo}/blobs/uploads/"))
+            .await?;
+        url.query_pairs_mut()
+            .append_pair("mount", &digest.to_string())
+            .append_pair("from", from);
+        let mut h = HeaderMap::new();
+        h.insert(CONTENT_LENGTH, HeaderValue::from_static("0"));
+        let resp = self
+            .simple(registry, scopes, Method::POST, url, h, None)
+            .await?;
+        Ok(match resp.status() {
+            StatusCode::CREATED => Mount::Mounted,
+            // Mount refused; the registry opened an upload instead.
+            StatusCode::ACCEPTED => Mount::Opened(location(&resp)?),
+            s => {
+                tracing::debug!(
+                    "mount of {digest} from {from} into {repo} refused ({s}); uploading"
+                );
+                Mount::Refused
+            }
+        })
+    }
+
+    /// Upload `up`, in a new session when one is lost as a whole.
+    ///
+    /// Each request already retries; this loop is for a session that is
+    /// lost as a whole: the answer to the completing PUT was dropped after
+    /// the registry committed the blob (a retry then finds the session
+    /// gone: 404 BLOB_UPLOAD_UNKNOWN), or the registry discarded the
+    /// session. Ask whether the blob is there; if not, start a new session.
+    async fn upload_in_sessions(
+        &self,
+        up: &Upload<'_>,
+        mut session: Option<Url>,
+        progress: &mut Option<&mut Transfer>,
+    ) -> anyhow::Result<()> {
+        let chunked = up.size() > self.inner.opts.chunk_threshold
+            && matches!(up.source, BlobSource::FileRange { .. });
         let mut sessions_left = UPLOAD_SESSIONS;
         loop {
             let result = if chunked {
-                self.upload_chunked(
-                    registry,
-                    repo,
-                    digest,
-                    &source,
-                    session.take(),
-                    &scopes,
-                    progress.as_deref_mut(),
-                )
-                .await
+                self.upload_chunked(up, session.take(), progress).await
             } else {
-                self.upload_monolithic(
-                    registry,
-                    repo,
-                    digest,
-                    &source,
-                    session.take(),
-                    &scopes,
-                    progress.as_deref_mut(),
-                )
-                .await
+                self.upload_monolithic(up, session.take(), progress).await
             };
             let err = match result {
-                Ok(()) => return Ok(PushOutcome::Uploaded),
+                Ok(()) => return Ok(()),
                 Err(e) => e,
             };
             let final_kind = err.chain().any(|c| {
@@ -162,16 +183,26 @@ impl RegistryClient {
             if final_kind {
                 return Err(err);
             }
-            if let Ok(Some(_)) = self.blob_exists(registry, repo, digest).await {
-                tracing::info!("upload of {digest} to {registry}/{repo} reported an error but the blob is in place: {err:#}");
-                return Ok(PushOutcome::Uploaded);
+            if let Ok(Some(_)) = self.blob_exists(up.registry, up.repo, up.digest).await {
+                tracing::info!(
+                    "upload of {} to {}/{} reported an error but the blob is in place: {err:#}",
+                    up.digest,
+                    up.registry,
+                    up.repo
+                );
+                return Ok(());
             }
             sessions_left -= 1;
             if sessions_left == 0 {
                 return Err(err);
             }
-            tracing::warn!("upload of {digest} to {registry}/{repo} lost its session ({err:#}); starting a new one");
-            self.inner.stats.retries.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(
+                "upload of {} to {}/{} lost its session ({err:#}); starting a new one",
+                up.digest,
+                up.registry,
+                up.repo
+            );
+            self.count_retry();
             if let Some(p) = progress.as_deref_mut() {
                 p.reset();
             }
@@ -319,4 +350,12 @@ impl RegistryClient {
             .await?;
         Ok(Bytes::from(buf))
     }
+}
+
+/// What a mount request did.
+enum Mount {
+    Mounted,
+    /// Refused, with an upload session opened instead.
+    Opened(Url),
+    Refused,
 }

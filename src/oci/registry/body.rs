@@ -9,7 +9,7 @@ use bytes::Bytes;
 use sha2::{Digest as _, Sha256};
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 
-use super::*;
+use super::{BlobSource, Digest};
 
 /// Read size when streaming a blob from disk.
 pub(super) const READ_CHUNK: usize = 512 << 10;

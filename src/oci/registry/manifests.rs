@@ -7,8 +7,8 @@ use bytes::Bytes;
 use reqwest::header::{HeaderMap, HeaderValue, ACCEPT, CONTENT_TYPE};
 use reqwest::{Method, StatusCode};
 
-use super::transport::*;
-use super::*;
+use super::transport::{header_digest, read_limited, status_error};
+use super::{pull_scope, push_scope, Digest, FetchedManifest, RegistryClient, MAX_MANIFEST_SIZE};
 use crate::oci::media::{self};
 
 impl RegistryClient {

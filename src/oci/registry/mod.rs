@@ -12,8 +12,9 @@
 //! How it works:
 //! - one `reqwest::Client` (one connection pool) per client, shared by every
 //!   clone; TLS is verified unless `insecure`, `ca_file` adds CAs;
-//! - with `insecure`, each host is probed once (`GET /v2/` over https, then
-//!   http) to learn its scheme;
+//! - with `insecure`, each host is probed (`GET /v2/` over https, then
+//!   http) to learn its scheme, retried with backoff while it answers
+//!   neither (a registry still starting);
 //! - auth follows the registry's `WWW-Authenticate` challenge: Basic sends
 //!   the credentials, Bearer fetches a token for the scopes the operation
 //!   needs (cached per host and scope set); a 401 re-authenticates once;
@@ -32,8 +33,8 @@
 //!   the streaming request used by uploads, error text;
 //! - `body`: upload bodies streamed from disk and hashed on the way out;
 //! - `blobs`: HEAD, push (skip / mount / upload), pull;
-//! - `uploads`: upload sessions, monolithic PUT, chunked PATCH with the
-//!   resume state file;
+//! - `uploads`: upload sessions and the monolithic PUT; `chunked`: PATCH
+//!   uploads with the resume state file;
 //! - `manifests`, `tags`: the small documents.
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -50,6 +51,7 @@ use transport::{CONNECT_TIMEOUT, READ_TIMEOUT};
 
 mod blobs;
 mod body;
+mod chunked;
 mod manifests;
 mod tags;
 mod transport;
@@ -180,7 +182,7 @@ struct Inner {
     /// Credentials looked up per host (docker helpers run once).
     cred_cache: Mutex<HashMap<String, Option<Credentials>>>,
     /// Scheme per host when `insecure` (probed once).
-    schemes: tokio::sync::Mutex<HashMap<String, &'static str>>,
+    schemes: tokio::sync::Mutex<HashMap<String, transport::Probe>>,
     /// Last challenge per host.
     challenges: Mutex<HashMap<String, Challenge>>,
     /// Bearer tokens per (host, sorted scopes).

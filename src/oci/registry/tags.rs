@@ -4,8 +4,8 @@ use anyhow::Context;
 use reqwest::header::HeaderMap;
 use reqwest::{Method, StatusCode};
 
-use super::transport::*;
-use super::*;
+use super::transport::{read_limited, status_error};
+use super::{pull_scope, RegistryClient};
 
 impl RegistryClient {
     /// List tags of a repository (`/v2/<repo>/tags/list`), for `upgrade`.

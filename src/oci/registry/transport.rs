@@ -14,8 +14,8 @@ use reqwest::header::{
 use reqwest::{Method, Response, StatusCode};
 use url::Url;
 
-use super::body::*;
-use super::*;
+use super::body::StreamShared;
+use super::{api_host, Digest, RegistryClient};
 use crate::error::CredentialError;
 use crate::oci::auth::{parse_www_authenticate, Challenge, Credentials};
 use crate::progress::Transfer;
@@ -26,6 +26,22 @@ const RETRY_AFTER_CAP: Duration = Duration::from_secs(60);
 pub(super) const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
 pub(super) const READ_TIMEOUT: Duration = Duration::from_secs(60);
 const DOCKER_CONTENT_DIGEST: &str = "docker-content-digest";
+
+/// How long a failed scheme probe is answered from memory.
+const PROBE_FAILURE_MEMORY: Duration = Duration::from_secs(5);
+
+/// What the scheme probe of a host (`insecure`) found.
+pub(super) enum Probe {
+    Found(&'static str),
+    Failed { at: Instant, error: String },
+}
+
+/// 401s seen by one call, with and without auth sent.
+#[derive(Default)]
+struct Refusals {
+    without_auth: bool,
+    with_auth: bool,
+}
 
 /// One logical request: retried, authenticated.
 pub(super) struct Call<'a> {
@@ -228,43 +244,71 @@ impl RegistryClient {
     // ----- URLs and schemes -------------------------------------------------
 
     /// `scheme://host` for a registry.
+    ///
+    /// With `insecure`, the scheme is probed like docker does for insecure
+    /// registries (https first, then http) and remembered for the run. A
+    /// host that answers neither is probed again with the usual backoff
+    /// (it may be starting: settling on https then would send every retry
+    /// to a plain-HTTP server); when every attempt fails the error names
+    /// both schemes, and is remembered for a moment so that concurrent
+    /// callers do not each wait out the same retries.
     pub(super) async fn base(&self, registry: &str) -> anyhow::Result<String> {
         let host = api_host(registry);
         if !self.inner.opts.insecure {
             return Ok(format!("https://{host}"));
         }
         let mut schemes = self.inner.schemes.lock().await;
-        if let Some(s) = schemes.get(host) {
-            return Ok(format!("{s}://{host}"));
+        match schemes.get(host) {
+            Some(Probe::Found(s)) => return Ok(format!("{s}://{host}")),
+            Some(Probe::Failed { at, error }) if at.elapsed() < PROBE_FAILURE_MEMORY => {
+                bail!("{error}")
+            }
+            _ => {}
         }
-        // Probe like docker does for insecure registries: https first.
-        let mut found = None;
+        let max = self.max_attempts();
+        let mut attempt = 0u32;
+        let errors = loop {
+            attempt += 1;
+            match self.probe_schemes(host).await {
+                Ok(s) => {
+                    schemes.insert(host.to_string(), Probe::Found(s));
+                    return Ok(format!("{s}://{host}"));
+                }
+                Err(errors) if attempt >= max => break errors,
+                Err(errors) => {
+                    tracing::debug!("{host} answers neither https nor http yet: {errors}");
+                    self.count_retry();
+                    tokio::time::sleep(backoff(attempt)).await;
+                }
+            }
+        };
+        let error = format!(
+            "cannot reach registry {host} over https or http (--insecure) after {attempt} \
+             attempts: {errors}"
+        );
+        schemes.insert(
+            host.to_string(),
+            Probe::Failed {
+                at: Instant::now(),
+                error: error.clone(),
+            },
+        );
+        bail!("{error}")
+    }
+
+    /// `GET /v2/` over https, then http: the first scheme that answers
+    /// anything, or what each said.
+    async fn probe_schemes(&self, host: &str) -> Result<&'static str, String> {
+        let mut errors = Vec::new();
         for scheme in ["https", "http"] {
             self.count_request();
-            match self
-                .inner
-                .http
-                .get(format!("{scheme}://{host}/v2/"))
-                .send()
-                .await
-            {
-                Ok(_) => {
-                    found = Some(scheme);
-                    break;
-                }
-                Err(e) => {
-                    tracing::debug!("probe {scheme}://{host}/v2/: {}", chain_text(&e));
-                }
+            let url = format!("{scheme}://{host}/v2/");
+            match self.inner.http.get(&url).send().await {
+                Ok(_) => return Ok(scheme),
+                Err(e) => errors.push(format!("{url}: {}", chain_text(&e))),
             }
         }
-        match found {
-            Some(s) => {
-                schemes.insert(host.to_string(), s);
-                Ok(format!("{s}://{host}"))
-            }
-            // Not remembered: the registry may be down right now.
-            None => Ok(format!("https://{host}")),
-        }
+        Err(errors.join("; "))
     }
 
     pub(super) async fn url(&self, registry: &str, path_and_query: &str) -> anyhow::Result<Url> {
@@ -444,118 +488,149 @@ impl RegistryClient {
     pub(super) async fn send(&self, call: Call<'_>) -> anyhow::Result<Response> {
         let max = self.max_attempts();
         let mut attempt = 0u32;
-        // A 401 to a request sent without auth teaches the challenge; a 401
-        // to auth we sent (an expired or revoked token, a token fetched
-        // just before a clock-skewed expiry) earns one fresh token. A
-        // second refusal of either kind is a credential error.
-        let mut challenged = false;
-        let mut reauthed = false;
+        let mut refusals = Refusals::default();
         loop {
             attempt += 1;
             let auth = self.auth_header(call.registry, call.scopes).await?;
-            let mut rb = self
-                .inner
-                .http
-                .request(call.method.clone(), call.url.clone())
-                .headers(call.headers.clone());
-            if let Some(a) = &auth {
-                rb = rb.header(AUTHORIZATION, sensitive(a)?);
-            }
-            if let Some(b) = &call.body {
-                rb = rb.body(b.clone());
-            }
-            self.count_request();
-            tracing::debug!("{} {}", call.method, show(&call.url));
-            match rb.send().await {
+            let resp = match self.send_once(&call, auth.as_deref()).await? {
+                Ok(resp) => resp,
                 Err(e) => {
-                    if let Some(t) = tls_failure(&e) {
-                        if !self.inner.opts.insecure || t.contains("certificate") {
-                            return Err(tls_error(api_host(call.registry), &t));
-                        }
-                    }
-                    if attempt >= max {
-                        bail!(
-                            "{} {} failed after {attempt} attempts: {}",
-                            call.method,
-                            show(&call.url),
-                            chain_text(&e)
-                        );
-                    }
-                    self.count_retry();
-                    tracing::debug!(
-                        "retrying {} {} after: {}",
-                        call.method,
-                        show(&call.url),
-                        chain_text(&e)
-                    );
-                    tokio::time::sleep(backoff(attempt)).await;
+                    let wait = self.after_network_error(&call, attempt, &e)?;
+                    tokio::time::sleep(wait).await;
+                    continue;
                 }
-                Ok(resp) => {
-                    let status = resp.status();
-                    tracing::debug!("{} {} -> {status}", call.method, show(&call.url));
-                    if status == StatusCode::UNAUTHORIZED {
-                        let creds = self.creds_for(call.registry).await;
-                        let what = format!("{} {} answered 401", call.method, show(&call.url));
-                        let seen = if auth.is_some() {
-                            &mut reauthed
-                        } else {
-                            &mut challenged
-                        };
-                        if *seen {
-                            return Err(credential_error(call.registry, creds.as_ref(), what));
-                        }
-                        *seen = true;
-                        let ch = resp
-                            .headers()
-                            .get(WWW_AUTHENTICATE)
-                            .and_then(|v| v.to_str().ok())
-                            .and_then(parse_www_authenticate);
-                        let Some(ch) = ch else {
-                            return Err(credential_error(call.registry, creds.as_ref(), what));
-                        };
-                        if matches!(ch, Challenge::Basic { .. }) && creds.is_none() {
-                            return Err(credential_error(call.registry, None, what));
-                        }
-                        self.inner
-                            .challenges
-                            .lock()
-                            .unwrap()
-                            .insert(call.registry.to_string(), ch);
-                        self.forget_token(call.registry, call.scopes);
-                        attempt -= 1; // authenticating is not a retry
-                        continue;
-                    }
-                    if status == StatusCode::FORBIDDEN && auth.is_some() {
-                        let creds = self.creds_for(call.registry).await;
-                        return Err(credential_error(
-                            call.registry,
-                            creds.as_ref(),
-                            format!("{} {} answered 403", call.method, show(&call.url)),
-                        ));
-                    }
-                    if retryable_status(status) {
-                        if attempt >= max {
-                            return Err(status_error(
-                                resp,
-                                &format!("{} failed after {attempt} attempts", call.method),
-                            )
-                            .await);
-                        }
-                        let d = retry_after(&resp).unwrap_or_else(|| backoff(attempt));
-                        self.count_retry();
-                        tracing::debug!(
-                            "retrying {} {} in {:?} after {status}",
-                            call.method,
-                            show(&call.url),
-                            d
-                        );
-                        tokio::time::sleep(d).await;
-                        continue;
-                    }
-                    return Ok(resp);
-                }
+            };
+            let status = resp.status();
+            tracing::debug!("{} {} -> {status}", call.method, show(&call.url));
+            if status == StatusCode::UNAUTHORIZED {
+                self.learn_challenge(&call, &resp, auth.is_some(), &mut refusals)
+                    .await?;
+                attempt -= 1; // authenticating is not a retry
+                continue;
+            }
+            if status == StatusCode::FORBIDDEN && auth.is_some() {
+                let creds = self.creds_for(call.registry).await;
+                return Err(credential_error(
+                    call.registry,
+                    creds.as_ref(),
+                    format!("{} {} answered 403", call.method, show(&call.url)),
+                ));
+            }
+            if !retryable_status(status) {
+                return Ok(resp);
+            }
+            if attempt >= max {
+                let what = format!("{} failed after {attempt} attempts", call.method);
+                return Err(status_error(resp, &what).await);
+            }
+            let d = retry_after(&resp).unwrap_or_else(|| backoff(attempt));
+            self.count_retry();
+            tracing::debug!(
+                "retrying {} {} in {:?} after {status}",
+                call.method,
+                show(&call.url),
+                d
+            );
+            tokio::time::sleep(d).await;
+        }
+    }
+
+    /// One try of a call, with `auth` when we have it.
+    async fn send_once(
+        &self,
+        call: &Call<'_>,
+        auth: Option<&str>,
+    ) -> anyhow::Result<Result<Response, reqwest::Error>> {
+        let mut rb = self
+            .inner
+            .http
+            .request(call.method.clone(), call.url.clone())
+            .headers(call.headers.clone());
+        if let Some(a) = auth {
+            rb = rb.header(AUTHORIZATION, sensitive(a)?);
+        }
+        if let Some(b) = &call.body {
+            rb = rb.body(b.clone());
+        }
+        self.count_request();
+        tracing::debug!("{} {}", call.method, show(&call.url));
+        Ok(rb.send().await)
+    }
+
+    /// A try that ended in a transport error: how long to wait before the
+    /// next, or the final error (retries spent, or TLS that cannot work).
+    fn after_network_error(
+        &self,
+        call: &Call<'_>,
+        attempt: u32,
+        e: &reqwest::Error,
+    ) -> anyhow::Result<Duration> {
+        if let Some(t) = tls_failure(e) {
+            if !self.inner.opts.insecure || t.contains("certificate") {
+                return Err(tls_error(api_host(call.registry), &t));
             }
         }
+        if attempt >= self.max_attempts() {
+            bail!(
+                "{} {} failed after {attempt} attempts: {}",
+                call.method,
+                show(&call.url),
+                chain_text(e)
+            );
+        }
+        self.count_retry();
+        tracing::debug!(
+            "retrying {} {} after: {}",
+            call.method,
+            show(&call.url),
+            chain_text(e)
+        );
+        Ok(backoff(attempt))
+    }
+
+    /// A 401: remember the challenge it carries so the next try
+    /// authenticates, or fail when authenticating cannot help.
+    ///
+    /// A 401 to a request sent without auth teaches the challenge; a 401
+    /// to auth we sent (an expired or revoked token, a token fetched just
+    /// before a clock-skewed expiry) earns one fresh token. A second
+    /// refusal of either kind is a credential error.
+    async fn learn_challenge(
+        &self,
+        call: &Call<'_>,
+        resp: &Response,
+        sent_auth: bool,
+        refusals: &mut Refusals,
+    ) -> anyhow::Result<()> {
+        let creds = self.creds_for(call.registry).await;
+        let what = format!("{} {} answered 401", call.method, show(&call.url));
+        let seen = if sent_auth {
+            &mut refusals.with_auth
+        } else {
+            &mut refusals.without_auth
+        };
+        if *seen {
+            return Err(credential_error(call.registry, creds.as_ref(), what));
+        }
+        *seen = true;
+        let ch = resp
+            .headers()
+            .get(WWW_AUTHENTICATE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(parse_www_authenticate);
+        let Some(ch) = ch else {
+            return Err(credential_error(call.registry, creds.as_ref(), what));
+        };
+        if matches!(ch, Challenge::Basic { .. }) && creds.is_none() {
+            return Err(credential_error(call.registry, None, what));
+        }
+        self.inner
+            .challenges
+            .lock()
+            .unwrap()
+            .insert(call.registry.to_string(), ch);
+        self.forget_token(call.registry, call.scopes);
+        Ok(())
     }
 
     pub(super) async fn simple(
