@@ -306,3 +306,101 @@ fn image_only_products_need_no_target_repo_and_charts_are_named_when_it_is_missi
         "an image was pushed anyway"
     );
 }
+
+#[test]
+fn readme_hints_example_is_the_example_products_hints() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
+    let after = readme
+        .split("the hints file (`bundle-manifests/hints/demo.yaml`) is")
+        .nth(1)
+        .expect("the README's hints example");
+    let block = after
+        .split("```yaml\n")
+        .nth(1)
+        .and_then(|b| b.split("```").next())
+        .unwrap();
+    let file = std::fs::read_to_string(root.join("bundle-manifests/hints/demo.yaml")).unwrap();
+    let templates: Vec<&str> = file.lines().filter(|l| l.starts_with("- ")).collect();
+    assert_eq!(block.lines().collect::<Vec<_>>(), templates);
+}
+
+#[test]
+fn seed_manifests_run_here_or_say_they_are_templates() {
+    use bundler::config::manifest::{BundleManifest, ChartSource, ImageSource};
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("bundle-manifests");
+    let mut runnable = 0;
+    for e in std::fs::read_dir(&dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.extension().is_none_or(|x| x != "yaml") {
+            continue;
+        }
+        let text = std::fs::read_to_string(&p).unwrap();
+        let m = BundleManifest::load(&p).unwrap_or_else(|e| panic!("{}: {e:#}", p.display()));
+        if text.starts_with("# TEMPLATE") {
+            continue;
+        }
+        // Not a template: everything it names is here, and nothing comes
+        // from a registry.
+        let base = p.parent().unwrap();
+        for c in &m.charts {
+            match &c.source {
+                ChartSource::Path(path) => assert!(
+                    base.join(path).exists(),
+                    "{}: {}",
+                    p.display(),
+                    path.display()
+                ),
+                other => panic!(
+                    "{}: chart {} from {other:?} needs the network: mark it # TEMPLATE",
+                    p.display(),
+                    c.name
+                ),
+            }
+            assert!(c.images.is_empty(), "{}: registry images", p.display());
+            for a in c.image_archives.iter().chain(c.hints.iter()) {
+                assert!(
+                    base.join(a).exists(),
+                    "{}: {} is missing",
+                    p.display(),
+                    a.display()
+                );
+            }
+        }
+        for i in &m.images {
+            match i {
+                ImageSource::Archive(a) => {
+                    assert!(base.join(a).exists(), "{}: {}", p.display(), a.display())
+                }
+                ImageSource::Reference(r) => {
+                    panic!("{}: {r} needs a registry: mark it # TEMPLATE", p.display())
+                }
+            }
+        }
+        runnable += 1;
+    }
+    assert!(runnable >= 1, "example.yaml runs here");
+}
+
+#[test]
+fn no_user_facing_message_cites_the_spec() {
+    // The SPEC is not in the repository: messages and help must stand alone.
+    let mut offenders = Vec::new();
+    let mut stack = vec![Path::new(env!("CARGO_MANIFEST_DIR")).join("src")];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if p.extension().is_some_and(|x| x == "rs") {
+                for (i, line) in std::fs::read_to_string(&p).unwrap().lines().enumerate() {
+                    let code = line.trim_start();
+                    if !code.starts_with("//") && line.contains("SPEC §") {
+                        offenders.push(format!("{}:{}: {line}", p.display(), i + 1));
+                    }
+                }
+            }
+        }
+    }
+    assert!(offenders.is_empty(), "{}", offenders.join("\n"));
+}

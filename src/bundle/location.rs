@@ -128,6 +128,6 @@ fn classify_file(path: &Path) -> anyhow::Result<Vec<BundleLocation>> {
              give a file written by `bundler pack`, or the file is truncated"
         );
     }
-    inner.sort_by(|a, b| a.label().cmp(&b.label()));
+    inner.sort_by_key(BundleLocation::label);
     Ok(inner)
 }

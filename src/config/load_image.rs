@@ -1,4 +1,4 @@
-//! `load-image.yaml` (SPEC §4), the charts-syncer fork's schema.
+//! `load-image.yaml`, the charts-syncer fork's schema.
 //!
 //! Every key of the DaoCloud charts-syncer fork's `api/config.proto` is
 //! accepted, in its JSON (camelCase) spelling and its proto (snake_case)
@@ -167,7 +167,7 @@ pub struct SyncConfig {
     pub repo_name: Option<String>,
 }
 
-const HINT: &str = "see SPEC §4 / the charts-syncer load-image.yaml schema";
+const HINT: &str = "see the README (bundler sync) for the load-image.yaml schema, and tests/fixtures/configs/ for examples";
 
 // ---- raw schema -------------------------------------------------------------
 
