@@ -157,6 +157,7 @@ pub async fn run(args: &SyncArgs) -> anyhow::Result<()> {
         .await;
         summary.bytes_uploaded = client.stats().bytes_uploaded;
         summary.retries = client.stats().retries;
+        summary.bytes_read = report::bytes_read();
         crate::outcome::record(&summary);
         result?;
     }
@@ -189,6 +190,7 @@ pub async fn run(args: &SyncArgs) -> anyhow::Result<()> {
     summary.bytes_uploaded = stats.bytes_uploaded;
     summary.retries = stats.retries;
     summary.seconds = started.elapsed().as_secs_f64();
+    summary.bytes_read = report::bytes_read();
     if args.json {
         println!("{}", serde_json::to_string_pretty(&summary)?);
     } else {

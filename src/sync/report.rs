@@ -23,6 +23,11 @@ pub struct SyncSummary {
     pub blobs_skipped: usize,
     pub blobs_mounted: usize,
     pub bytes_uploaded: u64,
+    /// Bytes this run read with read(2)/pread(2), files and sockets alike
+    /// (`rchar` of /proc/self/io; Linux): one read per byte that moves
+    /// means this stays close to `bytesUploaded`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bytes_read: Option<u64>,
     pub retries: u64,
     pub charts: Vec<ChartLine>,
     pub seconds: f64,
@@ -43,6 +48,14 @@ pub struct ChartLine {
     pub version: String,
     pub target: String,
     pub outcome: String,
+}
+
+/// `rchar` of /proc/self/io, where there is one.
+pub fn bytes_read() -> Option<u64> {
+    let io = std::fs::read_to_string("/proc/self/io").ok()?;
+    io.lines()
+        .find_map(|l| l.strip_prefix("rchar:"))
+        .and_then(|v| v.trim().parse().ok())
 }
 
 /// `n thing` / `n things`.
@@ -174,21 +187,46 @@ impl Failures {
     }
 
     /// Causes in first-seen order, with the images each hit. Messages are
-    /// compared with what names one image or request taken out.
+    /// compared with what names one image or request taken out (its
+    /// reference, request paths, digests); a cause is shown with digests
+    /// kept when they are the same for every image it hit (a damaged blob
+    /// is named).
     fn grouped(&self) -> Vec<(String, Vec<String>)> {
+        struct Group {
+            shown: Vec<String>,
+            images: Vec<String>,
+        }
         let mut order: Vec<String> = Vec::new();
-        let mut by: BTreeMap<String, (String, Vec<String>)> = BTreeMap::new();
+        let mut by: BTreeMap<String, Group> = BTreeMap::new();
         for (image, msg, _) in &self.entries {
-            let key = cause_key(image, msg);
-            let e = by.entry(key.clone()).or_insert_with(|| {
+            let shown = without_image(image, msg);
+            let key = without_digests(&shown);
+            let g = by.entry(key.clone()).or_insert_with(|| {
                 order.push(key.clone());
-                (generic(image, msg), Vec::new())
+                Group {
+                    shown: Vec::new(),
+                    images: Vec::new(),
+                }
             });
-            if !e.1.contains(image) {
-                e.1.push(image.clone());
+            if !g.shown.contains(&shown) {
+                g.shown.push(shown);
+            }
+            if !g.images.contains(image) {
+                g.images.push(image.clone());
             }
         }
-        order.into_iter().map(|k| by.remove(&k).unwrap()).collect()
+        order
+            .into_iter()
+            .map(|k| {
+                let g = by.remove(&k).unwrap();
+                let text = if g.shown.len() == 1 {
+                    g.shown.into_iter().next().unwrap()
+                } else {
+                    k
+                };
+                (text, g.images)
+            })
+            .collect()
     }
 }
 
@@ -206,27 +244,27 @@ fn list(images: &[String]) -> String {
     s
 }
 
-/// A message with the parts that name one image taken out: the image
-/// reference itself, digests, and request paths (`/v2/<repo>/...`).
-fn generic(image: &str, msg: &str) -> String {
+/// A message with what names one image taken out: the image reference
+/// and request paths (`/v2/<repo>/...`).
+fn without_image(image: &str, msg: &str) -> String {
     use std::sync::OnceLock;
     static PATHS: OnceLock<regex::Regex> = OnceLock::new();
-    static DIGESTS: OnceLock<regex::Regex> = OnceLock::new();
     let paths = PATHS.get_or_init(|| regex::Regex::new(r"/v2/[^\s:)]*").unwrap());
-    let digests = DIGESTS.get_or_init(|| regex::Regex::new(r"sha256:[0-9a-f]{64}").unwrap());
     let mut s = msg.to_string();
-    if let Some(repo) = image.split(['@']).next() {
+    if let Some(repo) = image.split('@').next() {
         s = s.replace(repo, "<image>");
         if let Some((no_tag, _)) = repo.rsplit_once(':').filter(|(a, _)| a.contains('/')) {
             s = s.replace(no_tag, "<image>");
         }
     }
-    s = paths.replace_all(&s, "/v2/…").into_owned();
-    digests.replace_all(&s, "sha256:…").into_owned()
+    paths.replace_all(&s, "/v2/…").into_owned()
 }
 
-fn cause_key(image: &str, msg: &str) -> String {
-    generic(image, msg)
+fn without_digests(msg: &str) -> String {
+    use std::sync::OnceLock;
+    static DIGESTS: OnceLock<regex::Regex> = OnceLock::new();
+    let digests = DIGESTS.get_or_init(|| regex::Regex::new(r"sha256:[0-9a-f]{64}").unwrap());
+    digests.replace_all(msg, "sha256:…").into_owned()
 }
 
 /// A sync that failed for one or more images; `kind` is the kind of the
@@ -291,6 +329,21 @@ mod tests {
         g.add("r/a:1".into(), &anyhow::anyhow!("denied"));
         let msg = format!("{:#}", g.into_error());
         assert!(msg.starts_with("1 image failed; none was tagged"), "{msg}");
+    }
+
+    #[test]
+    fn a_damaged_blob_is_named_by_digest() {
+        let d = format!("sha256:{}", "ab".repeat(32));
+        let mut f = Failures::new(Stage::Blobs);
+        f.add(
+            "r/a:1".into(),
+            &anyhow::anyhow!("bundle x.bundle.tar: blob {d} is corrupted"),
+        );
+        f.blobs_in = 2;
+        let msg = format!("{:#}", f.into_error());
+        assert!(msg.contains(&d) && msg.contains("x.bundle.tar"), "{msg}");
+        assert!(msg.contains("no manifest or tag was written"), "{msg}");
+        assert!(msg.contains("2 blobs already uploaded"), "{msg}");
     }
 
     #[test]
