@@ -312,6 +312,7 @@ pub async fn run(args: &UpgradeArgs) -> anyhow::Result<()> {
         print_json(args, &summary)?;
         return Ok(());
     }
+    crate::outcome::record(&summary);
     out.say(format!("running {upgrade_command}"));
     let r = helm.run(&upgrade).await?;
     if r.ok {
