@@ -105,6 +105,8 @@ pub struct SyncArgs {
 pub async fn run(args: &SyncArgs) -> anyhow::Result<()> {
     let started = std::time::Instant::now();
     let config = SyncConfig::load(&args.config)?;
+    crate::interrupt::install("sync");
+    crate::interrupt::doing(format!("syncing with {}", args.config.display()));
     let insecure = args.transport.insecure();
     let progress = Progress::auto(args.json || args.print_images);
     let platforms: Vec<Platform> = args
@@ -455,6 +457,7 @@ impl BundleLocation {
 /// an outer offline package (read in place).
 fn list_bundles(path: &Path) -> anyhow::Result<Vec<BundleLocation>> {
     let meta = std::fs::metadata(path).with_context(|| format!("source.intermediateBundlesPath {} does not exist (relative paths are from the current directory)", path.display()))?;
+    crate::file_kind::require_file(path, &meta, "source.intermediateBundlesPath", true)?;
     if meta.is_dir() {
         let mut out: Vec<PathBuf> = std::fs::read_dir(path)?
             .filter_map(|e| e.ok().map(|e| e.path()))

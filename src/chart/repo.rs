@@ -183,7 +183,7 @@ async fn get_index(
     let url = format!("{}/index.yaml", base.trim_end_matches('/'));
     match get_bytes(http, &url, auth).await? {
         None => Ok(None),
-        Some(b) => Ok(Some(serde_yaml_ng::from_slice(&b).with_context(|| {
+        Some(b) => Ok(Some(crate::yaml_bounds::from_slice(&b).with_context(|| {
             format!("{} is not a valid index.yaml", safe_url(&url))
         })?)),
     }
@@ -325,15 +325,9 @@ pub async fn publish(
     }
 }
 
+/// Unique temp name, mode per umask (a web server must read LOCAL repos).
 fn write_atomic(path: &Path, data: &[u8]) -> anyhow::Result<()> {
-    let dir = path.parent().context("no parent directory")?;
-    let mut tmp = tempfile::NamedTempFile::new_in(dir)
-        .with_context(|| format!("creating a temporary file in {}", dir.display()))?;
-    std::io::Write::write_all(&mut tmp, data)?;
-    tmp.as_file().sync_all()?;
-    tmp.persist(path)
-        .map_err(|e| anyhow::anyhow!("writing {}: {}", path.display(), e.error))?;
-    Ok(())
+    crate::atomic_file::write_atomic(path, data)
 }
 
 /// LOCAL: `<dir>/<name>-<version>.tgz` plus `index.yaml`.
@@ -344,6 +338,8 @@ pub fn publish_local(
     force: bool,
 ) -> anyhow::Result<PublishOutcome> {
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    // Two syncs into the same repo must both keep their index entries.
+    let _lock = crate::atomic_file::DirLock::acquire(dir)?;
     let file = dir.join(archive_name(chart));
     let index_path = dir.join("index.yaml");
     let existing_index = match std::fs::read_to_string(&index_path) {
@@ -353,7 +349,7 @@ pub fn publish_local(
     };
     let indexed = existing_index
         .as_deref()
-        .and_then(|t| serde_yaml_ng::from_str::<Value>(t).ok())
+        .and_then(|t| crate::yaml_bounds::from_str::<Value>(t).ok())
         .and_then(|v| {
             find_in_index(&v, &chart.name, Some(&chart.version))
                 .and_then(|e| e.get("digest").and_then(Value::as_str).map(str::to_string))
