@@ -155,8 +155,10 @@ pub async fn run(args: &PackArgs) -> anyhow::Result<()> {
     // the run before bytes move.
     let mut plans: Vec<BundlePlan> = Vec::new();
     for entry in &manifest.charts {
-        let (chart, tgz) = crate::chart::repo::fetch(entry, &base_dir, &client, &fetch_opts)
-            .await
+        let auth = manifest.chart_auth.get(&entry.name);
+        let (chart, tgz) =
+            crate::chart::repo::fetch_with_auth(entry, &base_dir, &client, &fetch_opts, auth)
+                .await
             .with_context(|| {
                 format!(
                     "fetching chart {} from the bundle manifest {}",

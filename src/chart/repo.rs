@@ -11,7 +11,7 @@ use bytes::Bytes;
 use serde_yaml_ng::Value;
 
 use crate::config::load_image::{RepoKind, RepoSpec};
-use crate::config::manifest::{ChartEntry, ChartSource};
+use crate::config::manifest::{ChartEntry, ChartRepoAuth, ChartSource};
 use crate::oci::auth::Credentials;
 use crate::oci::media::{self, Descriptor};
 use crate::oci::registry::{BlobSource, RegistryClient};
@@ -47,6 +47,18 @@ pub async fn fetch(
     client: &RegistryClient,
     opts: &PublishOptions,
 ) -> anyhow::Result<(Chart, Vec<u8>)> {
+    fetch_with_auth(entry, base_dir, client, opts, None).await
+}
+
+/// [`fetch`], authenticating to a classic repo with `auth` (the
+/// manifest's `BundleManifest::chart_auth` of the entry).
+pub async fn fetch_with_auth(
+    entry: &ChartEntry,
+    base_dir: &std::path::Path,
+    client: &RegistryClient,
+    opts: &PublishOptions,
+    auth: Option<&ChartRepoAuth>,
+) -> anyhow::Result<(Chart, Vec<u8>)> {
     let (chart, tgz) = match &entry.source {
         ChartSource::Path(p) => {
             let path = if p.is_absolute() {
@@ -68,7 +80,11 @@ pub async fn fetch(
                 (chart, bytes)
             }
         }
-        ChartSource::Repo(url) => fetch_from_repo(url, entry, opts, None).await?,
+        ChartSource::Repo(url) => {
+            let creds = auth.map(|a| &a.credentials);
+            let pass = auth.is_some_and(|a| a.pass_credentials);
+            fetch_from_repo(url, entry, opts, creds, pass).await?
+        }
         ChartSource::Oci(url) => fetch_from_oci(url, entry, client).await?,
     };
     if chart.name != entry.name {
@@ -194,6 +210,7 @@ async fn fetch_from_repo(
     entry: &ChartEntry,
     opts: &PublishOptions,
     auth: Option<&Credentials>,
+    pass_credentials: bool,
 ) -> anyhow::Result<(Chart, Vec<u8>)> {
     let http = http_client(opts)?;
     let base = url.trim_end_matches('/');
@@ -219,7 +236,14 @@ async fn fetch_from_repo(
     let chart_url = base_url
         .join(first)
         .with_context(|| format!("invalid chart URL {first:?}"))?;
-    let bytes = get_bytes(&http, chart_url.as_str(), auth)
+    // Like helm: the repo's credentials go to its own scheme/host/port
+    // only, unless passCredentials says the chart host may have them.
+    let chart_auth = if pass_credentials || same_origin(&base_url, &chart_url) {
+        auth
+    } else {
+        None
+    };
+    let bytes = get_bytes(&http, chart_url.as_str(), chart_auth)
         .await?
         .with_context(|| format!("{}: not found", safe_url(chart_url.as_str())))?;
     if let Some(d) = e.get("digest").and_then(Value::as_str) {
@@ -235,6 +259,12 @@ async fn fetch_from_repo(
     let chart = Chart::from_tgz(&bytes)
         .with_context(|| format!("chart archive {}", safe_url(chart_url.as_str())))?;
     Ok((chart, bytes))
+}
+
+fn same_origin(a: &url::Url, b: &url::Url) -> bool {
+    a.scheme() == b.scheme()
+        && a.host_str() == b.host_str()
+        && a.port_or_known_default() == b.port_or_known_default()
 }
 
 /// `oci://host[:port]/path` or `http(s)://host[:port]/path` → (host, path).
