@@ -40,10 +40,7 @@ pub fn temp_path_for(final_path: &Path) -> PathBuf {
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_else(|| "file".into());
     let seq = SEQ.fetch_add(1, Ordering::Relaxed);
-    dir.join(format!(
-        ".{name}{PARTIAL_MARK}{}-{seq}",
-        std::process::id()
-    ))
+    dir.join(format!(".{name}{PARTIAL_MARK}{}-{seq}", std::process::id()))
 }
 
 fn parent_dir(p: &Path) -> PathBuf {
@@ -77,9 +74,8 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
             .with_context(|| format!("writing {}", tmp.display()))?;
         f.sync_all()
             .with_context(|| format!("syncing {}", tmp.display()))?;
-        std::fs::rename(&tmp, path).with_context(|| {
-            format!("renaming {} to {}", tmp.display(), path.display())
-        })?;
+        std::fs::rename(&tmp, path)
+            .with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))?;
         Ok(())
     })();
     if result.is_err() {

@@ -39,7 +39,11 @@ pub fn require_file(path: &Path, meta: &Metadata, what: &str, dir_ok: bool) -> a
     Err(input_error(format!(
         "{what} {}: is {}, not {want}; give the path of the file itself",
         path.display(),
-        if meta.is_dir() { "a directory" } else { kind(meta) }
+        if meta.is_dir() {
+            "a directory"
+        } else {
+            kind(meta)
+        }
     )))
 }
 
@@ -63,7 +67,9 @@ mod tests {
         let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
         // SAFETY: mkfifo on a NUL-terminated path.
         assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
-        let e = check_path(&fifo, "image archive", true).unwrap_err().to_string();
+        let e = check_path(&fifo, "image archive", true)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("FIFO") && e.contains("pipe"), "{e}");
         check_path(d.path(), "image archive", true).unwrap();
         assert!(check_path(d.path(), "bundle", false).is_err());

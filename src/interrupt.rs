@@ -65,34 +65,35 @@ pub fn doing(what: impl Into<String>) {
 pub fn install(verb: &'static str) {
     static ONCE: std::sync::Once = std::sync::Once::new();
     ONCE.call_once(|| {
-        let rt = match tokio::runtime::Builder::new_current_thread()
-            .enable_io()
-            .build()
-        {
-            Ok(rt) => rt,
-            Err(e) => {
-                tracing::warn!("cannot handle signals: {e}");
-                return;
-            }
-        };
-        // Register the handlers before returning, so that a signal right
-        // after install() is already ours.
-        let sigs = rt.block_on(async {
-            use tokio::signal::unix::{signal, SignalKind};
-            Ok::<_, std::io::Error>((
-                signal(SignalKind::interrupt())?,
-                signal(SignalKind::terminate())?,
-            ))
-        });
-        let (mut int, mut term) = match sigs {
-            Ok(s) => s,
-            Err(e) => {
-                tracing::warn!("cannot handle signals: {e}");
-                return;
-            }
-        };
+        // The handlers are registered on the signal thread's own runtime
+        // (install may be called from inside another runtime); install
+        // returns once they are, so a signal right after it is ours.
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<(), String>>();
         std::thread::spawn(move || {
-            let (name, code) = rt.block_on(async {
+            let rt = match tokio::runtime::Builder::new_current_thread()
+                .enable_io()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => {
+                    let _ = ready_tx.send(Err(e.to_string()));
+                    return;
+                }
+            };
+            let (name, code) = rt.block_on(async move {
+                use tokio::signal::unix::{signal, SignalKind};
+                let sigs = signal(SignalKind::interrupt())
+                    .and_then(|i| Ok((i, signal(SignalKind::terminate())?)));
+                let (mut int, mut term) = match sigs {
+                    Ok(s) => {
+                        let _ = ready_tx.send(Ok(()));
+                        s
+                    }
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(e.to_string()));
+                        return std::future::pending().await;
+                    }
+                };
                 tokio::select! {
                     _ = int.recv() => ("SIGINT", 130),
                     _ = term.recv() => ("SIGTERM", 143),
@@ -100,6 +101,11 @@ pub fn install(verb: &'static str) {
             });
             on_signal(verb, name, code)
         });
+        match ready_rx.recv() {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!("cannot handle signals: {e}"),
+            Err(_) => tracing::warn!("cannot handle signals: the signal thread stopped"),
+        }
     });
 }
 

@@ -125,7 +125,10 @@ pub async fn run(args: &PackArgs) -> anyhow::Result<()> {
         .with_context(|| format!("creating output directory {}", args.output.display()))?;
     crate::interrupt::install("pack");
     for p in crate::interrupt::remove_stale_partials(&args.output) {
-        tracing::info!("removed {} (left by a pack that no longer runs)", p.display());
+        tracing::info!(
+            "removed {} (left by a pack that no longer runs)",
+            p.display()
+        );
     }
 
     let client = RegistryClient::new(
@@ -159,13 +162,13 @@ pub async fn run(args: &PackArgs) -> anyhow::Result<()> {
         let (chart, tgz) =
             crate::chart::repo::fetch_with_auth(entry, &base_dir, &client, &fetch_opts, auth)
                 .await
-            .with_context(|| {
-                format!(
-                    "fetching chart {} from the bundle manifest {}",
-                    entry.name,
-                    manifest.file.display()
-                )
-            })?;
+                .with_context(|| {
+                    format!(
+                        "fetching chart {} from the bundle manifest {}",
+                        entry.name,
+                        manifest.file.display()
+                    )
+                })?;
         let (hints, extra_images) = chart_hints(entry, &chart, &base_dir, helm.as_deref())?;
         let mut refs: Vec<Reference> = Vec::new();
         for h in hints
@@ -779,8 +782,8 @@ fn write_package(path: &Path, members: &[PathBuf]) -> anyhow::Result<()> {
                 .context("member without file name")?
                 .to_string_lossy()
                 .into_owned();
-            let mut f = std::fs::File::open(m)
-                .with_context(|| format!("opening {}", m.display()))?;
+            let mut f =
+                std::fs::File::open(m).with_context(|| format!("opening {}", m.display()))?;
             let mut h = tar::Header::new_gnu();
             h.set_size(
                 f.metadata()

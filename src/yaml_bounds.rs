@@ -67,7 +67,10 @@ fn check_with(text: &str, max_nodes: u64, max_bytes: u64) -> anyhow::Result<()> 
                 },
             )),
             Event::Alias(id) => {
-                let c = anchors.get(&id).copied().unwrap_or(Cost { nodes: 1, bytes: 0 });
+                let c = anchors
+                    .get(&id)
+                    .copied()
+                    .unwrap_or(Cost { nodes: 1, bytes: 0 });
                 added.add(c);
                 if added.nodes > max_nodes || added.bytes > max_bytes {
                     anyhow::bail!(
@@ -152,7 +155,8 @@ mod tests {
 
     #[test]
     fn ordinary_aliases_pass() {
-        let s = "defaults: &d {cpu: 1, mem: 2}\na:\n  <<: *d\nb:\n  <<: *d\nc: \"not * an alias\"\n";
+        let s =
+            "defaults: &d {cpu: 1, mem: 2}\na:\n  <<: *d\nb:\n  <<: *d\nc: \"not * an alias\"\n";
         check(s).unwrap();
         check(&bomb(100, 100)).unwrap();
         let v: serde_yaml_ng::Value = from_str(s).unwrap();

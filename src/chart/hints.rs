@@ -120,7 +120,8 @@ fn parse_path(expr: &str) -> anyhow::Result<Vec<String>> {
 
 impl Hints {
     pub fn parse(text: &str) -> anyhow::Result<Self> {
-        let v: Value = crate::yaml_bounds::from_str(text).context("hints file is not valid YAML")?;
+        let v: Value =
+            crate::yaml_bounds::from_str(text).context("hints file is not valid YAML")?;
         let list = match v {
             Value::Null => Vec::new(),
             Value::Sequence(s) => s,

@@ -248,8 +248,8 @@ fn repoint_dependencies(chart: &mut Chart, source: &str, target: &str) -> anyhow
         };
         let mut text =
             String::from_utf8(bytes.to_vec()).with_context(|| format!("{file} is not UTF-8"))?;
-        let v: Value =
-            crate::yaml_bounds::from_str(&text).with_context(|| format!("{file} is not valid YAML"))?;
+        let v: Value = crate::yaml_bounds::from_str(&text)
+            .with_context(|| format!("{file} is not valid YAML"))?;
         let Some(deps) = v.get("dependencies").and_then(Value::as_sequence) else {
             continue;
         };

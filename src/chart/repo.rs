@@ -199,9 +199,9 @@ async fn get_index(
     let url = format!("{}/index.yaml", base.trim_end_matches('/'));
     match get_bytes(http, &url, auth).await? {
         None => Ok(None),
-        Some(b) => Ok(Some(crate::yaml_bounds::from_slice(&b).with_context(|| {
-            format!("{} is not a valid index.yaml", safe_url(&url))
-        })?)),
+        Some(b) => Ok(Some(crate::yaml_bounds::from_slice(&b).with_context(
+            || format!("{} is not a valid index.yaml", safe_url(&url)),
+        )?)),
     }
 }
 

@@ -548,7 +548,9 @@ fn chart_repo_auth(
             doc.error_at(
                 &key(k),
                 &[&format!("{at}.auth")],
-                format!("the environment variable {var} is not set (export it before running pack)"),
+                format!(
+                    "the environment variable {var} is not set (export it before running pack)"
+                ),
             )
         })
     };
