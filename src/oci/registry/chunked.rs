@@ -17,8 +17,9 @@ use sha2::{Digest as _, Sha256};
 use url::Url;
 
 use super::body::{corrupt_error, hash_prefix};
-use super::transport::{backoff, chain_text, credential_error, show, status_error};
-use super::uploads::{check_stored, next_location, range_end, with_digest, Streamed, Upload};
+use super::transport::Streamed;
+use super::transport::{backoff, credential_error, show, status_error};
+use super::uploads::{check_stored, next_location, range_end, with_digest, Upload};
 use super::{Digest, RegistryClient, SourceDamaged, UploadInterrupted};
 use crate::progress::Transfer;
 
@@ -293,7 +294,18 @@ impl RegistryClient {
     ) -> anyhow::Result<Result<Url, String>> {
         let resp = match res {
             Ok(resp) => resp,
-            Err(e) => return Ok(Err(chain_text(&e))),
+            Err(e) => {
+                if e.is_stall() {
+                    tracing::warn!(
+                        "PATCH {}: {} (attempt {} of {}); retrying",
+                        show(&pos.loc),
+                        e.text(),
+                        attempt + 1,
+                        self.max_attempts()
+                    );
+                }
+                return Ok(Err(e.text()));
+            }
         };
         let status = resp.status();
         if status.is_success() {
