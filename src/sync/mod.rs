@@ -158,6 +158,7 @@ pub async fn run(args: &SyncArgs) -> anyhow::Result<()> {
         summary.bytes_uploaded = client.stats().bytes_uploaded;
         summary.retries = client.stats().retries;
         summary.bytes_read = report::bytes_read();
+        summary.seconds = started.elapsed().as_secs_f64();
         crate::outcome::record(&summary);
         result?;
     }
@@ -179,6 +180,7 @@ pub async fn run(args: &SyncArgs) -> anyhow::Result<()> {
         &mut summary.charts,
     )
     .await;
+    summary.seconds = started.elapsed().as_secs_f64();
     crate::outcome::record(&summary);
     let synced = published?;
     progress.finish();

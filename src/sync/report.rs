@@ -218,7 +218,8 @@ impl Failures {
         order
             .into_iter()
             .map(|k| {
-                let g = by.remove(&k).unwrap();
+                let mut g = by.remove(&k).unwrap();
+                g.images.sort();
                 let text = if g.shown.len() == 1 {
                     g.shown.into_iter().next().unwrap()
                 } else {
