@@ -41,6 +41,16 @@ pub struct ImageLine {
     pub digest: String,
 }
 
+impl ImageLine {
+    pub fn of(job: &crate::transfer::ImageJob) -> Self {
+        ImageLine {
+            from: job.image.reference.to_string(),
+            to: job.target.to_string(),
+            digest: job.image.root.digest.to_string(),
+        }
+    }
+}
+
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ChartLine {
