@@ -88,29 +88,14 @@ pub async fn run(args: &SyncArgs) -> anyhow::Result<()> {
     // 1. Everything that needs no network.
     let selected = bundles::open_selected(&config, &progress)?;
     if args.verify {
-        for b in &selected {
-            crate::bundle::verify::verify(&b.reader, &progress).with_context(|| {
-                format!(
-                    "bundle {} failed verification; nothing was pushed",
-                    b.reader.label
-                )
-            })?;
-        }
+        verify_all(&selected, &progress)?;
     }
     let chosen = bundles::select_images(&selected, &config, &platforms)?;
     let prepared = charts::prepare_all(&selected, &config, &chosen.platform_map)?;
     let mut summary = SyncSummary {
         dry_run: args.dry_run,
         bundles: selected.iter().map(|b| b.reader.label.clone()).collect(),
-        images: chosen
-            .jobs
-            .iter()
-            .map(|j| ImageLine {
-                from: j.image.reference.to_string(),
-                to: j.target.to_string(),
-                digest: j.image.root.digest.to_string(),
-            })
-            .collect(),
+        images: chosen.jobs.iter().map(ImageLine::of).collect(),
         ..SyncSummary::default()
     };
     if args.print_images {
@@ -124,15 +109,7 @@ pub async fn run(args: &SyncArgs) -> anyhow::Result<()> {
         return print_dry_run(args, &selected, &target_desc, summary, started);
     }
 
-    let client = RegistryClient::new(
-        ClientOptions {
-            insecure: args.transport.insecure(),
-            ca_file: args.transport.ca_file.clone(),
-            max_connections: args.concurrency * 4,
-            ..env_tuning(ClientOptions::default())
-        },
-        charts::credential_store(&config),
-    )?;
+    let client = registry_client(args, &config)?;
     crate::outcome::record(&summary);
 
     // 2-3. Images (into Harbor projects made first when asked to).
@@ -160,6 +137,7 @@ pub async fn run(args: &SyncArgs) -> anyhow::Result<()> {
         summary.bytes_uploaded = client.stats().bytes_uploaded;
         summary.retries = client.stats().retries;
         summary.bytes_read = report::bytes_read();
+        summary.seconds = started.elapsed().as_secs_f64();
         crate::outcome::record(&summary);
         result?;
     }
@@ -181,6 +159,7 @@ pub async fn run(args: &SyncArgs) -> anyhow::Result<()> {
         &mut summary.charts,
     )
     .await;
+    summary.seconds = started.elapsed().as_secs_f64();
     crate::outcome::record(&summary);
     let synced = published?;
     progress.finish();
@@ -199,6 +178,31 @@ pub async fn run(args: &SyncArgs) -> anyhow::Result<()> {
         println!("{}", summary.text());
     }
     Ok(())
+}
+
+/// `--verify`: every blob of every bundle read and checked first.
+fn verify_all(selected: &[bundles::SelectedBundle], progress: &Progress) -> anyhow::Result<()> {
+    for b in selected {
+        crate::bundle::verify::verify(&b.reader, progress).with_context(|| {
+            format!(
+                "bundle {} failed verification; nothing was pushed",
+                b.reader.label
+            )
+        })?;
+    }
+    Ok(())
+}
+
+fn registry_client(args: &SyncArgs, config: &SyncConfig) -> anyhow::Result<RegistryClient> {
+    RegistryClient::new(
+        ClientOptions {
+            insecure: args.transport.insecure(),
+            ca_file: args.transport.ca_file.clone(),
+            max_connections: args.concurrency * 4,
+            ..env_tuning(ClientOptions::default())
+        },
+        charts::credential_store(config),
+    )
 }
 
 /// Plan, then the two transfer phases; the summary is filled in as far as
