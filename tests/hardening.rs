@@ -650,11 +650,15 @@ fn local_repo_files_follow_the_umask() {
 
 /// Wait until a file whose name contains `part` appears in `dir`.
 fn wait_for_file(dir: &Path, part: &str, timeout: Duration) -> Option<PathBuf> {
+    wait_for(dir, |n| n.contains(part), timeout)
+}
+
+fn wait_for(dir: &Path, want: impl Fn(&str) -> bool, timeout: Duration) -> Option<PathBuf> {
     let start = Instant::now();
     while start.elapsed() < timeout {
         if let Ok(rd) = std::fs::read_dir(dir) {
             for e in rd.flatten() {
-                if e.file_name().to_string_lossy().contains(part) {
+                if want(&e.file_name().to_string_lossy()) {
                     return Some(e.path());
                 }
             }
@@ -772,36 +776,49 @@ fn a_later_pack_removes_stale_partial_files_of_dead_processes_only() {
 }
 
 #[test]
-fn sigterm_during_sync_says_what_was_interrupted_and_the_rerun_finishes() {
+fn sigterm_during_sync_says_what_was_interrupted_keeps_chunked_state_and_the_rerun_resumes() {
     let work = tempfile::tempdir().unwrap();
     let d = work.path();
-    let product = make_product(d, "big", 1, 4, 512 << 10, 31);
+    let product = make_product(d, "big", 1, 1, 2 << 20, 31);
     let out = pack_ok(d, &product.manifest, &d.join("out"));
     let reg = Registry::start(Mode::Plain);
     let proxy = support::faulty_proxy::FaultyProxy::start(
         reg.host().rsplit(':').next().unwrap().parse().unwrap(),
         support::faulty_proxy::Faults {
-            latency: Duration::from_millis(700),
+            latency: Duration::from_millis(300),
             ..support::faulty_proxy::Faults::none()
         },
     );
     let site = d.join("site");
     std::fs::create_dir_all(&site).unwrap();
     let cfg = sync_config(&site, &out, &proxy.host(), None);
+    // The 2 MiB layer goes up in 128 KiB PATCHes, one per 300 ms.
+    let chunked = [
+        ("BUNDLER_CHUNK_THRESHOLD", "1048576"),
+        ("BUNDLER_CHUNK_SIZE", "131072"),
+    ];
     let child = command(
         &site,
         &["sync", "--config", cfg.to_str().unwrap(), "--insecure"],
-        &[],
+        &chunked,
     )
     .stdout(Stdio::piped())
     .stderr(Stdio::piped())
     .spawn()
     .unwrap();
-    std::thread::sleep(Duration::from_millis(2500));
+    let state_dir = site.join(".upload-state");
+    let state = wait_for(
+        &state_dir,
+        |n| n.ends_with(".json"),
+        Duration::from_secs(60),
+    )
+    .expect("no chunked-upload state was written");
+    std::thread::sleep(Duration::from_millis(700));
     // SAFETY: signalling our own child.
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
     let o = child.wait_with_output().unwrap();
     let err = stderr(&o);
+    eprintln!("sync: {}", err.trim());
     assert_eq!(o.status.code(), Some(143), "{err}");
     let lines: Vec<&str> = err.lines().filter(|l| l.contains("interrupted")).collect();
     assert_eq!(lines.len(), 1, "{err}");
@@ -810,13 +827,23 @@ fn sigterm_during_sync_says_what_was_interrupted_and_the_rerun_finishes() {
         "{}",
         lines[0]
     );
+    assert!(state.exists(), "the chunked-upload state was removed");
+    let left: Vec<String> = tree(&site)
+        .into_iter()
+        .filter(|p| p.contains(".partial-"))
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+
     proxy.set_faults(support::faulty_proxy::Faults::none());
+    let mut env = chunked.to_vec();
+    env.push(("BUNDLER_LOG", "bundler=info"));
     let o = run(
         &site,
         &["sync", "--config", cfg.to_str().unwrap(), "--insecure"],
-        &[],
+        &env,
     );
     assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stderr(&o).contains("resuming upload"), "{}", stderr(&o));
     assert_synced(&Http::new(&reg), &product.images);
 }
 
