@@ -459,7 +459,8 @@ fn list_bundles(path: &Path) -> anyhow::Result<Vec<BundleLocation>> {
     let meta = std::fs::metadata(path).with_context(|| format!("source.intermediateBundlesPath {} does not exist (relative paths are from the current directory)", path.display()))?;
     crate::file_kind::require_file(path, &meta, "source.intermediateBundlesPath", true)?;
     if meta.is_dir() {
-        let mut out: Vec<PathBuf> = std::fs::read_dir(path)?
+        let mut out: Vec<PathBuf> = std::fs::read_dir(path)
+            .with_context(|| format!("reading {}", path.display()))?
             .filter_map(|e| e.ok().map(|e| e.path()))
             .filter(|p| {
                 p.is_file()

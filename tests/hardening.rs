@@ -690,7 +690,14 @@ fn slow_source(d: &Path, latency: Duration) -> SlowSource {
             ..support::faulty_proxy::Faults::none()
         },
     );
-    let manifest = registry_manifest(d, "slow", &[format!("{}/slow/app:1", proxy.host())]);
+    // A chart bundle from disk (finished first), then the slow images.
+    let fast = make_chart_product(d, "fast", 1, 1, 4 << 10, 41);
+    let mut text = std::fs::read_to_string(&fast.manifest)
+        .unwrap()
+        .replace("name: fast, version", "name: slow, version");
+    text.push_str(&format!("  images:\n    - {}/slow/app:1\n", proxy.host()));
+    let manifest = d.join("slow.yaml");
+    std::fs::write(&manifest, text).unwrap();
     SlowSource {
         _reg: reg,
         proxy,
@@ -725,8 +732,18 @@ fn sigint_and_sigterm_during_pack_remove_partial_files_and_exit_130_143() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-        let partial = wait_for_file(&out, ".partial-", Duration::from_secs(60))
-            .unwrap_or_else(|| panic!("{name}: no partial bundle appeared"));
+        let partial = wait_for_file(
+            &out,
+            "slow-images_1.0.0.bundle.tar.partial-",
+            Duration::from_secs(60),
+        )
+        .unwrap_or_else(|| panic!("{name}: no partial bundle appeared"));
+        // The chart bundle and archive of this run are finished by now.
+        assert!(
+            out.join("fast_1.0.0.bundle.tar").exists(),
+            "{:?}",
+            tree(&out)
+        );
         // SAFETY: signalling our own child.
         unsafe { libc::kill(child.id() as i32, sig) };
         let o = child.wait_with_output().unwrap();
