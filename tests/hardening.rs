@@ -342,9 +342,9 @@ fn pack_authenticates_to_classic_chart_repos_and_stores_no_credentials() {
 
     // From a file, relative to the manifest.
     std::fs::write(d.join("charts.pw"), format!("{pass}\n")).unwrap();
-    let auth = format!(
+    let auth =
         "      auth:\n        usernameEnv: HARDEN_CHARTS_USER\n        passwordFile: charts.pw\n"
-    );
+            .to_string();
     let m = repo_manifest(d, "file.yaml", &product, &repo.url(), &auth);
     let o = run(
         d,
