@@ -515,6 +515,7 @@ fn chart_hints(
         } else {
             base_dir.join(h)
         };
+        crate::file_kind::check_path(&path, "hints file", false)?;
         let text = std::fs::read_to_string(&path)
             .with_context(|| format!("reading hints file {}", path.display()))?;
         return Ok((

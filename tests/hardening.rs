@@ -931,6 +931,46 @@ fn fifos_as_archive_or_bundles_path_are_refused_not_hung_on() {
         stderr(&o)
     );
 
+    // A chart path and a hints file that are FIFOs.
+    let chart = d.join("chart.tgz");
+    mkfifo(&chart);
+    let hints = d.join("hints.yaml");
+    mkfifo(&hints);
+    let product = make_chart_product(d, "shop", 1, 1, 4 << 10, 51);
+    std::fs::write(
+        d.join("c.yaml"),
+        format!(
+            "apiVersion: bundler/v1\nkind: BundleManifest\nmetadata: {{name: p, version: 1.0.0}}\nspec:\n  charts:\n    - name: shop\n      path: {}\n",
+            chart.display()
+        ),
+    )
+    .unwrap();
+    let o = run_deadline(d, &["pack", "c.yaml", "-o", "out"], Duration::from_secs(20));
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("FIFO") && stderr(&o).contains("chart.tgz"),
+        "{}",
+        stderr(&o)
+    );
+    let text = std::fs::read_to_string(&product.manifest).unwrap();
+    let hints_line = text
+        .lines()
+        .find(|l| l.contains("hints:"))
+        .unwrap()
+        .to_string();
+    std::fs::write(
+        d.join("h.yaml"),
+        text.replace(&hints_line, &format!("      hints: {}", hints.display())),
+    )
+    .unwrap();
+    let o = run_deadline(d, &["pack", "h.yaml", "-o", "out"], Duration::from_secs(20));
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("FIFO") && stderr(&o).contains("hints.yaml"),
+        "{}",
+        stderr(&o)
+    );
+
     // A FIFO named like a bundle: verify refuses it too.
     let b = d.join("x.bundle.tar");
     mkfifo(&b);
