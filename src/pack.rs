@@ -400,7 +400,11 @@ pub async fn run(args: &PackArgs) -> anyhow::Result<()> {
         summary.bytes_copied_locally += copied;
         let pending = Arc::try_unwrap(pending)
             .map_err(|_| anyhow::anyhow!("internal: a blob task still holds {}", path.display()))?;
+        let fresh = !path.exists();
         let final_path = pending.commit()?;
+        if fresh {
+            crate::interrupt::created(&final_path);
+        }
         {
             let mut w = written.lock().unwrap();
             for s in &filled {
@@ -426,7 +430,11 @@ pub async fn run(args: &PackArgs) -> anyhow::Result<()> {
         package_members.push(final_path);
         if let Some((name, tgz)) = chart_archive {
             let p = args.output.join(&name);
+            let fresh = !p.exists();
             write_atomic(&p, &tgz)?;
+            if fresh {
+                crate::interrupt::created(&p);
+            }
             summary.chart_archives.push(p.clone());
             package_members.push(p);
         }
@@ -437,7 +445,9 @@ pub async fn run(args: &PackArgs) -> anyhow::Result<()> {
         "{}_{}_{}.tar",
         manifest.name, manifest.version, args.arch
     ));
+    crate::interrupt::doing(format!("writing {}", package.display()));
     write_package(&package, &package_members)?;
+    crate::interrupt::outputs_complete();
     summary.package = Some(package.clone());
     let stats = client.stats();
     summary.bytes_downloaded = stats.bytes_downloaded;
@@ -505,6 +515,7 @@ fn chart_hints(
         } else {
             base_dir.join(h)
         };
+        crate::file_kind::check_path(&path, "hints file", false)?;
         let text = std::fs::read_to_string(&path)
             .with_context(|| format!("reading hints file {}", path.display()))?;
         return Ok((
