@@ -33,13 +33,6 @@ pub enum Command {
     Verify(crate::bundle::verify::VerifyArgs),
 }
 
-
-
-
-
-
-
-
 fn init_logging(verbose: u8) {
     let level = match verbose {
         0 => "warn",

@@ -98,6 +98,9 @@ pub struct SyncArgs {
     /// Print a JSON summary on stdout.
     #[arg(long)]
     pub json: bool,
+    /// Publish charts even when they render images that are not in the target registry.
+    #[arg(long)]
+    pub allow_unrelocated: bool,
     #[command(flatten)]
     pub transport: crate::oci::TransportArgs,
 }
@@ -274,6 +277,15 @@ pub async fn run(args: &SyncArgs) -> anyhow::Result<()> {
         summary.blobs_uploaded = report.blobs_uploaded;
         summary.blobs_skipped = report.blobs_skipped;
         summary.blobs_mounted = report.blobs_mounted;
+    }
+
+    // 3b. Prove it: the charts to publish render only images in the target.
+    if let Some(target) = config.image_registry() {
+        let charts: Vec<_> = (prepared.iter().flatten())
+            .map(|p| (&p.chart, &p.tgz[..], p.release.as_ref().into()))
+            .collect();
+        crate::chart::render_check::prove_all_synced(&charts, &target, &client, args, &progress)
+            .await?;
     }
 
     // 4. Publish the charts relocated in step 1.
