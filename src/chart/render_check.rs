@@ -326,20 +326,31 @@ pub fn prove_pack(
         rendered: rendered.items.len(),
         ..Default::default()
     };
+    // What each carried image becomes under the probe rules.
+    let expected: Vec<Reference> = carried
+        .iter()
+        .filter_map(|c| rules.rewrite(c).ok().map(|rw| {
+            let mut t = rw.target;
+            t.digest = c.digest.clone();
+            t
+        }))
+        .collect();
     let prefix = format!("{PROBE_REGISTRY}/");
     for item in &rendered.items {
-        let reason = match item.image.strip_prefix(&prefix) {
-            None => Some(
+        let reason = if !item.image.starts_with(&prefix) {
+            Some(
                 "not relocated: no hint covers it, so the site would pull it from its public registry"
                     .to_string(),
-            ),
-            Some(rest) => match Reference::parse(rest) {
-                Ok(orig) if carried.iter().any(|c| carries(c, &orig)) => None,
-                Ok(orig) => Some(format!(
-                    "relocated, but the bundle does not carry {orig} (add it to the chart's images)"
-                )),
+            )
+        } else {
+            match Reference::parse(&item.image) {
+                Ok(r) if expected.iter().any(|c| carries(c, &r)) => None,
+                Ok(_) => Some(
+                    "relocated, but the bundle does not carry this image (add it to the chart's images)"
+                        .to_string(),
+                ),
                 Err(e) => Some(format!("relocated to something that is not a reference: {e:#}")),
-            },
+            }
         };
         match reason {
             None => proof.relocated += 1,
