@@ -349,7 +349,12 @@ pub async fn run(args: &PackArgs) -> anyhow::Result<()> {
             rendered.as_ref(),
             &release,
         )?;
-        progress.println(proof.summary());
+        if proof.skipped.is_some() {
+            // A warning, also under --json (stdout stays the summary).
+            eprintln!("warning: {}", proof.summary());
+        } else {
+            progress.println(proof.summary());
+        }
         for m in &proof.misses {
             progress.println(format!("  missed: {m}"));
         }

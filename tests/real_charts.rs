@@ -137,7 +137,11 @@ struct Outcome {
 
 /// pack → sync → helm template of the relocated chart, with every check.
 fn round_trip(name: &str) -> Outcome {
-    let chart = real_chart(name);
+    round_trip_dir(&real_chart(name), name)
+}
+
+fn round_trip_dir(chart: &Path, name: &str) -> Outcome {
+    let chart = chart.to_path_buf();
     let work = tempfile::tempdir().unwrap();
 
     // 1. What the bundle will carry, without moving a blob.
@@ -247,8 +251,19 @@ fn round_trip(name: &str) -> Outcome {
             let rest = img.strip_prefix(&prefix).unwrap_or_else(|| {
                 panic!("{name}: {} renders {img}, not in {prefix}", helm.display())
             });
+            // skopeo takes `name@digest`, not `name:tag@digest`.
+            let by = match rest.split_once('@') {
+                Some((name_tag, d)) => {
+                    let name = match name_tag.rfind(':') {
+                        Some(i) if !name_tag[i..].contains('/') => &name_tag[..i],
+                        _ => name_tag,
+                    };
+                    format!("{name}@{d}")
+                }
+                None => rest.to_string(),
+            };
             assert!(
-                target.raw_manifest(rest).is_some(),
+                target.raw_manifest(&by).is_some(),
                 "{name}: {img} is rendered but not in the target registry"
             );
         }
@@ -379,4 +394,273 @@ fn argo_cd_with_vendored_redis_ha_relocates_with_no_misses() {
 fn cert_manager_leaves_out_what_helmignore_lists() {
     let o = round_trip("cert-manager");
     assert_eq!((o.missed, o.rendered), (0, o.relocated));
+}
+
+// ---------------------------------------------------------------------
+// Small synthetic charts for the shapes the corpus does not have. Each is
+// a defect of issue 9 that the code before it got wrong.
+
+/// A chart `name` in `dir` with `values` and one Deployment whose
+/// containers render `images` (template expressions).
+fn synthetic_chart(
+    dir: &Path,
+    name: &str,
+    app_version: &str,
+    values: &str,
+    images: &[&str],
+) -> PathBuf {
+    let c = dir.join(name);
+    std::fs::create_dir_all(c.join("templates")).unwrap();
+    std::fs::write(
+        c.join("Chart.yaml"),
+        format!("apiVersion: v2\nname: {name}\nversion: 1.0.0\nappVersion: \"{app_version}\"\n"),
+    )
+    .unwrap();
+    std::fs::write(c.join("values.yaml"), values).unwrap();
+    deployment(&c, name, images);
+    c
+}
+
+fn deployment(chart: &Path, name: &str, images: &[&str]) {
+    let mut t = format!(
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: {name}\nspec:\n  template:\n    spec:\n      containers:\n"
+    );
+    for (i, img) in images.iter().enumerate() {
+        t.push_str(&format!(
+            "        - name: c{i}\n          image: \"{img}\"\n"
+        ));
+    }
+    std::fs::write(chart.join("templates/deploy.yaml"), t).unwrap();
+}
+
+fn listed(work: &Path, manifest: &Path) -> Vec<String> {
+    let o = bundler(
+        work,
+        &[
+            "pack",
+            manifest.to_str().unwrap(),
+            "--print-images",
+            "--json",
+        ],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    v["charts"][0]["images"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["reference"].as_str().unwrap().to_string())
+        .collect()
+}
+
+/// Defect 1: `{registry, image, tag, digest}` (ingress-nginx's shape) was
+/// taken as a whole reference, and relocated to an unpullable name.
+#[test]
+fn image_maps_whose_repository_key_is_image_relocate() {
+    let work = tempfile::tempdir().unwrap();
+    let digest = write_standin_layout(
+        &work.path().join("probe"),
+        &["registry.k8s.io/ingress-nginx/controller:v1.15.1".to_string()],
+    )
+    .remove(0);
+    let chart = synthetic_chart(
+        work.path(),
+        "ingress",
+        "1.15.1",
+        &format!("controller:\n  image:\n    # the controller\n    registry: registry.k8s.io\n    image: ingress-nginx/controller\n    tag: \"v1.15.1\"\n    digest: {digest}\n"),
+        &["{{ .Values.controller.image.registry }}/{{ .Values.controller.image.image }}:{{ .Values.controller.image.tag }}@{{ .Values.controller.image.digest }}"],
+    );
+    let m = write_manifest(work.path(), "ingress", &chart, None);
+    assert_eq!(
+        listed(work.path(), &m),
+        vec![format!(
+            "registry.k8s.io/ingress-nginx/controller:v1.15.1@{digest}"
+        )]
+    );
+    let o = round_trip_dir(&chart, "ingress");
+    assert_eq!((o.missed, o.relocated), (0, 1));
+}
+
+/// Defect 2: `registry: ""` with the registry inside `repository` rendered
+/// as `/quay.io/...` and was dropped: hints.yaml came out `[]`.
+#[test]
+fn empty_registry_with_the_registry_in_repository_relocates() {
+    let work = tempfile::tempdir().unwrap();
+    let chart = synthetic_chart(
+        work.path(),
+        "pushgateway",
+        "1.11.0",
+        "image:\n  registry: \"\"\n  repository: quay.io/prometheus/pushgateway\n  tag: \"\"\n",
+        &["{{ with .Values.image.registry }}{{ . }}/{{ end }}{{ .Values.image.repository }}:{{ .Values.image.tag | default (printf \"v%s\" .Chart.AppVersion) }}"],
+    );
+    let m = write_manifest(work.path(), "pushgateway", &chart, None);
+    assert_eq!(
+        listed(work.path(), &m),
+        vec!["quay.io/prometheus/pushgateway:v1.11.0".to_string()]
+    );
+    let o = round_trip_dir(&chart, "pushgateway");
+    assert_eq!((o.missed, o.relocated), (0, 1));
+}
+
+/// Defect 3: an empty tag asked for `:latest`. It is what helm renders
+/// (`v` + appVersion here), else the appVersion of the chart that owns the
+/// value: a subchart's own, not the parent's.
+#[test]
+fn empty_tags_are_the_rendered_tag_or_the_owning_charts_app_version() {
+    let work = tempfile::tempdir().unwrap();
+    let chart = synthetic_chart(
+        work.path(),
+        "parent",
+        "9.9.9",
+        "image:\n  registry: docker.io\n  repository: acme/parent\n  tag: \"\"\n",
+        &["{{ .Values.image.registry }}/{{ .Values.image.repository }}:{{ .Values.image.tag | default (printf \"v%s\" .Chart.AppVersion) }}"],
+    );
+    let sub = chart.join("charts/worker");
+    std::fs::create_dir_all(sub.join("templates")).unwrap();
+    std::fs::write(
+        sub.join("Chart.yaml"),
+        "apiVersion: v2\nname: worker\nversion: 0.3.0\nappVersion: 2.5.0\n",
+    )
+    .unwrap();
+    std::fs::write(
+        sub.join("values.yaml"),
+        "image:\n  repository: ghcr.io/acme/worker\n  tag: \"\"\nhelper:\n  enabled: false\n  image:\n    repository: ghcr.io/acme/helper\n    tag: \"\"\n",
+    )
+    .unwrap();
+    deployment(
+        &sub,
+        "worker",
+        &["{{ .Values.image.repository }}:{{ .Values.image.tag | default .Chart.AppVersion }}"],
+    );
+    let m = write_manifest(work.path(), "parent", &chart, None);
+    let mut got = listed(work.path(), &m);
+    got.sort();
+    assert_eq!(
+        got,
+        vec![
+            "docker.io/acme/parent:v9.9.9".to_string(),
+            "ghcr.io/acme/helper:2.5.0".to_string(),
+            "ghcr.io/acme/worker:2.5.0".to_string(),
+        ]
+    );
+    let o = round_trip_dir(&chart, "parent");
+    assert_eq!((o.missed, o.relocated), (0, 2));
+}
+
+/// Images a chart renders that no value holds are found by the relocation
+/// check: pack fails (exit 1) and lists them with --json, unless
+/// --allow-unrelocated.
+#[test]
+fn pack_refuses_a_chart_that_renders_unrelocated_images() {
+    let work = tempfile::tempdir().unwrap();
+    let chart = synthetic_chart(
+        work.path(),
+        "leaky",
+        "1.0.0",
+        "image:\n  repository: docker.io/acme/app\n  tag: \"1.0\"\n",
+        &[
+            "{{ .Values.image.repository }}:{{ .Values.image.tag }}",
+            "docker.io/library/busybox:1.36",
+        ],
+    );
+    let layout = work.path().join("standins");
+    write_standin_layout(
+        &layout,
+        &[
+            "docker.io/acme/app:1.0".to_string(),
+            "docker.io/library/busybox:1.36".to_string(),
+        ],
+    );
+    let m = write_manifest(work.path(), "leaky", &chart, Some(&layout));
+    let out = work.path().join("out");
+    let o = bundler(
+        work.path(),
+        &[
+            "pack",
+            m.to_str().unwrap(),
+            "-o",
+            out.to_str().unwrap(),
+            "--json",
+        ],
+    );
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["unrelocated"].as_array().unwrap().len(), 1, "{v:#}");
+    assert_eq!(
+        v["unrelocated"][0]["image"],
+        "docker.io/library/busybox:1.36"
+    );
+    assert_eq!(
+        v["unrelocated"][0]["location"],
+        "Deployment/leaky containers[1]"
+    );
+    assert!(stderr(&o).contains("--allow-unrelocated"), "{}", stderr(&o));
+    assert!(!out.join("leaky_1.0.0.bundle.tar").exists());
+
+    let o = bundler(
+        work.path(),
+        &[
+            "pack",
+            m.to_str().unwrap(),
+            "-o",
+            out.to_str().unwrap(),
+            "--json",
+            "--allow-unrelocated",
+        ],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(out.join("leaky_1.0.0.bundle.tar").is_file());
+}
+
+/// Without helm, pack says that the relocation check was skipped.
+#[test]
+fn without_helm_the_check_is_said_to_be_skipped() {
+    let work = tempfile::tempdir().unwrap();
+    let chart = synthetic_chart(
+        work.path(),
+        "nohelm",
+        "1.0.0",
+        "image: docker.io/acme/app:1.0\n",
+        &["{{ .Values.image }}"],
+    );
+    let layout = work.path().join("standins");
+    write_standin_layout(&layout, &["docker.io/acme/app:1.0".to_string()]);
+    let m = write_manifest(work.path(), "nohelm", &chart, Some(&layout));
+    let o = Command::new(support::bundler_bin())
+        .args(["pack", m.to_str().unwrap(), "-o", "out", "--json"])
+        .current_dir(work.path())
+        .env("PATH", "/nonexistent")
+        .env_remove("BUNDLER_HELM")
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert!(
+        v["relocation"][0]["skipped"]
+            .as_str()
+            .is_some_and(|s| s.contains("helm was not found")),
+        "{v:#}"
+    );
+    assert!(
+        stderr(&o).contains("relocation check skipped"),
+        "{}",
+        stderr(&o)
+    );
+}
+
+/// --dry-run plans like --print-images and writes nothing.
+#[test]
+fn dry_run_lists_images_with_origins_and_writes_nothing() {
+    let work = tempfile::tempdir().unwrap();
+    let m = write_manifest(work.path(), "grafana", &real_chart("grafana"), None);
+    let o = bundler(
+        work.path(),
+        &["pack", m.to_str().unwrap(), "--dry-run", "-o", "out"],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let text = stdout(&o);
+    assert!(text.contains("docker.io/grafana/grafana:12.3.1"), "{text}");
+    assert!(text.contains("discovered at values path image"), "{text}");
+    assert!(text.contains("rendered by helm template"), "{text}");
+    assert!(!work.path().join("out").exists());
 }

@@ -329,11 +329,13 @@ pub fn prove_pack(
     // What each carried image becomes under the probe rules.
     let expected: Vec<Reference> = carried
         .iter()
-        .filter_map(|c| rules.rewrite(c).ok().map(|rw| {
-            let mut t = rw.target;
-            t.digest = c.digest.clone();
-            t
-        }))
+        .filter_map(|c| {
+            rules.rewrite(c).ok().map(|rw| {
+                let mut t = rw.target;
+                t.digest = c.digest.clone();
+                t
+            })
+        })
         .collect();
     let prefix = format!("{PROBE_REGISTRY}/");
     for item in &rendered.items {
@@ -470,7 +472,11 @@ pub async fn prove_all_synced(
     let mut misses = Vec::new();
     for (chart, tgz, release) in charts {
         let proof = prove_synced(chart, tgz, release, target, client).await?;
-        progress.println(proof.summary());
+        if proof.skipped.is_some() {
+            eprintln!("warning: {}", proof.summary());
+        } else {
+            progress.println(proof.summary());
+        }
         for m in &proof.misses {
             progress.println(format!("  missed: {m}"));
         }

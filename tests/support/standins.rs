@@ -7,12 +7,16 @@ use std::path::Path;
 use super::images::{self, Blob};
 
 /// Write an OCI layout at `dir` holding one stand-in image per reference.
-/// Returns the manifest digest of each, in order.
+/// Returns the manifest digest of each, in order (the same for the same
+/// reference with or without `@digest`).
 pub fn write_standin_layout(dir: &Path, references: &[String]) -> Vec<String> {
     let mut manifests: Vec<Blob> = Vec::new();
     let mut all: Vec<Blob> = Vec::new();
     for r in references {
-        let layer = images::layer("standin.txt", format!("stand-in for {r}\n").as_bytes());
+        // The content names the image without its digest, so that a test
+        // can learn a stand-in's digest first and pin it in chart values.
+        let name = r.split('@').next().unwrap();
+        let layer = images::layer("standin.txt", format!("stand-in for {name}\n").as_bytes());
         let (m, blobs) = images::image(&images::AMD64, &[layer]);
         all.extend(blobs);
         manifests.push(m);
