@@ -112,16 +112,22 @@ pub fn discover_with_rendered(
     let mut found = Found::default();
     walk(&merged, &merged.values, &mut Vec::new(), &mut found);
     let mut seen = BTreeSet::new();
-    found.templates.retain(|t| seen.insert(t.clone()));
     let mut kept = Vec::new();
     let mut explained = Vec::new();
-    for t in found.templates {
-        match hints::resolve_one(&t, &merged.values) {
-            Ok(r) => {
-                explained.extend(images_of_hint(&merged, &r, rendered));
-                kept.push(t);
+    for candidates in found.templates {
+        let mut resolved = Vec::new();
+        for t in candidates {
+            if !seen.insert(t.clone()) {
+                continue;
             }
-            Err(e) => found.notes.push(format!("{e:#}")),
+            match hints::resolve_one(&t, &merged.values) {
+                Ok(r) => resolved.push(r),
+                Err(e) => found.notes.push(format!("{e:#}")),
+            }
+        }
+        for r in choose_candidates(&merged, resolved, rendered) {
+            explained.extend(images_of_hint(&merged, &r, rendered));
+            kept.push(r.template);
         }
     }
     let mut extra_images = Vec::new();
@@ -135,6 +141,35 @@ pub fn discover_with_rendered(
         extra_images,
         notes: found.notes,
     })
+}
+
+/// Of the candidate hints for one image map, those to keep: the ones whose
+/// image `helm template` renders (all of them when their values agree);
+/// when none is rendered, the first (a set global override, as Bitnami's
+/// and most charts' helpers apply it).
+fn choose_candidates(
+    merged: &MergedValues,
+    candidates: Vec<ResolvedHint>,
+    rendered: Option<&[Reference]>,
+) -> Vec<ResolvedHint> {
+    if candidates.len() < 2 {
+        return candidates;
+    }
+    let is_rendered = |h: &ResolvedHint| {
+        images_of_hint(merged, h, rendered)
+            .iter()
+            .any(|i| rendered.unwrap_or(&[]).iter().any(|r| same_image(i, r)))
+    };
+    let (shown, hidden): (Vec<_>, Vec<_>) = candidates.into_iter().partition(is_rendered);
+    if !shown.is_empty() {
+        return shown;
+    }
+    // Nothing rendered: the first, and those that agree with it.
+    let first = hidden[0].reference.clone();
+    hidden
+        .into_iter()
+        .filter(|h| h.reference == first)
+        .collect()
 }
 
 /// The images a resolved hint stands for. A hint with a tag or digest is
@@ -192,7 +227,9 @@ fn normalise(r: &Reference) -> String {
 
 #[derive(Default)]
 struct Found {
-    templates: Vec<String>,
+    /// Per image found in values, its candidate templates (more than one
+    /// when it is not known whether a global registry override applies).
+    templates: Vec<Vec<String>>,
     notes: Vec<String>,
 }
 
@@ -254,7 +291,7 @@ fn image_map_template(
     m: &serde_yaml_ng::Mapping,
     path: &[String],
     found: &mut Found,
-) -> Option<String> {
+) -> Option<Vec<String>> {
     let get = |k: &str| m.get(Value::String(k.to_string()));
     let is_str = |k: &str| matches!(get(k), Some(Value::String(_)));
     let has = |k: &str| get(k).is_some_and(|v| hints::scalar_string(v).is_some());
@@ -281,54 +318,58 @@ fn image_map_template(
     }
     if repo_key == "image" && has_tag_or_digest(&repo) {
         // `{image: "repo:tag", ...}`: a whole reference.
-        return Some(dotted(path, "image"));
+        return Some(vec![dotted(path, "image")]);
     }
     let level = chart_level(merged, path).to_vec();
-    let mut t = String::new();
+    // Registry prefixes the templates may use. A set global override and a
+    // set registry of the map's own: which one wins is the template's
+    // choice, so both are candidates and the rendered output decides.
+    let mut prefixes: Vec<String> = Vec::new();
     let registry_set = non_empty_str(get("registry")).is_some();
     if get("registry").is_some() || repo_key == "name" {
         if let Some(g) = global_registry(merged, &level) {
-            t.push_str(&g);
-            t.push('/');
-        } else if registry_set {
-            t.push_str(&dotted(path, "registry"));
-            t.push('/');
-        } else if repo_key == "name" {
+            prefixes.push(format!("{g}/"));
+        }
+        if registry_set {
+            prefixes.push(format!("{}/", dotted(path, "registry")));
+        } else if repo_key == "name" && prefixes.is_empty() {
             // seed 000's layout: `global.repository` prefixes `image.name`.
             let mut p = level.clone();
             p.push("global".into());
             p.push("repository".into());
             if non_empty_str(hints::lookup(&merged.values, &p)).is_some() {
                 p.pop();
-                t.push_str(&dotted(&p, "repository"));
-                t.push('/');
+                prefixes.push(format!("{}/", dotted(&p, "repository")));
             }
         }
     }
-    t.push_str(&dotted(path, repo_key));
+    if prefixes.is_empty() {
+        prefixes.push(String::new());
+    }
+    let mut tail = dotted(path, repo_key);
     if has("tag") {
-        t.push(':');
-        t.push_str(&dotted(path, "tag"));
+        tail.push(':');
+        tail.push_str(&dotted(path, "tag"));
     }
     if non_empty_str(get("digest")).is_some() {
-        t.push('@');
-        t.push_str(&dotted(path, "digest"));
+        tail.push('@');
+        tail.push_str(&dotted(path, "digest"));
     } else if let Some(sha) = non_empty_str(get("sha")) {
         if sha.starts_with("sha256:") {
-            t.push('@');
+            tail.push('@');
         } else {
-            t.push_str("@sha256:");
+            tail.push_str("@sha256:");
         }
-        t.push_str(&dotted(path, "sha"));
+        tail.push_str(&dotted(path, "sha"));
     }
-    Some(t)
+    Some(prefixes.into_iter().map(|p| format!("{p}{tail}")).collect())
 }
 
 fn walk(merged: &MergedValues, v: &Value, path: &mut Vec<String>, found: &mut Found) {
     match v {
         Value::Mapping(m) => {
-            if let Some(t) = image_map_template(merged, m, path, found) {
-                found.templates.push(t);
+            if let Some(candidates) = image_map_template(merged, m, path, found) {
+                found.templates.push(candidates);
                 return;
             }
             for (k, child) in m {
@@ -357,13 +398,13 @@ fn walk(merged: &MergedValues, v: &Value, path: &mut Vec<String>, found: &mut Fo
                             .get(Value::String("tag".into()))
                             .is_some_and(|t| hints::scalar_string(t).is_some());
                         if !has_tag_or_digest(s) && sibling_tag {
-                            found.templates.push(format!(
+                            found.templates.push(vec![format!(
                                 "{}:{}",
                                 dotted(path, k),
                                 dotted(path, "tag")
-                            ));
+                            )]);
                         } else {
-                            found.templates.push(dotted(path, k));
+                            found.templates.push(vec![dotted(path, k)]);
                         }
                     }
                     Value::String(s) if is_image_key(k) && s.contains("{{") => {
@@ -510,6 +551,27 @@ mod tests {
         assert_eq!(r[0].reference.to_string(), "mirror.local/x/a:1");
         assert_eq!(r[1].reference.to_string(), "ghcr.io/o/exporter:v1.75.0");
         assert_eq!(found.notes.len(), 1, "{:?}", found.notes);
+    }
+
+    /// ingress-nginx sets both `global.image.registry` and each image's
+    /// `registry`: the rendered output decides which the template uses.
+    #[test]
+    fn global_or_own_registry_is_decided_by_the_render() {
+        let c = chart("global:\n  image:\n    registry: mirror.example\nimage:\n  registry: registry.k8s.io\n  image: ingress-nginx/controller\n  tag: v1\n");
+        let both = discover(&c, None).unwrap();
+        assert_eq!(both.hints.templates.len(), 1, "{:?}", both.hints.templates);
+        assert!(both.hints.templates[0].starts_with("{{ .global.image.registry }}"));
+        let rendered =
+            vec![Reference::parse("registry.k8s.io/ingress-nginx/controller:v1").unwrap()];
+        let own = discover_with_rendered(&c, Some(&rendered)).unwrap();
+        assert_eq!(
+            own.hints.templates,
+            vec!["{{ .image.registry }}/{{ .image.image }}:{{ .image.tag }}"]
+        );
+        assert!(own.extra_images.is_empty());
+        // Equal values: both are kept, so relocation rewrites both.
+        let c = chart("global:\n  image:\n    registry: registry.k8s.io\nimage:\n  registry: registry.k8s.io\n  image: ingress-nginx/controller\n  tag: v1\n");
+        assert_eq!(discover(&c, None).unwrap().hints.templates.len(), 2);
     }
 
     #[test]
