@@ -54,6 +54,8 @@ struct BundlePlan {
     origins: Vec<(Descriptor, BlobOrigin)>,
     /// (`<name>-<version>.tgz`, bytes)
     chart_archive: Option<(String, Vec<u8>)>,
+    /// Where the chart's hints came from.
+    hints: Option<HintsSource>,
 }
 
 /// An image resolved to exactly what goes into a bundle.
@@ -83,6 +85,9 @@ struct PackSummary {
 struct BundleSummary {
     path: PathBuf,
     chart: Option<String>,
+    /// given, shipped or discovered (chart bundles).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    hints: Option<HintsSource>,
     images: Vec<String>,
     blobs: usize,
     bytes: u64,
@@ -387,6 +392,7 @@ pub async fn run(args: &PackArgs) -> anyhow::Result<()> {
             spec,
             origins: blob_origins,
             chart_archive: Some((format!("{}-{}.tgz", chart.name, chart.version), tgz)),
+            hints: Some(planned.source.clone()),
         });
     }
     if listing_only {
@@ -462,6 +468,7 @@ pub async fn run(args: &PackArgs) -> anyhow::Result<()> {
             spec,
             origins: blob_origins,
             chart_archive: None,
+            hints: None,
         });
     }
 
@@ -473,6 +480,7 @@ pub async fn run(args: &PackArgs) -> anyhow::Result<()> {
         spec,
         origins,
         chart_archive,
+        hints,
     } in plans
     {
         // Shared with the blob tasks; unwrapped again for commit.
@@ -587,6 +595,7 @@ pub async fn run(args: &PackArgs) -> anyhow::Result<()> {
                 .chart
                 .as_ref()
                 .map(|c| format!("{}-{}", c.name, c.version)),
+            hints,
             images: spec
                 .images
                 .iter()

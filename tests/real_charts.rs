@@ -203,6 +203,7 @@ fn round_trip_dir(chart: &Path, name: &str) -> Outcome {
     );
     assert!(o.status.success(), "pack: {}\n{}", stderr(&o), stdout(&o));
     let summary: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(summary["bundles"][0]["hints"], "discovered", "{summary:#}");
     let proof = &summary["relocation"][0];
     assert!(proof["skipped"].is_null(), "{proof:#}");
     assert_eq!(proof["misses"], serde_json::json!([]), "{proof:#}");
@@ -244,6 +245,7 @@ fn round_trip_dir(chart: &Path, name: &str) -> Outcome {
     // 4. Real helm (v4 and v3) renders only target images, all present.
     let prefix = format!("{}/", target.host());
     let mut rendered = 0;
+    let mut distinct_rendered = Vec::new();
     for helm in [support::helm(), helm3()] {
         let imgs = rendered_images(&helm, &tgz);
         assert!(imgs.len() >= by_helm.len(), "{imgs:?} vs {by_helm:?}");
@@ -268,6 +270,7 @@ fn round_trip_dir(chart: &Path, name: &str) -> Outcome {
             );
         }
         rendered = imgs.len();
+        distinct_rendered = imgs;
     }
 
     // 5. The values diff touches only image lines; comments are kept.
@@ -356,7 +359,8 @@ fn round_trip_dir(chart: &Path, name: &str) -> Outcome {
     let relocated = proof["relocated"].as_u64().unwrap() as usize;
     let missed = proof["misses"].as_array().unwrap().len();
     eprintln!(
-        "REAL-CHART {name}: rendered {rendered}, relocated {relocated}, missed {missed}; carried {}",
+        "REAL-CHART {name}: image fields rendered {}, relocated {relocated}, missed {missed}; distinct images rendered {rendered}: {distinct_rendered:?}; carried {}",
+        proof["rendered"],
         carried.len()
     );
     Outcome {

@@ -301,9 +301,8 @@ fn image_map_template(
         "repository"
     } else if is_str("image") && (has("registry") || has("tag") || has("digest")) {
         "image"
-    } else if is_str("name") && under_image_key && (has("registry") || has("tag")) {
-        "name"
-    } else if is_str("name") && under_image_key && non_empty_str(get("name")).is_some() {
+    } else if is_str("name") && under_image_key {
+        // `image: {name, tag}` (a `name` elsewhere is a container's name).
         "name"
     } else {
         return None;
