@@ -43,6 +43,9 @@ pub struct SyncSummary {
     pub bytes_uploaded: u64,
     pub retries: u64,
     pub charts: Vec<ChartLine>,
+    /// Rendered images not in the target (accepted with --allow-unrelocated).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub unrelocated: Vec<crate::chart::render_check::Miss>,
     pub seconds: f64,
 }
 
@@ -284,8 +287,10 @@ pub async fn run(args: &SyncArgs) -> anyhow::Result<()> {
         let charts: Vec<_> = (prepared.iter().flatten())
             .map(|p| (&p.chart, &p.tgz[..], p.release.as_ref().into()))
             .collect();
-        crate::chart::render_check::prove_all_synced(&charts, &target, &client, args, &progress)
-            .await?;
+        summary.unrelocated = crate::chart::render_check::prove_all_synced(
+            &charts, &target, &client, args, &progress,
+        )
+        .await?;
     }
 
     // 4. Publish the charts relocated in step 1.

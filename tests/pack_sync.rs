@@ -548,6 +548,7 @@ fn the_relok8s_fixture_bundle_syncs() {
     let (v, o) = sync_json(site.path(), &cfg, &["--insecure", "--allow-unrelocated"]);
     assert!(o.status.success(), "{}\n{}", stderr(&o), stdout(&o));
     assert_eq!(v["imagesUnchanged"], 2, "{v}");
+    assert_eq!(v["unrelocated"][0]["image"], "busybox", "{v}");
     let busybox =
         target.raw_manifest("harbor-repo.vmware.com/dockerhub-proxy-cache/library/busybox:1.33.1");
     assert!(busybox.is_some(), "busybox not pushed");
