@@ -460,13 +460,11 @@ pub async fn prove_synced(
 }
 
 /// Check every chart about to be published, after its images were pushed:
-/// one line per chart; any miss fails the run (exit 1, the misses as JSON
-/// on stdout with `--json`) unless `--allow-unrelocated`.
+/// one line per chart; the misses of all (see [`refuse_misses`]).
 pub async fn prove_all_synced(
     charts: &[(&Chart, &[u8], ReleaseDefaults)],
     target: &str,
     client: &crate::oci::registry::RegistryClient,
-    args: &crate::sync::SyncArgs,
     progress: &crate::progress::Progress,
 ) -> anyhow::Result<Vec<Miss>> {
     let mut misses = Vec::new();
@@ -482,14 +480,15 @@ pub async fn prove_all_synced(
         }
         misses.extend(proof.misses);
     }
-    if !misses.is_empty() && !args.allow_unrelocated {
-        if args.json {
-            let v = serde_json::json!({ "unrelocated": misses });
-            println!("{}", serde_json::to_string_pretty(&v)?);
-        }
-        return Err(unrelocated_error(&misses).context("no chart was published"));
-    }
     Ok(misses)
+}
+
+/// Any miss fails the run (exit 1) unless `allow` (`--allow-unrelocated`).
+pub fn refuse_misses(misses: &[Miss], allow: bool, what: &str) -> anyhow::Result<()> {
+    if misses.is_empty() || allow {
+        return Ok(());
+    }
+    Err(unrelocated_error(misses).context(what.to_string()))
 }
 
 /// The error for misses (exit 1).
