@@ -154,7 +154,19 @@ fn top_level_path(merged: &MergedValues, path: &[String]) -> Vec<Seg> {
     } else {
         0
     };
-    path[start..].iter().map(|k| Seg::Key(k.clone())).collect()
+    // A list index (`sidecars.0.image`) is an index in values.yaml too.
+    let mut segs = Vec::new();
+    for (i, k) in path.iter().enumerate().skip(start) {
+        let in_list = matches!(
+            hints::lookup(&merged.values, &path[..i]),
+            Some(Value::Sequence(_))
+        );
+        match k.parse::<usize>() {
+            Ok(n) if in_list => segs.push(Seg::Index(n)),
+            _ => segs.push(Seg::Key(k.clone())),
+        }
+    }
+    segs
 }
 
 /// Values for the placeholders of `segs` such that the template renders

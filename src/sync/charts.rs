@@ -102,6 +102,19 @@ pub async fn publish_all(
     Ok(synced)
 }
 
+/// What the relocation check renders: each prepared chart as published.
+pub fn proof_inputs(
+    prepared: &[Option<PreparedChart>],
+) -> Vec<(
+    &crate::chart::Chart,
+    &[u8],
+    crate::chart::render_check::ReleaseDefaults,
+)> {
+    (prepared.iter().flatten())
+        .map(|p| (&p.chart, &p.tgz[..], p.release.as_ref().into()))
+        .collect()
+}
+
 /// A bundle's chart, relocated and packaged, ready to publish.
 pub struct PreparedChart {
     chart: crate::chart::Chart,

@@ -68,6 +68,9 @@ pub struct SyncArgs {
     /// Print a JSON summary on stdout (also on failure, with an `error` field).
     #[arg(long)]
     pub json: bool,
+    /// Publish charts even when they render images that are not in the target registry.
+    #[arg(long)]
+    pub allow_unrelocated: bool,
     #[command(flatten)]
     pub transport: crate::oci::TransportArgs,
 }
@@ -140,6 +143,21 @@ pub async fn run(args: &SyncArgs) -> anyhow::Result<()> {
         summary.seconds = started.elapsed().as_secs_f64();
         crate::outcome::record(&summary);
         result?;
+    }
+
+    // 3b. Prove it: the charts to publish render only images in the target.
+    if let Some(target) = config.image_registry() {
+        let inputs = charts::proof_inputs(&prepared);
+        summary.unrelocated =
+            crate::chart::render_check::prove_all_synced(&inputs, &target, &client, &progress)
+                .await?;
+        crate::outcome::record(&summary);
+        let refused = "no chart was published";
+        crate::chart::render_check::refuse_misses(
+            &summary.unrelocated,
+            args.allow_unrelocated,
+            refused,
+        )?;
     }
 
     // 4. Charts, relocated in step 1.
