@@ -4,7 +4,7 @@
 #![allow(dead_code)]
 
 pub mod chart_server;
-pub mod fake_helm;
+pub mod kube_api;
 pub mod faulty_proxy;
 pub mod images;
 pub mod registry;
