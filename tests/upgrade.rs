@@ -381,7 +381,11 @@ fn rollback(major: u32) {
     assert!(err.contains(&backup.display().to_string()), "{err}");
     assert!(err.contains("rolled back to revision 2"), "{err}");
     assert!(
-        err.contains(&format!("helm rollback web 2 -n shop {}", site.wait())),
+        err.contains(&format!(
+            "{} rollback web 2 -n shop {}",
+            real_helm(major).display(),
+            site.wait()
+        )),
         "exact restore command: {err}"
     );
     assert!(err.contains("web stands at revision 4 (deployed)"), "{err}");
@@ -660,4 +664,119 @@ fn unknown_release_and_missing_inputs() {
         text(&out)
     );
     assert_eq!(site.api.revision("web", "shop"), Some(2));
+}
+
+/// The chart in a password-protected OCI registry: bundler logs helm in
+/// with --password-stdin into a private registry config, the password is
+/// never on a command line nor in -vv logs, and the config is gone after.
+fn oci_chart_with_credentials(major: u32) {
+    use support::registry::{PASSWORD, USER};
+    let site = Site::new(major, &[]);
+    let reg = Registry::start(Mode::BasicAuth);
+    let host = reg.host();
+    let w = site.dir();
+    for (i, img) in ["demo/web:1.0", "demo/init:1.0", "demo/cron:1.0"].iter().enumerate() {
+        support::images::push_simple(&reg, w, img, &[img.as_bytes(), &[i as u8]]);
+    }
+    // the test's own helm home logs in and pushes the chart
+    let mut login = Command::new(real_helm(major));
+    login.args(["registry", "login", &host, "--username", USER, "--password-stdin", "--plain-http"]);
+    for (k, v) in site.api.env() {
+        login.env(k, v);
+    }
+    let mut child = login
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write as _;
+    child.stdin.take().unwrap().write_all(PASSWORD.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    site.api.helm(
+        major,
+        &["push", &site.chart_tgz("demo", "0.2.0"), &format!("oci://{host}/charts"), "--plain-http"],
+    );
+    // ... and forgets the login: bundler must bring its own
+    site.api.helm(major, &["registry", "logout", &host]);
+
+    std::fs::write(
+        w.join("oci.yaml"),
+        format!(
+            "source:\n  intermediateBundlesPath: bundles\ntarget:\n  containerRegistry: {host}\n  containers:\n    auth: {{username: {USER}, password: {PASSWORD}}}\n  repo:\n    kind: OCI\n    url: oci://{host}/charts\n    auth: {{username: {USER}, password: {PASSWORD}}}\n"
+        ),
+    )
+    .unwrap();
+    SyncState::record(
+        &w.join("oci.yaml"),
+        vec![SyncedChart {
+            name: "demo".into(),
+            version: "0.2.0".into(),
+            kind: "OCI".into(),
+            chart_ref: format!("oci://{host}/charts/demo"),
+            repo_url: None,
+            registry: host.clone(),
+            release: Some(ReleaseInfo {
+                name: "web".into(),
+                namespace: Some("shop".into()),
+            }),
+            synced_at: "2024-01-02T00:00:00Z".into(),
+        }],
+    )
+    .unwrap();
+    let out = site.bundler(&["-vv", "upgrade", "web", "-c", "oci.yaml"]);
+    let all = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{all}");
+    assert!(!all.contains(PASSWORD), "the password leaked: {all}");
+    let login_line = all
+        .lines()
+        .find(|l| l.contains("registry login"))
+        .unwrap_or_else(|| panic!("no registry login logged: {all}"));
+    assert!(login_line.contains("--password-stdin"), "{login_line}");
+    let config = regex::Regex::new(r"--registry-config (\S+registry\.json)")
+        .unwrap()
+        .captures(login_line)
+        .expect(login_line)[1]
+        .to_string();
+    assert!(!Path::new(&config).exists(), "{config} is removed after the run");
+    assert!(all.contains(&format!("--registry-config {config}")), "{all}");
+    let h = history_of(&site, "web", "shop");
+    assert_eq!(h[2], (3, "deployed".into(), "demo-0.2.0".into()), "{h:?}");
+}
+
+#[test]
+fn oci_chart_with_credentials_v4() {
+    oci_chart_with_credentials(4);
+}
+
+#[test]
+fn oci_chart_with_credentials_v3() {
+    oci_chart_with_credentials(3);
+}
+
+/// An install that fails is uninstalled again: the cluster ends as it was.
+fn failed_install_is_uninstalled(major: u32) {
+    let site = Site::new(major, &[]);
+    site.api.never_ready("helm.sh/chart=side-0.2.0");
+    let out = site.bundler(&["upgrade", "web", "side", "--install", "-n", "shop", "--timeout", "3s"]);
+    assert_eq!(out.status.code(), Some(4), "{}", text(&out));
+    let err = support::stderr(&out);
+    assert!(err.contains("helm upgrade of side failed"), "{err}");
+    assert!(err.contains("uninstalled again"), "{err}");
+    assert!(err.contains("side is not installed"), "{err}");
+    assert_eq!(site.api.revision("side", "shop"), None);
+    assert_eq!(site.api.revision("web", "shop"), Some(4));
+    let (code, _) = site.api.request("GET", "/apis/apps/v1/namespaces/shop/deployments/side-web", "");
+    assert_eq!(code, 404, "the failed install's Deployment is gone");
+}
+
+#[test]
+fn failed_install_is_uninstalled_v4() {
+    failed_install_is_uninstalled(4);
+}
+
+#[test]
+fn failed_install_is_uninstalled_v3() {
+    failed_install_is_uninstalled(3);
 }
