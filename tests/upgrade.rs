@@ -79,7 +79,11 @@ spec:
         .arg(dir.join("charts"))
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 struct Site {
@@ -127,7 +131,10 @@ impl Site {
             name: name.into(),
             version: version.into(),
             kind: "LOCAL".into(),
-            chart_ref: w.join(format!("charts/{name}-{version}.tgz")).display().to_string(),
+            chart_ref: w
+                .join(format!("charts/{name}-{version}.tgz"))
+                .display()
+                .to_string(),
             repo_url: None,
             registry: reg.host(),
             release: Some(ReleaseInfo {
@@ -165,11 +172,32 @@ impl Site {
         let wait = self.wait();
         self.api.helm(
             self.major,
-            &["install", release, &tgz, "-n", ns, "--create-namespace", wait, "--timeout", "60s"],
+            &[
+                "install",
+                release,
+                &tgz,
+                "-n",
+                ns,
+                "--create-namespace",
+                wait,
+                "--timeout",
+                "60s",
+            ],
         );
         self.api.helm(
             self.major,
-            &["upgrade", release, &tgz, "-n", ns, "-f", &values.display().to_string(), wait, "--timeout", "60s"],
+            &[
+                "upgrade",
+                release,
+                &tgz,
+                "-n",
+                ns,
+                "-f",
+                &values.display().to_string(),
+                wait,
+                "--timeout",
+                "60s",
+            ],
         );
         assert_eq!(self.api.revision(release, ns), Some(2));
     }
@@ -259,7 +287,9 @@ fn happy_path(major: u32) {
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     let stdout = support::stdout(&out);
     assert!(
-        stdout.contains("release web in namespace shop: revision 2, chart demo-0.1.0, status deployed"),
+        stdout.contains(
+            "release web in namespace shop: revision 2, chart demo-0.1.0, status deployed"
+        ),
         "found by name alone (helm list -A): {stdout}"
     );
 
@@ -267,9 +297,15 @@ fn happy_path(major: u32) {
     let backup = backup_path_from(&stdout);
     let backups = site.backups("web");
     assert_eq!(backups.len(), 1);
-    let name = backups[0].file_name().unwrap().to_string_lossy().into_owned();
+    let name = backups[0]
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .into_owned();
     assert!(
-        regex::Regex::new(r"^\d{8}T\d{6}Z-rev2\.yaml$").unwrap().is_match(&name),
+        regex::Regex::new(r"^\d{8}T\d{6}Z-rev2\.yaml$")
+            .unwrap()
+            .is_match(&name),
         "{name}"
     );
     assert_eq!(
@@ -283,11 +319,16 @@ fn happy_path(major: u32) {
     // the diff before the change, the pre-flight saw all three images
     let host = site.reg.host();
     assert!(
-        stdout.contains(&format!("~ global.imageRegistry: \"docker.io\" -> \"{host}\"")),
+        stdout.contains(&format!(
+            "~ global.imageRegistry: \"docker.io\" -> \"{host}\""
+        )),
         "{stdout}"
     );
     for img in ["demo/web:1.0", "demo/init:1.0", "demo/cron:1.0"] {
-        assert!(stdout.contains(&format!("ok       {host}/{img}")), "{stdout}");
+        assert!(
+            stdout.contains(&format!("ok       {host}/{img}")),
+            "{stdout}"
+        );
     }
 
     // helm's own record: revision 3 of the new chart, deployed, with the new registry
@@ -297,9 +338,18 @@ fn happy_path(major: u32) {
     assert_eq!(h[1].1, "superseded");
     let v3 = site.api.values("web", "shop", 3);
     assert!(v3.contains(&format!("imageRegistry: {host}")), "{v3}");
-    assert!(v3.contains("replicas: 2"), "the backed-up values went along: {v3}");
-    assert_eq!(site.deployed_image("shop", "web-web"), format!("{host}/demo/web:1.0"));
-    assert!(stdout.contains("web stands at revision 3 (deployed)"), "{stdout}");
+    assert!(
+        v3.contains("replicas: 2"),
+        "the backed-up values went along: {v3}"
+    );
+    assert_eq!(
+        site.deployed_image("shop", "web-web"),
+        format!("{host}/demo/web:1.0")
+    );
+    assert!(
+        stdout.contains("web stands at revision 3 (deployed)"),
+        "{stdout}"
+    );
 
     // a second run keeps the first backup and writes a new one (of rev 3)
     let first = std::fs::read(&backups[0]).unwrap();
@@ -310,7 +360,10 @@ fn happy_path(major: u32) {
     assert_eq!(std::fs::read(&backups[0]).unwrap(), first);
     let second = backups2.iter().find(|p| **p != backups[0]).unwrap();
     assert!(second.to_string_lossy().contains("-rev3"), "{second:?}");
-    assert_eq!(std::fs::read_to_string(second).unwrap(), site.api.values("web", "shop", 3));
+    assert_eq!(
+        std::fs::read_to_string(second).unwrap(),
+        site.api.values("web", "shop", 3)
+    );
     assert_eq!(site.api.revision("web", "shop"), Some(4));
 }
 
@@ -332,8 +385,15 @@ fn preflight_refusal(major: u32) {
     let host = site.reg.host();
     assert!(err.contains(&format!("{host}/demo/cron:1.0")), "{err}");
     assert!(err.contains("nothing was changed"), "{err}");
-    assert!(!err.contains("demo/web:1.0"), "only the missing image is named: {err}");
-    assert!(!support::stdout(&out).contains("running "), "{}", text(&out));
+    assert!(
+        !err.contains("demo/web:1.0"),
+        "only the missing image is named: {err}"
+    );
+    assert!(
+        !support::stdout(&out).contains("running "),
+        "{}",
+        text(&out)
+    );
     assert_eq!(site.api.revision("web", "shop"), Some(2));
 
     // --force goes on
@@ -357,13 +417,25 @@ fn preflight_notices_an_image_deleted_from_the_registry() {
     let site = Site::new(4, &[]);
     let host = site.reg.host();
     let out = Command::new("skopeo")
-        .args(["delete", "--tls-verify=false", &format!("docker://{host}/demo/web:1.0")])
+        .args([
+            "delete",
+            "--tls-verify=false",
+            &format!("docker://{host}/demo/web:1.0"),
+        ])
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let out = site.bundler(&["upgrade", "web"]);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
-    assert!(support::stderr(&out).contains(&format!("{host}/demo/web:1.0")), "{}", text(&out));
+    assert!(
+        support::stderr(&out).contains(&format!("{host}/demo/web:1.0")),
+        "{}",
+        text(&out)
+    );
     assert_eq!(site.api.revision("web", "shop"), Some(2));
 }
 
@@ -375,7 +447,10 @@ fn rollback(major: u32) {
     let started = Instant::now();
     let out = site.bundler(&["upgrade", "web", "--timeout", "3s"]);
     assert_eq!(out.status.code(), Some(4), "{}", text(&out));
-    assert!(started.elapsed() >= Duration::from_secs(3), "a real wait timed out");
+    assert!(
+        started.elapsed() >= Duration::from_secs(3),
+        "a real wait timed out"
+    );
     let backup = backup_path_from(&support::stdout(&out));
     let err = support::stderr(&out);
     assert!(err.contains(&backup.display().to_string()), "{err}");
@@ -394,7 +469,10 @@ fn rollback(major: u32) {
     assert_eq!(h[2], (3, "failed".into(), "demo-0.2.0".into()));
     assert_eq!(h[3], (4, "deployed".into(), "demo-0.1.0".into()));
     assert_eq!(site.api.values("web", "shop", 4), CURRENT_VALUES);
-    assert_eq!(site.deployed_image("shop", "web-web"), "docker.io/demo/web:1.0");
+    assert_eq!(
+        site.deployed_image("shop", "web-web"),
+        "docker.io/demo/web:1.0"
+    );
 }
 
 #[test]
@@ -421,27 +499,62 @@ fn two_releases_second_fails(major: u32, all: bool) {
     assert_eq!(out.status.code(), Some(4), "{}", text(&out));
     let stdout = support::stdout(&out);
     let first_change = stdout.find("running ").expect("an upgrade ran");
-    for before in ["values backup: backups/web/", "values backup: backups/side/", "pre-flight of side: every image is present"] {
-        let at = stdout.find(before).unwrap_or_else(|| panic!("{before}: {stdout}"));
-        assert!(at < first_change, "{before} comes before the first upgrade:\n{stdout}");
+    for before in [
+        "values backup: backups/web/",
+        "values backup: backups/side/",
+        "pre-flight of side: every image is present",
+    ] {
+        let at = stdout
+            .find(before)
+            .unwrap_or_else(|| panic!("{before}: {stdout}"));
+        assert!(
+            at < first_change,
+            "{before} comes before the first upgrade:\n{stdout}"
+        );
     }
     let up_web = stdout.find("upgraded web in shop").expect(&stdout);
-    let rb_side = stdout.find("rolling back side to revision 2").expect(&stdout);
-    let rb_web = stdout.find("rolling back web to revision 2").expect(&stdout);
-    assert!(up_web < rb_side && rb_side < rb_web, "reverse order:\n{stdout}");
+    let rb_side = stdout
+        .find("rolling back side to revision 2")
+        .expect(&stdout);
+    let rb_web = stdout
+        .find("rolling back web to revision 2")
+        .expect(&stdout);
+    assert!(
+        up_web < rb_side && rb_side < rb_web,
+        "reverse order:\n{stdout}"
+    );
     let err = support::stderr(&out);
     assert!(err.contains("helm upgrade of side failed"), "{err}");
-    assert!(err.contains("web already upgraded in this run were rolled back too"), "{err}");
+    assert!(
+        err.contains("web already upgraded in this run were rolled back too"),
+        "{err}"
+    );
     assert!(
         err.contains("web stands at revision 4 (deployed), side stands at revision 4 (deployed)"),
         "{err}"
     );
     let web = history_of(&site, "web", "shop");
-    assert_eq!(web[2], (3, "superseded".into(), "demo-0.2.0".into()), "{web:?}");
-    assert_eq!(web[3], (4, "deployed".into(), "demo-0.1.0".into()), "{web:?}");
+    assert_eq!(
+        web[2],
+        (3, "superseded".into(), "demo-0.2.0".into()),
+        "{web:?}"
+    );
+    assert_eq!(
+        web[3],
+        (4, "deployed".into(), "demo-0.1.0".into()),
+        "{web:?}"
+    );
     let side = history_of(&site, "side", "shop");
-    assert_eq!(side[2], (3, "failed".into(), "side-0.2.0".into()), "{side:?}");
-    assert_eq!(side[3], (4, "deployed".into(), "side-0.1.0".into()), "{side:?}");
+    assert_eq!(
+        side[2],
+        (3, "failed".into(), "side-0.2.0".into()),
+        "{side:?}"
+    );
+    assert_eq!(
+        side[3],
+        (4, "deployed".into(), "side-0.1.0".into()),
+        "{side:?}"
+    );
     assert_eq!(site.api.values("web", "shop", 4), CURRENT_VALUES);
     assert_eq!(site.api.values("side", "shop", 4), CURRENT_VALUES);
 }
@@ -461,11 +574,18 @@ fn install_new(major: u32) {
     // a synced chart without a release: refused without --install
     let out = site.bundler(&["upgrade", "side", "-n", "extra"]);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
-    assert!(support::stderr(&out).contains("pass --install"), "{}", text(&out));
+    assert!(
+        support::stderr(&out).contains("pass --install"),
+        "{}",
+        text(&out)
+    );
     let out = site.bundler(&["upgrade", "side", "-n", "extra", "--install"]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     let stdout = support::stdout(&out);
-    assert!(stdout.contains("side: nothing to back up (not installed yet)"), "{stdout}");
+    assert!(
+        stdout.contains("side: nothing to back up (not installed yet)"),
+        "{stdout}"
+    );
     assert!(site.backups("side").is_empty());
     assert!(stdout.contains("--install --create-namespace"), "{stdout}");
     assert!(stdout.contains("installed side in extra"), "{stdout}");
@@ -474,7 +594,10 @@ fn install_new(major: u32) {
         vec![(1, "deployed".to_string(), "side-0.2.0".to_string())]
     );
     let host = site.reg.host();
-    assert_eq!(site.deployed_image("extra", "side-web"), format!("{host}/demo/web:1.0"));
+    assert_eq!(
+        site.deployed_image("extra", "side-web"),
+        format!("{host}/demo/web:1.0")
+    );
 }
 
 #[test]
@@ -502,15 +625,37 @@ fn kube_context(major: u32) {
     // without --kube-context: the current context (worker) has no such release
     let out = site.bundler(&["upgrade", "web", "--kubeconfig", &kc]);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
-    assert!(support::stderr(&out).contains("release web not found"), "{}", text(&out));
-    assert!(!other.requests().is_empty(), "the current context was asked");
+    assert!(
+        support::stderr(&out).contains("release web not found"),
+        "{}",
+        text(&out)
+    );
+    assert!(
+        !other.requests().is_empty(),
+        "the current context was asked"
+    );
     let asked_before = other.requests().len();
-    let out = site.bundler(&["upgrade", "web", "--kubeconfig", &kc, "--kube-context", "global"]);
+    let out = site.bundler(&[
+        "upgrade",
+        "web",
+        "--kubeconfig",
+        &kc,
+        "--kube-context",
+        "global",
+    ]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     assert_eq!(site.api.revision("web", "shop"), Some(3));
-    assert_eq!(other.requests().len(), asked_before, "{:?}", other.requests());
+    assert_eq!(
+        other.requests().len(),
+        asked_before,
+        "{:?}",
+        other.requests()
+    );
     let stdout = support::stdout(&out);
-    assert!(stdout.contains(&format!("--kube-context global --kubeconfig {kc}")), "{stdout}");
+    assert!(
+        stdout.contains(&format!("--kube-context global --kubeconfig {kc}")),
+        "{stdout}"
+    );
 }
 
 #[test]
@@ -528,7 +673,8 @@ fn kube_context_reaches_every_cluster_call_v3() {
 fn hung_cluster(major: u32) {
     let mut site = Site::new(major, &[]);
     let hung = KubeApi::start_hung();
-    site.extra_env.push(("BUNDLER_HELM_QUERY_TIMEOUT".into(), "2s".into()));
+    site.extra_env
+        .push(("BUNDLER_HELM_QUERY_TIMEOUT".into(), "2s".into()));
     let kc = hung.kubeconfig().display().to_string();
     let started = Instant::now();
     let out = site.bundler(&["upgrade", "web", "--kubeconfig", &kc]);
@@ -536,7 +682,10 @@ fn hung_cluster(major: u32) {
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     let err = support::stderr(&out);
     assert!(err.contains("list -A"), "{err}");
-    assert!(err.contains("did not finish within 2s and was killed"), "{err}");
+    assert!(
+        err.contains("did not finish within 2s and was killed"),
+        "{err}"
+    );
     assert!(took < Duration::from_secs(20), "{took:?}");
 }
 
@@ -554,15 +703,23 @@ fn hung_cluster_is_bounded_v3() {
 /// killed at --timeout plus the fixed bound, and the release is untouched.
 fn hung_upgrade(major: u32) {
     let mut site = Site::new(major, &[]);
-    site.extra_env.push(("BUNDLER_HELM_QUERY_TIMEOUT".into(), "3s".into()));
+    site.extra_env
+        .push(("BUNDLER_HELM_QUERY_TIMEOUT".into(), "3s".into()));
     site.api.hang_writes();
     let started = Instant::now();
     let out = site.bundler(&["upgrade", "web", "--timeout", "2s"]);
     let took = started.elapsed();
-    assert!(matches!(out.status.code(), Some(1) | Some(4)), "{}", text(&out));
+    assert!(
+        matches!(out.status.code(), Some(1) | Some(4)),
+        "{}",
+        text(&out)
+    );
     let err = support::stderr(&out);
     assert!(err.contains("upgrade web"), "{err}");
-    assert!(err.contains("did not finish within 5s and was killed"), "{err}");
+    assert!(
+        err.contains("did not finish within 5s and was killed"),
+        "{err}"
+    );
     assert!(took < Duration::from_secs(40), "{took:?}");
     assert_eq!(site.api.revision("web", "shop"), Some(2));
 }
@@ -580,7 +737,14 @@ fn hung_upgrade_is_killed_v3() {
 #[test]
 fn dry_run_changes_nothing_and_prints_the_plan() {
     let site = Site::new(4, &[]);
-    let out = site.bundler(&["upgrade", "web", "--dry-run", "--json", "--set", "replicas=3"]);
+    let out = site.bundler(&[
+        "upgrade",
+        "web",
+        "--dry-run",
+        "--json",
+        "--set",
+        "replicas=3",
+    ]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     assert_eq!(site.api.revision("web", "shop"), Some(2));
     let err = support::stderr(&out);
@@ -595,7 +759,10 @@ fn dry_run_changes_nothing_and_prints_the_plan() {
     assert_eq!(r["images"].as_array().unwrap().len(), 3);
     assert!(r["missingImages"].as_array().unwrap().is_empty());
     let cmd = r["upgradeCommand"].as_str().unwrap();
-    assert!(cmd.contains("upgrade web") && cmd.contains("--set replicas=3"), "{cmd}");
+    assert!(
+        cmd.contains("upgrade web") && cmd.contains("--set replicas=3"),
+        "{cmd}"
+    );
 }
 
 #[test]
@@ -624,7 +791,12 @@ fn everything_from_flags_without_config_or_record() {
     cmd.env("BUNDLER_HELM", real_helm(3));
     let out = cmd.output().unwrap();
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
-    assert_eq!(std::fs::read_dir(empty.path().join("bk/web")).unwrap().count(), 1);
+    assert_eq!(
+        std::fs::read_dir(empty.path().join("bk/web"))
+            .unwrap()
+            .count(),
+        1
+    );
     assert_eq!(site.api.revision("web", "shop"), Some(3));
 }
 
@@ -639,7 +811,17 @@ fn unknown_release_and_missing_inputs() {
         text(&out)
     );
     // a release that exists but was never synced, without --chart
-    site.api.helm(4, &["install", "other", &site.chart_tgz("demo", "0.1.0"), "-n", "elsewhere", "--create-namespace"]);
+    site.api.helm(
+        4,
+        &[
+            "install",
+            "other",
+            &site.chart_tgz("demo", "0.1.0"),
+            "-n",
+            "elsewhere",
+            "--create-namespace",
+        ],
+    );
     let out = site.bundler(&["upgrade", "other"]);
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
     assert!(
@@ -653,7 +835,11 @@ fn unknown_release_and_missing_inputs() {
     // a bad --timeout
     let out = site.bundler(&["upgrade", "web", "--timeout", "soon"]);
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
-    assert!(support::stderr(&out).contains("--timeout soon"), "{}", text(&out));
+    assert!(
+        support::stderr(&out).contains("--timeout soon"),
+        "{}",
+        text(&out)
+    );
     // a broken config is an input error
     std::fs::write(site.dir().join("load-image.yaml"), "source: {bogus: 1}\n").unwrap();
     let out = site.bundler(&["upgrade", "web"]);
@@ -675,12 +861,23 @@ fn oci_chart_with_credentials(major: u32) {
     let reg = Registry::start(Mode::BasicAuth);
     let host = reg.host();
     let w = site.dir();
-    for (i, img) in ["demo/web:1.0", "demo/init:1.0", "demo/cron:1.0"].iter().enumerate() {
+    for (i, img) in ["demo/web:1.0", "demo/init:1.0", "demo/cron:1.0"]
+        .iter()
+        .enumerate()
+    {
         support::images::push_simple(&reg, w, img, &[img.as_bytes(), &[i as u8]]);
     }
     // the test's own helm home logs in and pushes the chart
     let mut login = Command::new(real_helm(major));
-    login.args(["registry", "login", &host, "--username", USER, "--password-stdin", "--plain-http"]);
+    login.args([
+        "registry",
+        "login",
+        &host,
+        "--username",
+        USER,
+        "--password-stdin",
+        "--plain-http",
+    ]);
     for (k, v) in site.api.env() {
         login.env(k, v);
     }
@@ -691,12 +888,26 @@ fn oci_chart_with_credentials(major: u32) {
         .spawn()
         .unwrap();
     use std::io::Write as _;
-    child.stdin.take().unwrap().write_all(PASSWORD.as_bytes()).unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(PASSWORD.as_bytes())
+        .unwrap();
     let out = child.wait_with_output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     site.api.helm(
         major,
-        &["push", &site.chart_tgz("demo", "0.2.0"), &format!("oci://{host}/charts"), "--plain-http"],
+        &[
+            "push",
+            &site.chart_tgz("demo", "0.2.0"),
+            &format!("oci://{host}/charts"),
+            "--plain-http",
+        ],
     );
     // ... and forgets the login: bundler must bring its own
     site.api.helm(major, &["registry", "logout", &host]);
@@ -739,8 +950,14 @@ fn oci_chart_with_credentials(major: u32) {
         .captures(login_line)
         .expect(login_line)[1]
         .to_string();
-    assert!(!Path::new(&config).exists(), "{config} is removed after the run");
-    assert!(all.contains(&format!("--registry-config {config}")), "{all}");
+    assert!(
+        !Path::new(&config).exists(),
+        "{config} is removed after the run"
+    );
+    assert!(
+        all.contains(&format!("--registry-config {config}")),
+        "{all}"
+    );
     let h = history_of(&site, "web", "shop");
     assert_eq!(h[2], (3, "deployed".into(), "demo-0.2.0".into()), "{h:?}");
 }
@@ -759,7 +976,16 @@ fn oci_chart_with_credentials_v3() {
 fn failed_install_is_uninstalled(major: u32) {
     let site = Site::new(major, &[]);
     site.api.never_ready("helm.sh/chart=side-0.2.0");
-    let out = site.bundler(&["upgrade", "web", "side", "--install", "-n", "shop", "--timeout", "3s"]);
+    let out = site.bundler(&[
+        "upgrade",
+        "web",
+        "side",
+        "--install",
+        "-n",
+        "shop",
+        "--timeout",
+        "3s",
+    ]);
     assert_eq!(out.status.code(), Some(4), "{}", text(&out));
     let err = support::stderr(&out);
     assert!(err.contains("helm upgrade of side failed"), "{err}");
@@ -767,7 +993,11 @@ fn failed_install_is_uninstalled(major: u32) {
     assert!(err.contains("side is not installed"), "{err}");
     assert_eq!(site.api.revision("side", "shop"), None);
     assert_eq!(site.api.revision("web", "shop"), Some(4));
-    let (code, _) = site.api.request("GET", "/apis/apps/v1/namespaces/shop/deployments/side-web", "");
+    let (code, _) = site.api.request(
+        "GET",
+        "/apis/apps/v1/namespaces/shop/deployments/side-web",
+        "",
+    );
     assert_eq!(code, 404, "the failed install's Deployment is gone");
 }
 

@@ -151,8 +151,7 @@ pub async fn run(args: &UpgradeArgs) -> anyhow::Result<()> {
     let out = Out { json: args.json };
     let timeout = helm::parse_duration(&args.timeout)
         .map_err(|e| input_error(format!("--timeout {}: {e:#}", args.timeout)))?;
-    if (args.chart.is_some() || args.version.is_some()) && (args.all || args.releases.len() > 1)
-    {
+    if (args.chart.is_some() || args.version.is_some()) && (args.all || args.releases.len() > 1) {
         return Err(input_error(
             "--chart and --version name one chart: give them with one release only",
         ));
@@ -215,7 +214,11 @@ pub async fn run(args: &UpgradeArgs) -> anyhow::Result<()> {
         out.say(format!("running {}", summaries[i].upgrade_command));
         let r = helm.change(&p.upgrade, timeout).await?;
         if r.ok {
-            let what = if p.current.is_some() { "upgraded" } else { "installed" };
+            let what = if p.current.is_some() {
+                "upgraded"
+            } else {
+                "installed"
+            };
             out.say(format!(
                 "{what} {} in {}{}",
                 p.release,
@@ -266,7 +269,11 @@ pub async fn run(args: &UpgradeArgs) -> anyhow::Result<()> {
         .rev()
         .map(|p| restore_command(&helm, p))
         .collect();
-    let outcome = if rollback_errors.is_empty() { "rolled-back" } else { "failed" };
+    let outcome = if rollback_errors.is_empty() {
+        "rolled-back"
+    } else {
+        "failed"
+    };
     print_json(args, &helm, outcome, summaries)?;
     let back_to = match p.from_revision() {
         Some(rev) => format!("rolled back to revision {rev}"),
@@ -286,7 +293,11 @@ pub async fn run(args: &UpgradeArgs) -> anyhow::Result<()> {
     };
     let tail = format!(
         "{stands}. Values backup(s): {}. To restore by hand: {}",
-        if backups.is_empty() { "none".to_string() } else { backups.join(", ") },
+        if backups.is_empty() {
+            "none".to_string()
+        } else {
+            backups.join(", ")
+        },
         by_hand.join("; ")
     );
     if rollback_errors.is_empty() {
@@ -336,7 +347,9 @@ async fn every_synced_release(
     for n in names {
         let ns = args.namespace.as_deref();
         if helm.find_release(&n, ns).await?.is_empty() {
-            out.say(format!("--all: {n} has no release in the cluster; skipped (--install would install it)"));
+            out.say(format!(
+                "--all: {n} has no release in the cluster; skipped (--install would install it)"
+            ));
         } else {
             found.push(n);
         }
@@ -358,7 +371,10 @@ async fn roll_back(helm: &Helm, p: &Plan, timeout: Duration, out: &Out) -> anyho
             _ => false,
         };
         if unchanged {
-            out.say(format!("{}: nothing to roll back (no new revision was written)", p.release));
+            out.say(format!(
+                "{}: nothing to roll back (no new revision was written)",
+                p.release
+            ));
             return Ok(());
         }
     }
@@ -377,7 +393,10 @@ async fn roll_back(helm: &Helm, p: &Plan, timeout: Duration, out: &Out) -> anyho
             ])
         }
         None => {
-            out.say(format!("uninstalling {} (it was installed by this run)", p.release));
+            out.say(format!(
+                "uninstalling {} (it was installed by this run)",
+                p.release
+            ));
             strings(&[
                 "uninstall",
                 &p.release,
@@ -392,7 +411,11 @@ async fn roll_back(helm: &Helm, p: &Plan, timeout: Duration, out: &Out) -> anyho
     let args = helm.on_cluster(args);
     let r = helm.change(&args, timeout).await?;
     if !r.ok {
-        bail!("`{}`: {}", display_command(&helm.path, &args), redact(r.stderr.trim()));
+        bail!(
+            "`{}`: {}",
+            display_command(&helm.path, &args),
+            redact(r.stderr.trim())
+        );
     }
     Ok(())
 }
@@ -465,9 +488,11 @@ fn restore_command(helm: &Helm, p: &Plan) -> String {
         ])),
     );
     let listed = p.current.as_ref().expect("a revision means a release");
-    if let (Some(name), Some(v), Some(backup)) =
-        (listed.chart_name(), listed.chart_version(), p.backup.as_ref())
-    {
+    if let (Some(name), Some(v), Some(backup)) = (
+        listed.chart_name(),
+        listed.chart_version(),
+        p.backup.as_ref(),
+    ) {
         let up = display_command(
             &helm.path,
             &helm.on_cluster(strings(&[

@@ -61,7 +61,14 @@ pub async fn prepare(cx: &mut RunContext<'_>, release: &str) -> anyhow::Result<P
             .and_then(|s| s.release.as_ref())
             .and_then(|r| r.namespace.clone())
     });
-    let current = find_release(helm, release, ns_hint.as_deref(), args.namespace.is_some(), args.install).await?;
+    let current = find_release(
+        helm,
+        release,
+        ns_hint.as_deref(),
+        args.namespace.is_some(),
+        args.install,
+    )
+    .await?;
     let ns = match &current {
         Some(c) => {
             out.say(format!(

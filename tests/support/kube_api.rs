@@ -80,9 +80,18 @@ impl KubeApi {
         let home = self.dir.path().join("helm-home");
         vec![
             ("KUBECONFIG".into(), self.kubeconfig().display().to_string()),
-            ("HELM_CONFIG_HOME".into(), home.join("config").display().to_string()),
-            ("HELM_CACHE_HOME".into(), home.join("cache").display().to_string()),
-            ("HELM_DATA_HOME".into(), home.join("data").display().to_string()),
+            (
+                "HELM_CONFIG_HOME".into(),
+                home.join("config").display().to_string(),
+            ),
+            (
+                "HELM_CACHE_HOME".into(),
+                home.join("cache").display().to_string(),
+            ),
+            (
+                "HELM_DATA_HOME".into(),
+                home.join("data").display().to_string(),
+            ),
         ]
     }
 
@@ -136,7 +145,17 @@ impl KubeApi {
     pub fn values(&self, release: &str, ns: &str, rev: u64) -> String {
         self.helm(
             4,
-            &["get", "values", release, "-n", ns, "--revision", &rev.to_string(), "-o", "yaml"],
+            &[
+                "get",
+                "values",
+                release,
+                "-n",
+                ns,
+                "--revision",
+                &rev.to_string(),
+                "-o",
+                "yaml",
+            ],
         )
     }
 
@@ -171,7 +190,11 @@ impl KubeApi {
             .nth(1)
             .and_then(|c| c.parse().ok())
             .unwrap_or(0);
-        let body = resp.split_once("\r\n\r\n").map(|x| x.1).unwrap_or("").to_string();
+        let body = resp
+            .split_once("\r\n\r\n")
+            .map(|x| x.1)
+            .unwrap_or("")
+            .to_string();
         (code, body)
     }
 
@@ -196,11 +219,16 @@ impl Drop for KubeApi {
 pub fn kubeconfig(contexts: &[(&str, &KubeApi)], current: &str) -> String {
     let mut s = String::from("apiVersion: v1\nkind: Config\nclusters:\n");
     for (n, api) in contexts {
-        s.push_str(&format!("- name: {n}\n  cluster: {{server: \"{}\"}}\n", api.server()));
+        s.push_str(&format!(
+            "- name: {n}\n  cluster: {{server: \"{}\"}}\n",
+            api.server()
+        ));
     }
     s.push_str("contexts:\n");
     for (n, _) in contexts {
-        s.push_str(&format!("- name: {n}\n  context: {{cluster: {n}, user: tester}}\n"));
+        s.push_str(&format!(
+            "- name: {n}\n  context: {{cluster: {n}, user: tester}}\n"
+        ));
     }
     s.push_str(&format!(
         "current-context: {current}\nusers:\n- name: tester\n  user: {{token: test-token}}\n"
