@@ -1010,3 +1010,193 @@ fn failed_install_is_uninstalled_v4() {
 fn failed_install_is_uninstalled_v3() {
     failed_install_is_uninstalled(3);
 }
+
+/// The chart in a ChartMuseum repository behind a password: bundler gives
+/// helm a private repositories.yaml instead of `--username/--password`.
+fn chartmuseum_with_credentials(major: u32) {
+    use support::chart_server::{ChartServer, Config};
+    const PW: &str = "museum-Passw0rd";
+    let site = Site::new(major, &[]);
+    let museum = ChartServer::start(Config {
+        auth: Some(("keeper".into(), PW.into())),
+        ..Default::default()
+    });
+    upload_chart(
+        &museum,
+        &format!("keeper:{PW}"),
+        &site.chart_tgz("demo", "0.2.0"),
+    );
+    let host = site.reg.host();
+    let w = site.dir();
+    std::fs::write(
+        w.join("museum.yaml"),
+        format!(
+            "source:\n  intermediateBundlesPath: bundles\ntarget:\n  containerRegistry: {host}\n  repo:\n    kind: CHARTMUSEUM\n    url: {}\n    auth: {{username: keeper, password: {PW}}}\n",
+            museum.url()
+        ),
+    )
+    .unwrap();
+    SyncState::record(
+        &w.join("museum.yaml"),
+        vec![SyncedChart {
+            name: "demo".into(),
+            version: "0.2.0".into(),
+            kind: "CHARTMUSEUM".into(),
+            chart_ref: museum.url(),
+            repo_url: None,
+            registry: host.clone(),
+            release: Some(ReleaseInfo {
+                name: "web".into(),
+                namespace: None,
+            }),
+            synced_at: "2024-01-02T00:00:00Z".into(),
+        }],
+    )
+    .unwrap();
+    let out = site.bundler(&["-vv", "upgrade", "web", "-c", "museum.yaml"]);
+    let all = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{all}");
+    assert!(!all.contains(PW), "the password leaked: {all}");
+    assert!(
+        all.contains("repo update bundler-target --repository-config"),
+        "{all}"
+    );
+    assert!(
+        all.contains("upgrade web bundler-target/demo -n shop"),
+        "{all}"
+    );
+    let h = history_of(&site, "web", "shop");
+    assert_eq!(h[2], (3, "deployed".into(), "demo-0.2.0".into()), "{h:?}");
+    assert!(
+        museum
+            .log()
+            .iter()
+            .any(|l| l.contains("/charts/demo-0.2.0.tgz")),
+        "{:?}",
+        museum.log()
+    );
+}
+
+#[test]
+fn chartmuseum_with_credentials_v4() {
+    chartmuseum_with_credentials(4);
+}
+
+#[test]
+fn chartmuseum_with_credentials_v3() {
+    chartmuseum_with_credentials(3);
+}
+
+/// The API stand-in is as strict as the real API where helm could notice.
+#[test]
+fn api_standin_is_strict() {
+    let api = KubeApi::start();
+    let dep = r#"{"apiVersion":"apps/v1","kind":"Deployment","metadata":{"name":"d"},"spec":{"selector":{"matchLabels":{"a":"b"}},"template":{"metadata":{"labels":{"a":"b"}},"spec":{"containers":[{"name":"c","image":"i"}]}}}}"#;
+    let base = "/apis/apps/v1/namespaces/default/deployments";
+    // unknown kinds and groups
+    assert_eq!(
+        api.request("GET", "/apis/example.com/v1/namespaces/default/gadgets", "")
+            .0,
+        404
+    );
+    assert_eq!(
+        api.request("GET", "/api/v1/namespaces/default/gadgets", "")
+            .0,
+        404
+    );
+    // a namespace that does not exist
+    assert_eq!(
+        api.request("POST", "/apis/apps/v1/namespaces/nowhere/deployments", dep)
+            .0,
+        404
+    );
+    // kind and URL disagree; selector not matching the template
+    assert_eq!(
+        api.request("POST", "/api/v1/namespaces/default/configmaps", dep)
+            .0,
+        400
+    );
+    let bad = dep.replace(r#""labels":{"a":"b"}}"#, r#""labels":{"a":"x"}}"#);
+    assert_eq!(api.request("POST", base, &bad).0, 422);
+    assert_eq!(api.request("POST", base, dep).0, 201);
+    assert_eq!(api.request("POST", base, dep).0, 409, "already exists");
+    // unknown top-level fields under fieldValidation=Strict
+    let typo = dep.replace(r#""name":"d"}"#, r#""name":"e"},"sepc":{}"#);
+    let (code, body) = api.request("POST", &format!("{base}?fieldValidation=Strict"), &typo);
+    assert_eq!(code, 400, "{body}");
+    assert!(body.contains(r#"unknown field \"sepc\""#), "{body}");
+    // a stale resourceVersion
+    let stale = dep.replace(r#""name":"d"}"#, r#""name":"d","resourceVersion":"1"}"#);
+    assert_eq!(api.request("PUT", &format!("{base}/d"), &stale).0, 409);
+    // patches: malformed, unknown type, inapplicable
+    let patch = |ct: &str, body: &str| {
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", api.port)).unwrap();
+        use std::io::{Read as _, Write as _};
+        write!(
+            s,
+            "PATCH {base}/d HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: {ct}\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+        .unwrap();
+        let mut r = String::new();
+        s.read_to_string(&mut r).unwrap();
+        r.split_whitespace().nth(1).unwrap().parse::<u16>().unwrap()
+    };
+    assert_eq!(
+        patch("application/strategic-merge-patch+json", "{not json"),
+        422
+    );
+    assert_eq!(patch("application/merge-patch+json", "[1]"), 422);
+    assert_eq!(patch("text/plain", "{}"), 415);
+    assert_eq!(
+        patch(
+            "application/strategic-merge-patch+json",
+            r#"{"spec":{"template":{"spec":{"containers":[{"image":"no-name"}]}}}}"#
+        ),
+        422,
+        "a list element without its merge key"
+    );
+    assert_eq!(
+        patch(
+            "application/strategic-merge-patch+json",
+            r#"{"spec":{"template":{"spec":{"containers":[{"name":"c","image":"new"}]}}}}"#
+        ),
+        200
+    );
+    let (_, body) = api.request("GET", &format!("{base}/d"), "");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        v["spec"]["template"]["spec"]["containers"][0]["image"],
+        "new"
+    );
+    assert_eq!(v["metadata"]["generation"], 2);
+    // apply needs a field manager
+    assert_eq!(patch("application/apply-patch+yaml", dep), 400);
+}
+
+/// ChartMuseum's `POST /api/charts` (multipart field `chart`) with basic auth.
+fn upload_chart(museum: &support::chart_server::ChartServer, user_pass: &str, tgz: &str) {
+    use base64::Engine;
+    use std::io::{Read as _, Write as _};
+    let data = std::fs::read(tgz).unwrap();
+    let boundary = "bundler-test-boundary";
+    let mut body = format!(
+        "--{boundary}\r\nContent-Disposition: form-data; name=\"chart\"; filename=\"chart.tgz\"\r\nContent-Type: application/gzip\r\n\r\n"
+    )
+    .into_bytes();
+    body.extend_from_slice(&data);
+    body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
+    let auth = base64::engine::general_purpose::STANDARD.encode(user_pass);
+    let mut s = std::net::TcpStream::connect(museum.host()).unwrap();
+    write!(
+        s,
+        "POST /api/charts HTTP/1.1\r\nHost: {}\r\nAuthorization: Basic {auth}\r\nConnection: close\r\nContent-Type: multipart/form-data; boundary={boundary}\r\nContent-Length: {}\r\n\r\n",
+        museum.host(),
+        body.len()
+    )
+    .unwrap();
+    s.write_all(&body).unwrap();
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).unwrap();
+    assert!(resp.starts_with("HTTP/1.1 201"), "upload: {resp}");
+}
