@@ -63,6 +63,7 @@ pub struct ReleaseSummary {
     pub missing_images: Vec<String>,
     pub upgrade_command: String,
     /// `planned`, `upgraded`, `installed`, `failed`, `rolled-back`,
+    /// `failed-unchanged` (failed before writing a revision),
     /// `rollback-failed`, `not-started`.
     pub outcome: String,
     /// The revision the release stands at after the run (`None`: not installed).
@@ -243,10 +244,15 @@ pub async fn run(args: &UpgradeArgs) -> anyhow::Result<()> {
         return print_json(args, &helm, "upgraded", summaries);
     };
     let mut rollback_errors = Vec::new();
+    let mut failed_untouched = false;
     for i in (0..=failed).rev() {
         let p = &plans[i];
         match roll_back(&helm, p, timeout, &out).await {
-            Ok(()) => summaries[i].outcome = "rolled-back".into(),
+            Ok(Undo::NothingChanged) => {
+                summaries[i].outcome = "failed-unchanged".into();
+                failed_untouched |= i == failed;
+            }
+            Ok(Undo::Done) => summaries[i].outcome = "rolled-back".into(),
             Err(e) => {
                 summaries[i].outcome = "rollback-failed".into();
                 rollback_errors.push(format!("{}: {e:#}", p.release));
@@ -276,6 +282,10 @@ pub async fn run(args: &UpgradeArgs) -> anyhow::Result<()> {
     };
     print_json(args, &helm, outcome, summaries)?;
     let back_to = match p.from_revision() {
+        Some(rev) if failed_untouched => {
+            format!("it still stands at revision {rev} (helm wrote no new revision)")
+        }
+        None if failed_untouched => "it was not installed".to_string(),
         Some(rev) => format!("rolled back to revision {rev}"),
         None => "uninstalled again".to_string(),
     };
@@ -360,9 +370,15 @@ async fn every_synced_release(
     Ok(found)
 }
 
+enum Undo {
+    Done,
+    /// The failed upgrade wrote no revision: nothing to undo.
+    NothingChanged,
+}
+
 /// Put one release back where it stood: `helm rollback` to the backed-up
 /// revision, or `helm uninstall` when it was installed by this run.
-async fn roll_back(helm: &Helm, p: &Plan, timeout: Duration, out: &Out) -> anyhow::Result<()> {
+async fn roll_back(helm: &Helm, p: &Plan, timeout: Duration, out: &Out) -> anyhow::Result<Undo> {
     // an upgrade that failed before writing a revision left nothing to undo
     if let Ok(latest) = helm.latest(&p.release, &p.namespace).await {
         let unchanged = match (&latest, p.from_revision()) {
@@ -375,7 +391,7 @@ async fn roll_back(helm: &Helm, p: &Plan, timeout: Duration, out: &Out) -> anyho
                 "{}: nothing to roll back (no new revision was written)",
                 p.release
             ));
-            return Ok(());
+            return Ok(Undo::NothingChanged);
         }
     }
     let args = match p.from_revision() {
@@ -417,7 +433,7 @@ async fn roll_back(helm: &Helm, p: &Plan, timeout: Duration, out: &Out) -> anyho
             redact(r.stderr.trim())
         );
     }
-    Ok(())
+    Ok(Undo::Done)
 }
 
 /// Read where each release stands now (helm history), for the summary.
