@@ -16,6 +16,7 @@ pub mod cli;
 pub mod config;
 pub mod error;
 pub mod oci;
+pub mod outcome;
 pub mod pack;
 pub mod progress;
 pub mod state;

@@ -985,8 +985,19 @@ fn failed_install_is_uninstalled(major: u32) {
         "shop",
         "--timeout",
         "3s",
+        "--json",
     ]);
     assert_eq!(out.status.code(), Some(4), "{}", text(&out));
+    // --json on failure: one object on stdout, the releases and the error
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON on stdout");
+    assert_eq!(v["outcome"], "rolled-back", "{v}");
+    assert_eq!(v["error"]["kind"], "rolled-back", "{v}");
+    assert_eq!(v["releases"][0]["release"], "web");
+    assert_eq!(v["releases"][0]["outcome"], "rolled-back");
+    assert_eq!(v["releases"][0]["revision"], "4");
+    assert_eq!(v["releases"][1]["outcome"], "rolled-back");
+    assert_eq!(v["releases"][1]["fromRevision"], serde_json::Value::Null);
+    assert_eq!(v["releases"][1]["status"], "not installed");
     let err = support::stderr(&out);
     assert!(err.contains("helm upgrade of side failed"), "{err}");
     assert!(err.contains("uninstalled again"), "{err}");

@@ -58,7 +58,7 @@ impl Access {
         config: Option<&SyncConfig>,
         transport: &Transport,
     ) -> anyhow::Result<Vec<String>> {
-        let target = config.map(|c| &c.target_repo);
+        let target = config.and_then(|c| c.target_repo.as_ref());
         let creds = target
             .and_then(|t| t.auth.as_ref())
             .filter(|a| !a.username.is_empty());

@@ -47,7 +47,7 @@ pub struct Summary {
     pub releases: Vec<ReleaseSummary>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Clone, Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ReleaseSummary {
     pub release: String,
@@ -103,6 +103,7 @@ pub struct UpgradeArgs {
     /// The sync config the images and charts went through.
     #[arg(long, short = 'c', default_value = "load-image.yaml")]
     pub config: std::path::PathBuf,
+    /// Namespace of the release; default: the one its bundle records, else the only namespace helm lists it in.
     #[arg(long, short = 'n')]
     pub namespace: Option<String>,
     /// kubeconfig context for every helm call that reaches the cluster.
@@ -209,6 +210,8 @@ pub async fn run(args: &UpgradeArgs) -> anyhow::Result<()> {
         return print_json(args, &helm, "planned", summaries);
     }
 
+    crate::outcome::record(&summary(args, &helm, "planned", summaries.clone()));
+
     // ---- 5. upgrade in order; 6. on failure roll back in reverse ----
     let mut failure = None;
     for (i, p) in plans.iter().enumerate() {
@@ -280,7 +283,8 @@ pub async fn run(args: &UpgradeArgs) -> anyhow::Result<()> {
     } else {
         "failed"
     };
-    print_json(args, &helm, outcome, summaries)?;
+    // with --json, cli prints the recorded summary beside the error
+    crate::outcome::record(&summary(args, &helm, outcome, summaries));
     let back_to = match p.from_revision() {
         Some(rev) if failed_untouched => {
             format!("it still stands at revision {rev} (helm wrote no new revision)")
@@ -530,6 +534,20 @@ fn restore_command(helm: &Helm, p: &Plan) -> String {
     s
 }
 
+fn summary(
+    args: &UpgradeArgs,
+    helm: &Helm,
+    outcome: &str,
+    releases: Vec<ReleaseSummary>,
+) -> Summary {
+    Summary {
+        helm_version: helm.version.clone(),
+        dry_run: args.dry_run,
+        outcome: outcome.into(),
+        releases,
+    }
+}
+
 fn print_json(
     args: &UpgradeArgs,
     helm: &Helm,
@@ -537,12 +555,7 @@ fn print_json(
     releases: Vec<ReleaseSummary>,
 ) -> anyhow::Result<()> {
     if args.json {
-        let s = Summary {
-            helm_version: helm.version.clone(),
-            dry_run: args.dry_run,
-            outcome: outcome.into(),
-            releases,
-        };
+        let s = summary(args, helm, outcome, releases);
         println!("{}", redact(&serde_json::to_string_pretty(&s)?));
     }
     Ok(())
