@@ -31,14 +31,11 @@ pub enum Command {
     Inspect(crate::bundle::inspect::InspectArgs),
     /// Check every blob and checksum of one or more bundles.
     Verify(crate::bundle::verify::VerifyArgs),
+    /// Record what the site registry holds for the product's images (for pack --against).
+    Inventory(crate::inventory::InventoryArgs),
+    /// Images added, removed and changed between packages, bundles or inventories, and what a delta would carry.
+    Diff(crate::diff::DiffArgs),
 }
-
-
-
-
-
-
-
 
 fn init_logging(verbose: u8) {
     let level = match verbose {
@@ -71,6 +68,8 @@ pub fn main() -> i32 {
         Command::Upgrade(a) => runtime().and_then(|rt| rt.block_on(crate::upgrade::run(&a))),
         Command::Inspect(a) => crate::bundle::inspect::run(&a),
         Command::Verify(a) => crate::bundle::verify::run(&a),
+        Command::Inventory(a) => runtime().and_then(|rt| rt.block_on(crate::inventory::run(&a))),
+        Command::Diff(a) => crate::diff::run(&a),
     };
     match result {
         Ok(()) => 0,

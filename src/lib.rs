@@ -9,12 +9,15 @@
 //! - [`bundle`]: the `*.bundle.tar` format: writer, seeking reader/index,
 //!   verification, inspection.
 //! - [`chart`]: chart loading, hints, relocation, packaging, repo targets.
-//! - [`pack`], [`sync`], [`upgrade`]: one module per verb.
+//! - [`pack`], [`sync`], [`upgrade`], [`inventory`], [`diff`]: one module
+//!   per verb.
 pub mod bundle;
 pub mod chart;
 pub mod cli;
 pub mod config;
+pub mod diff;
 pub mod error;
+pub mod inventory;
 pub mod oci;
 pub mod pack;
 pub mod progress;

@@ -253,6 +253,15 @@ pub async fn run(args: &SyncArgs) -> anyhow::Result<()> {
         return Ok(());
     }
 
+    // A delta's external blobs must all be in the target before anything moves.
+    if !args.skip_images {
+        let items: Vec<_> = jobs
+            .iter()
+            .map(|j| (&selected[j.bundle].reader, &j.image, &j.target))
+            .collect();
+        crate::bundle::delta::check::check_external(&client, &config.rewrite, &items, &progress)
+            .await?;
+    }
     // 3. Push images (into Harbor projects made first when asked to).
     if !args.skip_images && !jobs.is_empty() && args.auto_create_repository.unwrap_or(false) {
         create_image_projects(
@@ -326,6 +335,11 @@ pub async fn run(args: &SyncArgs) -> anyhow::Result<()> {
     if !synced.is_empty() {
         SyncState::record(&config.file, synced)?;
     }
+    let pushed = summary
+        .images
+        .iter()
+        .map(|l| (l.from.as_str(), l.to.as_str()));
+    crate::inventory::write_after_sync(&client, &config, pushed, &progress).await;
 
     let stats = client.stats();
     summary.bytes_uploaded = stats.bytes_uploaded;

@@ -54,6 +54,21 @@ pub struct InspectReport {
     pub image_blob_bytes: u64,
     /// `image_blob_bytes - unique_blob_bytes`: saved by storing shared blobs once.
     pub shared_savings: u64,
+    /// A delta bundle: what it leaves out (the site's registry has it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub delta: Option<InspectDelta>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct InspectDelta {
+    /// The one-line summary ("delta: 37 of 40 blobs external (9.2 GiB not carried)").
+    pub summary: String,
+    pub external_blobs: usize,
+    pub blobs: usize,
+    pub external_bytes: u64,
+    pub packed_against: Vec<super::format::AgainstRecord>,
+    pub external: Vec<super::format::ExternalBlob>,
 }
 
 /// Count the templates of a hints file (a YAML list of strings).
@@ -120,6 +135,20 @@ pub fn inspect(reader: &BundleReader) -> anyhow::Result<InspectReport> {
         unique_blob_bytes,
         image_blob_bytes,
         shared_savings: image_blob_bytes.saturating_sub(unique_blob_bytes),
+        delta: inspect_delta(reader),
+    })
+}
+
+fn inspect_delta(reader: &BundleReader) -> Option<InspectDelta> {
+    let delta = reader.meta.as_ref()?.delta.as_ref()?;
+    let (external_blobs, blobs, external_bytes) = super::delta::delta_counts(reader)?;
+    Some(InspectDelta {
+        summary: super::delta::describe_delta(reader)?,
+        external_blobs,
+        blobs,
+        external_bytes,
+        packed_against: delta.packed_against.clone(),
+        external: delta.external.clone(),
     })
 }
 
@@ -182,6 +211,14 @@ pub fn run(args: &InspectArgs) -> anyhow::Result<()> {
         if let Some(si) = &img.source_index {
             println!("    from index {si}");
         }
+    }
+    if let Some(d) = &r.delta {
+        println!("{}", d.summary);
+        println!(
+            "          packed against {}",
+            super::delta::describe_records(&d.packed_against)
+        );
+        println!("          sync checks the target has every external blob first; docker load / ctr import cannot read this bundle's images.tar");
     }
     println!(
         "size:     {} file, {} unique blobs, {} summed over images (shared blobs save {})",
