@@ -85,15 +85,15 @@ pub fn run(args: &DiffArgs) -> anyhow::Result<()> {
         );
     }
     println!(
-        "{} added, {} removed, {} changed, {} unchanged; a delta would carry {} ({} layers carried, {} external) instead of {}",
+        "{} added, {} removed, {} changed, {} unchanged; a delta would carry {} instead of {} (layers: {} carried, {} external)",
         r.added.len(),
         r.removed.len(),
         r.changed.len(),
         r.unchanged,
         human_bytes(r.delta_bytes),
+        human_bytes(r.full_bytes),
         r.layers_carried,
-        r.layers_external,
-        human_bytes(r.full_bytes)
+        r.layers_external
     );
     Ok(())
 }

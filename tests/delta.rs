@@ -103,9 +103,17 @@ fn pack(p: &Product, manifest: &Path, out: &Path, against: &[&Path]) -> (PathBuf
         args.push(a.display().to_string());
     }
     let t = Instant::now();
-    let o = bundler(p.work.path(), &args.iter().map(|s| s.as_str()).collect::<Vec<_>>());
+    let o = bundler(
+        p.work.path(),
+        &args.iter().map(|s| s.as_str()).collect::<Vec<_>>(),
+    );
     let secs = t.elapsed().as_secs_f64();
-    assert!(o.status.success(), "pack failed: {}\n{}", stderr(&o), stdout(&o));
+    assert!(
+        o.status.success(),
+        "pack failed: {}\n{}",
+        stderr(&o),
+        stdout(&o)
+    );
     let pkg = std::fs::read_dir(out)
         .unwrap()
         .map(|e| e.unwrap().path())
@@ -133,7 +141,13 @@ fn sync(dir: &Path, cfg: &Path) -> (std::process::Output, f64) {
     let t = Instant::now();
     let o = bundler(
         dir,
-        &["sync", "--config", cfg.to_str().unwrap(), "--insecure", "--json"],
+        &[
+            "sync",
+            "--config",
+            cfg.to_str().unwrap(),
+            "--insecure",
+            "--json",
+        ],
     );
     (o, t.elapsed().as_secs_f64())
 }
@@ -214,6 +228,81 @@ fn read_json(p: &Path) -> serde_json::Value {
     serde_json::from_str(&s).unwrap()
 }
 
+/// The nested `images.tar` of a bundle, copied out to the file `out`.
+fn nested_images_tar(bundle: &Path, out: &Path) -> PathBuf {
+    let out = out.to_path_buf();
+    let mut ar = tar::Archive::new(std::fs::File::open(bundle).unwrap());
+    for e in ar.entries().unwrap() {
+        let mut e = e.unwrap();
+        if e.path().unwrap().to_str() == Some("images.tar") {
+            let mut f = std::fs::File::create(&out).unwrap();
+            std::io::copy(&mut e, &mut f).unwrap();
+            return out;
+        }
+    }
+    panic!("no images.tar in {}", bundle.display())
+}
+
+/// A containerd of its own (root, state and socket in a temp dir, CRI
+/// off), killed on drop; `ctr` talks to it.
+struct Containerd {
+    child: std::process::Child,
+    socket: PathBuf,
+}
+
+impl Containerd {
+    fn start(dir: &Path) -> Containerd {
+        std::fs::create_dir_all(dir).unwrap();
+        let socket = dir.join("containerd.sock");
+        let config = dir.join("config.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "version = 2\nroot = \"{}\"\nstate = \"{}\"\ndisabled_plugins = [\"io.containerd.grpc.v1.cri\"]\n[grpc]\n  address = \"{}\"\n",
+                dir.join("root").display(),
+                dir.join("state").display(),
+                socket.display()
+            ),
+        )
+        .unwrap();
+        let child = Command::new("containerd")
+            .arg("--config")
+            .arg(&config)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(dir.join("containerd.log")).unwrap())
+            .spawn()
+            .expect("containerd is needed (apt-get install containerd)");
+        let c = Containerd { child, socket };
+        let deadline = Instant::now() + std::time::Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if c.socket.exists() && c.run(&["version"]).status.success() {
+                return c;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        }
+        panic!(
+            "containerd did not start: {}",
+            std::fs::read_to_string(dir.join("containerd.log")).unwrap_or_default()
+        );
+    }
+
+    fn run(&self, args: &[&str]) -> std::process::Output {
+        Command::new("ctr")
+            .arg("--address")
+            .arg(&self.socket)
+            .args(args)
+            .output()
+            .expect("ctr")
+    }
+}
+
+impl Drop for Containerd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 #[test]
 fn delta_round_trip_carries_only_the_new_layer_and_fits_only_its_site() {
     let p = product();
@@ -228,7 +317,12 @@ fn delta_round_trip_carries_only_the_new_layer_and_fits_only_its_site() {
     std::fs::create_dir_all(&site).unwrap();
     let cfg1 = write_sync_config(&site, &pkg1, &site_reg);
     let (o, t_sync1) = sync(&site, &cfg1);
-    assert!(o.status.success(), "sync 1.0: {}\n{}", stderr(&o), stdout(&o));
+    assert!(
+        o.status.success(),
+        "sync 1.0: {}\n{}",
+        stderr(&o),
+        stdout(&o)
+    );
 
     // sync left an inventory; `bundler inventory` reads the same images.
     let left = site.join(".bundler/inventory.json");
@@ -260,16 +354,15 @@ fn delta_round_trip_carries_only_the_new_layer_and_fits_only_its_site() {
             })
             .collect()
     };
-    let want: BTreeSet<(String, String)> = p
-        .v1
-        .iter()
-        .map(|(r, d)| {
-            (
-                format!("{}/{}/{r}", site_reg.host(), p.src.host().replace(':', "_")),
-                d.clone(),
-            )
-        })
-        .collect();
+    let want: BTreeSet<(String, String)> =
+        p.v1.iter()
+            .map(|(r, d)| {
+                (
+                    format!("{}/{}/{r}", site_reg.host(), p.src.host().replace(':', "_")),
+                    d.clone(),
+                )
+            })
+            .collect();
     assert_eq!(digests(&inv), want, "inventory: {inv}");
     assert_eq!(digests(&left), want, ".bundler/inventory.json: {left}");
     assert_eq!(inv["charts"][0]["name"], "prod", "{inv}");
@@ -305,7 +398,10 @@ fn delta_round_trip_carries_only_the_new_layer_and_fits_only_its_site() {
     expected.insert(new_layer_digest.clone());
     expected.insert("delta-index.json".to_string());
     let expected_bytes = new_layer_size + docs_bytes;
-    for (what, pkg) in [("--against inventory", &pkg_inv), ("--against package", &pkg_old)] {
+    for (what, pkg) in [
+        ("--against inventory", &pkg_inv),
+        ("--against package", &pkg_old),
+    ] {
         let (carried, bundle_bytes) = carried_blobs(pkg);
         assert_eq!(
             carried, expected,
@@ -332,6 +428,7 @@ fn delta_round_trip_carries_only_the_new_layer_and_fits_only_its_site() {
     let images_bundle = w.join("out-inv/prod-images_1.1.bundle.tar");
     let o = bundler(w, &["inspect", images_bundle.to_str().unwrap()]);
     assert!(o.status.success(), "{}", stderr(&o));
+
     // 8 images: 8 configs, the base, 8 own layers, the new layer; the
     // base and the 8 own layers are at the site.
     assert!(
@@ -343,11 +440,45 @@ fn delta_round_trip_carries_only_the_new_layer_and_fits_only_its_site() {
     assert!(o.status.success(), "verify: {}", stderr(&o));
     let full_names = carried_blobs(&pkg_full).0;
     assert!(full_names.contains("manifest.json") && full_names.contains("index.json"));
+    // The real containerd: `ctr image import` loads the full bundle's
+    // images.tar and refuses the delta's, importing nothing.
+    let ctr = Containerd::start(&w.join("containerd"));
+    let full_tar = nested_images_tar(
+        &w.join("out-full/prod-images_1.1.bundle.tar"),
+        &w.join("full-images.tar"),
+    );
+    let delta_tar = nested_images_tar(&images_bundle, &w.join("delta-images.tar"));
+    let o = ctr.run(&["images", "import", delta_tar.to_str().unwrap()]);
+    assert!(!o.status.success(), "ctr imported a delta: {}", stdout(&o));
+    assert!(
+        stderr(&o).contains("unrecognized image format"),
+        "{}",
+        stderr(&o)
+    );
+    assert_eq!(
+        stdout(&ctr.run(&["images", "ls", "-q"])).trim(),
+        "",
+        "ctr kept images of a delta"
+    );
+    let o = ctr.run(&["images", "import", full_tar.to_str().unwrap()]);
+    assert!(
+        o.status.success(),
+        "ctr import of the full bundle: {}",
+        stderr(&o)
+    );
+    let listed = stdout(&ctr.run(&["images", "ls", "-q"]));
+    assert!(listed.contains(&changed), "{listed}");
+    drop(ctr);
 
     // diff: one image changed, the bytes are the delta's.
     let o = bundler(
         w,
-        &["diff", inv_path.to_str().unwrap(), pkg_full.to_str().unwrap(), "--json"],
+        &[
+            "diff",
+            inv_path.to_str().unwrap(),
+            pkg_full.to_str().unwrap(),
+            "--json",
+        ],
     );
     assert!(o.status.success(), "diff: {}", stderr(&o));
     let d: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
@@ -367,19 +498,28 @@ fn delta_round_trip_carries_only_the_new_layer_and_fits_only_its_site() {
     let cfg_e = write_sync_config(&elsewhere, &pkg_inv, &empty);
     let (o, _) = sync(&elsewhere, &cfg_e);
     assert!(!o.status.success(), "a delta synced into an empty registry");
+
     let base_digest = images::layer("file0", &p.base).0.digest;
     assert!(
         stderr(&o).contains(&base_digest) && stderr(&o).contains("nothing was pushed"),
         "the refusal must name a missing blob: {}",
         stderr(&o)
     );
-    assert!(registry_is_empty(&empty), "something was pushed into the empty registry");
+    assert!(
+        registry_is_empty(&empty),
+        "something was pushed into the empty registry"
+    );
     assert!(!elsewhere.join("charts").exists(), "a chart was published");
 
     // Into its site it syncs, every digest right.
     let cfg2 = write_sync_config(&site, &pkg_inv, &site_reg);
     let (o, t_sync_delta) = sync(&site, &cfg2);
-    assert!(o.status.success(), "sync delta: {}\n{}", stderr(&o), stdout(&o));
+    assert!(
+        o.status.success(),
+        "sync delta: {}\n{}",
+        stderr(&o),
+        stdout(&o)
+    );
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     eprintln!(
         "FIGURES: delta sync {t_sync_delta:.2}s, {} bytes uploaded",

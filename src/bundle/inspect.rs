@@ -23,6 +23,9 @@ pub struct InspectImage {
     /// Bytes of the image's config and layer blobs.
     pub size: u64,
     pub blobs: usize,
+    /// Delta bundles: bytes of the image's layers the site holds (not carried).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub external_bytes: u64,
     /// Platform manifests kept (index roots).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub children: Vec<Digest>,
@@ -71,6 +74,10 @@ pub struct InspectDelta {
     pub external: Vec<super::format::ExternalBlob>,
 }
 
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
 /// Count the templates of a hints file (a YAML list of strings).
 fn count_hints(text: &str) -> usize {
     match serde_yaml_ng::from_str::<Option<Vec<serde_yaml_ng::Value>>>(text) {
@@ -112,6 +119,11 @@ pub fn inspect(reader: &BundleReader) -> anyhow::Result<InspectReport> {
             platform: reader.platforms.get(i).cloned().flatten(),
             size,
             blobs: img.blobs.len(),
+            external_bytes: super::delta::manifest_blobs(img)
+                .iter()
+                .filter(|(d, _)| reader.blob(&d.digest).is_none())
+                .map(|(d, _)| d.size)
+                .sum(),
             children: img.children.iter().map(|c| c.digest.clone()).collect(),
             source_index: rec.and_then(|r| r.source_index.clone()),
             synthesized: img.synthesized,
@@ -196,8 +208,13 @@ pub fn run(args: &InspectArgs) -> anyhow::Result<()> {
                     format!("{} platforms", img.children.len())
                 }
             });
+        let external = if img.external_bytes > 0 {
+            format!(" (+ {} external)", human_bytes(img.external_bytes))
+        } else {
+            String::new()
+        };
         println!(
-            "  {}\n    digest {}  {}  {}{}",
+            "  {}\n    digest {}  {}  {}{external}{}",
             img.reference,
             img.digest,
             platform,

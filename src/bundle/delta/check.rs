@@ -185,25 +185,36 @@ async fn locate(client: &RegistryClient, n: &Need) -> anyhow::Result<Found> {
 
 fn missing_message(missing: &[&Need]) -> String {
     let bytes: u64 = missing.iter().map(|n| n.blob.size).sum();
-    let mut lines = Vec::new();
-    for n in missing.iter().take(LIST_AT_MOST) {
+    // One line per image: the blobs it lacks, and where they were looked for.
+    let mut by_image: BTreeMap<String, (Vec<String>, String)> = BTreeMap::new();
+    for n in missing {
         let looked: Vec<String> = std::iter::once(n.repository.clone())
             .chain(n.elsewhere.iter().cloned())
             .collect();
+        let blob = format!("{} ({})", n.blob.digest, human_bytes(n.blob.size));
+        for img in &n.images {
+            let e = by_image
+                .entry(img.clone())
+                .or_insert_with(|| (Vec::new(), format!("{}: {}", n.registry, looked.join(", "))));
+            e.0.push(blob.clone());
+        }
+    }
+    let mut lines = Vec::new();
+    for (img, (blobs, looked)) in by_image.iter().take(LIST_AT_MOST) {
         lines.push(format!(
-            "  - image {}: blob {} ({}) is not in {} ({})",
-            n.images.join(", "),
-            n.blob.digest,
-            human_bytes(n.blob.size),
-            n.registry,
-            looked.join(", ")
+            "  - image {img}: missing blob{} {} (looked in {looked})",
+            if blobs.len() == 1 { "" } else { "s" },
+            blobs.join(", ")
         ));
     }
-    if missing.len() > LIST_AT_MOST {
-        lines.push(format!("  ... and {} more", missing.len() - LIST_AT_MOST));
+    if by_image.len() > LIST_AT_MOST {
+        lines.push(format!(
+            "  ... and {} more images",
+            by_image.len() - LIST_AT_MOST
+        ));
     }
     format!(
-        "this delta does not fit the target: {} external blob{} ({}) the bundles do not carry {} missing from the target registry; nothing was pushed:\n{}\n\
+        "this delta does not fit the target: {} external blob{} ({}) that the bundles do not carry {} not in the target registry; nothing was pushed:\n{}\n\
          sync the full package, or pack a delta against an inventory of this site (`bundler inventory`)",
         missing.len(),
         if missing.len() == 1 { "" } else { "s" },
