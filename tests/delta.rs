@@ -65,8 +65,9 @@ fn product() -> Product {
     }
 }
 
-/// The bundle manifest of a product version: `refs` are repository:tag.
-fn write_manifest(p: &Product, version: &str, refs: &[String]) -> PathBuf {
+/// The bundle manifest of a product version: `refs` are repository:tag,
+/// the first `chart_images` go with the chart, the others in spec.images.
+fn write_manifest(p: &Product, version: &str, refs: &[String], chart_images: usize) -> PathBuf {
     let host = p.src.host();
     let list = |rs: &[String]| -> String {
         rs.iter()
@@ -81,8 +82,8 @@ fn write_manifest(p: &Product, version: &str, refs: &[String]) -> PathBuf {
             "apiVersion: bundler/v1\nkind: BundleManifest\nmetadata: {{name: prod, version: \"{version}\"}}\nspec:\n  charts:\n    - name: prod\n      path: {}\n      hints: {}\n      images: [{}]\n  images: [{}]\n",
             p.work.path().join("chart").display(),
             p.work.path().join("hints.yaml").display(),
-            list(&refs[..CHART_IMAGES]),
-            list(&refs[CHART_IMAGES..])
+            list(&refs[..chart_images]),
+            list(&refs[chart_images..])
         ),
     )
     .unwrap();
@@ -311,7 +312,7 @@ fn delta_round_trip_carries_only_the_new_layer_and_fits_only_its_site() {
 
     // 1.0: pack, sync into the site.
     let refs_v1: Vec<String> = p.v1.iter().map(|(r, _)| r.clone()).collect();
-    let m1 = write_manifest(&p, "1.0", &refs_v1);
+    let m1 = write_manifest(&p, "1.0", &refs_v1, CHART_IMAGES);
     let (pkg1, t_pack1) = pack(&p, &m1, &w.join("out-1.0"), &[]);
     let site = w.join("site");
     std::fs::create_dir_all(&site).unwrap();
@@ -386,7 +387,7 @@ fn delta_round_trip_carries_only_the_new_layer_and_fits_only_its_site() {
     );
     let mut refs_v2 = refs_v1.clone();
     refs_v2[CHANGED] = changed.clone();
-    let m2 = write_manifest(&p, "1.1", &refs_v2);
+    let m2 = write_manifest(&p, "1.1", &refs_v2, CHART_IMAGES);
     let (pkg_full, t_full) = pack(&p, &m2, &w.join("out-full"), &[]);
     let (pkg_inv, t_inv) = pack(&p, &m2, &w.join("out-inv"), &[&inv_path]);
     let (pkg_old, t_old) = pack(&p, &m2, &w.join("out-old"), &[&pkg1]);
@@ -561,4 +562,97 @@ fn delta_round_trip_carries_only_the_new_layer_and_fits_only_its_site() {
     let ds = digests(&left);
     assert!(ds.iter().any(|(_, d)| d == &changed_digest), "{left}");
     assert_eq!(ds.len(), IMAGES + 1, "{left}");
+}
+
+/// A new image whose only shared layer sits in other repositories of the
+/// site: sync mounts it from the repository the inventory names (delta
+/// against the inventory sync left) or from where the old package's image
+/// went (delta against the old package), and the image pulls whole.
+#[test]
+fn delta_external_blobs_are_mounted_from_the_repository_that_has_them() {
+    let p = product();
+    let w = p.work.path();
+    let refs_v1: Vec<String> = p.v1[..2].iter().map(|(r, _)| r.clone()).collect();
+    let m1 = write_manifest(&p, "1.0", &refs_v1, 1);
+    let (pkg1, _) = pack(&p, &m1, &w.join("out-1.0"), &[]);
+    let extra = "prod/extra:1.0".to_string();
+    let extra_digest = images::push_simple(&p.src, w, &extra, &[&p.base, b"extra only"]);
+    let mut refs_v2 = refs_v1.clone();
+    refs_v2.push(extra.clone());
+    let m2 = write_manifest(&p, "1.1", &refs_v2, 1);
+    let base_digest = images::layer("file0", &p.base).0.digest;
+    for against in ["inventory", "package"] {
+        let reg = Registry::start(Mode::Plain);
+        let site = w.join(format!("site-{against}"));
+        std::fs::create_dir_all(&site).unwrap();
+        let cfg = write_sync_config(&site, &pkg1, &reg);
+        let (o, _) = sync(&site, &cfg);
+        assert!(o.status.success(), "sync 1.0: {}", stderr(&o));
+        let against_file = match against {
+            "inventory" => site.join(".bundler/inventory.json"),
+            _ => pkg1.clone(),
+        };
+        let out = w.join(format!("out-{against}"));
+        let (pkg2, _) = pack(&p, &m2, &out, &[&against_file]);
+        let bj = bundle_json(&out.join("prod-images_1.1.bundle.tar"));
+        // The base layer is external and says where the site has it.
+        let base = bj["delta"]["external"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["digest"] == base_digest.as_str())
+            .cloned()
+            .unwrap_or_else(|| panic!("base layer not external: {bj}"));
+        let from = if against == "inventory" {
+            &base["repository"]
+        } else {
+            &base["image"]
+        };
+        assert!(
+            from.as_str().is_some_and(|f| f.contains("prod/app")),
+            "{base}"
+        );
+        let cfg2 = write_sync_config(&site, &pkg2, &reg);
+        let (o, _) = sync(&site, &cfg2);
+        assert!(
+            o.status.success(),
+            "{against}: sync delta: {}\n{}",
+            stderr(&o),
+            stdout(&o)
+        );
+        let target = format!("{}/{extra}", p.src.host().replace(':', "_"));
+        assert_eq!(
+            skopeo_digest(&reg, &target),
+            Some(extra_digest.clone()),
+            "{against}"
+        );
+        let pulled = w.join(format!("pulled-{against}"));
+        let o = Command::new("skopeo")
+            .args(["copy", "--quiet", "--src-tls-verify=false"])
+            .arg(format!("docker://{}/{target}", reg.host()))
+            .arg(format!("oci:{}:x", pulled.display()))
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{against}: skopeo copy: {}", stderr(&o));
+        let hex = base_digest.trim_start_matches("sha256:");
+        let base_layer = images::layer("file0", &p.base).0.bytes;
+        assert_eq!(
+            std::fs::read(pulled.join("blobs/sha256").join(hex)).unwrap(),
+            base_layer,
+            "{against}: the mounted base layer"
+        );
+    }
+}
+
+fn bundle_json(bundle: &Path) -> serde_json::Value {
+    let mut ar = tar::Archive::new(std::fs::File::open(bundle).unwrap());
+    for e in ar.entries().unwrap() {
+        let mut e = e.unwrap();
+        if e.path().unwrap().to_str() == Some("bundle.json") {
+            let mut v = Vec::new();
+            e.read_to_end(&mut v).unwrap();
+            return serde_json::from_slice(&v).unwrap();
+        }
+    }
+    panic!("no bundle.json in {}", bundle.display())
 }
