@@ -188,3 +188,68 @@ fn dedup(images: &[HeldImage]) -> Vec<&HeldImage> {
         .filter(|i| seen.insert((i.reference.clone(), i.digest.clone())))
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bundle::delta::HeldBlob;
+
+    fn image(reference: &str, digest: u8, blobs: &[(u8, u64, bool)]) -> HeldImage {
+        HeldImage {
+            reference: reference.into(),
+            site_repository: None,
+            digest: Digest::of(&[digest]),
+            manifest_bytes: 500,
+            blobs: blobs
+                .iter()
+                .map(|(d, size, config)| HeldBlob {
+                    digest: Digest::of(&[*d]),
+                    size: *size,
+                    media_type: String::new(),
+                    config: *config,
+                })
+                .collect(),
+        }
+    }
+
+    fn holdings(images: Vec<HeldImage>) -> Holdings {
+        Holdings {
+            records: Vec::new(),
+            images,
+        }
+    }
+
+    #[test]
+    fn a_new_tag_of_the_same_repository_is_a_change_and_only_new_layers_count() {
+        let old = holdings(vec![
+            image("r.example/a:1", 1, &[(10, 5, true), (11, 1000, false)]),
+            image("r.example/b:1", 2, &[(20, 5, true), (21, 2000, false)]),
+            image("r.example/gone:1", 3, &[(30, 5, true)]),
+        ]);
+        let new = holdings(vec![
+            image("r.example/a:1", 1, &[(10, 5, true), (11, 1000, false)]),
+            image(
+                "r.example/b:2",
+                4,
+                &[(22, 6, true), (21, 2000, false), (23, 3000, false)],
+            ),
+            image("r.example/new:1", 5, &[(40, 7, true), (11, 1000, false)]),
+        ]);
+        let r = diff(&old, &new);
+        assert_eq!(r.unchanged, 1);
+        assert_eq!(r.changed.len(), 1);
+        assert_eq!(
+            (r.changed[0].old.as_str(), r.changed[0].new.as_str()),
+            ("r.example/b:1", "r.example/b:2")
+        );
+        assert_eq!(r.changed[0].new_layer_bytes, 3000);
+        assert_eq!(r.added.len(), 1);
+        assert_eq!(r.added[0].reference, "r.example/new:1");
+        assert_eq!(r.removed.len(), 1);
+        assert_eq!(r.removed[0].reference, "r.example/gone:1");
+        // Manifests (3 x 500) and configs (5 + 6 + 7) always, plus the one new layer.
+        assert_eq!(r.delta_bytes, 1500 + 18 + 3000);
+        assert_eq!((r.layers_carried, r.layers_external), (1, 2));
+        assert_eq!(r.full_bytes, 1500 + 18 + 1000 + 2000 + 3000);
+    }
+}

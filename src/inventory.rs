@@ -138,13 +138,36 @@ async fn try_write_after_sync<'a>(
     let mut inv = read_registry(client, &wanted, 8, false).await?;
     inv.charts = published_charts(&config.file)?;
     let path = inventory_path(&config.file);
-    if let Ok(older) = Inventory::load(&path) {
-        inv.merge_older(older);
-    }
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
+    // Two syncs beside the same config must not drop each other's images.
+    let _lock = lock_file(&path.with_extension("lock"))?;
+    match Inventory::load(&path) {
+        Ok(older) => inv.merge_older(older),
+        Err(e) if path.exists() => {
+            tracing::warn!("replacing {}: {e:#}", path.display());
+        }
+        Err(_) => {}
+    }
     inv.write(&path)
+}
+
+/// An exclusive `flock` on `path`, released when the file is closed.
+fn lock_file(path: &Path) -> anyhow::Result<std::fs::File> {
+    use std::os::fd::AsRawFd;
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(path)
+        .with_context(|| format!("opening lock file {}", path.display()))?;
+    // SAFETY: flock on a file descriptor this function owns.
+    if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) } != 0 {
+        return Err(std::io::Error::last_os_error())
+            .with_context(|| format!("locking {}", path.display()));
+    }
+    Ok(f)
 }
 
 /// `.bundler/inventory.json` beside the sync config.

@@ -667,6 +667,89 @@ mod tests {
     }
 
     #[test]
+    fn delta_bundle_leaves_out_external_layers_and_no_image_archive_index() {
+        use crate::bundle::format::ExternalBlob;
+        let (config, carried, external) = (
+            b"{\"os\":\"linux\"}".to_vec(),
+            b"carried layer".to_vec(),
+            b"layer the site has".to_vec(),
+        );
+        let d = |b: &[u8]| Digest::of(b);
+        let desc = |b: &[u8], mt: &str| serde_json::json!({"mediaType": mt, "digest": d(b).to_string(), "size": b.len()});
+        let layer_mt = "application/vnd.oci.image.layer.v1.tar+gzip";
+        let root = ManifestDoc::new(
+            media::OCI_MANIFEST,
+            serde_json::to_vec(&serde_json::json!({
+                "schemaVersion": 2,
+                "mediaType": media::OCI_MANIFEST,
+                "config": desc(&config, "application/vnd.oci.image.config.v1+json"),
+                "layers": [desc(&carried, layer_mt), desc(&external, layer_mt)],
+            }))
+            .unwrap(),
+        );
+        let mut blobs = BTreeMap::new();
+        for b in [&config, &carried, &external] {
+            blobs.insert(d(b), b.len() as u64);
+        }
+        let spec = BundleSpec {
+            images: vec![ImageSpec {
+                reference: Reference::parse("example.com/a/b:1").unwrap(),
+                root: root.clone(),
+                children: Vec::new(),
+                platform: None,
+                source_index: None,
+                docker: Some((d(&config), vec![d(&carried), d(&external)])),
+            }],
+            blobs,
+            delta: Some(DeltaInfo {
+                packed_against: Vec::new(),
+                external: vec![ExternalBlob {
+                    digest: d(&external),
+                    size: external.len() as u64,
+                    media_type: layer_mt.into(),
+                    repository: None,
+                    image: None,
+                }],
+            }),
+            ..Default::default()
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let p = begin(&dir.path().join("x.bundle.tar"), &spec).unwrap();
+        let slotted: BTreeSet<Digest> = p.slots.iter().map(|s| s.digest.clone()).collect();
+        assert_eq!(slotted, [d(&config), d(&carried)].into_iter().collect());
+        let content: BTreeMap<Digest, &Vec<u8>> = [(d(&config), &config), (d(&carried), &carried)]
+            .into_iter()
+            .collect();
+        for s in &p.slots {
+            let mut w = p.slot_writer(s);
+            w.write_all(content[&s.digest]).unwrap();
+            w.finish().unwrap();
+        }
+        let path = p.commit().unwrap();
+        let r = crate::bundle::BundleReader::open(&path).unwrap();
+        assert!(r.is_delta());
+        assert_eq!(
+            r.meta.as_ref().unwrap().format_version,
+            DELTA_FORMAT_VERSION
+        );
+        for absent in ["index.json", "oci-layout", "manifest.json"] {
+            assert!(!r.images_entries.contains_key(absent), "{absent}");
+        }
+        assert!(r.images_entries.contains_key(DELTA_INDEX));
+        assert_eq!(r.images.len(), 1);
+        assert_eq!(r.images[0].root.digest, root.digest);
+        // What the bundle carries: the config and one layer.
+        let carried_digests: Vec<Digest> =
+            r.images[0].blobs.iter().map(|b| b.digest.clone()).collect();
+        assert_eq!(carried_digests, vec![d(&config), d(&carried)]);
+        crate::bundle::verify::verify(
+            &r,
+            &crate::progress::Progress::new(crate::progress::Mode::Quiet),
+        )
+        .unwrap();
+    }
+
+    #[test]
     fn dropped_pending_bundle_leaves_nothing() {
         let dir = tempfile::tempdir().unwrap();
         let out = dir.path().join("x.bundle.tar");

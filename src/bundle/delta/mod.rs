@@ -542,3 +542,132 @@ pub fn describe_records(records: &[AgainstRecord]) -> String {
         .collect::<Vec<_>>()
         .join(", ")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bundle::reader::ManifestDoc;
+    use crate::bundle::writer::ImageSpec;
+
+    fn digest(n: u8) -> Digest {
+        Digest::of(&[n])
+    }
+
+    fn manifest(config: (&Digest, u64), layers: &[(&Digest, u64)]) -> ManifestDoc {
+        let layer = |(d, s): &(&Digest, u64)| serde_json::json!({"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": d.to_string(), "size": s});
+        let bytes = serde_json::to_vec(&serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": media::OCI_MANIFEST,
+            "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config.0.to_string(), "size": config.1},
+            "layers": layers.iter().map(layer).collect::<Vec<_>>(),
+        }))
+        .unwrap();
+        ManifestDoc::new(media::OCI_MANIFEST, bytes)
+    }
+
+    fn held(blobs: &[(&Digest, u64, bool)]) -> Holdings {
+        Holdings {
+            records: vec![AgainstRecord {
+                kind: "inventory".into(),
+                name: "site.json".into(),
+                sha256: None,
+                product: None,
+            }],
+            images: vec![HeldImage {
+                reference: "example.com/a/b:1".into(),
+                site_repository: Some("site.example:5000/a/b".into()),
+                digest: digest(99),
+                manifest_bytes: 0,
+                blobs: blobs
+                    .iter()
+                    .map(|(d, size, config)| HeldBlob {
+                        digest: (*d).clone(),
+                        size: *size,
+                        media_type: String::new(),
+                        config: *config,
+                    })
+                    .collect(),
+            }],
+        }
+    }
+
+    #[test]
+    fn plan_leaves_out_only_layers_the_site_has_by_exact_digest_and_size() {
+        let (config, kept, same, resized) = (digest(1), digest(2), digest(3), digest(4));
+        let root = manifest(
+            (&config, 10),
+            &[(&kept, 100), (&same, 200), (&resized, 300)],
+        );
+        let spec = BundleSpec {
+            images: vec![ImageSpec {
+                reference: Reference::parse("example.com/a/b:2").unwrap(),
+                root,
+                children: Vec::new(),
+                platform: None,
+                source_index: None,
+                docker: None,
+            }],
+            ..Default::default()
+        };
+        // The site has the config (carried anyway), `same`, and `resized`
+        // under another size (not the same blob: carried).
+        let against = Against::from_holdings(held(&[
+            (&config, 10, true),
+            (&same, 200, false),
+            (&resized, 1, false),
+        ]));
+        let delta = against.plan(&spec).expect("a delta");
+        let ext: Vec<&Digest> = delta.external.iter().map(|e| &e.digest).collect();
+        assert_eq!(ext, vec![&same]);
+        assert_eq!(delta.external[0].size, 200);
+        assert_eq!(
+            delta.external[0].repository.as_deref(),
+            Some("site.example:5000/a/b")
+        );
+        assert_eq!(delta.packed_against[0].name, "site.json");
+        // Nothing in common: no delta at all (a normal bundle).
+        assert!(Against::from_holdings(held(&[(&digest(7), 1, false)]))
+            .plan(&spec)
+            .is_none());
+    }
+
+    #[test]
+    fn inventory_parse_refuses_other_files_and_newer_versions() {
+        let inv = Inventory::new(Vec::new(), Vec::new(), Vec::new());
+        let mut v = serde_json::to_value(&inv).unwrap();
+        assert!(Inventory::parse(&serde_json::to_vec(&v).unwrap()).is_ok());
+        v["formatVersion"] = "2".into();
+        let e = Inventory::parse(&serde_json::to_vec(&v).unwrap()).unwrap_err();
+        assert!(format!("{e:#}").contains("upgrade bundler"), "{e:#}");
+        v["formatVersion"] = INVENTORY_VERSION.into();
+        v["kind"] = "Other".into();
+        assert!(Inventory::parse(&serde_json::to_vec(&v).unwrap()).is_err());
+        let e = Inventory::parse(b"{\"images\": []}").unwrap_err();
+        assert!(format!("{e:#}").contains("bundler inventory"), "{e:#}");
+    }
+
+    #[test]
+    fn merge_keeps_older_images_not_listed_again() {
+        let image = |target: &str, n: u8| InventoryImage {
+            target: target.into(),
+            source: None,
+            digest: digest(n),
+            media_type: media::OCI_MANIFEST.into(),
+            manifests: Vec::new(),
+            blobs: Vec::new(),
+        };
+        let older = Inventory::new(
+            vec![image("r/a:1", 1), image("r/b:1", 2)],
+            Vec::new(),
+            Vec::new(),
+        );
+        let mut newer = Inventory::new(vec![image("r/a:1", 3)], Vec::new(), Vec::new());
+        newer.merge_older(older);
+        let got: Vec<(&str, &Digest)> = newer
+            .images
+            .iter()
+            .map(|i| (i.target.as_str(), &i.digest))
+            .collect();
+        assert_eq!(got, vec![("r/a:1", &digest(3)), ("r/b:1", &digest(2))]);
+    }
+}
