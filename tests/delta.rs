@@ -588,6 +588,39 @@ fn delta_external_blobs_are_mounted_from_the_repository_that_has_them() {
         let cfg = write_sync_config(&site, &pkg1, &reg);
         let (o, _) = sync(&site, &cfg);
         assert!(o.status.success(), "sync 1.0: {}", stderr(&o));
+        if against == "inventory" {
+            // --images: the listed images only; one the registry lacks is named.
+            let list = site.join("images.txt");
+            std::fs::write(
+                &list,
+                format!(
+                    "# what runs here\n{0}/{1}\n{0}/prod/absent:9\n",
+                    p.src.host(),
+                    refs_v1[0]
+                ),
+            )
+            .unwrap();
+            let o = bundler(
+                &site,
+                &[
+                    "inventory",
+                    "-c",
+                    cfg.to_str().unwrap(),
+                    "--images",
+                    list.to_str().unwrap(),
+                    "--insecure",
+                ],
+            );
+            assert!(o.status.success(), "inventory --images: {}", stderr(&o));
+            let inv: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+            assert_eq!(inv["images"].as_array().unwrap().len(), 1, "{inv}");
+            assert_eq!(inv["images"][0]["digest"], p.v1[0].1.as_str(), "{inv}");
+            let missing = inv["missing"].as_array().unwrap();
+            assert!(
+                missing.len() == 1 && missing[0].as_str().unwrap().ends_with("prod/absent:9"),
+                "{inv}"
+            );
+        }
         let against_file = match against {
             "inventory" => site.join(".bundler/inventory.json"),
             _ => pkg1.clone(),

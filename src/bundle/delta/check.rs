@@ -56,7 +56,8 @@ pub async fn check_external(
     items: &[PushItem<'_>],
     progress: &Progress,
 ) -> anyhow::Result<CheckReport> {
-    let needs = collect_needs(rewrite, items);
+    let changed = images_to_push(client, items).await?;
+    let needs = collect_needs(rewrite, &changed);
     if needs.is_empty() {
         return Ok(CheckReport::default());
     }
@@ -109,6 +110,40 @@ pub async fn check_external(
         report.external, report.mounted
     ));
     Ok(report)
+}
+
+/// The delta images whose target does not already resolve to their
+/// digest. An image already there needs none of its blobs (the registry
+/// accepted its manifest because they were there; sync skips it).
+async fn images_to_push<'a>(
+    client: &RegistryClient,
+    items: &[PushItem<'a>],
+) -> anyhow::Result<Vec<PushItem<'a>>> {
+    let deltas: Vec<PushItem<'a>> = items
+        .iter()
+        .filter(|(r, _, _)| r.is_delta())
+        .copied()
+        .collect();
+    let present: Vec<bool> = stream::iter(deltas.iter().map(|(_, image, target)| async move {
+        let at = client
+            .head_manifest(
+                &target.registry,
+                &target.repository,
+                &target.manifest_reference(),
+            )
+            .await?;
+        anyhow::Ok(at.as_ref() == Some(&image.root.digest))
+    }))
+    .buffered(CHECKS_AT_ONCE)
+    .try_collect()
+    .await
+    .context("checking the targets of the delta bundles; nothing was pushed")?;
+    Ok(deltas
+        .into_iter()
+        .zip(present)
+        .filter(|(_, there)| !there)
+        .map(|(item, _)| item)
+        .collect())
 }
 
 /// External blobs per (target registry, repository), deduplicated.
