@@ -19,6 +19,7 @@ pub mod diff;
 pub mod error;
 pub mod inventory;
 pub mod oci;
+pub mod outcome;
 pub mod pack;
 pub mod progress;
 pub mod state;

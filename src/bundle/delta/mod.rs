@@ -22,7 +22,8 @@ use anyhow::{bail, Context};
 use serde::{Deserialize, Serialize};
 
 use super::format::{AgainstRecord, DeltaInfo, ExternalBlob, ProductInfo};
-use super::reader::{bundles_in_package, BundleImage, BundleReader};
+use super::location::{list_bundles, BundleLocation};
+use super::reader::{BundleImage, BundleReader};
 use super::writer::BundleSpec;
 use crate::oci::media::{self, Descriptor, Parsed};
 use crate::oci::{Digest, Reference};
@@ -232,17 +233,7 @@ impl Holdings {
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_else(|| path.display().to_string());
-        if path.is_dir() {
-            let readers = open_bundles(path)?;
-            if readers.is_empty() {
-                bail!("no *.bundle.tar in the directory");
-            }
-            for r in &readers {
-                self.add_bundle(r, "bundle", &bundle_name(r));
-            }
-            return Ok(());
-        }
-        if looks_like_json(path)? {
+        if !path.is_dir() && looks_like_json(path)? {
             let bytes = read_bounded(path, MAX_INVENTORY_BYTES)?;
             let inv = Inventory::parse(&bytes)?;
             self.records.push(AgainstRecord {
@@ -255,44 +246,26 @@ impl Holdings {
                 .extend(inv.images.iter().map(held_from_inventory));
             return Ok(());
         }
-        if name.ends_with(".bundle.tar") {
-            let r = BundleReader::open(path)?;
-            self.add_bundle(&r, "bundle", &name);
-            return Ok(());
+        let locations = list_bundles(path)?;
+        if locations.is_empty() {
+            bail!("no bundles in it");
         }
-        let readers = open_bundles(path)?;
-        if readers.is_empty() {
-            bail!("no *.bundle.tar in it: not an offline package");
-        }
-        let product = readers
+        let in_package = locations
             .iter()
-            .find_map(|r| r.meta.as_ref().and_then(|m| m.product.clone()));
+            .any(|l| matches!(l, BundleLocation::InPackage { .. }));
+        let mut product = None;
+        for l in &locations {
+            let r = l.open()?;
+            product = product.or_else(|| r.meta.as_ref().and_then(|m| m.product.clone()));
+            self.images.extend(r.images.iter().map(held_from_bundle));
+        }
         self.records.push(AgainstRecord {
-            kind: "package".into(),
+            kind: if in_package { "package" } else { "bundles" }.into(),
             name,
             sha256: None,
             product,
         });
-        for r in &readers {
-            self.add_images_of(r);
-        }
         Ok(())
-    }
-
-    fn add_bundle(&mut self, r: &BundleReader, kind: &str, name: &str) {
-        self.records.push(AgainstRecord {
-            kind: kind.into(),
-            name: name.to_string(),
-            sha256: None,
-            product: r.meta.as_ref().and_then(|m| m.product.clone()),
-        });
-        self.add_images_of(r);
-    }
-
-    fn add_images_of(&mut self, r: &BundleReader) {
-        for img in &r.images {
-            self.images.push(held_from_bundle(img));
-        }
     }
 
     /// Every blob digest held, with its size.
@@ -302,10 +275,6 @@ impl Holdings {
             .flat_map(|i| i.blobs.iter().map(|b| (&b.digest, b.size)))
             .collect()
     }
-}
-
-fn bundle_name(r: &BundleReader) -> String {
-    r.label.rsplit('/').next().unwrap_or(&r.label).to_string()
 }
 
 fn looks_like_json(path: &Path) -> anyhow::Result<bool> {
@@ -321,27 +290,7 @@ fn looks_like_json(path: &Path) -> anyhow::Result<bool> {
 /// The bundles of a directory, a single bundle, or an offline package,
 /// read in place.
 pub fn open_bundles(path: &Path) -> anyhow::Result<Vec<BundleReader>> {
-    if path.is_dir() {
-        let mut files: Vec<PathBuf> = std::fs::read_dir(path)
-            .with_context(|| format!("listing {}", path.display()))?
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| {
-                p.is_file()
-                    && p.file_name()
-                        .and_then(|n| n.to_str())
-                        .is_some_and(|n| n.ends_with(".bundle.tar"))
-            })
-            .collect();
-        files.sort();
-        return files.iter().map(|f| BundleReader::open(f)).collect();
-    }
-    if path.to_string_lossy().ends_with(".bundle.tar") {
-        return Ok(vec![BundleReader::open(path)?]);
-    }
-    bundles_in_package(path)?
-        .into_iter()
-        .map(|(name, ext)| BundleReader::open_at(path, &name, ext))
-        .collect()
+    list_bundles(path)?.iter().map(|l| l.open()).collect()
 }
 
 fn held_from_inventory(i: &InventoryImage) -> HeldImage {
