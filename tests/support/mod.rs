@@ -8,6 +8,7 @@ pub mod fake_helm;
 pub mod faulty_proxy;
 pub mod images;
 pub mod registry;
+pub mod runtimes;
 pub mod token_registry;
 
 use std::path::{Path, PathBuf};
