@@ -140,17 +140,20 @@ fn write_sync_config(dir: &Path, source: &Path, target: &Registry) -> PathBuf {
 }
 
 fn sync(dir: &Path, cfg: &Path) -> (std::process::Output, f64) {
+    sync_with(dir, cfg, &[])
+}
+
+fn sync_with(dir: &Path, cfg: &Path, extra: &[&str]) -> (std::process::Output, f64) {
     let t = Instant::now();
-    let o = bundler(
-        dir,
-        &[
-            "sync",
-            "--config",
-            cfg.to_str().unwrap(),
-            "--insecure",
-            "--json",
-        ],
-    );
+    let mut args = vec![
+        "sync",
+        "--config",
+        cfg.to_str().unwrap(),
+        "--insecure",
+        "--json",
+    ];
+    args.extend_from_slice(extra);
+    let o = bundler(dir, &args);
     (o, t.elapsed().as_secs_f64())
 }
 
@@ -649,4 +652,78 @@ fn bundle_json(bundle: &Path) -> serde_json::Value {
         }
     }
     panic!("no bundle.json in {}", bundle.display())
+}
+
+/// `sync --platform` of a delta whose multi-platform image is pushed as one
+/// platform's manifest: its external layers are checked in the target, not
+/// looked for in the bundle.
+#[test]
+fn delta_of_a_multi_platform_image_syncs_one_platform() {
+    let src = Registry::start(Mode::Plain);
+    let site_reg = Registry::start(Mode::Plain);
+    let work = tempfile::tempdir().unwrap();
+    let w = work.path();
+    let base = images::pseudo_random(5, 300_000);
+    let (_, amd_v1, _) = images::push_multiarch(&src, w, "prod/multi:1.0", &base);
+    // 1.1: the same platforms under a new tag (same digests).
+    let (_, amd_v2, _) = images::push_multiarch(&src, w, "prod/multi:1.1", &base);
+    assert_eq!(amd_v1, amd_v2);
+    let manifest = |version: &str| {
+        let m = w.join(format!("multi-{version}.yaml"));
+        std::fs::write(
+            &m,
+            format!(
+                "apiVersion: bundler/v1\nkind: BundleManifest\nmetadata: {{name: multi, version: \"{version}\"}}\nspec:\n  platforms: [all]\n  images: [\"{}/prod/multi:{version}\"]\n",
+                src.host()
+            ),
+        )
+        .unwrap();
+        m
+    };
+    let pack_to = |m: &Path, out: &Path, against: &[&Path]| {
+        let mut args = vec![
+            "pack",
+            m.to_str().unwrap(),
+            "-o",
+            out.to_str().unwrap(),
+            "--insecure",
+        ];
+        for a in against {
+            args.extend_from_slice(&["--against", a.to_str().unwrap()]);
+        }
+        let o = bundler(w, &args);
+        assert!(o.status.success(), "pack: {}", stderr(&o));
+        out.join(format!(
+            "multi_{}_amd64.tar",
+            m.file_stem()
+                .unwrap()
+                .to_string_lossy()
+                .trim_start_matches("multi-")
+        ))
+    };
+    let pkg1 = pack_to(&manifest("1.0"), &w.join("out-1.0"), &[]);
+    let site = w.join("site");
+    std::fs::create_dir_all(&site).unwrap();
+    let cfg = write_sync_config(&site, &pkg1, &site_reg);
+    let (o, _) = sync_with(&site, &cfg, &["--platform", "linux/amd64"]);
+    assert!(o.status.success(), "sync 1.0: {}", stderr(&o));
+    let inv = site.join(".bundler/inventory.json");
+    let pkg2 = pack_to(&manifest("1.1"), &w.join("out-1.1"), &[&inv]);
+    let o = bundler(w, &["inspect", pkg2.to_str().unwrap()]);
+    assert!(
+        stdout(&o).contains("delta: 2 of 5 blobs external"),
+        "{}{}",
+        stdout(&o),
+        stderr(&o)
+    );
+    let cfg2 = write_sync_config(&site, &pkg2, &site_reg);
+    let (o, _) = sync_with(&site, &cfg2, &["--platform", "linux/amd64"]);
+    assert!(
+        o.status.success(),
+        "sync 1.1 --platform: {}\n{}",
+        stderr(&o),
+        stdout(&o)
+    );
+    let target = format!("{}/prod/multi:1.1", src.host().replace(':', "_"));
+    assert_eq!(skopeo_digest(&site_reg, &target), Some(amd_v2));
 }
