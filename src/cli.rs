@@ -41,15 +41,18 @@ pub enum Command {
     #[command(after_help = VERIFY_EXAMPLES)]
     Verify(crate::bundle::verify::VerifyArgs),
     /// Record what the site registry holds for the product's images (for pack --against).
+    #[command(after_help = INVENTORY_EXAMPLES)]
     Inventory(crate::inventory::InventoryArgs),
     /// Images added, removed and changed between packages, bundles or inventories, and what a delta would carry.
+    #[command(after_help = DIFF_EXAMPLES)]
     Diff(crate::diff::DiffArgs),
 }
 
 const PACK_EXAMPLES: &str = "\
 Examples:
   bundler pack bundle-manifests/example.yaml --output out/
-  bundler pack my-product.yaml --insecure --platform linux/amd64 --json";
+  bundler pack my-product.yaml --insecure --platform linux/amd64 --json
+  bundler pack my-product.yaml --output out/ --against site-inventory.json";
 const SYNC_EXAMPLES: &str = "\
 Examples:
   bundler sync --config load-image.yaml --dry-run
@@ -62,6 +65,15 @@ const INSPECT_EXAMPLES: &str = "\
 Examples:
   bundler inspect out/demo_1.0.0.bundle.tar
   bundler inspect out/demo_1.0.0_amd64.tar --json";
+const INVENTORY_EXAMPLES: &str = "\
+Examples:
+  bundler inventory --config load-image.yaml -o site.json
+  bundler inventory -c load-image.yaml --images running-images.txt --insecure
+  bundler pack my-product.yaml --against site.json      (on the connected side)";
+const DIFF_EXAMPLES: &str = "\
+Examples:
+  bundler diff site.json out/demo_1.1.0_amd64.tar
+  bundler diff old/demo_1.0.0_amd64.tar out/demo_1.1.0_amd64.tar --json";
 const VERIFY_EXAMPLES: &str = "\
 Examples:
   bundler verify out/*.bundle.tar

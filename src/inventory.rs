@@ -38,8 +38,8 @@ pub struct InventoryArgs {
     /// Original image references, one a line, instead of the images of the config's bundles.
     #[arg(long, value_name = "FILE")]
     pub images: Option<PathBuf>,
-    /// Registry requests at once.
-    #[arg(long, default_value_t = 8)]
+    /// Registry requests at once (1 to 1024).
+    #[arg(long, default_value_t = 8, value_parser = crate::cli::concurrency_parser())]
     pub concurrency: usize,
     #[command(flatten)]
     pub transport: crate::oci::TransportArgs,
