@@ -77,39 +77,48 @@ pub async fn check_external(
     if !missing.is_empty() {
         bail!("{}", missing_message(&missing));
     }
-    let mut report = CheckReport {
+    let mounts = needs.iter().zip(&found).filter_map(|(n, f)| match f {
+        Found::In(from) => Some(mount(client, n, from)),
+        _ => None,
+    });
+    let outcomes: Vec<PushOutcome> = stream::iter(mounts)
+        .buffer_unordered(CHECKS_AT_ONCE)
+        .try_collect()
+        .await?;
+    let report = CheckReport {
         external: needs.len(),
-        mounted: 0,
+        mounted: outcomes
+            .iter()
+            .filter(|o| **o == PushOutcome::Mounted)
+            .count(),
     };
-    for (n, f) in needs.iter().zip(&found) {
-        let Found::In(from) = f else { continue };
-        let outcome = client
-            .push_blob(
-                &n.registry,
-                &n.repository,
-                &n.blob.digest,
-                // Never uploaded: a refused mount falls back to an upload
-                // of these zero bytes, which fails the digest check.
-                BlobSource::Bytes(bytes::Bytes::new()),
-                Some(from),
-                None,
-            )
-            .await
-            .with_context(|| {
-                format!(
-                    "mounting external blob {} from {}/{from} into {}/{}",
-                    n.blob.digest, n.registry, n.registry, n.repository
-                )
-            })?;
-        if outcome == PushOutcome::Mounted {
-            report.mounted += 1;
-        }
-    }
     progress.println(format!(
         "delta: {} external blobs are in the target ({} mounted from other repositories)",
         report.external, report.mounted
     ));
     Ok(report)
+}
+
+/// Mount an external blob into the repository that needs it.
+async fn mount(client: &RegistryClient, n: &Need, from: &str) -> anyhow::Result<PushOutcome> {
+    client
+        .push_blob(
+            &n.registry,
+            &n.repository,
+            &n.blob.digest,
+            // Never uploaded: a refused mount falls back to an upload of
+            // these zero bytes, which fails the digest check.
+            BlobSource::Bytes(bytes::Bytes::new()),
+            Some(from),
+            None,
+        )
+        .await
+        .with_context(|| {
+            format!(
+                "mounting external blob {} from {}/{from} into {}/{}",
+                n.blob.digest, n.registry, n.registry, n.repository
+            )
+        })
 }
 
 /// The delta images whose target does not already resolve to their
