@@ -117,6 +117,12 @@ pub async fn run(args: &SyncArgs) -> anyhow::Result<()> {
 
     // 2-3. Images (into Harbor projects made first when asked to).
     if !args.skip_images && !chosen.jobs.is_empty() {
+        // A delta's external blobs must all be in the target before anything moves.
+        let items: Vec<_> = (chosen.jobs.iter())
+            .map(|j| (&selected[j.bundle].reader, &j.image, &j.target))
+            .collect();
+        crate::bundle::delta::check::check_external(&client, &config.rewrite, &items, &progress)
+            .await?;
         if args.auto_create_repository.unwrap_or(false) {
             charts::create_image_projects(
                 &config,
@@ -184,6 +190,11 @@ pub async fn run(args: &SyncArgs) -> anyhow::Result<()> {
     if !synced.is_empty() {
         SyncState::record(&config.file, synced)?;
     }
+    let pushed = summary
+        .images
+        .iter()
+        .map(|l| (l.from.as_str(), l.to.as_str()));
+    crate::inventory::write_after_sync(&client, &config, pushed, &progress).await;
 
     let stats = client.stats();
     summary.bytes_uploaded = stats.bytes_uploaded;

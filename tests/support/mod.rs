@@ -8,6 +8,7 @@ pub mod faulty_proxy;
 pub mod images;
 pub mod kube_api;
 pub mod registry;
+pub mod runtimes;
 pub mod standins;
 pub mod token_registry;
 
