@@ -90,7 +90,8 @@ impl Out {
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct UpgradeArgs {
-    /// The releases to upgrade, in this order (e.g. skoala skoala-init).
+    /// The releases to upgrade, in this order (e.g. skoala skoala-init);
+    /// NAME@CONTEXT reaches that release through another kubeconfig context.
     #[arg(required_unless_present = "all", conflicts_with = "all")]
     pub releases: Vec<String>,
     /// Every chart of the synced package that has a release (with
@@ -190,18 +191,31 @@ pub async fn run(args: &UpgradeArgs) -> anyhow::Result<()> {
         args,
         config: config.as_ref(),
         state: &state,
-        helm: &helm,
         out: &out,
         access: access::Access::default(),
     };
     let mut plans = Vec::new();
-    for r in &releases {
-        if plans.iter().any(|p: &Plan| &p.release == r) {
-            return Err(input_error(format!("release {r} is named twice")));
+    for spec in &releases {
+        // NAME@CONTEXT: this release lives in another cluster (seed 002:
+        // skoala on the global service cluster, skoala-init on a worker)
+        let (r, rhelm) = match spec.split_once('@') {
+            Some((r, ctx)) if !r.is_empty() && !ctx.is_empty() => (r, helm.with_context(ctx)),
+            Some(_) => {
+                return Err(input_error(format!(
+                    "{spec}: write a release as NAME or NAME@KUBE-CONTEXT"
+                )))
+            }
+            None => (spec.as_str(), helm.clone()),
+        };
+        if plans
+            .iter()
+            .any(|p: &Plan| p.release == r && p.helm.cluster == rhelm.cluster)
+        {
+            return Err(input_error(format!("release {spec} is named twice")));
         }
-        plans.push(plan::prepare(&mut cx, r).await?);
+        plans.push(plan::prepare(&mut cx, r, rhelm).await?);
     }
-    let mut summaries: Vec<ReleaseSummary> = plans.iter().map(|p| summary_of(&helm, p)).collect();
+    let mut summaries: Vec<ReleaseSummary> = plans.iter().map(summary_of).collect();
     if args.dry_run {
         for s in &summaries {
             out.say(format!("dry run: would run\n  {}", s.upgrade_command));
@@ -216,7 +230,7 @@ pub async fn run(args: &UpgradeArgs) -> anyhow::Result<()> {
     let mut failure = None;
     for (i, p) in plans.iter().enumerate() {
         out.say(format!("running {}", summaries[i].upgrade_command));
-        let r = helm.change(&p.upgrade, timeout).await?;
+        let r = p.helm.change(&p.upgrade, timeout).await?;
         if r.ok {
             let what = if p.current.is_some() {
                 "upgraded"
@@ -242,7 +256,7 @@ pub async fn run(args: &UpgradeArgs) -> anyhow::Result<()> {
         break;
     }
     let Some((failed, why)) = failure else {
-        settle(&helm, &plans, &mut summaries).await;
+        settle(&plans, &mut summaries).await;
         out.say(stand_line(&summaries));
         return print_json(args, &helm, "upgraded", summaries);
     };
@@ -250,7 +264,7 @@ pub async fn run(args: &UpgradeArgs) -> anyhow::Result<()> {
     let mut failed_untouched = false;
     for i in (0..=failed).rev() {
         let p = &plans[i];
-        match roll_back(&helm, p, timeout, &out).await {
+        match roll_back(p, timeout, &out).await {
             Ok(Undo::NothingChanged) => {
                 summaries[i].outcome = "failed-unchanged".into();
                 failed_untouched |= i == failed;
@@ -265,7 +279,7 @@ pub async fn run(args: &UpgradeArgs) -> anyhow::Result<()> {
     for s in summaries.iter_mut().skip(failed + 1) {
         s.outcome = "not-started".into();
     }
-    settle(&helm, &plans, &mut summaries).await;
+    settle(&plans, &mut summaries).await;
     let stands = stand_line(&summaries);
     out.say(&stands);
     let p = &plans[failed];
@@ -273,11 +287,7 @@ pub async fn run(args: &UpgradeArgs) -> anyhow::Result<()> {
         .iter()
         .filter_map(|p| p.backup.as_ref().map(|b| b.display().to_string()))
         .collect();
-    let by_hand: Vec<String> = plans[..=failed]
-        .iter()
-        .rev()
-        .map(|p| restore_command(&helm, p))
-        .collect();
+    let by_hand: Vec<String> = plans[..=failed].iter().rev().map(restore_command).collect();
     let outcome = if rollback_errors.is_empty() {
         "rolled-back"
     } else {
@@ -382,7 +392,8 @@ enum Undo {
 
 /// Put one release back where it stood: `helm rollback` to the backed-up
 /// revision, or `helm uninstall` when it was installed by this run.
-async fn roll_back(helm: &Helm, p: &Plan, timeout: Duration, out: &Out) -> anyhow::Result<Undo> {
+async fn roll_back(p: &Plan, timeout: Duration, out: &Out) -> anyhow::Result<Undo> {
+    let helm = &p.helm;
     // an upgrade that failed before writing a revision left nothing to undo
     if let Ok(latest) = helm.latest(&p.release, &p.namespace).await {
         let unchanged = match (&latest, p.from_revision()) {
@@ -441,9 +452,9 @@ async fn roll_back(helm: &Helm, p: &Plan, timeout: Duration, out: &Out) -> anyho
 }
 
 /// Read where each release stands now (helm history), for the summary.
-async fn settle(helm: &Helm, plans: &[Plan], summaries: &mut [ReleaseSummary]) {
+async fn settle(plans: &[Plan], summaries: &mut [ReleaseSummary]) {
     for (p, s) in plans.iter().zip(summaries.iter_mut()) {
-        match helm.latest(&p.release, &p.namespace).await {
+        match p.helm.latest(&p.release, &p.namespace).await {
             Ok(Some(h)) => {
                 s.revision = Some(h.revision);
                 s.status = Some(h.status);
@@ -469,7 +480,8 @@ fn stand_line(summaries: &[ReleaseSummary]) -> String {
     format!("now: {}", parts.join(", "))
 }
 
-fn summary_of(helm: &Helm, p: &Plan) -> ReleaseSummary {
+fn summary_of(p: &Plan) -> ReleaseSummary {
+    let helm = &p.helm;
     ReleaseSummary {
         release: p.release.clone(),
         namespace: p.namespace.clone(),
@@ -489,7 +501,8 @@ fn summary_of(helm: &Helm, p: &Plan) -> ReleaseSummary {
 }
 
 /// What to run by hand to put a release back where it stood.
-fn restore_command(helm: &Helm, p: &Plan) -> String {
+fn restore_command(p: &Plan) -> String {
+    let helm = &p.helm;
     let Some(rev) = p.from_revision() else {
         return display_command(
             &helm.path,

@@ -33,6 +33,8 @@ pub struct Plan {
     pub missing_images: Vec<String>,
     /// The `helm upgrade` argv (without the program).
     pub upgrade: Vec<String>,
+    /// helm with this release's cluster flags.
+    pub helm: Helm,
 }
 
 impl Plan {
@@ -46,13 +48,15 @@ pub struct RunContext<'a> {
     pub args: &'a UpgradeArgs,
     pub config: Option<&'a SyncConfig>,
     pub state: &'a SyncState,
-    pub helm: &'a Helm,
     pub out: &'a Out,
     pub access: Access,
 }
 
-pub async fn prepare(cx: &mut RunContext<'_>, release: &str) -> anyhow::Result<Plan> {
-    let (args, helm, out) = (cx.args, cx.helm, cx.out);
+/// Plan `release`, reached through `helm` (whose cluster flags may name
+/// another context than the run's).
+pub async fn prepare(cx: &mut RunContext<'_>, release: &str, helm: Helm) -> anyhow::Result<Plan> {
+    let (args, out) = (cx.args, cx.out);
+    let helm = &helm;
     let synced = find_synced(cx.state, release, args.chart.as_deref());
 
     // ---- 1. find the release ----
@@ -216,6 +220,7 @@ pub async fn prepare(cx: &mut RunContext<'_>, release: &str) -> anyhow::Result<P
         images,
         missing_images: missing,
         upgrade,
+        helm: helm.clone(),
     })
 }
 
