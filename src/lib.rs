@@ -22,6 +22,7 @@ pub mod error;
 pub mod file_kind;
 pub mod interrupt;
 pub mod oci;
+pub mod outcome;
 pub mod pack;
 pub mod progress;
 pub mod state;
