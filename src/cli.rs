@@ -31,14 +31,9 @@ pub enum Command {
     Inspect(crate::bundle::inspect::InspectArgs),
     /// Check every blob and checksum of one or more bundles.
     Verify(crate::bundle::verify::VerifyArgs),
+    /// Serve the bundles' images (OCI registry API, read-only) and charts (/charts/) straight from the files.
+    Serve(crate::serve::ServeArgs),
 }
-
-
-
-
-
-
-
 
 fn init_logging(verbose: u8) {
     let level = match verbose {
@@ -71,6 +66,7 @@ pub fn main() -> i32 {
         Command::Upgrade(a) => runtime().and_then(|rt| rt.block_on(crate::upgrade::run(&a))),
         Command::Inspect(a) => crate::bundle::inspect::run(&a),
         Command::Verify(a) => crate::bundle::verify::run(&a),
+        Command::Serve(a) => runtime().and_then(|rt| rt.block_on(crate::serve::run(&a))),
     };
     match result {
         Ok(()) => 0,

@@ -18,6 +18,7 @@ pub mod error;
 pub mod oci;
 pub mod pack;
 pub mod progress;
+pub mod serve;
 pub mod state;
 pub mod sync;
 pub mod transfer;
