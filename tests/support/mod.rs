@@ -4,10 +4,12 @@
 #![allow(dead_code)]
 
 pub mod chart_server;
+pub mod daemons;
 pub mod fake_helm;
 pub mod faulty_proxy;
 pub mod images;
 pub mod registry;
+pub mod serve;
 pub mod token_registry;
 
 use std::path::{Path, PathBuf};
