@@ -20,6 +20,11 @@ command -v htpasswd >/dev/null || missing+=(apache2-utils)
 command -v openssl >/dev/null || missing+=(openssl)
 command -v unzip >/dev/null || missing+=(unzip)
 command -v npm >/dev/null || missing+=(npm)
+# bundler serve's runtime tests start these daemons by hand (tests/serve.rs).
+command -v containerd >/dev/null || missing+=(containerd)
+command -v dockerd >/dev/null || missing+=(docker.io)
+command -v podman >/dev/null || missing+=(podman)
+command -v curl >/dev/null || missing+=(curl)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "setup: installing ${missing[*]}" >&2
   $SUDO apt-get update -qq
