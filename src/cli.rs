@@ -35,6 +35,13 @@ pub enum Command {
     Serve(crate::serve::ServeArgs),
 }
 
+
+
+
+
+
+
+
 fn init_logging(verbose: u8) {
     let level = match verbose {
         0 => "warn",

@@ -878,3 +878,43 @@ fn docker_pulls_from_serve() {
     assert!(stdout(&o).contains(&f.busybox.0.digest), "{}", stdout(&o));
     let _ = docker(&["image", "rm", &image]);
 }
+
+#[test]
+fn bad_input_is_a_clear_error_with_exit_status_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let run = |args: &[&str]| {
+        let o = support::bundler(d, &[&["serve"], args].concat());
+        (o.status.code(), stderr(&o))
+    };
+    let (code, err) = run(&["no-such-dir"]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("no-such-dir"), "{err}");
+    let not_bundle = d.join("x.bundle.tar");
+    std::fs::write(&not_bundle, b"not a tar").unwrap();
+    let (code, err) = run(&[not_bundle.to_str().unwrap()]);
+    assert_ne!(code, Some(0));
+    assert!(err.contains("x.bundle.tar"), "{err}");
+    let f = fixture();
+    let ht = d.join("htpasswd");
+    std::fs::write(&ht, "bob:{SHA}W6ph5Mm5Pz8GgiULbPgzG37mj9g=\n").unwrap();
+    let (code, err) = run(&[
+        f.bundles.to_str().unwrap(),
+        "--htpasswd",
+        ht.to_str().unwrap(),
+    ]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("line 1") && err.contains("bcrypt"), "{err}");
+    let (code, err) = run(&[
+        f.bundles.to_str().unwrap(),
+        "--tls-cert",
+        ht.to_str().unwrap(),
+        "--tls-key",
+        ht.to_str().unwrap(),
+    ]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("--tls-cert"), "{err}");
+    let (code, err) = run(&[f.bundles.to_str().unwrap(), "--listen", "nowhere"]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("--listen"), "{err}");
+}

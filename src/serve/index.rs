@@ -59,6 +59,8 @@ pub struct Catalog {
     /// mirror requests (`?ns=docker.io`).
     pub upstream: HashMap<(String, String), String>,
     pub images: Vec<ServedImage>,
+    /// Names in `images` (an image in two bundles is listed once).
+    listed: HashSet<String>,
 }
 
 impl Catalog {
@@ -115,7 +117,7 @@ impl Catalog {
                 Some(t) => format!("{name}:{t}"),
                 None => format!("{name}@{}", img.root.digest),
             };
-            if !self.images.iter().any(|i| i.name == tagged) {
+            if self.listed.insert(tagged.clone()) {
                 self.images.push(ServedImage {
                     from: img.reference.to_string(),
                     name: tagged,

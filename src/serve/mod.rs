@@ -36,8 +36,9 @@ use crate::oci::media::Platform;
 
 #[derive(clap::Args, Debug)]
 pub struct ServeArgs {
-    /// Bundles (*.bundle.tar), offline packages, or directories of them; read in place.
-    #[arg(required = true)]
+    /// Bundles (*.bundle.tar), offline packages, or directories of them; read in place
+    /// (default with --config: its source.intermediateBundlesPath).
+    #[arg(required_unless_present = "config")]
     pub paths: Vec<PathBuf>,
     /// Address to listen on (port 0: any free port, printed on the start line).
     #[arg(long, default_value = "127.0.0.1:5000")]
@@ -88,18 +89,30 @@ pub async fn run(args: &ServeArgs) -> anyhow::Result<()> {
         None => names::Naming::Origin,
     };
     let auth = match &args.htpasswd {
-        Some(p) => Some(Arc::new(auth::Htpasswd::load(p)?)),
+        Some(p) => Some(Arc::new(auth::Htpasswd::load(p).map_err(bad_input)?)),
         None => None,
     };
     let acceptor = match (&args.tls_cert, &args.tls_key) {
-        (Some(c), Some(k)) => Some(tls::acceptor(c, k)?),
+        (Some(c), Some(k)) => Some(tls::acceptor(c, k).map_err(bad_input)?),
         _ => None,
     };
-    let locations = index::list_bundles(&args.paths)?;
+    let paths = match (&config, args.paths.is_empty()) {
+        (Some(c), true) => match &c.source {
+            crate::config::load_image::Source::Bundles(p) => vec![p.clone()],
+            crate::config::load_image::Source::Repo { .. } => {
+                return Err(crate::error::input_error(format!(
+                    "{}: source is a chart repository; give the bundles to serve as PATH",
+                    c.file.display()
+                )))
+            }
+        },
+        _ => args.paths.clone(),
+    };
+    let locations = index::list_bundles(&paths).map_err(bad_input)?;
     if locations.is_empty() {
         return Err(crate::error::input_error(format!(
             "no *.bundle.tar found in {}",
-            args.paths
+            paths
                 .iter()
                 .map(|p| p.display().to_string())
                 .collect::<Vec<_>>()
@@ -184,6 +197,11 @@ pub async fn run(args: &ServeArgs) -> anyhow::Result<()> {
         platform,
     });
     accept_loop(listener, acceptor, state).await
+}
+
+/// A problem with what the command line names (files, flags): exit 2.
+fn bad_input(e: anyhow::Error) -> anyhow::Error {
+    crate::error::input_error(format!("{e:#}"))
 }
 
 async fn accept_loop(
