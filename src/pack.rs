@@ -92,8 +92,8 @@ pub struct PackArgs {
     /// Keep only these platforms (os/arch[/variant]) or "all"; overrides the manifest.
     #[arg(long)]
     pub platform: Vec<String>,
-    /// Parallel blob downloads.
-    #[arg(long, default_value_t = 8)]
+    /// Parallel blob downloads (1 to 1024).
+    #[arg(long, default_value_t = 8, value_parser = crate::cli::concurrency_parser())]
     pub concurrency: usize,
     /// Architecture name in the offline package file name.
     #[arg(long, default_value = "amd64")]

@@ -18,7 +18,8 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context};
 use serde::Serialize;
 
-use crate::bundle::reader::{BundleReader, Extent};
+use crate::bundle::location::BundleLocation;
+use crate::bundle::reader::BundleReader;
 use crate::chart::hints::Hints;
 use crate::chart::repo::{PublishOptions, PublishOutcome};
 use crate::config::load_image::{RepoKind, Source, SyncConfig};
@@ -77,8 +78,8 @@ pub struct SyncArgs {
     /// Push nothing; print the plan.
     #[arg(long)]
     pub dry_run: bool,
-    /// Create missing Harbor projects.
-    #[arg(long, num_args = 0..=1, default_missing_value = "true", value_parser = clap::value_parser!(bool))]
+    /// Create missing Harbor projects (`--auto-create-repository[=BOOL]`).
+    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true", value_name = "BOOL", value_parser = clap::value_parser!(bool))]
     pub auto_create_repository: Option<bool>,
     /// Push only these platforms of multi-platform images (default: what the bundle holds).
     #[arg(long)]
@@ -92,8 +93,8 @@ pub struct SyncArgs {
     /// Replace a chart version already in the target whose content differs.
     #[arg(long)]
     pub force: bool,
-    /// Blobs moving at once.
-    #[arg(long, default_value_t = 8)]
+    /// Blobs moving at once (1 to 1024).
+    #[arg(long, default_value_t = 8, value_parser = crate::cli::concurrency_parser())]
     pub concurrency: usize,
     /// Print a JSON summary on stdout.
     #[arg(long)]
@@ -131,7 +132,9 @@ pub async fn run(args: &SyncArgs) -> anyhow::Result<()> {
     // 1. Index, filter and verify every bundle before anything moves.
     let mut selected = Vec::new();
     for loc in &locations {
-        let reader = loc.open()?;
+        let reader = loc
+            .open()
+            .with_context(|| format!("bundle {} was refused; nothing was pushed", loc.label()))?;
         let chart = reader.chart_name_version().with_context(|| {
             format!(
                 "reading the chart of bundle {}; nothing was pushed",
@@ -149,6 +152,9 @@ pub async fn run(args: &SyncArgs) -> anyhow::Result<()> {
         }
         selected.push(SelectedBundle { reader, chart });
     }
+    // Charts need target.repo; image-only products do not.
+    let charts: Vec<(String, String)> = selected.iter().filter_map(|b| b.chart.clone()).collect();
+    config.chart_target(&charts)?;
     for b in &selected {
         crate::bundle::verify::verify(&b.reader, &progress).with_context(|| {
             format!(
@@ -297,8 +303,11 @@ pub async fn run(args: &SyncArgs) -> anyhow::Result<()> {
         else {
             continue;
         };
+        let Some(target_repo) = config.chart_target(&charts)? else {
+            continue;
+        };
         let outcome =
-            crate::chart::repo::publish(&config.target_repo, &chart, &tgz, &client, &publish_opts)
+            crate::chart::repo::publish(target_repo, &chart, &tgz, &client, &publish_opts)
                 .await
                 .with_context(|| format!("publishing chart {name} {version} to {target_desc}"))?;
         let outcome_s = match outcome {
@@ -315,11 +324,11 @@ pub async fn run(args: &SyncArgs) -> anyhow::Result<()> {
             outcome: outcome_s.into(),
         });
         synced.push(synced_chart(
-            &config,
             name,
             version,
             &image_registry,
             release,
+            target_repo,
         ));
     }
     progress.finish();
@@ -385,7 +394,11 @@ fn prepare_chart(
         .as_ref()
         .and_then(|c| c.source.clone())
         .filter(|s| s.contains("://"));
-    let target_url = config.target_repo.url.clone();
+    let target_url = config
+        .target_repo
+        .as_ref()
+        .map(|r| r.url.clone())
+        .unwrap_or_default();
     let repos = source_repo.as_deref().map(|s| (s, target_url.as_str()));
     let relocation =
         crate::chart::relocate::relocate(&mut chart, &hints, &config.rewrite, &digest_map, repos)
@@ -428,53 +441,11 @@ fn env_tuning(mut opts: ClientOptions) -> ClientOptions {
     opts
 }
 
-/// Where a bundle is: its own file, or an entry of an outer package.
-enum BundleLocation {
-    File(PathBuf),
-    InPackage(PathBuf, String, Extent),
-}
-
-impl BundleLocation {
-    fn open(&self) -> anyhow::Result<BundleReader> {
-        match self {
-            BundleLocation::File(p) => BundleReader::open(p)
-                .with_context(|| format!("bundle {} was refused; nothing was pushed", p.display())),
-            BundleLocation::InPackage(pkg, name, ext) => BundleReader::open_at(pkg, name, *ext)
-                .with_context(|| {
-                    format!(
-                        "bundle {name} in {} was refused; nothing was pushed",
-                        pkg.display()
-                    )
-                }),
-        }
-    }
-}
-
-/// Bundles under a directory (`<name>_<version>.bundle.tar`,
-/// `<name>-<version>.bundle.tar`), a single bundle, or the bundles inside
-/// an outer offline package (read in place).
+/// The bundles of `source.intermediateBundlesPath` (a directory, a bundle
+/// or an offline package; see [`crate::bundle::location`]).
 fn list_bundles(path: &Path) -> anyhow::Result<Vec<BundleLocation>> {
-    let meta = std::fs::metadata(path).with_context(|| format!("source.intermediateBundlesPath {} does not exist (relative paths are from the current directory)", path.display()))?;
-    if meta.is_dir() {
-        let mut out: Vec<PathBuf> = std::fs::read_dir(path)?
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| {
-                p.is_file()
-                    && p.file_name()
-                        .and_then(|n| n.to_str())
-                        .is_some_and(|n| n.ends_with(".bundle.tar"))
-            })
-            .collect();
-        out.sort();
-        Ok(out.into_iter().map(BundleLocation::File).collect())
-    } else if path.to_string_lossy().ends_with(".bundle.tar") {
-        Ok(vec![BundleLocation::File(path.to_path_buf())])
-    } else {
-        Ok(crate::bundle::reader::bundles_in_package(path)?
-            .into_iter()
-            .map(|(name, ext)| BundleLocation::InPackage(path.to_path_buf(), name, ext))
-            .collect())
-    }
+    std::fs::metadata(path).with_context(|| format!("source.intermediateBundlesPath {} does not exist (relative paths are from the current directory)", path.display()))?;
+    crate::bundle::location::list_bundles(path)
 }
 
 fn source_display(config: &SyncConfig) -> String {
@@ -499,7 +470,9 @@ fn digest_map(reader: &BundleReader) -> HashMap<Digest, Digest> {
 }
 
 fn describe_target(config: &SyncConfig) -> String {
-    let r = &config.target_repo;
+    let Some(r) = &config.target_repo else {
+        return "no chart repository (target.repo not set)".into();
+    };
     match r.kind {
         RepoKind::Local => format!(
             "LOCAL {}",
@@ -516,13 +489,12 @@ fn describe_target(config: &SyncConfig) -> String {
 }
 
 fn synced_chart(
-    config: &SyncConfig,
     name: &str,
     version: &str,
     registry: &str,
     release: Option<crate::bundle::format::ReleaseInfo>,
+    r: &crate::config::load_image::RepoSpec,
 ) -> SyncedChart {
-    let r = &config.target_repo;
     let (kind, chart_ref, repo_url) = match r.kind {
         RepoKind::Local => {
             let dir = r.path.clone().unwrap_or_default();
@@ -568,7 +540,9 @@ fn synced_chart(
 /// Harbor >= 2.8 chart pushes go through the same registry client.
 fn credential_store(config: &SyncConfig) -> crate::oci::auth::CredentialStore {
     let mut store = config.credential_store();
-    let repo = &config.target_repo;
+    let Some(repo) = &config.target_repo else {
+        return store;
+    };
     let host = match repo.kind {
         RepoKind::Oci => repo.oci_location().map(|l| l.registry),
         RepoKind::Harbor => crate::chart::repo::parse_harbor_url(&repo.url)

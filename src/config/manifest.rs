@@ -1,4 +1,4 @@
-//! The bundle manifest (SPEC §2), input of `pack`.
+//! The bundle manifest, input of `pack`.
 //!
 //! ```yaml
 //! apiVersion: bundler/v1
@@ -72,7 +72,8 @@ pub struct BundleManifest {
     pub images: Vec<ImageSource>,
 }
 
-const HINT: &str = "see SPEC §2 and the examples in bundle-manifests/";
+const HINT: &str =
+    "see the README (Writing a bundle manifest for your product) and bundle-manifests/example.yaml";
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]

@@ -99,7 +99,11 @@ fn relocate(
         .and_then(|m| m.chart.as_ref())
         .and_then(|c| c.source.clone())
         .filter(|s| s.contains("://"));
-    let target_url = config.target_repo.url.clone();
+    let target_url = config
+        .target_repo
+        .as_ref()
+        .map(|r| r.url.clone())
+        .unwrap_or_default();
     let repos = source_repo.as_deref().map(|s| (s, target_url.as_str()));
     crate::chart::relocate::relocate(chart, &hints, &config.rewrite, &digest_map, repos)?;
     Ok(())

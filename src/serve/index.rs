@@ -6,12 +6,13 @@
 //! image-only bundle is served once; blobs are deduplicated by digest.
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs::File;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::Context;
 
 use super::names::Naming;
+use crate::bundle::location::BundleLocation;
 use crate::bundle::reader::{BundleReader, Extent, ManifestDoc};
 use crate::oci::Digest;
 
@@ -162,64 +163,13 @@ pub fn normalize_registry(host: &str) -> String {
     }
 }
 
-/// Where a bundle is: its own file, or an entry of an outer package.
-pub enum BundleLocation {
-    File(PathBuf),
-    InPackage(PathBuf, String, Extent),
-}
-
-impl BundleLocation {
-    pub fn open(&self) -> anyhow::Result<BundleReader> {
-        match self {
-            BundleLocation::File(p) => BundleReader::open(p),
-            BundleLocation::InPackage(pkg, name, ext) => BundleReader::open_at(pkg, name, *ext),
-        }
-    }
-}
-
-/// The bundles of the command line: `*.bundle.tar` files, offline packages
-/// (tars holding bundles, read in place), and directories of either.
+/// The bundles of the command line, in the forms `sync`, `inspect` and
+/// `verify` take: `*.bundle.tar` files, offline packages (read in place),
+/// directories of either.
 pub fn list_bundles(paths: &[PathBuf]) -> anyhow::Result<Vec<BundleLocation>> {
     let mut out = Vec::new();
-    for path in paths {
-        let meta = std::fs::metadata(path)
-            .with_context(|| format!("{}: no such file or directory", path.display()))?;
-        if meta.is_dir() {
-            let mut files: Vec<PathBuf> = std::fs::read_dir(path)
-                .with_context(|| format!("reading directory {}", path.display()))?
-                .filter_map(|e| e.ok().map(|e| e.path()))
-                .filter(|p| p.is_file() && p.to_string_lossy().ends_with(".tar"))
-                .collect();
-            files.sort();
-            for f in files {
-                add_file(&f, &mut out, false)?;
-            }
-        } else {
-            add_file(path, &mut out, true)?;
-        }
+    for p in paths {
+        out.extend(crate::bundle::location::list_bundles(p)?);
     }
     Ok(out)
-}
-
-fn add_file(path: &Path, out: &mut Vec<BundleLocation>, named: bool) -> anyhow::Result<()> {
-    if path.to_string_lossy().ends_with(".bundle.tar") {
-        out.push(BundleLocation::File(path.to_path_buf()));
-        return Ok(());
-    }
-    let inner = crate::bundle::reader::bundles_in_package(path)?;
-    if inner.is_empty() {
-        if named {
-            anyhow::bail!(
-                "{}: neither a *.bundle.tar nor an offline package holding bundles",
-                path.display()
-            );
-        }
-        tracing::warn!("skipping {}: no bundles in it", path.display());
-    }
-    out.extend(
-        inner
-            .into_iter()
-            .map(|(name, ext)| BundleLocation::InPackage(path.to_path_buf(), name, ext)),
-    );
-    Ok(())
 }

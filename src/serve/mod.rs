@@ -34,7 +34,14 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use crate::config::load_image::SyncConfig;
 use crate::oci::media::Platform;
 
+const SERVE_EXAMPLES: &str = "\
+Examples:
+  bundler serve out/ --listen 0.0.0.0:5000
+  bundler serve skoala_0.28.1_amd64.tar --config load-image.yaml --listen 10.0.0.5:5000
+  bundler serve out/ --tls-cert server.crt --tls-key server.key --htpasswd htpasswd --verify --json";
+
 #[derive(clap::Args, Debug)]
+#[command(after_help = SERVE_EXAMPLES)]
 pub struct ServeArgs {
     /// Bundles (*.bundle.tar), offline packages, or directories of them; read in place
     /// (default with --config: its source.intermediateBundlesPath).

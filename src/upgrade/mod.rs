@@ -78,6 +78,7 @@ pub struct UpgradeArgs {
     /// The sync config the images and charts went through.
     #[arg(long, short = 'c', default_value = "load-image.yaml")]
     pub config: std::path::PathBuf,
+    /// Namespace of the release; default: the one its bundle records, else the only namespace helm lists it in.
     #[arg(long, short = 'n')]
     pub namespace: Option<String>,
     /// Chart reference (oci://..., repo/name, or a .tgz); default: the relocated chart in the sync target.
@@ -570,7 +571,7 @@ async fn chart_flags(
         f.push("--repo".into());
         f.push(u.clone());
     }
-    let target = config.map(|c| &c.target_repo);
+    let target = config.and_then(|c| c.target_repo.as_ref());
     let is_oci = chart.chart.starts_with("oci://");
     let remote = is_oci || chart.repo_url.is_some();
     if remote {
