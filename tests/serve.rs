@@ -453,7 +453,7 @@ fn helm_pulls_original_and_relocated_charts_whose_images_pull_from_serve() {
         format!("source:\n  intermediateBundlesPath: {}\ntarget:\n  containerPrefixRegistry: {serve_host}\n  repo:\n    kind: LOCAL\n    path: ./unused\n", out.display()),
     )
     .unwrap();
-    let _s = Served::start(&[
+    let s2 = Served::start(&[
         out.to_str().unwrap(),
         "--config",
         cfg.to_str().unwrap(),
@@ -478,6 +478,19 @@ fn helm_pulls_original_and_relocated_charts_whose_images_pull_from_serve() {
         .unwrap();
     assert!(o.status.success(), "{}", stderr(&o));
     assert_eq!(sha256(&o.stdout), digest);
+    // containerd's mirror form for the rules' registry finds the same image.
+    let (host, rest) = image.split_once('/').unwrap();
+    let (repo, tag) = rest.rsplit_once(':').unwrap();
+    let r = curl(
+        &["-H", &format!("Accept: {OCI_MANIFEST}")],
+        &format!("http://{serve_host}/v2/{repo}/manifests/{tag}?ns={host}"),
+    );
+    assert_eq!(r.status, 200);
+    assert_eq!(sha256(&r.body), digest);
+    assert!(s2.start["images"][0]["name"]
+        .as_str()
+        .unwrap()
+        .starts_with(&src_host.replace(':', "_")));
 }
 
 #[test]

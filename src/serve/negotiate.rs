@@ -57,3 +57,24 @@ pub fn choose<'a>(
         )),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accept_lists_every_type_of_every_header_without_parameters() {
+        let mut h = HeaderMap::new();
+        h.append(
+            ACCEPT,
+            "application/vnd.oci.image.manifest.v1+json; q=0.5, Application/JSON"
+                .parse()
+                .unwrap(),
+        );
+        h.append(ACCEPT, media::OCI_INDEX.parse().unwrap());
+        assert_eq!(
+            accepted(&h),
+            [media::OCI_MANIFEST, "application/json", media::OCI_INDEX]
+        );
+    }
+}
