@@ -112,8 +112,7 @@ async fn route(state: &State, req: &Request<Incoming>) -> Response<Body> {
         };
         return manifest(state, repo, name, reference, req, head);
     }
-    if let Some((name, _)) = rest.split_once("/blobs/uploads") {
-        let _ = name;
+    if rest.contains("/blobs/uploads") {
         return error(
             StatusCode::NOT_FOUND,
             "BLOB_UPLOAD_UNKNOWN",
