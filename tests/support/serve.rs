@@ -5,6 +5,11 @@ use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdout, Command, Stdio};
 
+use super::images::{self, Blob};
+
+pub const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
+pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+
 pub struct Served {
     child: Child,
     _stdout: BufReader<ChildStdout>,
@@ -168,4 +173,83 @@ pub fn pack_archives(work: &Path, archives: &[PathBuf], out: &Path) {
         ],
     );
     assert!(o.status.success(), "pack failed: {}", super::stderr(&o));
+}
+
+/// Bundles of test images named as public images are named.
+pub struct Fixture {
+    /// Holds the layouts and bundles (removed on drop).
+    pub work: tempfile::TempDir,
+    pub bundles: PathBuf,
+    /// busybox:1.36: (index, amd64 manifest, arm64 manifest)
+    pub busybox: (Blob, Blob, Blob),
+    /// busybox's amd64-only layer.
+    pub amd_layer: Blob,
+    /// alpine manifest (tags 3.18, 3.19, 3.20)
+    pub alpine: Blob,
+}
+
+pub fn layout_of(
+    work: &Path,
+    name: &str,
+    reference: &str,
+    root: &Blob,
+    mt: &str,
+    blobs: &[&Blob],
+) -> PathBuf {
+    let dir = work.join(name);
+    images::write_layout(&dir, &[(reference, root, mt)], blobs);
+    dir
+}
+
+pub fn fixture() -> Fixture {
+    let work = tempfile::tempdir().unwrap();
+    let w = work.path();
+    let base = images::layer("base", &images::pseudo_random(7, 200_000));
+    let amd = images::layer("amd", &images::pseudo_random(8, 50_000));
+    let arm = images::layer("arm", b"arm64 only");
+    let clone = |b: &(Blob, String)| (images::blob(b.0.bytes.clone()), b.1.clone());
+    let (m_amd, b_amd) = images::image(&images::AMD64, &[clone(&base), clone(&amd)]);
+    let (m_arm, b_arm) = images::image(&images::ARM64, &[clone(&base), clone(&arm)]);
+    let idx = images::index(&[(&images::AMD64, &m_amd), (&images::ARM64, &m_arm)]);
+    let mut all: Vec<&Blob> = b_amd.iter().chain(b_arm.iter()).collect();
+    all.push(&m_amd);
+    all.push(&m_arm);
+    let mut layouts = vec![layout_of(
+        w,
+        "busybox",
+        "docker.io/library/busybox:1.36",
+        &idx,
+        OCI_INDEX,
+        &all,
+    )];
+    let (m_alp, b_alp) = images::image(&images::AMD64, &[images::layer("alp", b"alpine")]);
+    for t in ["3.18", "3.19", "3.20"] {
+        let blobs: Vec<&Blob> = b_alp.iter().collect();
+        layouts.push(layout_of(
+            w,
+            &format!("alpine-{t}"),
+            &format!("docker.io/library/alpine:{t}"),
+            &m_alp,
+            OCI_MANIFEST,
+            &blobs,
+        ));
+    }
+    let (m_app, b_app) = images::image(&images::AMD64, &[images::layer("app", b"app")]);
+    layouts.push(layout_of(
+        w,
+        "app",
+        "reg.example:5000/team/app:1",
+        &m_app,
+        OCI_MANIFEST,
+        &b_app.iter().collect::<Vec<_>>(),
+    ));
+    let bundles = w.join("bundles");
+    pack_archives(w, &layouts, &bundles);
+    Fixture {
+        work,
+        bundles,
+        busybox: (idx, m_amd, m_arm),
+        amd_layer: amd.0,
+        alpine: m_alp,
+    }
 }
