@@ -162,6 +162,14 @@ pub fn main() -> i32 {
         }
     };
     init_logging(cli.verbose);
+    // Verbs whose `--json` summary CI reads get a JSON object on failure too
+    // (inspect and verify print their own per-bundle results).
+    let json_on_failure = match &cli.command {
+        Command::Pack(a) => a.json,
+        Command::Sync(a) => a.json,
+        Command::Upgrade(a) => a.json,
+        Command::Inspect(_) | Command::Verify(_) => false,
+    };
     let result = match cli.command {
         Command::Pack(a) => runtime().and_then(|rt| rt.block_on(crate::pack::run(&a))),
         Command::Sync(a) => runtime().and_then(|rt| rt.block_on(crate::sync::run(&a))),
@@ -174,7 +182,12 @@ pub fn main() -> i32 {
         Ok(()) => 0,
         Err(e) => {
             eprintln!("error: {}", error::redact(&format!("{e:#}")));
-            error::exit_code(&e)
+            let status = error::exit_code(&e);
+            if json_on_failure {
+                let v = crate::outcome::failure_json(&e, status);
+                println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+            }
+            status
         }
     }
 }

@@ -5,11 +5,12 @@
 
 pub mod chart_server;
 pub mod daemons;
-pub mod fake_helm;
 pub mod faulty_proxy;
 pub mod images;
+pub mod kube_api;
 pub mod registry;
 pub mod serve;
+pub mod standins;
 pub mod token_registry;
 
 use std::path::{Path, PathBuf};
