@@ -168,7 +168,7 @@ pub fn main() -> i32 {
         Command::Pack(a) => a.json,
         Command::Sync(a) => a.json,
         Command::Upgrade(a) => a.json,
-        Command::Inspect(_) | Command::Verify(_) => false,
+        Command::Inspect(_) | Command::Verify(_) | Command::Serve(_) => false,
     };
     let result = match cli.command {
         Command::Pack(a) => runtime().and_then(|rt| rt.block_on(crate::pack::run(&a))),
