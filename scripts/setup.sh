@@ -26,6 +26,9 @@ command -v python3 >/dev/null || missing+=(python3)
 # Real container runtimes for tests/runtimes.rs (ctr import, docker load).
 command -v containerd >/dev/null || missing+=(containerd)
 command -v dockerd >/dev/null || missing+=(docker.io)
+# bundler serve's tests (tests/serve.rs) also pull with podman and curl.
+command -v podman >/dev/null || missing+=(podman)
+command -v curl >/dev/null || missing+=(curl)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "setup: installing ${missing[*]}" >&2
   $SUDO apt-get update -qq

@@ -46,6 +46,8 @@ pub enum Command {
     /// Images added, removed and changed between packages, bundles or inventories, and what a delta would carry.
     #[command(after_help = DIFF_EXAMPLES)]
     Diff(crate::diff::DiffArgs),
+    /// Serve the bundles' images (OCI registry API, read-only) and charts (/charts/) straight from the files.
+    Serve(crate::serve::ServeArgs),
 }
 
 const PACK_EXAMPLES: &str = "\
@@ -183,7 +185,7 @@ pub fn main() -> i32 {
         Command::Pack(a) => a.json,
         Command::Sync(a) => a.json,
         Command::Upgrade(a) => a.json,
-        Command::Inspect(_) | Command::Verify(_) => false,
+        Command::Inspect(_) | Command::Verify(_) | Command::Serve(_) => false,
         Command::Inventory(_) | Command::Diff(_) => false,
     };
     let result = match cli.command {
@@ -194,6 +196,7 @@ pub fn main() -> i32 {
         Command::Verify(a) => crate::bundle::verify::run(&a),
         Command::Inventory(a) => runtime().and_then(|rt| rt.block_on(crate::inventory::run(&a))),
         Command::Diff(a) => crate::diff::run(&a),
+        Command::Serve(a) => runtime().and_then(|rt| rt.block_on(crate::serve::run(&a))),
     };
     match result {
         Ok(()) => 0,

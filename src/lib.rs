@@ -28,6 +28,7 @@ pub mod oci;
 pub mod outcome;
 pub mod pack;
 pub mod progress;
+pub mod serve;
 pub mod state;
 pub mod sync;
 pub mod transfer;

@@ -4,11 +4,13 @@
 #![allow(dead_code)]
 
 pub mod chart_server;
+pub mod daemons;
 pub mod faulty_proxy;
 pub mod images;
 pub mod kube_api;
 pub mod registry;
 pub mod runtimes;
+pub mod serve;
 pub mod standins;
 pub mod token_registry;
 
