@@ -11,12 +11,18 @@
 //! - [`chart`]: chart loading, hints, relocation, packaging, repo targets.
 //! - [`pack`], [`sync`], [`upgrade`], [`inventory`], [`diff`]: one module
 //!   per verb.
+//! - [`atomic_file`], [`interrupt`]: temp files, locks and modes safe for
+//!   concurrent runs; SIGINT/SIGTERM cleanup.
+//! - [`yaml_bounds`]: the alias-expansion bound every YAML read goes through.
+pub mod atomic_file;
 pub mod bundle;
 pub mod chart;
 pub mod cli;
 pub mod config;
 pub mod diff;
 pub mod error;
+pub mod file_kind;
+pub mod interrupt;
 pub mod inventory;
 pub mod oci;
 pub mod outcome;
@@ -26,3 +32,4 @@ pub mod state;
 pub mod sync;
 pub mod transfer;
 pub mod upgrade;
+pub mod yaml_bounds;

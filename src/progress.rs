@@ -155,7 +155,14 @@ impl Progress {
     }
 
     fn advance(&self, n: u64) {
-        let first = *self.inner.first_byte.get_or_init(Instant::now);
+        let first = *self.inner.first_byte.get_or_init(|| {
+            // The bar's rate and ETA start with the first moved byte, not
+            // with the planning before it.
+            if let Some(total) = &self.inner.total {
+                total.reset_elapsed();
+            }
+            Instant::now()
+        });
         let done = self.inner.done_bytes.fetch_add(n, Ordering::Relaxed) + n;
         if let Some(total) = &self.inner.total {
             total.set_position(done);
@@ -205,10 +212,20 @@ impl Transfer {
         self.progress.remove_total(n);
     }
 
+    /// No progress for a whole stall timeout: the bar says "stalled"
+    /// until the retry resets it (the registry client also logs a warning,
+    /// which is what line mode shows).
+    pub fn stalled(&mut self) {
+        if let Some(b) = &self.bar {
+            b.set_prefix("stalled");
+        }
+    }
+
     /// A retry starts the transfer over: take back what was counted.
     pub fn reset(&mut self) {
         if let Some(b) = &self.bar {
             b.set_position(0);
+            b.set_prefix("push");
         }
         self.progress
             .inner

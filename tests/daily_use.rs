@@ -404,3 +404,29 @@ fn no_user_facing_message_cites_the_spec() {
     }
     assert!(offenders.is_empty(), "{}", offenders.join("\n"));
 }
+
+#[test]
+fn version_prints_the_bundle_format_and_the_commit() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let o = bundler(root, &["--version"]);
+    assert!(o.status.success());
+    let v = stdout(&o);
+    assert!(
+        v.contains(&format!(
+            "bundle format {}",
+            bundler::bundle::format::FORMAT_VERSION
+        )),
+        "{v}"
+    );
+    let head = std::process::Command::new("git")
+        .args(["rev-parse", "--short=12", "HEAD"])
+        .current_dir(root)
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string());
+    match head {
+        Some(h) => assert!(v.contains(&format!("commit {h}")), "{v} (HEAD is {h})"),
+        None => assert!(v.contains("commit "), "{v}"),
+    }
+}

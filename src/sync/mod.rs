@@ -68,6 +68,9 @@ pub struct SyncArgs {
     /// Print a JSON summary on stdout (also on failure, with an `error` field).
     #[arg(long)]
     pub json: bool,
+    /// Publish charts even when they render images that are not in the target registry.
+    #[arg(long)]
+    pub allow_unrelocated: bool,
     #[command(flatten)]
     pub transport: crate::oci::TransportArgs,
 }
@@ -80,35 +83,22 @@ pub async fn run(args: &SyncArgs) -> anyhow::Result<()> {
         ));
     }
     let config = SyncConfig::load(&args.config)?;
+    crate::interrupt::install("sync");
+    crate::interrupt::doing(format!("syncing with {}", args.config.display()));
     let progress = Progress::auto(args.json || args.print_images);
     let platforms = parse_platforms(&args.platform)?;
 
     // 1. Everything that needs no network.
     let selected = bundles::open_selected(&config, &progress)?;
     if args.verify {
-        for b in &selected {
-            crate::bundle::verify::verify(&b.reader, &progress).with_context(|| {
-                format!(
-                    "bundle {} failed verification; nothing was pushed",
-                    b.reader.label
-                )
-            })?;
-        }
+        verify_all(&selected, &progress)?;
     }
     let chosen = bundles::select_images(&selected, &config, &platforms)?;
     let prepared = charts::prepare_all(&selected, &config, &chosen.platform_map)?;
     let mut summary = SyncSummary {
         dry_run: args.dry_run,
         bundles: selected.iter().map(|b| b.reader.label.clone()).collect(),
-        images: chosen
-            .jobs
-            .iter()
-            .map(|j| ImageLine {
-                from: j.image.reference.to_string(),
-                to: j.target.to_string(),
-                digest: j.image.root.digest.to_string(),
-            })
-            .collect(),
+        images: chosen.jobs.iter().map(ImageLine::of).collect(),
         ..SyncSummary::default()
     };
     if args.print_images {
@@ -122,15 +112,7 @@ pub async fn run(args: &SyncArgs) -> anyhow::Result<()> {
         return print_dry_run(args, &selected, &target_desc, summary, started);
     }
 
-    let client = RegistryClient::new(
-        ClientOptions {
-            insecure: args.transport.insecure(),
-            ca_file: args.transport.ca_file.clone(),
-            max_connections: args.concurrency * 4,
-            ..env_tuning(ClientOptions::default())
-        },
-        charts::credential_store(&config),
-    )?;
+    let client = registry_client(args, &config)?;
     crate::outcome::record(&summary);
 
     // 2-3. Images (into Harbor projects made first when asked to).
@@ -164,8 +146,24 @@ pub async fn run(args: &SyncArgs) -> anyhow::Result<()> {
         summary.bytes_uploaded = client.stats().bytes_uploaded;
         summary.retries = client.stats().retries;
         summary.bytes_read = report::bytes_read();
+        summary.seconds = started.elapsed().as_secs_f64();
         crate::outcome::record(&summary);
         result?;
+    }
+
+    // 3b. Prove it: the charts to publish render only images in the target.
+    if let Some(target) = config.image_registry() {
+        let inputs = charts::proof_inputs(&prepared);
+        summary.unrelocated =
+            crate::chart::render_check::prove_all_synced(&inputs, &target, &client, &progress)
+                .await?;
+        crate::outcome::record(&summary);
+        let refused = "no chart was published";
+        crate::chart::render_check::refuse_misses(
+            &summary.unrelocated,
+            args.allow_unrelocated,
+            refused,
+        )?;
     }
 
     // 4. Charts, relocated in step 1.
@@ -185,6 +183,7 @@ pub async fn run(args: &SyncArgs) -> anyhow::Result<()> {
         &mut summary.charts,
     )
     .await;
+    summary.seconds = started.elapsed().as_secs_f64();
     crate::outcome::record(&summary);
     let synced = published?;
     progress.finish();
@@ -208,6 +207,31 @@ pub async fn run(args: &SyncArgs) -> anyhow::Result<()> {
         println!("{}", summary.text());
     }
     Ok(())
+}
+
+/// `--verify`: every blob of every bundle read and checked first.
+fn verify_all(selected: &[bundles::SelectedBundle], progress: &Progress) -> anyhow::Result<()> {
+    for b in selected {
+        crate::bundle::verify::verify(&b.reader, progress).with_context(|| {
+            format!(
+                "bundle {} failed verification; nothing was pushed",
+                b.reader.label
+            )
+        })?;
+    }
+    Ok(())
+}
+
+fn registry_client(args: &SyncArgs, config: &SyncConfig) -> anyhow::Result<RegistryClient> {
+    RegistryClient::new(
+        ClientOptions {
+            insecure: args.transport.insecure(),
+            ca_file: args.transport.ca_file.clone(),
+            max_connections: args.concurrency * 4,
+            ..env_tuning(ClientOptions::default())
+        },
+        charts::credential_store(config),
+    )
 }
 
 /// Plan, then the two transfer phases; the summary is filled in as far as

@@ -30,6 +30,9 @@ pub struct SyncSummary {
     pub bytes_read: Option<u64>,
     pub retries: u64,
     pub charts: Vec<ChartLine>,
+    /// Rendered images not in the target (accepted with --allow-unrelocated).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub unrelocated: Vec<crate::chart::render_check::Miss>,
     pub seconds: f64,
 }
 
@@ -39,6 +42,16 @@ pub struct ImageLine {
     pub from: String,
     pub to: String,
     pub digest: String,
+}
+
+impl ImageLine {
+    pub fn of(job: &crate::transfer::ImageJob) -> Self {
+        ImageLine {
+            from: job.image.reference.to_string(),
+            to: job.target.to_string(),
+            digest: job.image.root.digest.to_string(),
+        }
+    }
 }
 
 #[derive(Debug, Serialize)]
@@ -218,7 +231,8 @@ impl Failures {
         order
             .into_iter()
             .map(|k| {
-                let g = by.remove(&k).unwrap();
+                let mut g = by.remove(&k).unwrap();
+                g.images.sort();
                 let text = if g.shown.len() == 1 {
                     g.shown.into_iter().next().unwrap()
                 } else {

@@ -4,11 +4,12 @@
 #![allow(dead_code)]
 
 pub mod chart_server;
-pub mod fake_helm;
 pub mod faulty_proxy;
 pub mod images;
+pub mod kube_api;
 pub mod registry;
 pub mod runtimes;
+pub mod standins;
 pub mod token_registry;
 
 use std::path::{Path, PathBuf};

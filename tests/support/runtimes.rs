@@ -136,9 +136,14 @@ pub fn start_dockerd() -> Result<Daemon, String> {
     let dir = short_tempdir("dkd");
     let d = dir.path();
     let socket = d.join("d.sock");
+    // Its own (empty) daemon.json: a machine-wide /etc/docker/daemon.json
+    // must not change what is tested.
+    std::fs::write(d.join("daemon.json"), "{}").unwrap();
     let log = std::fs::File::create(d.join("log")).unwrap();
     let child = Command::new("dockerd")
         .args(["--iptables=false", "--bridge=none", "--storage-driver=vfs"])
+        .arg("--config-file")
+        .arg(d.join("daemon.json"))
         .arg("--data-root")
         .arg(d.join("data"))
         .arg("--exec-root")
