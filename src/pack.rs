@@ -118,11 +118,6 @@ pub struct PackArgs {
     /// Print a JSON summary on stdout.
     #[arg(long)]
     pub json: bool,
-    /// Write delta bundles: leave out the layers these files say the site
-    /// has (an inventory from `bundler inventory`, an earlier offline
-    /// package, bundles, or a directory of bundles), by exact digest.
-    #[arg(long, value_name = "FILE", num_args = 1..)]
-    pub against: Vec<std::path::PathBuf>,
     /// Print every image with where it comes from (values path, hints
     /// file, archive, rendered template) and exit; no blob is downloaded.
     #[arg(long)]
@@ -134,6 +129,11 @@ pub struct PackArgs {
     /// that are not relocated (they are still reported).
     #[arg(long)]
     pub allow_unrelocated: bool,
+    /// Write delta bundles: leave out the layers these files say the site
+    /// has (an inventory from `bundler inventory`, an earlier offline
+    /// package, bundles, or a directory of bundles), by exact digest.
+    #[arg(long, value_name = "FILE", num_args = 1..)]
+    pub against: Vec<std::path::PathBuf>,
     #[command(flatten)]
     pub transport: crate::oci::TransportArgs,
 }
@@ -294,14 +294,14 @@ pub async fn run(args: &PackArgs) -> anyhow::Result<()> {
         let auth = manifest.chart_auth.get(&entry.name);
         let (chart, tgz) =
             crate::chart::repo::fetch_with_auth(entry, &base_dir, &client, &fetch_opts, auth)
-                .await
-                .with_context(|| {
-                    format!(
-                        "fetching chart {} from the bundle manifest {}",
-                        entry.name,
-                        manifest.file.display()
-                    )
-                })?;
+            .await
+            .with_context(|| {
+                format!(
+                    "fetching chart {} from the bundle manifest {}",
+                    entry.name,
+                    manifest.file.display()
+                )
+            })?;
         let release = ReleaseDefaults::from(entry.release.as_ref());
         let rendered = helm
             .as_deref()

@@ -802,14 +802,14 @@ fn sigterm_during_sync_says_what_was_interrupted_keeps_chunked_state_and_the_rer
     let proxy = support::faulty_proxy::FaultyProxy::start(
         reg.host().rsplit(':').next().unwrap().parse().unwrap(),
         support::faulty_proxy::Faults {
-            latency: Duration::from_millis(300),
+            latency: Duration::from_millis(1000),
             ..support::faulty_proxy::Faults::none()
         },
     );
     let site = d.join("site");
     std::fs::create_dir_all(&site).unwrap();
     let cfg = sync_config(&site, &out, &proxy.host(), None);
-    // The 2 MiB layer goes up in 128 KiB PATCHes, one per 300 ms.
+    // The 2 MiB layer goes up in 128 KiB PATCHes, one per second.
     let chunked = [
         ("BUNDLER_CHUNK_THRESHOLD", "1048576"),
         ("BUNDLER_CHUNK_SIZE", "131072"),
@@ -830,7 +830,13 @@ fn sigterm_during_sync_says_what_was_interrupted_keeps_chunked_state_and_the_rer
         Duration::from_secs(60),
     )
     .expect("no chunked-upload state was written");
-    std::thread::sleep(Duration::from_millis(700));
+    // The next PATCH is now waiting in the proxy's latency: taking the
+    // registry away before it is forwarded leaves the registry holding
+    // exactly what the state file says (docker-registry cancels a session
+    // whose offset moved behind the client's back, so a kill while a chunk
+    // is being written could not resume against it anyway).
+    proxy.set_down(true);
+    std::thread::sleep(Duration::from_millis(1500));
     // SAFETY: signalling our own child.
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
     let o = child.wait_with_output().unwrap();
@@ -852,6 +858,7 @@ fn sigterm_during_sync_says_what_was_interrupted_keeps_chunked_state_and_the_rer
     assert!(left.is_empty(), "{left:?}");
 
     proxy.set_faults(support::faulty_proxy::Faults::none());
+    proxy.set_down(false);
     let mut env = chunked.to_vec();
     env.push(("BUNDLER_LOG", "bundler=info"));
     let o = run(

@@ -1211,3 +1211,93 @@ fn upload_chart(museum: &support::chart_server::ChartServer, user_pass: &str, tg
     s.read_to_string(&mut resp).unwrap();
     assert!(resp.starts_with("HTTP/1.1 201"), "upload: {resp}");
 }
+
+/// Seed 002: skoala on the global service cluster, skoala-init on a worker
+/// cluster, upgraded together (`NAME@CONTEXT`); the worker's fails, so both
+/// clusters end where they started, each asked only about its own release.
+fn two_clusters(major: u32) {
+    let site = Site::new(major, &[]);
+    let worker = KubeApi::start();
+    let tgz = site.chart_tgz("side", "0.1.0");
+    let values = site.dir().join("current-values.yaml");
+    let wait = site.wait();
+    worker.helm(
+        major,
+        &[
+            "install",
+            "side",
+            &tgz,
+            "-n",
+            "shop",
+            "--create-namespace",
+            wait,
+        ],
+    );
+    worker.helm(
+        major,
+        &[
+            "upgrade",
+            "side",
+            &tgz,
+            "-n",
+            "shop",
+            "-f",
+            &values.display().to_string(),
+            wait,
+        ],
+    );
+    worker.never_ready("helm.sh/chart=side-0.2.0");
+    let kubeconfig = site.dir().join("two-clusters.kubeconfig");
+    std::fs::write(
+        &kubeconfig,
+        support::kube_api::kubeconfig(&[("global", &site.api), ("worker", &worker)], "global"),
+    )
+    .unwrap();
+    let kc = kubeconfig.display().to_string();
+    let out = site.bundler(&[
+        "upgrade",
+        "web@global",
+        "side@worker",
+        "--kubeconfig",
+        &kc,
+        "--timeout",
+        "3s",
+    ]);
+    assert_eq!(out.status.code(), Some(4), "{}", text(&out));
+    let stdout = support::stdout(&out);
+    assert!(stdout.contains("upgraded web in shop"), "{stdout}");
+    assert!(stdout.contains("--kube-context worker"), "{stdout}");
+    assert_eq!(
+        site.api.history("web", "shop")[3],
+        (4, "deployed".into(), "demo-0.1.0".into())
+    );
+    assert_eq!(
+        worker.history("side", "shop")[3],
+        (4, "deployed".into(), "side-0.1.0".into())
+    );
+    // each cluster was asked about its own release only
+    assert!(
+        !site
+            .api
+            .requests()
+            .iter()
+            .any(|r| r.contains("name%3Dside")),
+        "{:?}",
+        site.api.requests()
+    );
+    assert!(
+        !worker.requests().iter().any(|r| r.contains("name%3Dweb")),
+        "{:?}",
+        worker.requests()
+    );
+}
+
+#[test]
+fn two_clusters_one_product_v4() {
+    two_clusters(4);
+}
+
+#[test]
+fn two_clusters_one_product_v3() {
+    two_clusters(3);
+}

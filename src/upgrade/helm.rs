@@ -204,6 +204,22 @@ impl Helm {
         }
     }
 
+    /// The same helm, reaching the cluster through kubeconfig context `ctx`.
+    pub fn with_context(&self, ctx: &str) -> Helm {
+        let mut h = self.clone();
+        let mut cluster = vec!["--kube-context".to_string(), ctx.to_string()];
+        let mut rest = self.cluster.iter();
+        while let Some(a) = rest.next() {
+            if a == "--kube-context" {
+                rest.next();
+            } else {
+                cluster.push(a.clone());
+            }
+        }
+        h.cluster = cluster;
+        h
+    }
+
     /// `args` plus the cluster flags: the argv of a call that reaches the cluster.
     pub fn on_cluster(&self, mut args: Vec<String>) -> Vec<String> {
         args.extend(self.cluster.iter().cloned());

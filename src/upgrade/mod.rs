@@ -90,7 +90,8 @@ impl Out {
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct UpgradeArgs {
-    /// The releases to upgrade, in this order (e.g. skoala skoala-init).
+    /// The releases to upgrade, in this order (e.g. skoala skoala-init);
+    /// NAME@CONTEXT reaches that release through another kubeconfig context.
     #[arg(required_unless_present = "all", conflicts_with = "all")]
     pub releases: Vec<String>,
     /// Every chart of the synced package that has a release (with
@@ -151,21 +152,7 @@ pub struct UpgradeArgs {
 
 pub async fn run(args: &UpgradeArgs) -> anyhow::Result<()> {
     let out = Out { json: args.json };
-    let timeout = helm::parse_duration(&args.timeout)
-        .map_err(|e| input_error(format!("--timeout {}: {e:#}", args.timeout)))?;
-    if (args.chart.is_some() || args.version.is_some()) && (args.all || args.releases.len() > 1) {
-        return Err(input_error(
-            "--chart and --version name one chart: give them with one release only",
-        ));
-    }
-    for f in &args.values {
-        if !f.is_file() {
-            return Err(input_error(format!(
-                "{}: values file not found (-f)",
-                f.display()
-            )));
-        }
-    }
+    let timeout = check_flags(args)?;
 
     // ---- inputs: config (optional), sync state, helm ----
     let config = plan::load_config(&args.config)?;
@@ -190,18 +177,11 @@ pub async fn run(args: &UpgradeArgs) -> anyhow::Result<()> {
         args,
         config: config.as_ref(),
         state: &state,
-        helm: &helm,
         out: &out,
         access: access::Access::default(),
     };
-    let mut plans = Vec::new();
-    for r in &releases {
-        if plans.iter().any(|p: &Plan| &p.release == r) {
-            return Err(input_error(format!("release {r} is named twice")));
-        }
-        plans.push(plan::prepare(&mut cx, r).await?);
-    }
-    let mut summaries: Vec<ReleaseSummary> = plans.iter().map(|p| summary_of(&helm, p)).collect();
+    let plans = make_plans(&mut cx, &helm, &releases).await?;
+    let mut summaries: Vec<ReleaseSummary> = plans.iter().map(summary_of).collect();
     if args.dry_run {
         for s in &summaries {
             out.say(format!("dry run: would run\n  {}", s.upgrade_command));
@@ -209,14 +189,89 @@ pub async fn run(args: &UpgradeArgs) -> anyhow::Result<()> {
         out.say("dry run: nothing was changed");
         return print_json(args, &helm, "planned", summaries);
     }
-
     crate::outcome::record(&summary(args, &helm, "planned", summaries.clone()));
 
     // ---- 5. upgrade in order; 6. on failure roll back in reverse ----
-    let mut failure = None;
+    match upgrade_in_order(&plans, &mut summaries, timeout, &out).await? {
+        None => {
+            settle(&plans, &mut summaries).await;
+            out.say(stand_line(&summaries));
+            print_json(args, &helm, "upgraded", summaries)
+        }
+        Some((failed, why)) => {
+            let undo = undo_run(&plans, &mut summaries, failed, timeout, &out).await;
+            let outcome = if undo.errors.is_empty() {
+                "rolled-back"
+            } else {
+                "failed"
+            };
+            // with --json, cli prints the recorded summary beside the error
+            crate::outcome::record(&summary(args, &helm, outcome, summaries));
+            Err(failure_error(&plans, failed, &why, &undo))
+        }
+    }
+}
+
+/// Flag checks that need no cluster; returns `--timeout` as a duration.
+fn check_flags(args: &UpgradeArgs) -> anyhow::Result<Duration> {
+    let timeout = helm::parse_duration(&args.timeout)
+        .map_err(|e| input_error(format!("--timeout {}: {e:#}", args.timeout)))?;
+    if (args.chart.is_some() || args.version.is_some()) && (args.all || args.releases.len() > 1) {
+        return Err(input_error(
+            "--chart and --version name one chart: give them with one release only",
+        ));
+    }
+    for f in &args.values {
+        if !f.is_file() {
+            return Err(input_error(format!(
+                "{}: values file not found (-f)",
+                f.display()
+            )));
+        }
+    }
+    Ok(timeout)
+}
+
+/// Steps 1-4 for every release (`NAME` or `NAME@CONTEXT`), in order.
+async fn make_plans(
+    cx: &mut plan::RunContext<'_>,
+    helm: &Helm,
+    releases: &[String],
+) -> anyhow::Result<Vec<Plan>> {
+    let mut plans: Vec<Plan> = Vec::new();
+    for spec in releases {
+        // NAME@CONTEXT: this release lives in another cluster (seed 002:
+        // skoala on the global service cluster, skoala-init on a worker)
+        let (r, rhelm) = match spec.split_once('@') {
+            Some((r, ctx)) if !r.is_empty() && !ctx.is_empty() => (r, helm.with_context(ctx)),
+            Some(_) => {
+                return Err(input_error(format!(
+                    "{spec}: write a release as NAME or NAME@KUBE-CONTEXT"
+                )))
+            }
+            None => (spec.as_str(), helm.clone()),
+        };
+        if plans
+            .iter()
+            .any(|p| p.release == r && p.helm.cluster == rhelm.cluster)
+        {
+            return Err(input_error(format!("release {spec} is named twice")));
+        }
+        plans.push(plan::prepare(cx, r, rhelm).await?);
+    }
+    Ok(plans)
+}
+
+/// Run every upgrade in order; stop at the first failure: (index, why).
+async fn upgrade_in_order(
+    plans: &[Plan],
+    summaries: &mut [ReleaseSummary],
+    timeout: Duration,
+    out: &Out,
+) -> anyhow::Result<Option<(usize, String)>> {
     for (i, p) in plans.iter().enumerate() {
         out.say(format!("running {}", summaries[i].upgrade_command));
-        let r = helm.change(&p.upgrade, timeout).await?;
+        let r = p.helm.change(&p.upgrade, timeout).await?;
         if r.ok {
             let what = if p.current.is_some() {
                 "upgraded"
@@ -238,19 +293,34 @@ pub async fn run(args: &UpgradeArgs) -> anyhow::Result<()> {
         let why = redact(r.stderr.trim());
         out.say(format!("helm upgrade of {} failed: {why}", p.release));
         summaries[i].outcome = "failed".into();
-        failure = Some((i, why));
-        break;
+        return Ok(Some((i, why)));
     }
-    let Some((failed, why)) = failure else {
-        settle(&helm, &plans, &mut summaries).await;
-        out.say(stand_line(&summaries));
-        return print_json(args, &helm, "upgraded", summaries);
-    };
-    let mut rollback_errors = Vec::new();
+    Ok(None)
+}
+
+/// What undoing a failed run found.
+struct UndoReport {
+    errors: Vec<String>,
+    /// The failed release itself had no new revision.
+    failed_untouched: bool,
+    /// "now: web stands at revision 4 (deployed), ..."
+    stands: String,
+}
+
+/// Roll back the failed release and those upgraded before it, in reverse
+/// order; then read where every release stands.
+async fn undo_run(
+    plans: &[Plan],
+    summaries: &mut [ReleaseSummary],
+    failed: usize,
+    timeout: Duration,
+    out: &Out,
+) -> UndoReport {
+    let mut errors = Vec::new();
     let mut failed_untouched = false;
     for i in (0..=failed).rev() {
         let p = &plans[i];
-        match roll_back(&helm, p, timeout, &out).await {
+        match roll_back(p, timeout, out).await {
             Ok(Undo::NothingChanged) => {
                 summaries[i].outcome = "failed-unchanged".into();
                 failed_untouched |= i == failed;
@@ -258,38 +328,37 @@ pub async fn run(args: &UpgradeArgs) -> anyhow::Result<()> {
             Ok(Undo::Done) => summaries[i].outcome = "rolled-back".into(),
             Err(e) => {
                 summaries[i].outcome = "rollback-failed".into();
-                rollback_errors.push(format!("{}: {e:#}", p.release));
+                errors.push(format!("{}: {e:#}", p.release));
             }
         }
     }
     for s in summaries.iter_mut().skip(failed + 1) {
         s.outcome = "not-started".into();
     }
-    settle(&helm, &plans, &mut summaries).await;
-    let stands = stand_line(&summaries);
+    settle(plans, summaries).await;
+    let stands = stand_line(summaries);
     out.say(&stands);
+    UndoReport {
+        errors,
+        failed_untouched,
+        stands,
+    }
+}
+
+/// The run's error: what failed, where each release stands, the backups
+/// and the commands to restore by hand.
+fn failure_error(plans: &[Plan], failed: usize, why: &str, undo: &UndoReport) -> anyhow::Error {
     let p = &plans[failed];
     let backups: Vec<String> = plans[..=failed]
         .iter()
         .filter_map(|p| p.backup.as_ref().map(|b| b.display().to_string()))
         .collect();
-    let by_hand: Vec<String> = plans[..=failed]
-        .iter()
-        .rev()
-        .map(|p| restore_command(&helm, p))
-        .collect();
-    let outcome = if rollback_errors.is_empty() {
-        "rolled-back"
-    } else {
-        "failed"
-    };
-    // with --json, cli prints the recorded summary beside the error
-    crate::outcome::record(&summary(args, &helm, outcome, summaries));
+    let by_hand: Vec<String> = plans[..=failed].iter().rev().map(restore_command).collect();
     let back_to = match p.from_revision() {
-        Some(rev) if failed_untouched => {
+        Some(rev) if undo.failed_untouched => {
             format!("it still stands at revision {rev} (helm wrote no new revision)")
         }
-        None if failed_untouched => "it was not installed".to_string(),
+        None if undo.failed_untouched => "it was not installed".to_string(),
         Some(rev) => format!("rolled back to revision {rev}"),
         None => "uninstalled again".to_string(),
     };
@@ -306,7 +375,8 @@ pub async fn run(args: &UpgradeArgs) -> anyhow::Result<()> {
         String::new()
     };
     let tail = format!(
-        "{stands}. Values backup(s): {}. To restore by hand: {}",
+        "{}. Values backup(s): {}. To restore by hand: {}",
+        undo.stands,
         if backups.is_empty() {
             "none".to_string()
         } else {
@@ -314,16 +384,16 @@ pub async fn run(args: &UpgradeArgs) -> anyhow::Result<()> {
         },
         by_hand.join("; ")
     );
-    if rollback_errors.is_empty() {
-        Err(anyhow::Error::new(RolledBack(format!(
+    if undo.errors.is_empty() {
+        anyhow::Error::new(RolledBack(format!(
             "helm upgrade of {} failed ({why}); {back_to}.{others} {tail}",
             p.release
-        ))))
+        )))
     } else {
-        bail!(
+        anyhow::anyhow!(
             "helm upgrade of {} failed ({why}) and rolling back failed too: {}. {tail}",
             p.release,
-            rollback_errors.join("; ")
+            undo.errors.join("; ")
         )
     }
 }
@@ -382,7 +452,8 @@ enum Undo {
 
 /// Put one release back where it stood: `helm rollback` to the backed-up
 /// revision, or `helm uninstall` when it was installed by this run.
-async fn roll_back(helm: &Helm, p: &Plan, timeout: Duration, out: &Out) -> anyhow::Result<Undo> {
+async fn roll_back(p: &Plan, timeout: Duration, out: &Out) -> anyhow::Result<Undo> {
+    let helm = &p.helm;
     // an upgrade that failed before writing a revision left nothing to undo
     if let Ok(latest) = helm.latest(&p.release, &p.namespace).await {
         let unchanged = match (&latest, p.from_revision()) {
@@ -441,9 +512,9 @@ async fn roll_back(helm: &Helm, p: &Plan, timeout: Duration, out: &Out) -> anyho
 }
 
 /// Read where each release stands now (helm history), for the summary.
-async fn settle(helm: &Helm, plans: &[Plan], summaries: &mut [ReleaseSummary]) {
+async fn settle(plans: &[Plan], summaries: &mut [ReleaseSummary]) {
     for (p, s) in plans.iter().zip(summaries.iter_mut()) {
-        match helm.latest(&p.release, &p.namespace).await {
+        match p.helm.latest(&p.release, &p.namespace).await {
             Ok(Some(h)) => {
                 s.revision = Some(h.revision);
                 s.status = Some(h.status);
@@ -469,7 +540,8 @@ fn stand_line(summaries: &[ReleaseSummary]) -> String {
     format!("now: {}", parts.join(", "))
 }
 
-fn summary_of(helm: &Helm, p: &Plan) -> ReleaseSummary {
+fn summary_of(p: &Plan) -> ReleaseSummary {
+    let helm = &p.helm;
     ReleaseSummary {
         release: p.release.clone(),
         namespace: p.namespace.clone(),
@@ -489,7 +561,8 @@ fn summary_of(helm: &Helm, p: &Plan) -> ReleaseSummary {
 }
 
 /// What to run by hand to put a release back where it stood.
-fn restore_command(helm: &Helm, p: &Plan) -> String {
+fn restore_command(p: &Plan) -> String {
+    let helm = &p.helm;
     let Some(rev) = p.from_revision() else {
         return display_command(
             &helm.path,

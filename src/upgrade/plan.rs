@@ -33,6 +33,8 @@ pub struct Plan {
     pub missing_images: Vec<String>,
     /// The `helm upgrade` argv (without the program).
     pub upgrade: Vec<String>,
+    /// helm with this release's cluster flags.
+    pub helm: Helm,
 }
 
 impl Plan {
@@ -46,13 +48,15 @@ pub struct RunContext<'a> {
     pub args: &'a UpgradeArgs,
     pub config: Option<&'a SyncConfig>,
     pub state: &'a SyncState,
-    pub helm: &'a Helm,
     pub out: &'a Out,
     pub access: Access,
 }
 
-pub async fn prepare(cx: &mut RunContext<'_>, release: &str) -> anyhow::Result<Plan> {
-    let (args, helm, out) = (cx.args, cx.helm, cx.out);
+/// Plan `release`, reached through `helm` (whose cluster flags may name
+/// another context than the run's).
+pub async fn prepare(cx: &mut RunContext<'_>, release: &str, helm: Helm) -> anyhow::Result<Plan> {
+    let (args, out) = (cx.args, cx.out);
+    let helm = &helm;
     let synced = find_synced(cx.state, release, args.chart.as_deref());
 
     // ---- 1. find the release ----
@@ -129,50 +133,8 @@ pub async fn prepare(cx: &mut RunContext<'_>, release: &str) -> anyhow::Result<P
     let current_values = values::parse_values(&current_text, "`helm get values` output")?;
 
     // ---- 3. the values diff ----
-    let mut new_values = current_values.clone();
-    values::apply_set(&mut new_values, &format!("global.imageRegistry={registry}"));
-    for f in &args.values {
-        let text =
-            std::fs::read_to_string(f).with_context(|| format!("reading {}", f.display()))?;
-        values::merge(
-            &mut new_values,
-            values::parse_values(&text, &f.display().to_string())
-                .map_err(|e| input_error(format!("{e:#}")))?,
-        );
-    }
-    for s in &args.set {
-        values::apply_set(&mut new_values, s);
-    }
-    let values_diff = values::diff(&current_values, &new_values);
-    if values_diff.is_empty() {
-        out.say(format!("{release} values: no change"));
-    } else {
-        out.say(format!("{release} values diff (current -> new):"));
-        for l in &values_diff {
-            out.say(format!("  {l}"));
-        }
-    }
-
-    // value flags shared by template and upgrade
-    let mut value_flags = Vec::new();
-    if let Some(b) = &backup {
-        value_flags.push("-f".to_string());
-        value_flags.push(b.to_string_lossy().into_owned());
-    }
-    value_flags.push("--set".into());
-    value_flags.push(format!("global.imageRegistry={registry}"));
-    if let Some(v) = &chart.version {
-        value_flags.push("--version".into());
-        value_flags.push(v.clone());
-    }
-    for f in &args.values {
-        value_flags.push("-f".into());
-        value_flags.push(f.to_string_lossy().into_owned());
-    }
-    for s in &args.set {
-        value_flags.push("--set".into());
-        value_flags.push(s.clone());
-    }
+    let values_diff = show_values_diff(args, release, &registry, &current_values, out)?;
+    let value_flags = value_flags(args, backup.as_deref(), &registry, chart.version.as_deref());
 
     // ---- 4. pre-flight ----
     let mut template = strings(&["template", release, &chart.chart, "-n", &ns]);
@@ -216,7 +178,73 @@ pub async fn prepare(cx: &mut RunContext<'_>, release: &str) -> anyhow::Result<P
         images,
         missing_images: missing,
         upgrade,
+        helm: helm.clone(),
     })
+}
+
+/// The values the upgrade applies (current + registry + `-f` + `--set`,
+/// merged as helm merges them), diffed against the current ones and shown.
+fn show_values_diff(
+    args: &UpgradeArgs,
+    release: &str,
+    registry: &str,
+    current: &serde_yaml_ng::Value,
+    out: &Out,
+) -> anyhow::Result<Vec<String>> {
+    let mut new_values = current.clone();
+    values::apply_set(&mut new_values, &format!("global.imageRegistry={registry}"));
+    for f in &args.values {
+        let text =
+            std::fs::read_to_string(f).with_context(|| format!("reading {}", f.display()))?;
+        values::merge(
+            &mut new_values,
+            values::parse_values(&text, &f.display().to_string())
+                .map_err(|e| input_error(format!("{e:#}")))?,
+        );
+    }
+    for s in &args.set {
+        values::apply_set(&mut new_values, s);
+    }
+    let diff = values::diff(current, &new_values);
+    if diff.is_empty() {
+        out.say(format!("{release} values: no change"));
+    } else {
+        out.say(format!("{release} values diff (current -> new):"));
+        for l in &diff {
+            out.say(format!("  {l}"));
+        }
+    }
+    Ok(diff)
+}
+
+/// The value flags shared by `template` and `upgrade`: the backup first,
+/// then the registry, then the user's `-f` and `--set` in order.
+fn value_flags(
+    args: &UpgradeArgs,
+    backup: Option<&Path>,
+    registry: &str,
+    version: Option<&str>,
+) -> Vec<String> {
+    let mut flags = Vec::new();
+    if let Some(b) = backup {
+        flags.push("-f".to_string());
+        flags.push(b.to_string_lossy().into_owned());
+    }
+    flags.push("--set".into());
+    flags.push(format!("global.imageRegistry={registry}"));
+    if let Some(v) = version {
+        flags.push("--version".into());
+        flags.push(v.to_string());
+    }
+    for f in &args.values {
+        flags.push("-f".into());
+        flags.push(f.to_string_lossy().into_owned());
+    }
+    for s in &args.set {
+        flags.push("--set".into());
+        flags.push(s.clone());
+    }
+    flags
 }
 
 /// Check the images; refuse (unless `--force`) when one is missing or
