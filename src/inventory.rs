@@ -142,7 +142,7 @@ async fn try_write_after_sync<'a>(
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
     // Two syncs beside the same config must not drop each other's images.
-    let _lock = lock_file(&path.with_extension("lock"))?;
+    let _lock = crate::atomic_file::DirLock::acquire(path.parent().unwrap_or(Path::new(".")))?;
     match Inventory::load(&path) {
         Ok(older) => inv.merge_older(older),
         Err(e) if path.exists() => {
@@ -151,23 +151,6 @@ async fn try_write_after_sync<'a>(
         Err(_) => {}
     }
     inv.write(&path)
-}
-
-/// An exclusive `flock` on `path`, released when the file is closed.
-fn lock_file(path: &Path) -> anyhow::Result<std::fs::File> {
-    use std::os::fd::AsRawFd;
-    let f = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(path)
-        .with_context(|| format!("opening lock file {}", path.display()))?;
-    // SAFETY: flock on a file descriptor this function owns.
-    if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) } != 0 {
-        return Err(std::io::Error::last_os_error())
-            .with_context(|| format!("locking {}", path.display()));
-    }
-    Ok(f)
 }
 
 /// `.bundler/inventory.json` beside the sync config.

@@ -727,3 +727,78 @@ fn delta_of_a_multi_platform_image_syncs_one_platform() {
     let target = format!("{}/prod/multi:1.1", src.host().replace(':', "_"));
     assert_eq!(skopeo_digest(&site_reg, &target), Some(amd_v2));
 }
+
+/// The inventory travels back to the connected side: it holds names and
+/// digests, never the registry's credentials (the target needs basic auth).
+#[test]
+fn inventory_of_an_authenticated_registry_holds_no_credentials() {
+    use support::registry::{PASSWORD, USER};
+    let src = Registry::start(Mode::Plain);
+    let target = Registry::start(Mode::BasicAuth);
+    let work = tempfile::tempdir().unwrap();
+    let w = work.path();
+    let digest = images::push_simple(&src, w, "prod/app:1", &[b"layer"]);
+    let m = w.join("p.yaml");
+    std::fs::write(
+        &m,
+        format!(
+            "apiVersion: bundler/v1\nkind: BundleManifest\nmetadata: {{name: p, version: \"1\"}}\nspec:\n  images: [\"{}/prod/app:1\"]\n",
+            src.host()
+        ),
+    )
+    .unwrap();
+    let out = w.join("out");
+    let o = bundler(
+        w,
+        &[
+            "pack",
+            m.to_str().unwrap(),
+            "-o",
+            out.to_str().unwrap(),
+            "--insecure",
+        ],
+    );
+    assert!(o.status.success(), "pack: {}", stderr(&o));
+    let cfg = w.join("load-image.yaml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "source:\n  intermediateBundlesPath: {}\ntarget:\n  containerPrefixRegistry: {}\n  containers:\n    auth:\n      username: \"{USER}\"\n      password: \"{PASSWORD}\"\n",
+            out.display(),
+            target.host()
+        ),
+    )
+    .unwrap();
+    let (o, _) = sync(w, &cfg);
+    assert!(o.status.success(), "sync: {}", stderr(&o));
+    let inv = w.join("site.json");
+    let o = bundler(
+        w,
+        &[
+            "inventory",
+            "-c",
+            cfg.to_str().unwrap(),
+            "-o",
+            inv.to_str().unwrap(),
+            "--insecure",
+            "-vv",
+        ],
+    );
+    assert!(o.status.success(), "inventory: {}", stderr(&o));
+    for (what, text) in [
+        ("inventory", std::fs::read_to_string(&inv).unwrap()),
+        (
+            ".bundler/inventory.json",
+            std::fs::read_to_string(w.join(".bundler/inventory.json")).unwrap(),
+        ),
+        ("output", format!("{}{}", stdout(&o), stderr(&o))),
+    ] {
+        assert!(!text.contains(PASSWORD), "{what} holds the password");
+        assert!(
+            !text.contains(&format!("{USER}:")),
+            "{what} holds credentials"
+        );
+    }
+    let v = read_json(&inv);
+    assert_eq!(v["images"][0]["digest"], digest.as_str(), "{v}");
+}

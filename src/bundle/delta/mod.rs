@@ -151,21 +151,11 @@ impl Inventory {
         );
     }
 
-    /// Write atomically (temp name + rename).
+    /// Write atomically (unique temp name + rename).
     pub fn write(&self, path: &Path) -> anyhow::Result<()> {
         let mut bytes = serde_json::to_vec_pretty(self)?;
         bytes.push(b'\n');
-        let tmp = path.with_extension(format!("json.partial-{}", std::process::id()));
-        let result = std::fs::write(&tmp, &bytes)
-            .with_context(|| format!("writing {}", tmp.display()))
-            .and_then(|()| {
-                std::fs::rename(&tmp, path)
-                    .with_context(|| format!("renaming to {}", path.display()))
-            });
-        if result.is_err() {
-            let _ = std::fs::remove_file(&tmp);
-        }
-        result
+        crate::atomic_file::write_atomic(path, &bytes)
     }
 }
 
