@@ -235,6 +235,13 @@ pub async fn run(args: &PackArgs) -> anyhow::Result<()> {
     if !(args.print_images || args.dry_run) {
         std::fs::create_dir_all(&args.output)
             .with_context(|| format!("creating output directory {}", args.output.display()))?;
+        crate::interrupt::install("pack");
+        for p in crate::interrupt::remove_stale_partials(&args.output) {
+            tracing::info!(
+                "removed {} (left by a pack that no longer runs)",
+                p.display()
+            );
+        }
     }
 
     let client = RegistryClient::new(
@@ -267,15 +274,17 @@ pub async fn run(args: &PackArgs) -> anyhow::Result<()> {
     let mut plans: Vec<BundlePlan> = Vec::new();
     let mut listing = ImageListing::default();
     for entry in &manifest.charts {
-        let (chart, tgz) = crate::chart::repo::fetch(entry, &base_dir, &client, &fetch_opts)
-            .await
-            .with_context(|| {
-                format!(
-                    "fetching chart {} from the bundle manifest {}",
-                    entry.name,
-                    manifest.file.display()
-                )
-            })?;
+        let auth = manifest.chart_auth.get(&entry.name);
+        let (chart, tgz) =
+            crate::chart::repo::fetch_with_auth(entry, &base_dir, &client, &fetch_opts, auth)
+                .await
+                .with_context(|| {
+                    format!(
+                        "fetching chart {} from the bundle manifest {}",
+                        entry.name,
+                        manifest.file.display()
+                    )
+                })?;
         let release = ReleaseDefaults::from(entry.release.as_ref());
         let rendered = helm
             .as_deref()
@@ -418,14 +427,13 @@ pub async fn run(args: &PackArgs) -> anyhow::Result<()> {
         listing.print(args.json)?;
         return Ok(());
     }
-    if !summary.unrelocated.is_empty() && !args.allow_unrelocated {
-        if args.json {
-            println!("{}", serde_json::to_string_pretty(&summary)?);
-        }
-        return Err(
-            render_check::unrelocated_error(&summary.unrelocated).context("nothing was written")
-        );
-    }
+    // With --json, a failure prints the summary so far (the misses too).
+    crate::outcome::record(&summary);
+    render_check::refuse_misses(
+        &summary.unrelocated,
+        args.allow_unrelocated,
+        "nothing was written",
+    )?;
     if !manifest.images.is_empty() {
         let mut images = Vec::new();
         for src in &manifest.images {
@@ -483,6 +491,7 @@ pub async fn run(args: &PackArgs) -> anyhow::Result<()> {
         hints,
     } in plans
     {
+        crate::interrupt::doing(format!("writing {}", path.display()));
         // Shared with the blob tasks; unwrapped again for commit.
         let pending = Arc::new(
             writer::begin(&path, &spec).with_context(|| format!("writing {}", path.display()))?,
@@ -858,6 +867,7 @@ fn resolve_archive_images(
     path: &Path,
     platforms: Option<&[Platform]>,
 ) -> anyhow::Result<Vec<ResolvedImage>> {
+    crate::file_kind::check_path(path, "image archive", true)?;
     let images = archive::open_archive(path)
         .with_context(|| format!("reading image archive {}", path.display()))?;
     let mut out = Vec::new();
@@ -962,28 +972,19 @@ fn check_single_platform(
     )))
 }
 
+/// Unique temp name, removed on failure (a full disk must not leave a
+/// partial file behind either) and on SIGINT/SIGTERM.
 fn write_atomic(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
-    let tmp = path.with_extension("partial");
-    let result = std::fs::write(&tmp, bytes)
-        .with_context(|| format!("writing {}", tmp.display()))
-        .and_then(|()| {
-            std::fs::rename(&tmp, path).with_context(|| format!("renaming to {}", path.display()))
-        });
-    if result.is_err() {
-        // A full disk must not leave a partial file behind either.
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result
+    crate::atomic_file::write_atomic(path, bytes)
 }
 
 /// The outer offline package: an uncompressed, deterministic tar of the
 /// bundles and chart archives (kernel-side copies: `std::io::copy` between
 /// files uses copy_file_range on Linux).
 fn write_package(path: &Path, members: &[PathBuf]) -> anyhow::Result<()> {
-    let tmp = path.with_extension("tar.partial");
+    let tmp = crate::atomic_file::temp_path_for(path);
     let result = (|| -> anyhow::Result<()> {
-        let out =
-            std::fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
+        let out = crate::atomic_file::create_tracked(&tmp)?;
         let mut builder = tar::Builder::new(std::io::BufWriter::with_capacity(1 << 20, out));
         let mut sorted: Vec<&PathBuf> = members.iter().collect();
         sorted.sort_by_key(|p| p.file_name().map(|n| n.to_os_string()));
@@ -993,9 +994,14 @@ fn write_package(path: &Path, members: &[PathBuf]) -> anyhow::Result<()> {
                 .context("member without file name")?
                 .to_string_lossy()
                 .into_owned();
-            let mut f = std::fs::File::open(m)?;
+            let mut f =
+                std::fs::File::open(m).with_context(|| format!("opening {}", m.display()))?;
             let mut h = tar::Header::new_gnu();
-            h.set_size(f.metadata()?.len());
+            h.set_size(
+                f.metadata()
+                    .with_context(|| format!("reading {}", m.display()))?
+                    .len(),
+            );
             h.set_mode(0o644);
             h.set_mtime(0);
             h.set_uid(0);
@@ -1010,10 +1016,15 @@ fn write_package(path: &Path, members: &[PathBuf]) -> anyhow::Result<()> {
         f.sync_all()?;
         Ok(())
     })();
+    let result = result.and_then(|()| {
+        std::fs::rename(&tmp, path)
+            .with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))
+    });
     if let Err(e) = result {
         let _ = std::fs::remove_file(&tmp);
+        crate::interrupt::untrack(&tmp);
         return Err(e.context(format!("writing the offline package {}", path.display())));
     }
-    std::fs::rename(&tmp, path)?;
+    crate::interrupt::untrack(&tmp);
     Ok(())
 }

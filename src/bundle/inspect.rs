@@ -62,7 +62,7 @@ pub struct InspectReport {
 
 /// Count the templates of a hints file (a YAML list of strings).
 fn count_hints(text: &str) -> usize {
-    match serde_yaml_ng::from_str::<Option<Vec<serde_yaml_ng::Value>>>(text) {
+    match crate::yaml_bounds::from_str::<Option<Vec<serde_yaml_ng::Value>>>(text) {
         Ok(v) => v.map_or(0, |v| v.len()),
         Err(_) => text
             .lines()

@@ -61,6 +61,8 @@ fn is_bundle_name(p: &Path) -> bool {
 /// The result is sorted by name.
 pub fn list_bundles(path: &Path) -> anyhow::Result<Vec<BundleLocation>> {
     let meta = std::fs::metadata(path).with_context(|| format!("reading {}", path.display()))?;
+    // A FIFO or device would block the open (or the read) forever.
+    crate::file_kind::require_file(path, &meta, "bundle source", true)?;
     if meta.is_dir() {
         let mut files: Vec<PathBuf> = std::fs::read_dir(path)
             .with_context(|| format!("listing {}", path.display()))?

@@ -685,6 +685,8 @@ impl std::fmt::Debug for BundleReader {
 impl BundleReader {
     pub fn open(path: &Path) -> anyhow::Result<Self> {
         let what = format!("bundle {}", path.display());
+        // Opening a FIFO would block forever.
+        crate::file_kind::check_path(path, "bundle", false)?;
         let file = File::open(path).with_context(|| format!("opening {what}"))?;
         let len = file
             .metadata()
@@ -1173,7 +1175,7 @@ impl BundleReader {
             return Ok(None);
         }
         let raw = self.read_file(&name)?;
-        let c: ChartYaml = serde_yaml_ng::from_slice(&raw)
+        let c: ChartYaml = crate::yaml_bounds::from_slice(&raw)
             .with_context(|| format!("bundle {}: {name} is malformed", self.path.display()))?;
         let version = match c.version {
             serde_yaml_ng::Value::String(s) => s,

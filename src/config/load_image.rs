@@ -753,7 +753,7 @@ fn repo_spec(
             "HELM (a plain HTTP chart repository) cannot be pushed to; use CHARTMUSEUM, HARBOR, OCI, or LOCAL (then serve the directory)",
         ));
     }
-    let url = r.url.unwrap_or_default().trim().to_string();
+    let (url, url_user, url_pass) = split_userinfo(r.url.unwrap_or_default().trim());
     let mut path = None;
     match kind {
         RepoKind::Local => {
@@ -803,6 +803,12 @@ fn repo_spec(
     }
     let mut user = r.auth.as_ref().and_then(|a| a.username.clone());
     let mut pass = r.auth.as_ref().and_then(|a| a.password.clone());
+    // `user:pw@` in the URL is taken as auth (unless auth is given), and
+    // the URL keeps no userinfo: it is printed and stored in synced.json.
+    if user.is_none() && pass.is_none() {
+        user = url_user;
+        pass = url_pass;
+    }
     if let Some(v) = env("USERNAME") {
         user = Some(v);
     }
@@ -815,6 +821,33 @@ fn repo_spec(
         path,
         auth: creds(user, pass),
     })
+}
+
+/// `http://user:pw@host/x` → (`http://host/x`, user, pw), percent-decoded;
+/// other strings unchanged.
+pub fn split_userinfo(url: &str) -> (String, Option<String>, Option<String>) {
+    let Ok(mut u) = url::Url::parse(url) else {
+        return (url.to_string(), None, None);
+    };
+    if u.username().is_empty() && u.password().is_none() {
+        return (url.to_string(), None, None);
+    }
+    let dec = |s: &str| {
+        url::form_urlencoded::parse(format!("x={}", s.replace('+', "%2B")).as_bytes())
+            .next()
+            .map(|(_, v)| v.into_owned())
+            .unwrap_or_default()
+    };
+    let user = Some(dec(u.username())).filter(|s| !s.is_empty());
+    let pass = u.password().map(dec);
+    let _ = u.set_username("");
+    let _ = u.set_password(None);
+    // Keep the user's spelling (no trailing slash added by the parser).
+    let mut clean = u.to_string();
+    if !url.ends_with('/') && clean.ends_with('/') && u.path() == "/" {
+        clean.pop();
+    }
+    (clean, user, pass)
 }
 
 fn check_registry_host(v: &str) -> Result<(), String> {

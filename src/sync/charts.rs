@@ -63,7 +63,9 @@ pub async fn publish_all(
         else {
             continue;
         };
-        let Some(target_repo) = config.chart_target(std::slice::from_ref(&(name.clone(), version.clone())))? else {
+        let Some(target_repo) =
+            config.chart_target(std::slice::from_ref(&(name.clone(), version.clone())))?
+        else {
             continue;
         };
         let outcome = crate::chart::repo::publish(target_repo, &chart, &tgz, client, opts)

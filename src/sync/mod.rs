@@ -83,6 +83,8 @@ pub async fn run(args: &SyncArgs) -> anyhow::Result<()> {
         ));
     }
     let config = SyncConfig::load(&args.config)?;
+    crate::interrupt::install("sync");
+    crate::interrupt::doing(format!("syncing with {}", args.config.display()));
     let progress = Progress::auto(args.json || args.print_images);
     let platforms = parse_platforms(&args.platform)?;
 

@@ -199,6 +199,8 @@ struct Shared {
     force_silent: AtomicU64,
     force_trickle: AtomicU64,
     trickle_interval: Mutex<Duration>,
+    /// Only requests with this method are silenced / trickled (None: any).
+    slow_method: Mutex<Option<String>>,
 }
 
 /// Take one from a "force the next N" counter, if any is left.
@@ -212,7 +214,13 @@ impl Shared {
         !self.stop.load(Ordering::SeqCst) && !self.down.load(Ordering::SeqCst)
     }
 
-    fn decide(&self, has_body: bool) -> (Decision, Duration) {
+    fn decide(&self, method: &str, has_body: bool) -> (Decision, Duration) {
+        let slow = self
+            .slow_method
+            .lock()
+            .unwrap()
+            .as_deref()
+            .is_none_or(|m| m.eq_ignore_ascii_case(method));
         let f = self.faults.lock().unwrap().clone();
         let (r, frac, which, jit) = {
             let mut rng = self.rng.lock().unwrap();
@@ -226,9 +234,9 @@ impl Shared {
             )
         };
         let frac = 0.1 + 0.8 * frac;
-        let decision = if take_one(&self.force_silent) {
+        let decision = if slow && take_one(&self.force_silent) {
             Decision::Silent
-        } else if take_one(&self.force_trickle) {
+        } else if slow && take_one(&self.force_trickle) {
             Decision::Trickle(*self.trickle_interval.lock().unwrap())
         } else if take_one(&self.force_503) {
             Decision::Reply503
@@ -313,6 +321,7 @@ impl FaultyProxy {
             force_silent: AtomicU64::new(0),
             force_trickle: AtomicU64::new(0),
             trickle_interval: Mutex::new(Duration::from_secs(1)),
+            slow_method: Mutex::new(None),
         });
         let sh = shared.clone();
         let accept = std::thread::Builder::new()
@@ -383,12 +392,25 @@ impl FaultyProxy {
     /// body unread, until the client closes it (a peer that accepted the
     /// connection and went silent).
     pub fn silence_next(&self, n: u64) {
+        self.silence_next_of(None, n);
+    }
+
+    /// [`FaultyProxy::silence_next`] for requests of one method only
+    /// (`Some("PUT")`: an upload whose body the peer stops reading).
+    pub fn silence_next_of(&self, method: Option<&str>, n: u64) {
+        *self.shared.slow_method.lock().unwrap() = method.map(String::from);
         self.shared.force_silent.store(n, Ordering::SeqCst);
     }
 
     /// Forward the next `n` requests, but send each response body one byte
     /// per `interval` (a peer that trickles).
     pub fn trickle_next(&self, n: u64, interval: Duration) {
+        self.trickle_next_of(None, n, interval);
+    }
+
+    /// [`FaultyProxy::trickle_next`] for requests of one method only.
+    pub fn trickle_next_of(&self, method: Option<&str>, n: u64, interval: Duration) {
+        *self.shared.slow_method.lock().unwrap() = method.map(String::from);
         *self.shared.trickle_interval.lock().unwrap() = interval;
         self.shared.force_trickle.store(n, Ordering::SeqCst);
     }
@@ -777,7 +799,7 @@ impl Conn {
                 Framing::Chunked => true,
                 _ => false,
             };
-            let (decision, delay) = self.shared.decide(has_body);
+            let (decision, delay) = self.shared.decide(&method, has_body);
             if !delay.is_zero() {
                 std::thread::sleep(delay);
             }

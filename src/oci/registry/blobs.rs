@@ -11,7 +11,8 @@ use sha2::{Digest as _, Sha256};
 
 use url::Url;
 
-use super::transport::{backoff, chain_text, location, show, status_error};
+use super::stall::StallWatch;
+use super::transport::{backoff, location, show, status_error, TransferError};
 use super::uploads::{Upload, UPLOAD_SESSIONS};
 use super::{
     pull_scope, push_scope, BlobSource, Digest, PushOutcome, RegistryClient, SourceDamaged,
@@ -224,7 +225,7 @@ impl RegistryClient {
             .with_context(|| format!("pulling blob {} from {registry}/{repo}", desc.digest))
     }
 
-    pub(super) async fn pull_blob_inner(
+    async fn pull_blob_inner(
         &self,
         registry: &str,
         repo: &str,
@@ -269,51 +270,26 @@ impl RegistryClient {
                     p.reset();
                 }
             }
-            let mut hasher = Sha256::new();
-            let mut n = 0u64;
-            let mut stream = resp.bytes_stream();
-            let mut failed = None;
-            while let Some(item) = stream.next().await {
-                match item {
-                    Ok(chunk) => {
-                        if n + chunk.len() as u64 > desc.size {
-                            bail!(
-                                "the registry serves more than the {} bytes the descriptor says",
-                                desc.size
-                            );
-                        }
-                        sink(n, &chunk)?;
-                        hasher.update(&chunk);
-                        n += chunk.len() as u64;
-                        self.inner
-                            .stats
-                            .bytes_downloaded
-                            .fetch_add(chunk.len() as u64, Ordering::Relaxed);
-                        if let Some(p) = progress.as_deref_mut() {
-                            p.inc(chunk.len() as u64);
-                        }
+            let hasher = match self.read_blob(resp, desc, sink, &mut progress).await? {
+                Ok(h) => h,
+                Err(e) => {
+                    let what = format!("GET {}", show(&url));
+                    if attempt >= max {
+                        return Err(e.give_up(&what, attempt));
                     }
-                    Err(e) => {
-                        failed = Some(chain_text(&e));
-                        break;
+                    self.count_retry();
+                    if e.is_stall() {
+                        tracing::warn!(
+                            "{what}: {} (attempt {attempt} of {max}); retrying",
+                            e.text()
+                        );
+                    } else {
+                        tracing::debug!("pull of {} failed ({}); retrying", desc.digest, e.text());
                     }
+                    tokio::time::sleep(backoff(attempt)).await;
+                    continue;
                 }
-            }
-            if failed.is_none() && n != desc.size {
-                failed = Some(format!(
-                    "connection closed after {n} of {} bytes",
-                    desc.size
-                ));
-            }
-            if let Some(f) = failed {
-                if attempt >= max {
-                    bail!("GET {} failed after {attempt} attempts: {f}", show(&url));
-                }
-                self.count_retry();
-                tracing::debug!("pull of {} failed ({f}); retrying", desc.digest);
-                tokio::time::sleep(backoff(attempt)).await;
-                continue;
-            }
+            };
             let got = hex::encode(hasher.finalize());
             if got != desc.digest.hex() {
                 bail!(
@@ -323,6 +299,67 @@ impl RegistryClient {
             }
             return Ok(());
         }
+    }
+
+    /// Stream a blob's body into `sink`, hashed: the hash of all of it, or
+    /// why this attempt broke off (a dropped connection, a stall, too few
+    /// bytes). Errors are final: too many bytes, a failing sink.
+    async fn read_blob(
+        &self,
+        resp: reqwest::Response,
+        desc: &Descriptor,
+        sink: &mut (dyn FnMut(u64, &[u8]) -> anyhow::Result<()> + Send),
+        progress: &mut Option<&mut Transfer>,
+    ) -> anyhow::Result<Result<Sha256, TransferError>> {
+        let mut hasher = Sha256::new();
+        let mut n = 0u64;
+        let mut stream = resp.bytes_stream();
+        let mut watch = StallWatch::new(self.stall());
+        loop {
+            let item = match tokio::time::timeout_at(watch.deadline(), stream.next()).await {
+                Err(_) if watch.stalled() => break,
+                Err(_) => continue,
+                Ok(None) if n == desc.size => return Ok(Ok(hasher)),
+                Ok(None) => {
+                    return Ok(Err(TransferError::Broken(format!(
+                        "connection closed after {n} of {} bytes",
+                        desc.size
+                    ))))
+                }
+                Ok(Some(item)) => item,
+            };
+            let chunk = match item {
+                Ok(c) => c,
+                Err(e) => return Ok(Err(TransferError::Http(e))),
+            };
+            if n + chunk.len() as u64 > desc.size {
+                bail!(
+                    "the registry serves more than the {} bytes the descriptor says",
+                    desc.size
+                );
+            }
+            sink(n, &chunk)?;
+            hasher.update(&chunk);
+            n += chunk.len() as u64;
+            self.inner
+                .stats
+                .bytes_downloaded
+                .fetch_add(chunk.len() as u64, Ordering::Relaxed);
+            if let Some(p) = progress.as_deref_mut() {
+                p.inc(chunk.len() as u64);
+            }
+            if watch.moved(chunk.len() as u64) {
+                break;
+            }
+        }
+        if let Some(p) = progress.as_deref_mut() {
+            p.stalled();
+        }
+        Ok(Err(TransferError::Stalled(format!(
+            "receiving: {} ({n} of {} bytes in)",
+            watch.text(),
+            desc.size
+        ))))
     }
 
     /// Fetch a small blob (config, helm chart) into memory, verified.

@@ -17,8 +17,9 @@ use sha2::{Digest as _, Sha256};
 use url::Url;
 
 use super::body::{corrupt_error, hash_prefix};
-use super::transport::{backoff, chain_text, credential_error, show, status_error};
-use super::uploads::{check_stored, next_location, range_end, with_digest, Streamed, Upload};
+use super::transport::Streamed;
+use super::transport::{backoff, credential_error, show, status_error};
+use super::uploads::{check_stored, next_location, range_end, with_digest, Upload};
 use super::{Digest, RegistryClient, SourceDamaged, UploadInterrupted};
 use crate::progress::Transfer;
 
@@ -37,11 +38,8 @@ fn write_state(path: &Path, st: &UploadState) -> anyhow::Result<()> {
         std::fs::create_dir_all(dir)
             .with_context(|| format!("creating upload state dir {}", dir.display()))?;
     }
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, serde_json::to_vec(st)?)
-        .with_context(|| format!("writing {}", tmp.display()))?;
-    std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))?;
-    Ok(())
+    // Unique temp name: concurrent runs may save the same session.
+    crate::atomic_file::write_atomic(path, &serde_json::to_vec(st)?)
 }
 
 /// The state file of one blob's chunked upload (none when there is no
@@ -296,7 +294,18 @@ impl RegistryClient {
     ) -> anyhow::Result<Result<Url, String>> {
         let resp = match res {
             Ok(resp) => resp,
-            Err(e) => return Ok(Err(chain_text(&e))),
+            Err(e) => {
+                if e.is_stall() {
+                    tracing::warn!(
+                        "PATCH {}: {} (attempt {} of {}); retrying",
+                        show(&pos.loc),
+                        e.text(),
+                        attempt + 1,
+                        self.max_attempts()
+                    );
+                }
+                return Ok(Err(e.text()));
+            }
         };
         let status = resp.status();
         if status.is_success() {

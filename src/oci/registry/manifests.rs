@@ -7,9 +7,11 @@ use bytes::Bytes;
 use reqwest::header::{HeaderMap, HeaderValue, ACCEPT, CONTENT_TYPE};
 use reqwest::{Method, StatusCode};
 
-use super::transport::{header_digest, read_limited, status_error};
+use super::stall::{stalled_advice, Stalled};
+use super::transport::{backoff, header_digest, read_limited, show, status_error, BodyTooLarge};
 use super::{pull_scope, push_scope, Digest, FetchedManifest, RegistryClient, MAX_MANIFEST_SIZE};
 use crate::oci::media::{self};
+use url::Url;
 
 impl RegistryClient {
     // ----- manifests ---------------------------------------------------------
@@ -37,25 +39,7 @@ impl RegistryClient {
         let url = self
             .url(registry, &format!("/v2/{repo}/manifests/{reference}"))
             .await?;
-        let mut h = HeaderMap::new();
-        h.insert(ACCEPT, HeaderValue::from_static(media::MANIFEST_ACCEPT));
-        let resp = self
-            .simple(registry, &scopes, Method::GET, url, h, None)
-            .await?;
-        if resp.status() == StatusCode::NOT_FOUND {
-            bail!("not found in the registry ({})", resp.status());
-        }
-        if !resp.status().is_success() {
-            return Err(status_error(resp, "GET manifest").await);
-        }
-        let media_type = resp
-            .headers()
-            .get(CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .map(|s| s.split(';').next().unwrap_or(s).trim().to_string())
-            .unwrap_or_default();
-        let served = header_digest(&resp)?;
-        let bytes = Bytes::from(read_limited(resp, MAX_MANIFEST_SIZE).await?);
+        let (media_type, served, bytes) = self.fetch_manifest_body(registry, &scopes, url).await?;
         self.inner
             .stats
             .bytes_downloaded
@@ -93,6 +77,60 @@ impl RegistryClient {
             media_type,
             digest,
         })
+    }
+
+    /// GET a manifest: its `Content-Type` (without parameters), the
+    /// `Docker-Content-Digest` it came with, and its bytes. A body that
+    /// breaks off or stalls is fetched again, up to the usual attempts.
+    async fn fetch_manifest_body(
+        &self,
+        registry: &str,
+        scopes: &[String],
+        url: Url,
+    ) -> anyhow::Result<(String, Option<Digest>, Bytes)> {
+        let max = self.max_attempts();
+        let mut attempt = 0u32;
+        loop {
+            attempt += 1;
+            let mut h = HeaderMap::new();
+            h.insert(ACCEPT, HeaderValue::from_static(media::MANIFEST_ACCEPT));
+            let resp = self
+                .simple(registry, scopes, Method::GET, url.clone(), h, None)
+                .await?;
+            if resp.status() == StatusCode::NOT_FOUND {
+                bail!("not found in the registry ({})", resp.status());
+            }
+            if !resp.status().is_success() {
+                return Err(status_error(resp, "GET manifest").await);
+            }
+            let media_type = resp
+                .headers()
+                .get(CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .map(|s| s.split(';').next().unwrap_or(s).trim().to_string())
+                .unwrap_or_default();
+            let served = header_digest(&resp)?;
+            match read_limited(resp, MAX_MANIFEST_SIZE, self.stall()).await {
+                Ok(b) => return Ok((media_type, served, Bytes::from(b))),
+                Err(e) if e.is::<BodyTooLarge>() => return Err(e),
+                Err(e) if attempt >= max => {
+                    let what = format!("GET {} failed after {attempt} attempts", show(&url));
+                    return Err(if e.is::<Stalled>() {
+                        anyhow::Error::new(Stalled(format!("{what}: {e}{}", stalled_advice())))
+                    } else {
+                        e.context(what)
+                    });
+                }
+                Err(e) => {
+                    tracing::warn!(
+                        "GET {}: {e} (attempt {attempt} of {max}); retrying",
+                        show(&url)
+                    );
+                    self.count_retry();
+                    tokio::time::sleep(backoff(attempt)).await;
+                }
+            }
+        }
     }
 
     /// HEAD a manifest: its digest, or `None` when the registry says 404.

@@ -40,19 +40,21 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context};
 use bytes::Bytes;
 
 use super::auth::{Challenge, CredentialStore, Credentials};
 use super::Digest;
-use transport::{CONNECT_TIMEOUT, READ_TIMEOUT};
+pub use stall::{Stalled, DEFAULT_STALL_TIMEOUT, STALL_MIN_BYTES, STALL_TIMEOUT_ENV};
+use transport::CONNECT_TIMEOUT;
 
 mod blobs;
 mod body;
 mod chunked;
 mod manifests;
+mod stall;
 mod tags;
 mod transport;
 mod uploads;
@@ -87,6 +89,11 @@ pub struct ClientOptions {
     /// Fault injection for tests: stop a chunked upload with an error after
     /// this many PATCHes of one run (the session is kept for resuming).
     pub interrupt_after_chunks: Option<u64>,
+    /// A transfer that moves fewer than [`STALL_MIN_BYTES`] in this long
+    /// (no answer, or a trickle) fails its attempt, which is retried;
+    /// `None`: `$BUNDLER_STALL_TIMEOUT` (seconds), else
+    /// [`DEFAULT_STALL_TIMEOUT`].
+    pub stall_timeout: Option<Duration>,
 }
 
 impl Default for ClientOptions {
@@ -100,6 +107,7 @@ impl Default for ClientOptions {
             chunk_size: DEFAULT_CHUNK_SIZE,
             upload_state_dir: None,
             interrupt_after_chunks: None,
+            stall_timeout: None,
         }
     }
 }
@@ -188,6 +196,8 @@ struct Inner {
     /// Bearer tokens per (host, sorted scopes).
     tokens: Mutex<HashMap<(String, String), (String, Instant)>>,
     stats: Counters,
+    /// The stall timeout in effect (options, environment or default).
+    stall: Duration,
 }
 
 impl std::fmt::Debug for RegistryClient {
@@ -241,10 +251,16 @@ impl std::error::Error for UploadInterrupted {}
 
 impl RegistryClient {
     pub fn new(opts: ClientOptions, creds: CredentialStore) -> anyhow::Result<Self> {
+        let stall = opts
+            .stall_timeout
+            .or_else(stall::stall_timeout_from_env)
+            .unwrap_or(DEFAULT_STALL_TIMEOUT);
         let mut b = reqwest::Client::builder()
             .user_agent(concat!("bundler/", env!("CARGO_PKG_VERSION")))
-            .connect_timeout(CONNECT_TIMEOUT)
-            .read_timeout(READ_TIMEOUT)
+            .connect_timeout(CONNECT_TIMEOUT.min(stall.max(Duration::from_secs(1))))
+            // A backstop only: every transfer has its own stall watch
+            // (and a commit of a large upload may legitimately take long).
+            .read_timeout(stall.max(Duration::from_secs(60)) * 10)
             .pool_max_idle_per_host(opts.max_connections.max(1))
             .tcp_nodelay(true);
         if opts.insecure {
@@ -273,6 +289,7 @@ impl RegistryClient {
                 challenges: Mutex::new(HashMap::new()),
                 tokens: Mutex::new(HashMap::new()),
                 stats: Counters::default(),
+                stall,
             }),
         })
     }
@@ -283,6 +300,15 @@ impl RegistryClient {
 
     fn max_attempts(&self) -> u32 {
         self.inner.opts.max_attempts.max(1)
+    }
+
+    /// The stall timeout in effect.
+    pub fn stall_timeout(&self) -> Duration {
+        self.inner.stall
+    }
+
+    fn stall(&self) -> Duration {
+        self.inner.stall
     }
 
     fn count_request(&self) {

@@ -51,7 +51,7 @@ impl RegistryClient {
                     })
                 });
             let base = resp.url().clone();
-            let body = read_limited(resp, 64 << 20).await?;
+            let body = read_limited(resp, 64 << 20, self.stall()).await?;
             #[derive(serde::Deserialize)]
             struct TagList {
                 #[serde(default)]

@@ -15,6 +15,7 @@ use reqwest::{Method, Response, StatusCode};
 use url::Url;
 
 use super::body::StreamShared;
+use super::stall::{stalled_advice, stalled_text, StallWatch, Stalled};
 use super::{api_host, Digest, RegistryClient};
 use crate::error::CredentialError;
 use crate::oci::auth::{parse_www_authenticate, Challenge, Credentials};
@@ -24,7 +25,18 @@ const RETRY_BASE: Duration = Duration::from_millis(200);
 const RETRY_CAP: Duration = Duration::from_secs(5);
 const RETRY_AFTER_CAP: Duration = Duration::from_secs(60);
 pub(super) const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
-pub(super) const READ_TIMEOUT: Duration = Duration::from_secs(60);
+/// Once a whole upload body is out, the registry gets the stall timeout
+/// plus a second per this many bytes to answer: verifying and committing
+/// a large blob (re-reading it, or copying it inside object storage) takes
+/// time proportional to its size, while a small one must not wait long on
+/// a registry that went silent.
+const COMMIT_BYTES_PER_SEC: f64 = (50 << 20) as f64;
+
+/// How long a registry may take to answer after the last of `len` body
+/// bytes went out.
+fn commit_wait(stall: Duration, len: u64) -> Duration {
+    stall + Duration::from_secs_f64(len as f64 / COMMIT_BYTES_PER_SEC)
+}
 const DOCKER_CONTENT_DIGEST: &str = "docker-content-digest";
 
 /// How long a failed scheme probe is answered from memory.
@@ -35,6 +47,52 @@ pub(super) enum Probe {
     Found(&'static str),
     Failed { at: Instant, error: String },
 }
+
+/// Why one attempt of a request got no usable answer.
+pub(super) enum TransferError {
+    Http(reqwest::Error),
+    /// The connection ended early (with what we know).
+    Broken(String),
+    /// No progress for a whole stall timeout (see `stall`).
+    Stalled(String),
+}
+
+impl TransferError {
+    pub(super) fn text(&self) -> String {
+        match self {
+            TransferError::Http(e) => chain_text(e),
+            TransferError::Broken(s) | TransferError::Stalled(s) => s.clone(),
+        }
+    }
+
+    /// A TLS error that retrying cannot fix.
+    pub(super) fn tls(&self) -> Option<String> {
+        match self {
+            TransferError::Http(e) => tls_failure(e),
+            _ => None,
+        }
+    }
+
+    pub(super) fn is_stall(&self) -> bool {
+        matches!(self, TransferError::Stalled(_))
+    }
+
+    /// The final error after `attempts` attempts of `what` (`PUT url`).
+    pub(super) fn give_up(&self, what: &str, attempts: u32) -> anyhow::Error {
+        let text = self.text();
+        if self.is_stall() {
+            anyhow::Error::new(Stalled(format!(
+                "{what} failed after {attempts} attempts: {text}{}",
+                stalled_advice()
+            )))
+        } else {
+            anyhow!("{what} failed after {attempts} attempts: {text}")
+        }
+    }
+}
+
+/// The answer to one attempt of a request.
+pub(super) type Streamed = Result<Response, TransferError>;
 
 /// 401s seen by one call, with and without auth sent.
 #[derive(Default)]
@@ -162,7 +220,9 @@ pub(super) fn credential_error(
 pub(super) async fn status_error(resp: Response, what: &str) -> anyhow::Error {
     let status = resp.status();
     let url = show(resp.url());
-    let body = read_limited(resp, 4096).await.unwrap_or_default();
+    let body = read_limited(resp, 4096, ERROR_BODY_WAIT)
+        .await
+        .unwrap_or_default();
     let mut detail = String::new();
     if let Ok(v) = serde_json::from_slice::<serde_json::Value>(&body) {
         if let Some(errs) = v.get("errors").and_then(|e| e.as_array()) {
@@ -190,23 +250,59 @@ pub(super) async fn status_error(resp: Response, what: &str) -> anyhow::Error {
     }
 }
 
-/// Read a response body, refusing more than `limit` bytes.
-pub(super) async fn read_limited(resp: Response, limit: u64) -> anyhow::Result<Vec<u8>> {
+/// A response body larger than we accept (not worth another attempt).
+#[derive(Debug)]
+pub(super) struct BodyTooLarge(pub(super) String);
+
+impl std::fmt::Display for BodyTooLarge {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+impl std::error::Error for BodyTooLarge {}
+
+/// How long an error response's body may take: it only adds detail.
+const ERROR_BODY_WAIT: Duration = Duration::from_secs(5);
+
+/// Read a response body, refusing more than `limit` bytes ([`BodyTooLarge`])
+/// and failing with [`Stalled`] when it makes no progress for `stall`.
+pub(super) async fn read_limited(
+    resp: Response,
+    limit: u64,
+    stall: Duration,
+) -> anyhow::Result<Vec<u8>> {
     if let Some(n) = resp.content_length() {
         if n > limit {
-            bail!("response of {n} bytes is larger than the {limit} bytes allowed");
+            return Err(BodyTooLarge(format!(
+                "response of {n} bytes is larger than the {limit} bytes allowed"
+            ))
+            .into());
         }
     }
     let mut out = Vec::new();
     let mut stream = resp.bytes_stream();
-    while let Some(chunk) = stream.next().await {
-        let chunk = chunk.map_err(|e| anyhow!("reading response: {}", chain_text(&e)))?;
+    let mut watch = StallWatch::new(stall);
+    loop {
+        let chunk = match tokio::time::timeout_at(watch.deadline(), stream.next()).await {
+            Err(_) if watch.stalled() => {
+                return Err(Stalled(format!("reading response: {}", watch.text())).into())
+            }
+            Err(_) => continue,
+            Ok(None) => return Ok(out),
+            Ok(Some(chunk)) => {
+                chunk.map_err(|e| anyhow!("reading response: {}", chain_text(&e)))?
+            }
+        };
         if out.len() as u64 + chunk.len() as u64 > limit {
-            bail!("response is larger than the {limit} bytes allowed");
+            return Err(
+                BodyTooLarge(format!("response is larger than the {limit} bytes allowed")).into(),
+            );
         }
         out.extend_from_slice(&chunk);
+        if watch.moved(chunk.len() as u64) {
+            return Err(Stalled(format!("reading response: {}", watch.text())).into());
+        }
     }
-    Ok(out)
 }
 
 pub(super) fn header_digest(resp: &Response) -> anyhow::Result<Option<Digest>> {
@@ -303,9 +399,9 @@ impl RegistryClient {
         for scheme in ["https", "http"] {
             self.count_request();
             let url = format!("{scheme}://{host}/v2/");
-            match self.inner.http.get(&url).send().await {
+            match self.send_watched(self.inner.http.get(&url)).await {
                 Ok(_) => return Ok(scheme),
-                Err(e) => errors.push(format!("{url}: {}", chain_text(&e))),
+                Err(e) => errors.push(format!("{url}: {}", e.text())),
             }
         }
         Err(errors.join("; "))
@@ -419,7 +515,7 @@ impl RegistryClient {
                 rb = rb.header(AUTHORIZATION, sensitive(&c.basic_header())?);
             }
             self.count_request();
-            match rb.send().await {
+            match self.send_watched(rb).await {
                 Ok(r) if retryable_status(r.status()) && attempt < self.max_attempts() => {
                     let d = retry_after(&r).unwrap_or_else(|| backoff(attempt));
                     self.count_retry();
@@ -427,17 +523,14 @@ impl RegistryClient {
                 }
                 Ok(r) => break r,
                 Err(e) => {
-                    if let Some(t) = tls_failure(&e) {
+                    if let Some(t) = e.tls() {
                         if !self.inner.opts.insecure {
                             return Err(tls_error(url.host_str().unwrap_or(realm), &t));
                         }
                     }
                     if attempt >= self.max_attempts() {
-                        bail!(
-                            "token request to {} failed after {attempt} attempts: {}",
-                            show(&url),
-                            chain_text(&e)
-                        );
+                        let what = format!("token request to {}", show(&url));
+                        return Err(e.give_up(&what, attempt));
                     }
                     self.count_retry();
                     tokio::time::sleep(backoff(attempt)).await;
@@ -455,7 +548,7 @@ impl RegistryClient {
         if !status.is_success() {
             return Err(status_error(resp, "token request").await);
         }
-        let body = read_limited(resp, 1 << 20).await?;
+        let body = read_limited(resp, 1 << 20, self.stall()).await?;
         #[derive(serde::Deserialize)]
         struct TokenResp {
             #[serde(default)]
@@ -535,12 +628,16 @@ impl RegistryClient {
         }
     }
 
+    /// Send `rb` and wait for the answer's head, at most one stall timeout.
+    pub(super) async fn send_watched(&self, rb: reqwest::RequestBuilder) -> Streamed {
+        match tokio::time::timeout(self.stall(), rb.send()).await {
+            Ok(r) => r.map_err(TransferError::Http),
+            Err(_) => Err(TransferError::Stalled(stalled_text(self.stall(), 0))),
+        }
+    }
+
     /// One try of a call, with `auth` when we have it.
-    async fn send_once(
-        &self,
-        call: &Call<'_>,
-        auth: Option<&str>,
-    ) -> anyhow::Result<Result<Response, reqwest::Error>> {
+    async fn send_once(&self, call: &Call<'_>, auth: Option<&str>) -> anyhow::Result<Streamed> {
         let mut rb = self
             .inner
             .http
@@ -554,7 +651,7 @@ impl RegistryClient {
         }
         self.count_request();
         tracing::debug!("{} {}", call.method, show(&call.url));
-        Ok(rb.send().await)
+        Ok(self.send_watched(rb).await)
     }
 
     /// A try that ended in a transport error: how long to wait before the
@@ -563,28 +660,27 @@ impl RegistryClient {
         &self,
         call: &Call<'_>,
         attempt: u32,
-        e: &reqwest::Error,
+        e: &TransferError,
     ) -> anyhow::Result<Duration> {
-        if let Some(t) = tls_failure(e) {
+        if let Some(t) = e.tls() {
             if !self.inner.opts.insecure || t.contains("certificate") {
                 return Err(tls_error(api_host(call.registry), &t));
             }
         }
+        let what = format!("{} {}", call.method, show(&call.url));
         if attempt >= self.max_attempts() {
-            bail!(
-                "{} {} failed after {attempt} attempts: {}",
-                call.method,
-                show(&call.url),
-                chain_text(e)
-            );
+            return Err(e.give_up(&what, attempt));
         }
         self.count_retry();
-        tracing::debug!(
-            "retrying {} {} after: {}",
-            call.method,
-            show(&call.url),
-            chain_text(e)
-        );
+        if e.is_stall() {
+            tracing::warn!(
+                "{what}: {} (attempt {attempt} of {}); retrying",
+                e.text(),
+                self.max_attempts()
+            );
+        } else {
+            tracing::debug!("retrying {what} after: {}", e.text());
+        }
         Ok(backoff(attempt))
     }
 
@@ -653,9 +749,13 @@ impl RegistryClient {
         .await
     }
 
-    #[allow(clippy::too_many_arguments)]
     /// Send a streaming request (no retry here: the caller restarts the
     /// upload), updating `progress` while bytes go out.
+    ///
+    /// Stalls: while the body goes out, fewer than `STALL_MIN_BYTES` taken
+    /// by the peer in one stall timeout fails the attempt; once all of it
+    /// is out, the registry gets [`commit_wait`] to answer.
+    #[allow(clippy::too_many_arguments)]
     pub(super) async fn send_stream(
         &self,
         registry: &str,
@@ -667,7 +767,7 @@ impl RegistryClient {
         body: reqwest::Body,
         shared: &StreamShared,
         progress: &mut Option<&mut Transfer>,
-    ) -> anyhow::Result<Result<Response, reqwest::Error>> {
+    ) -> anyhow::Result<Streamed> {
         let auth = self.auth_header(registry, scopes).await?;
         let mut rb = self
             .inner
@@ -684,29 +784,61 @@ impl RegistryClient {
         let fut = rb.send();
         tokio::pin!(fut);
         let mut reported = 0u64;
-        let mut sync = |progress: &mut Option<&mut Transfer>| {
-            let now = shared.sent.load(Ordering::Relaxed);
-            if now > reported {
-                let d = now - reported;
-                reported = now;
-                self.inner
-                    .stats
-                    .bytes_uploaded
-                    .fetch_add(d, Ordering::Relaxed);
-                if let Some(p) = progress.as_deref_mut() {
-                    p.inc(d);
-                }
-            }
-        };
+        let mut watch = StallWatch::new(self.stall());
+        let commit_wait = commit_wait(self.stall(), len);
+        let mut body_out_at: Option<Instant> = None;
         let mut tick = tokio::time::interval(Duration::from_millis(100));
         let res = loop {
             tokio::select! {
-                r = &mut fut => break r,
-                _ = tick.tick() => sync(progress),
+                r = &mut fut => break r.map_err(TransferError::Http),
+                _ = tick.tick() => {
+                    let d = self.report_sent(shared, &mut reported, progress);
+                    if reported < len {
+                        if watch.moved(d) {
+                            break Err(TransferError::Stalled(format!("sending: {}", watch.text())));
+                        }
+                    } else if body_out_at.get_or_insert_with(Instant::now).elapsed() >= commit_wait {
+                        break Err(TransferError::Stalled(format!(
+                            "{} after the whole body was sent",
+                            stalled_text(commit_wait, 0)
+                        )));
+                    }
+                }
             }
         };
-        sync(progress);
+        self.report_sent(shared, &mut reported, progress);
+        if let Err(e) = &res {
+            if e.is_stall() {
+                if let Some(p) = progress.as_deref_mut() {
+                    p.stalled();
+                }
+            }
+        }
         Ok(res)
+    }
+
+    /// Count the body bytes handed out since the last call into the stats
+    /// and `progress`; returns how many.
+    fn report_sent(
+        &self,
+        shared: &StreamShared,
+        reported: &mut u64,
+        progress: &mut Option<&mut Transfer>,
+    ) -> u64 {
+        let now = shared.sent.load(Ordering::Relaxed);
+        if now <= *reported {
+            return 0;
+        }
+        let d = now - *reported;
+        *reported = now;
+        self.inner
+            .stats
+            .bytes_uploaded
+            .fetch_add(d, Ordering::Relaxed);
+        if let Some(p) = progress.as_deref_mut() {
+            p.inc(d);
+        }
+        d
     }
 }
 

@@ -15,8 +15,8 @@ use url::Url;
 
 use super::body::{range_body, StreamShared};
 use super::transport::{
-    backoff, chain_text, credential_error, header_digest, location, retry_after, retryable_status,
-    sensitive, show, status_error, tls_error, tls_failure,
+    backoff, credential_error, header_digest, location, retry_after, retryable_status, sensitive,
+    show, status_error, tls_error, Streamed, TransferError,
 };
 use super::{api_host, BlobSource, Digest, RegistryClient, SourceDamaged};
 use crate::progress::Transfer;
@@ -40,10 +40,6 @@ impl Upload<'_> {
         self.source.len()
     }
 }
-
-/// The answer to one streamed request of an upload: a response, or the
-/// transport error that ended it.
-pub(super) type Streamed = Result<Response, reqwest::Error>;
 
 pub(super) fn with_digest(loc: &Url, digest: &Digest) -> Url {
     let mut u = loc.clone();
@@ -115,7 +111,7 @@ impl RegistryClient {
             rb = rb.header(AUTHORIZATION, a);
         }
         self.count_request();
-        let _ = rb.send().await;
+        let _ = self.send_watched(rb).await;
     }
 
     /// GET an upload session: (its current URL, bytes the registry holds),
@@ -283,26 +279,27 @@ impl RegistryClient {
         &self,
         up: &Upload<'_>,
         put_url: &Url,
-        e: &reqwest::Error,
+        e: &TransferError,
         attempt: u32,
     ) -> anyhow::Result<Duration> {
-        if let Some(t) = tls_failure(e) {
+        if let Some(t) = e.tls() {
             if t.contains("certificate") {
                 return Err(tls_error(api_host(up.registry), &t));
             }
         }
         if attempt >= self.max_attempts() {
-            bail!(
-                "PUT {} failed after {attempt} attempts: {}",
-                show(put_url),
-                chain_text(e)
-            );
+            return Err(e.give_up(&format!("PUT {}", show(put_url)), attempt));
         }
-        tracing::debug!(
-            "upload of {} failed, retrying: {}",
-            up.digest,
-            chain_text(e)
-        );
+        if e.is_stall() {
+            tracing::warn!(
+                "PUT {}: {} (attempt {attempt} of {}); retrying",
+                show(put_url),
+                e.text(),
+                self.max_attempts()
+            );
+        } else {
+            tracing::debug!("upload of {} failed, retrying: {}", up.digest, e.text());
+        }
         Ok(backoff(attempt))
     }
 }
