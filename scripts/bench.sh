@@ -64,6 +64,8 @@ for a in "$@"; do
         k="${k^^}"
         k="${k//-/_}"
         [ "$k" = CASES ] && k=BENCH_CASES
+        [ "$k" = IMAGES ] && k=N_IMAGES
+        [ "$k" = CONCURRENCY ] && k=BENCH_CONCURRENCY
         printf -v "$k" '%s' "${a#*=}"
         ;;
     -h | --help)
@@ -192,9 +194,9 @@ stop_pid() { # PID [DIR]
 # from $EPOCHREALTIME (a bash variable: no process inside the span).
 span_start() { SPAN_T0="${EPOCHREALTIME/./}"; }
 span_end() {
-    local t1="${EPOCHREALTIME/./}"
-    local us=$((t1 - SPAN_T0))
-    printf -v "$1" '%d.%06d' $((us / 1000000)) $((us % 1000000))
+    local __t1="${EPOCHREALTIME/./}"
+    local __us=$((__t1 - SPAN_T0))
+    printf -v "$1" '%d.%06d' $((__us / 1000000)) $((__us % 1000000))
 }
 
 BUNDLER_FAILED=0
@@ -205,19 +207,19 @@ EXTRA=()
 # bundler_timed VAR LABEL ARGS...: one timed bundler run (stdout in
 # $WORK/LABEL.json, stderr in $LOGS/LABEL.log); VAR = seconds or FAIL.
 bundler_timed() {
-    local __var="$1" label="$2" st t
+    local __var="$1" label="$2" st __t
     shift 2
     span_start
     "$BUNDLER" "$@" >"$WORK/$label.json" 2>"$LOGS/$label.log"
     st=$?
-    span_end t
+    span_end __t
     if [ "$st" -ne 0 ]; then
         BUNDLER_FAILED=1
         say "FAILED: bundler $* (exit $st); log $LOGS/$label.log; last lines:"
         tail -n 15 "$LOGS/$label.log" | sed 's/^/    | /' >&2
-        t=FAIL
+        __t=FAIL
     fi
-    printf -v "$__var" '%s' "$t"
+    printf -v "$__var" '%s' "$__t"
 }
 
 json_field() { # FILE KEY: a top-level field of a JSON file ("" if absent)
@@ -235,7 +237,7 @@ load_refs() {
 
 # skopeo_timed VAR PORT: copy every image of SK_* one after another.
 skopeo_timed() {
-    local __var="$1" port="$2" i st=0 t
+    local __var="$1" port="$2" i st=0 __t
     span_start
     for i in "${!SK_REFS[@]}"; do
         skopeo copy --quiet --preserve-digests --dest-tls-verify=false \
@@ -245,12 +247,12 @@ skopeo_timed() {
             break
         }
     done
-    span_end t
+    span_end __t
     if [ "$st" -ne 0 ]; then
         say "FAILED: skopeo copy (log $LOGS/skopeo.log)"
-        t=FAIL
+        __t=FAIL
     fi
-    printf -v "$__var" '%s' "$t"
+    printf -v "$__var" '%s' "$__t"
 }
 
 check_pushed() { # PORT DATA

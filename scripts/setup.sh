@@ -21,6 +21,8 @@ command -v htpasswd >/dev/null || missing+=(apache2-utils)
 command -v openssl >/dev/null || missing+=(openssl)
 command -v unzip >/dev/null || missing+=(unzip)
 command -v npm >/dev/null || missing+=(npm)
+# the Kubernetes API stand-in below helm (tests/support/kube-api-standin.py)
+command -v python3 >/dev/null || missing+=(python3)
 # Real container runtimes for tests/runtimes.rs (ctr import, docker load).
 command -v containerd >/dev/null || missing+=(containerd)
 command -v dockerd >/dev/null || missing+=(docker.io)

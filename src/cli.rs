@@ -40,12 +40,19 @@ pub enum Command {
     /// Check every blob and checksum of bundles, offline packages or directories of bundles.
     #[command(after_help = VERIFY_EXAMPLES)]
     Verify(crate::bundle::verify::VerifyArgs),
+    /// Record what the site registry holds for the product's images (for pack --against).
+    #[command(after_help = INVENTORY_EXAMPLES)]
+    Inventory(crate::inventory::InventoryArgs),
+    /// Images added, removed and changed between packages, bundles or inventories, and what a delta would carry.
+    #[command(after_help = DIFF_EXAMPLES)]
+    Diff(crate::diff::DiffArgs),
 }
 
 const PACK_EXAMPLES: &str = "\
 Examples:
   bundler pack bundle-manifests/example.yaml --output out/
-  bundler pack my-product.yaml --insecure --platform linux/amd64 --json";
+  bundler pack my-product.yaml --insecure --platform linux/amd64 --json
+  bundler pack my-product.yaml --output out/ --against site-inventory.json";
 const SYNC_EXAMPLES: &str = "\
 Examples:
   bundler sync --config load-image.yaml --dry-run
@@ -58,6 +65,15 @@ const INSPECT_EXAMPLES: &str = "\
 Examples:
   bundler inspect out/demo_1.0.0.bundle.tar
   bundler inspect out/demo_1.0.0_amd64.tar --json";
+const INVENTORY_EXAMPLES: &str = "\
+Examples:
+  bundler inventory --config load-image.yaml -o site.json
+  bundler inventory -c load-image.yaml --images running-images.txt --insecure
+  bundler pack my-product.yaml --against site.json      (on the connected side)";
+const DIFF_EXAMPLES: &str = "\
+Examples:
+  bundler diff site.json out/demo_1.1.0_amd64.tar
+  bundler diff old/demo_1.0.0_amd64.tar out/demo_1.1.0_amd64.tar --json";
 const VERIFY_EXAMPLES: &str = "\
 Examples:
   bundler verify out/*.bundle.tar
@@ -135,6 +151,7 @@ pub fn join_optional_values(args: Vec<OsString>) -> Vec<OsString> {
     }
     out
 }
+
 fn init_logging(verbose: u8) {
     let level = match verbose {
         0 => "warn",
@@ -167,6 +184,7 @@ pub fn main() -> i32 {
         Command::Sync(a) => a.json,
         Command::Upgrade(a) => a.json,
         Command::Inspect(_) | Command::Verify(_) => false,
+        Command::Inventory(_) | Command::Diff(_) => false,
     };
     let result = match cli.command {
         Command::Pack(a) => runtime().and_then(|rt| rt.block_on(crate::pack::run(&a))),
@@ -174,6 +192,8 @@ pub fn main() -> i32 {
         Command::Upgrade(a) => runtime().and_then(|rt| rt.block_on(crate::upgrade::run(&a))),
         Command::Inspect(a) => crate::bundle::inspect::run(&a),
         Command::Verify(a) => crate::bundle::verify::run(&a),
+        Command::Inventory(a) => runtime().and_then(|rt| rt.block_on(crate::inventory::run(&a))),
+        Command::Diff(a) => crate::diff::run(&a),
     };
     match result {
         Ok(()) => 0,

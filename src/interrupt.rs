@@ -25,12 +25,17 @@ use crate::atomic_file::PARTIAL_MARK;
 
 struct Tracked {
     files: Vec<PathBuf>,
+    /// Finished outputs this run created (they did not exist before it):
+    /// an interrupted run removes them too, so that it leaves the output
+    /// directory as it found it rather than half of a new set.
+    outputs: Vec<PathBuf>,
     /// What the run is doing, for the message ("writing X").
     doing: String,
 }
 
 static TRACKED: Mutex<Tracked> = Mutex::new(Tracked {
     files: Vec::new(),
+    outputs: Vec::new(),
     doing: String::new(),
 });
 
@@ -54,6 +59,16 @@ pub fn create_tracked(
 /// clean up.
 pub fn untrack(path: &Path) {
     tracked().files.retain(|p| p != path);
+}
+
+/// `path` is a finished output this run created (not a file it replaced).
+pub fn created(path: &Path) {
+    tracked().outputs.push(path.to_path_buf());
+}
+
+/// The run's outputs are complete: an interrupt from now on removes none.
+pub fn outputs_complete() {
+    tracked().outputs.clear();
 }
 
 /// Say what the run is doing now (shown if it is interrupted).
@@ -118,6 +133,20 @@ fn on_signal(verb: &str, signal: &str, code: i32) -> ! {
             removed += 1;
         }
     }
+    let mut outputs = 0;
+    for p in &t.outputs {
+        if std::fs::remove_file(p).is_ok() {
+            outputs += 1;
+        }
+    }
+    let outputs = if outputs == 0 {
+        String::new()
+    } else {
+        format!(
+            " and {outputs} finished file{} it had written",
+            if outputs == 1 { "" } else { "s" }
+        )
+    };
     let doing = if t.doing.is_empty() {
         String::new()
     } else {
@@ -128,7 +157,7 @@ fn on_signal(verb: &str, signal: &str, code: i32) -> ! {
         _ => "; run it again to start over",
     };
     eprintln!(
-        "bundler {verb}: interrupted by {signal}{doing}; removed {removed} partial file{}{after}",
+        "bundler {verb}: interrupted by {signal}{doing}; removed {removed} partial file{}{outputs}{after}",
         if removed == 1 { "" } else { "s" }
     );
     std::process::exit(code)

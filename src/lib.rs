@@ -9,7 +9,8 @@
 //! - [`bundle`]: the `*.bundle.tar` format: writer, seeking reader/index,
 //!   verification, inspection.
 //! - [`chart`]: chart loading, hints, relocation, packaging, repo targets.
-//! - [`pack`], [`sync`], [`upgrade`]: one module per verb.
+//! - [`pack`], [`sync`], [`upgrade`], [`inventory`], [`diff`]: one module
+//!   per verb.
 //! - [`atomic_file`], [`interrupt`]: temp files, locks and modes safe for
 //!   concurrent runs; SIGINT/SIGTERM cleanup.
 //! - [`yaml_bounds`]: the alias-expansion bound every YAML read goes through.
@@ -18,9 +19,11 @@ pub mod bundle;
 pub mod chart;
 pub mod cli;
 pub mod config;
+pub mod diff;
 pub mod error;
 pub mod file_kind;
 pub mod interrupt;
+pub mod inventory;
 pub mod oci;
 pub mod outcome;
 pub mod pack;

@@ -57,3 +57,25 @@ pub fn failure_json(err: &anyhow::Error, exit_status: i32) -> serde_json::Value 
         None => serde_json::json!({ "error": error }),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_failure_object_carries_what_was_done_and_the_error() {
+        record(&serde_json::json!({"imagesPushed": 2, "images": ["a", "b"]}));
+        let e = crate::error::input_error("bad flag").context("reading flags");
+        let v = failure_json(&e, 2);
+        assert_eq!(v["imagesPushed"], 2, "{v}");
+        assert_eq!(v["error"]["kind"], "input", "{v}");
+        assert_eq!(v["error"]["exitStatus"], 2, "{v}");
+        assert_eq!(v["error"]["message"], "reading flags: bad flag", "{v}");
+        // Taken: a second failure in the same process has nothing recorded.
+        let v = failure_json(&anyhow::anyhow!("x"), 1);
+        assert_eq!(
+            v,
+            serde_json::json!({"error": {"message": "x", "kind": "failure", "exitStatus": 1}})
+        );
+    }
+}

@@ -91,6 +91,9 @@ struct BundleSummary {
     images: Vec<String>,
     blobs: usize,
     bytes: u64,
+    /// Delta bundles: layers left out (the site has them).
+    external_blobs: usize,
+    external_bytes: u64,
 }
 
 #[derive(clap::Args, Debug)]
@@ -126,6 +129,11 @@ pub struct PackArgs {
     /// that are not relocated (they are still reported).
     #[arg(long)]
     pub allow_unrelocated: bool,
+    /// Write delta bundles: leave out the layers these files say the site
+    /// has (an inventory from `bundler inventory`, an earlier offline
+    /// package, bundles, or a directory of bundles), by exact digest.
+    #[arg(long, value_name = "FILE", num_args = 1..)]
+    pub against: Vec<std::path::PathBuf>,
     #[command(flatten)]
     pub transport: crate::oci::TransportArgs,
 }
@@ -225,6 +233,15 @@ pub async fn run(args: &PackArgs) -> anyhow::Result<()> {
     // manifest's directory; an empty base leaves them as they are.
     let base_dir = PathBuf::new();
     let platforms = platform_selection(&args.platform, &manifest)?;
+    // Read before any network work: a bad --against file fails fast.
+    let against = if args.against.is_empty() {
+        None
+    } else {
+        Some(
+            crate::bundle::delta::Against::load(&args.against)
+                .map_err(|e| crate::error::input_error(format!("--against: {e:#}")))?,
+        )
+    };
     if args.output.exists() && !args.output.is_dir() {
         return Err(crate::error::input_error(format!(
             "--output {}: exists and is not a directory",
@@ -390,6 +407,7 @@ pub async fn run(args: &PackArgs) -> anyhow::Result<()> {
             chart_files: chart.files.clone(),
             images: specs,
             blobs,
+            delta: None,
         };
         let path = args
             .output
@@ -466,6 +484,7 @@ pub async fn run(args: &PackArgs) -> anyhow::Result<()> {
             chart_files: Vec::new(),
             images: specs,
             blobs,
+            delta: None,
         };
         let path = args.output.join(format!(
             "{}-images_{}.bundle.tar",
@@ -480,6 +499,11 @@ pub async fn run(args: &PackArgs) -> anyhow::Result<()> {
         });
     }
 
+    if let Some(against) = &against {
+        for p in &mut plans {
+            p.spec.delta = against.plan(&p.spec);
+        }
+    }
     // digest -> (bundle path, offset) of blobs already written in this run.
     let written: Arc<Mutex<HashMap<Digest, (PathBuf, u64)>>> = Arc::default();
     let mut package_members: Vec<PathBuf> = Vec::new();
@@ -589,7 +613,11 @@ pub async fn run(args: &PackArgs) -> anyhow::Result<()> {
         summary.bytes_copied_locally += copied;
         let pending = Arc::try_unwrap(pending)
             .map_err(|_| anyhow::anyhow!("internal: a blob task still holds {}", path.display()))?;
+        let fresh = !path.exists();
         let final_path = pending.commit()?;
+        if fresh {
+            crate::interrupt::created(&final_path);
+        }
         {
             let mut w = written.lock().unwrap();
             for s in &filled {
@@ -612,11 +640,20 @@ pub async fn run(args: &PackArgs) -> anyhow::Result<()> {
                 .collect(),
             blobs: filled.len(),
             bytes: std::fs::metadata(&final_path).map(|m| m.len()).unwrap_or(0),
+            external_blobs: spec.delta.as_ref().map_or(0, |d| d.external.len()),
+            external_bytes: spec
+                .delta
+                .as_ref()
+                .map_or(0, |d| d.external.iter().map(|e| e.size).sum()),
         });
         package_members.push(final_path);
         if let Some((name, tgz)) = chart_archive {
             let p = args.output.join(&name);
+            let fresh = !p.exists();
             write_atomic(&p, &tgz)?;
+            if fresh {
+                crate::interrupt::created(&p);
+            }
             summary.chart_archives.push(p.clone());
             package_members.push(p);
         }
@@ -627,7 +664,9 @@ pub async fn run(args: &PackArgs) -> anyhow::Result<()> {
         "{}_{}_{}.tar",
         manifest.name, manifest.version, args.arch
     ));
+    crate::interrupt::doing(format!("writing {}", package.display()));
     write_package(&package, &package_members)?;
+    crate::interrupt::outputs_complete();
     summary.package = Some(package.clone());
     let stats = client.stats();
     summary.bytes_downloaded = stats.bytes_downloaded;
@@ -638,11 +677,20 @@ pub async fn run(args: &PackArgs) -> anyhow::Result<()> {
     } else {
         for b in &summary.bundles {
             println!(
-                "{}  {} images, {} blobs, {}",
+                "{}  {} images, {} blobs, {}{}",
                 b.path.display(),
                 b.images.len(),
                 b.blobs,
-                crate::progress::human_bytes(b.bytes)
+                crate::progress::human_bytes(b.bytes),
+                if b.external_blobs > 0 {
+                    format!(
+                        "  (delta: {} blobs external, {} not carried)",
+                        b.external_blobs,
+                        crate::progress::human_bytes(b.external_bytes)
+                    )
+                } else {
+                    String::new()
+                }
             );
         }
         println!("{}  (offline package)", package.display());

@@ -155,7 +155,14 @@ impl Progress {
     }
 
     fn advance(&self, n: u64) {
-        let first = *self.inner.first_byte.get_or_init(Instant::now);
+        let first = *self.inner.first_byte.get_or_init(|| {
+            // The bar's rate and ETA start with the first moved byte, not
+            // with the planning before it.
+            if let Some(total) = &self.inner.total {
+                total.reset_elapsed();
+            }
+            Instant::now()
+        });
         let done = self.inner.done_bytes.fetch_add(n, Ordering::Relaxed) + n;
         if let Some(total) = &self.inner.total {
             total.set_position(done);

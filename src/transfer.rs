@@ -179,7 +179,13 @@ fn read_small_blobs(
 
 /// One step (an upload or a mount), then the mounts that waited for it.
 async fn upload_then_mount(run: &BlobRun<'_>, step: usize, dependents: Vec<usize>) {
-    if let Err(e) = one_step(run, step).await {
+    let done = one_step(run, step).await;
+    if let Ok(false) = done {
+        // Stopped (a damaged blob elsewhere): its mounts have nothing to
+        // mount from.
+        return;
+    }
+    if let Err(e) = done {
         let damaged = e.chain().any(|c| c.is::<SourceDamaged>());
         if damaged {
             run.stop.store(true, Ordering::Relaxed);
@@ -196,7 +202,7 @@ async fn upload_then_mount(run: &BlobRun<'_>, step: usize, dependents: Vec<usize
         .iter()
         .map(|&d| async move { (d, one_step(run, d).await) })
         .collect();
-    let results: Vec<(usize, anyhow::Result<()>)> = mounts.collect().await;
+    let results: Vec<(usize, anyhow::Result<bool>)> = mounts.collect().await;
     for (d, r) in results {
         if let Err(e) = r {
             let mut f = run.failures.lock().unwrap_or_else(|e| e.into_inner());
@@ -207,7 +213,8 @@ async fn upload_then_mount(run: &BlobRun<'_>, step: usize, dependents: Vec<usize
     }
 }
 
-async fn one_step(run: &BlobRun<'_>, i: usize) -> anyhow::Result<()> {
+/// One upload or mount; `Ok(false)` when the run was stopped before it.
+async fn one_step(run: &BlobRun<'_>, i: usize) -> anyhow::Result<bool> {
     let s = &run.plan.steps[i];
     let reader = run.readers[s.bundle];
     let label = format!("{}@{}", s.repo, short(&s.desc.digest));
@@ -216,10 +223,10 @@ async fn one_step(run: &BlobRun<'_>, i: usize) -> anyhow::Result<()> {
         BlobAction::Mount { from } | BlobAction::MountAfterUpload { from, .. } => {
             (Some(from.as_str()), None)
         }
-        BlobAction::Skip => return Ok(()),
+        BlobAction::Skip => return Ok(true),
     };
     if run.stop.load(Ordering::Relaxed) {
-        return Ok(());
+        return Ok(false);
     }
     let source = match run.small.get(&i) {
         Some(b) => BlobSource::Bytes(b.clone()),
@@ -276,7 +283,7 @@ async fn one_step(run: &BlobRun<'_>, i: usize) -> anyhow::Result<()> {
             mount_from.filter(|_| outcome == PushOutcome::Mounted),
         );
     }
-    Ok(())
+    Ok(true)
 }
 
 fn outcome_word(o: PushOutcome) -> &'static str {

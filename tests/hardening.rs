@@ -342,9 +342,9 @@ fn pack_authenticates_to_classic_chart_repos_and_stores_no_credentials() {
 
     // From a file, relative to the manifest.
     std::fs::write(d.join("charts.pw"), format!("{pass}\n")).unwrap();
-    let auth = format!(
+    let auth =
         "      auth:\n        usernameEnv: HARDEN_CHARTS_USER\n        passwordFile: charts.pw\n"
-    );
+            .to_string();
     let m = repo_manifest(d, "file.yaml", &product, &repo.url(), &auth);
     let o = run(
         d,
@@ -650,11 +650,15 @@ fn local_repo_files_follow_the_umask() {
 
 /// Wait until a file whose name contains `part` appears in `dir`.
 fn wait_for_file(dir: &Path, part: &str, timeout: Duration) -> Option<PathBuf> {
+    wait_for(dir, |n| n.contains(part), timeout)
+}
+
+fn wait_for(dir: &Path, want: impl Fn(&str) -> bool, timeout: Duration) -> Option<PathBuf> {
     let start = Instant::now();
     while start.elapsed() < timeout {
         if let Ok(rd) = std::fs::read_dir(dir) {
             for e in rd.flatten() {
-                if e.file_name().to_string_lossy().contains(part) {
+                if want(&e.file_name().to_string_lossy()) {
                     return Some(e.path());
                 }
             }
@@ -686,7 +690,14 @@ fn slow_source(d: &Path, latency: Duration) -> SlowSource {
             ..support::faulty_proxy::Faults::none()
         },
     );
-    let manifest = registry_manifest(d, "slow", &[format!("{}/slow/app:1", proxy.host())]);
+    // A chart bundle from disk (finished first), then the slow images.
+    let fast = make_chart_product(d, "fast", 1, 1, 4 << 10, 41);
+    let mut text = std::fs::read_to_string(&fast.manifest)
+        .unwrap()
+        .replace("name: fast, version", "name: slow, version");
+    text.push_str(&format!("  images:\n    - {}/slow/app:1\n", proxy.host()));
+    let manifest = d.join("slow.yaml");
+    std::fs::write(&manifest, text).unwrap();
     SlowSource {
         _reg: reg,
         proxy,
@@ -721,8 +732,18 @@ fn sigint_and_sigterm_during_pack_remove_partial_files_and_exit_130_143() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-        let partial = wait_for_file(&out, ".partial-", Duration::from_secs(60))
-            .unwrap_or_else(|| panic!("{name}: no partial bundle appeared"));
+        let partial = wait_for_file(
+            &out,
+            "slow-images_1.0.0.bundle.tar.partial-",
+            Duration::from_secs(60),
+        )
+        .unwrap_or_else(|| panic!("{name}: no partial bundle appeared"));
+        // The chart bundle and archive of this run are finished by now.
+        assert!(
+            out.join("fast_1.0.0.bundle.tar").exists(),
+            "{:?}",
+            tree(&out)
+        );
         // SAFETY: signalling our own child.
         unsafe { libc::kill(child.id() as i32, sig) };
         let o = child.wait_with_output().unwrap();
@@ -772,36 +793,55 @@ fn a_later_pack_removes_stale_partial_files_of_dead_processes_only() {
 }
 
 #[test]
-fn sigterm_during_sync_says_what_was_interrupted_and_the_rerun_finishes() {
+fn sigterm_during_sync_says_what_was_interrupted_keeps_chunked_state_and_the_rerun_resumes() {
     let work = tempfile::tempdir().unwrap();
     let d = work.path();
-    let product = make_product(d, "big", 1, 4, 512 << 10, 31);
+    let product = make_product(d, "big", 1, 1, 2 << 20, 31);
     let out = pack_ok(d, &product.manifest, &d.join("out"));
     let reg = Registry::start(Mode::Plain);
     let proxy = support::faulty_proxy::FaultyProxy::start(
         reg.host().rsplit(':').next().unwrap().parse().unwrap(),
         support::faulty_proxy::Faults {
-            latency: Duration::from_millis(700),
+            latency: Duration::from_millis(1000),
             ..support::faulty_proxy::Faults::none()
         },
     );
     let site = d.join("site");
     std::fs::create_dir_all(&site).unwrap();
     let cfg = sync_config(&site, &out, &proxy.host(), None);
+    // The 2 MiB layer goes up in 128 KiB PATCHes, one per second.
+    let chunked = [
+        ("BUNDLER_CHUNK_THRESHOLD", "1048576"),
+        ("BUNDLER_CHUNK_SIZE", "131072"),
+    ];
     let child = command(
         &site,
         &["sync", "--config", cfg.to_str().unwrap(), "--insecure"],
-        &[],
+        &chunked,
     )
     .stdout(Stdio::piped())
     .stderr(Stdio::piped())
     .spawn()
     .unwrap();
-    std::thread::sleep(Duration::from_millis(2500));
+    let state_dir = site.join(".upload-state");
+    let state = wait_for(
+        &state_dir,
+        |n| n.ends_with(".json"),
+        Duration::from_secs(60),
+    )
+    .expect("no chunked-upload state was written");
+    // The next PATCH is now waiting in the proxy's latency: taking the
+    // registry away before it is forwarded leaves the registry holding
+    // exactly what the state file says (docker-registry cancels a session
+    // whose offset moved behind the client's back, so a kill while a chunk
+    // is being written could not resume against it anyway).
+    proxy.set_down(true);
+    std::thread::sleep(Duration::from_millis(1500));
     // SAFETY: signalling our own child.
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
     let o = child.wait_with_output().unwrap();
     let err = stderr(&o);
+    eprintln!("sync: {}", err.trim());
     assert_eq!(o.status.code(), Some(143), "{err}");
     let lines: Vec<&str> = err.lines().filter(|l| l.contains("interrupted")).collect();
     assert_eq!(lines.len(), 1, "{err}");
@@ -810,13 +850,24 @@ fn sigterm_during_sync_says_what_was_interrupted_and_the_rerun_finishes() {
         "{}",
         lines[0]
     );
+    assert!(state.exists(), "the chunked-upload state was removed");
+    let left: Vec<String> = tree(&site)
+        .into_iter()
+        .filter(|p| p.contains(".partial-"))
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+
     proxy.set_faults(support::faulty_proxy::Faults::none());
+    proxy.set_down(false);
+    let mut env = chunked.to_vec();
+    env.push(("BUNDLER_LOG", "bundler=info"));
     let o = run(
         &site,
         &["sync", "--config", cfg.to_str().unwrap(), "--insecure"],
-        &[],
+        &env,
     );
     assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stderr(&o).contains("resuming upload"), "{}", stderr(&o));
     assert_synced(&Http::new(&reg), &product.images);
 }
 
@@ -883,6 +934,46 @@ fn fifos_as_archive_or_bundles_path_are_refused_not_hung_on() {
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
     assert!(
         stderr(&o).contains("FIFO") && stderr(&o).contains("intermediateBundlesPath"),
+        "{}",
+        stderr(&o)
+    );
+
+    // A chart path and a hints file that are FIFOs.
+    let chart = d.join("chart.tgz");
+    mkfifo(&chart);
+    let hints = d.join("hints.yaml");
+    mkfifo(&hints);
+    let product = make_chart_product(d, "shop", 1, 1, 4 << 10, 51);
+    std::fs::write(
+        d.join("c.yaml"),
+        format!(
+            "apiVersion: bundler/v1\nkind: BundleManifest\nmetadata: {{name: p, version: 1.0.0}}\nspec:\n  charts:\n    - name: shop\n      path: {}\n",
+            chart.display()
+        ),
+    )
+    .unwrap();
+    let o = run_deadline(d, &["pack", "c.yaml", "-o", "out"], Duration::from_secs(20));
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("FIFO") && stderr(&o).contains("chart.tgz"),
+        "{}",
+        stderr(&o)
+    );
+    let text = std::fs::read_to_string(&product.manifest).unwrap();
+    let hints_line = text
+        .lines()
+        .find(|l| l.contains("hints:"))
+        .unwrap()
+        .to_string();
+    std::fs::write(
+        d.join("h.yaml"),
+        text.replace(&hints_line, &format!("      hints: {}", hints.display())),
+    )
+    .unwrap();
+    let o = run_deadline(d, &["pack", "h.yaml", "-o", "out"], Duration::from_secs(20));
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("FIFO") && stderr(&o).contains("hints.yaml"),
         "{}",
         stderr(&o)
     );

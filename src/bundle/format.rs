@@ -12,6 +12,15 @@ pub const HINTS_FILE: &str = "hints.yaml";
 pub const CHART_DIR: &str = "original-chart/";
 pub const BUNDLE_JSON: &str = "bundle.json";
 pub const IMAGES_TAR: &str = "images.tar";
+/// Format version of a delta bundle. Its "major" (`delta-1`) is not a
+/// number, so a bundler that does not know deltas refuses it ("upgrade
+/// bundler") instead of reading a bundle whose blobs are partly elsewhere.
+pub const DELTA_FORMAT_VERSION: &str = "delta-1.0";
+/// The image index of a delta's `images.tar`. A delta holds neither
+/// `index.json`/`oci-layout` nor `manifest.json`, so `ctr import` and
+/// `docker load` find no image archive and refuse it, instead of
+/// importing images whose layers are missing.
+pub const DELTA_INDEX: &str = "delta-index.json";
 
 /// `bundle.json`: bundler's own record, ignored by other readers.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -28,6 +37,62 @@ pub struct BundleJson {
     /// sha256 of every file that is not a content-addressed blob, by path
     /// (`hints.yaml`, `original-chart/...`, `images.tar/index.json`, ...).
     pub files: BTreeMap<String, Digest>,
+    /// Present in a delta bundle: the blobs it does not carry.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delta: Option<DeltaInfo>,
+}
+
+/// What a delta bundle leaves out, and what it was packed against.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct DeltaInfo {
+    pub packed_against: Vec<AgainstRecord>,
+    /// Layers named by the manifests but not in the bundle: the site must
+    /// already hold them (sync checks before pushing anything).
+    pub external: Vec<ExternalBlob>,
+}
+
+/// One file `pack --against` read.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct AgainstRecord {
+    /// `inventory`, `package` or `bundle`.
+    pub kind: String,
+    /// File name (no directories: the connected side's paths mean nothing
+    /// at the site).
+    pub name: String,
+    /// sha256 of an inventory file (packages and bundles are not hashed
+    /// again: they are tens of GB; their product names them).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<Digest>,
+    /// The product of a package or bundle, when it says.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub product: Option<ProductInfo>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ExternalBlob {
+    pub digest: Digest,
+    pub size: u64,
+    pub media_type: String,
+    /// A repository of the site registry that held the blob (`host/repo`,
+    /// from an inventory): sync mounts from it when the target lacks it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repository: Option<String>,
+    /// An original image reference that carried the blob (from a package
+    /// or bundle): sync rewrites it to find a repository to mount from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
+}
+
+impl BundleJson {
+    /// The external record of `digest`, in a delta bundle.
+    pub fn external_blob(&self, digest: &Digest) -> Option<&ExternalBlob> {
+        self.delta
+            .as_ref()
+            .and_then(|d| d.external.iter().find(|e| &e.digest == digest))
+    }
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]

@@ -23,6 +23,9 @@ pub struct InspectImage {
     /// Bytes of the image's config and layer blobs.
     pub size: u64,
     pub blobs: usize,
+    /// Delta bundles: bytes of the image's layers the site holds (not carried).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub external_bytes: u64,
     /// Platform manifests kept (index roots).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub children: Vec<Digest>,
@@ -58,6 +61,25 @@ pub struct InspectReport {
     pub image_blob_bytes: u64,
     /// `image_blob_bytes - unique_blob_bytes`: saved by storing shared blobs once.
     pub shared_savings: u64,
+    /// A delta bundle: what it leaves out (the site's registry has it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub delta: Option<InspectDelta>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct InspectDelta {
+    /// The one-line summary ("delta: 37 of 40 blobs external (9.2 GiB not carried)").
+    pub summary: String,
+    pub external_blobs: usize,
+    pub blobs: usize,
+    pub external_bytes: u64,
+    pub packed_against: Vec<super::format::AgainstRecord>,
+    pub external: Vec<super::format::ExternalBlob>,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// Count the templates of a hints file (a YAML list of strings).
@@ -101,6 +123,11 @@ pub fn inspect(reader: &BundleReader) -> anyhow::Result<InspectReport> {
             platform: reader.platforms.get(i).cloned().flatten(),
             size,
             blobs: img.blobs.len(),
+            external_bytes: super::delta::manifest_blobs(img)
+                .iter()
+                .filter(|(d, _)| reader.blob(&d.digest).is_none())
+                .map(|(d, _)| d.size)
+                .sum(),
             children: img.children.iter().map(|c| c.digest.clone()).collect(),
             source_index: rec.and_then(|r| r.source_index.clone()),
             synthesized: img.synthesized,
@@ -128,6 +155,20 @@ pub fn inspect(reader: &BundleReader) -> anyhow::Result<InspectReport> {
         unique_blob_bytes,
         image_blob_bytes,
         shared_savings: image_blob_bytes.saturating_sub(unique_blob_bytes),
+        delta: inspect_delta(reader),
+    })
+}
+
+fn inspect_delta(reader: &BundleReader) -> Option<InspectDelta> {
+    let delta = reader.meta.as_ref()?.delta.as_ref()?;
+    let (external_blobs, blobs, external_bytes) = super::delta::delta_counts(reader)?;
+    Some(InspectDelta {
+        summary: super::delta::describe_delta(reader)?,
+        external_blobs,
+        blobs,
+        external_bytes,
+        packed_against: delta.packed_against.clone(),
+        external: delta.external.clone(),
     })
 }
 
@@ -212,8 +253,13 @@ fn print_report(r: &InspectReport) {
                     format!("{} platforms", img.children.len())
                 }
             });
+        let external = if img.external_bytes > 0 {
+            format!(" (+ {} external)", human_bytes(img.external_bytes))
+        } else {
+            String::new()
+        };
         println!(
-            "  {}\n    digest {}  {}  {}{}",
+            "  {}\n    digest {}  {}  {}{external}{}",
             img.reference,
             img.digest,
             platform,
@@ -227,6 +273,14 @@ fn print_report(r: &InspectReport) {
         if let Some(si) = &img.source_index {
             println!("    from index {si}");
         }
+    }
+    if let Some(d) = &r.delta {
+        println!("{}", d.summary);
+        println!(
+            "          packed against {}",
+            super::delta::describe_records(&d.packed_against)
+        );
+        println!("          sync checks the target has every external blob first; docker load / ctr import cannot read this bundle's images.tar");
     }
     println!(
         "size:     {} file, {} unique blobs, {} summed over images (shared blobs save {})",

@@ -3,6 +3,7 @@
 //! is read without unpacking ([`reader`]: an offset index of every entry,
 //! nested `images.tar` included), verified ([`verify`]) and described
 //! ([`inspect`]).
+pub mod delta;
 pub mod format;
 pub mod inspect;
 pub mod location;

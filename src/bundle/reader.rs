@@ -757,11 +757,20 @@ impl BundleReader {
                 .split('.')
                 .next()
                 .unwrap_or("");
-            if major
-                .parse::<u32>()
-                .ok()
-                .zip(ours.parse::<u32>().ok())
-                .is_none_or(|(a, b)| a > b)
+            let is_delta = meta.format_version == super::format::DELTA_FORMAT_VERSION;
+            if is_delta != meta.delta.is_some() {
+                bail!(
+                    "{what}: bundle.json formatVersion {:?} {} delta record: the bundle is damaged",
+                    meta.format_version,
+                    if is_delta { "without a" } else { "with a" }
+                );
+            }
+            if !is_delta
+                && major
+                    .parse::<u32>()
+                    .ok()
+                    .zip(ours.parse::<u32>().ok())
+                    .is_none_or(|(a, b)| a > b)
             {
                 bail!(
                     "{what}: bundle.json formatVersion {:?} is not supported by this bundler (supports {}): upgrade bundler",
@@ -849,8 +858,11 @@ impl BundleReader {
                 }
             }
         }
-        if self.images_entries.contains_key("index.json") {
-            self.load_oci(what)?;
+        if self.is_delta() {
+            // A delta's index has its own name (see format::DELTA_INDEX).
+            self.load_oci(what, super::format::DELTA_INDEX)?;
+        } else if self.images_entries.contains_key("index.json") {
+            self.load_oci(what, "index.json")?;
             if self.images_entries.contains_key("manifest.json") {
                 // Check the docker view points at files that exist.
                 for (i, e) in self.docker_entries(what)?.iter().enumerate() {
@@ -874,13 +886,13 @@ impl BundleReader {
         serde_json::from_slice(&raw).with_context(|| format!("{what}: manifest.json is malformed"))
     }
 
-    fn load_oci(&mut self, what: &str) -> anyhow::Result<()> {
-        let raw = self.read_images_file("index.json")?;
+    fn load_oci(&mut self, what: &str, index_name: &str) -> anyhow::Result<()> {
+        let raw = self.read_images_file(index_name)?;
         let index = match media::parse(&raw, Some(media::OCI_INDEX))
-            .with_context(|| format!("{what}: index.json is malformed"))?
+            .with_context(|| format!("{what}: {index_name} is malformed"))?
         {
             Parsed::Index { manifests, .. } => manifests,
-            Parsed::Manifest { .. } => bail!("{what}: index.json is not an index"),
+            Parsed::Manifest { .. } => bail!("{what}: {index_name} is not an index"),
         };
         for desc in index {
             let reference = reference_from_annotations(desc.annotations.as_ref())
@@ -971,6 +983,21 @@ impl BundleReader {
         manifest: &Digest,
         what: &str,
     ) -> anyhow::Result<()> {
+        // A delta leaves out the layers the site has: listed, not missing.
+        // `blobs` is what the bundle carries, so they are not added.
+        if self.blob(&b.digest).is_none() {
+            if let Some(ext) = self.meta.as_ref().and_then(|m| m.external_blob(&b.digest)) {
+                if ext.size != b.size {
+                    bail!(
+                        "{what}: external blob {} is {} bytes in bundle.json but manifest {manifest} says {}",
+                        b.digest,
+                        ext.size,
+                        b.size
+                    );
+                }
+                return Ok(());
+            }
+        }
         let ext = self.blob(&b.digest).with_context(|| {
             format!(
                 "{what}: blob {} referenced by manifest {manifest} is missing from the bundle",
@@ -1186,6 +1213,11 @@ impl BundleReader {
             ),
         };
         Ok(Some((c.name, version)))
+    }
+
+    /// A delta bundle: some blobs are external (in the site's registry).
+    pub fn is_delta(&self) -> bool {
+        self.meta.as_ref().is_some_and(|m| m.delta.is_some())
     }
 
     /// Extent of a blob in the outer file.

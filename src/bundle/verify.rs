@@ -23,6 +23,9 @@ pub struct VerifyReport {
     pub blobs: usize,
     pub bytes: u64,
     pub files: usize,
+    /// Blobs of a delta bundle that the site's registry holds (listed in
+    /// `bundle.json`, not carried; sync checks them in the target).
+    pub external: usize,
     pub seconds: f64,
 }
 
@@ -181,6 +184,7 @@ pub fn verify(reader: &BundleReader, progress: &Progress) -> anyhow::Result<Veri
         blobs: blobs.len(),
         bytes: total,
         files,
+        external: super::delta::delta_counts(reader).map_or(0, |(n, _, _)| n),
         seconds: started.elapsed().as_secs_f64(),
     })
 }
@@ -246,10 +250,18 @@ pub fn run(args: &VerifyArgs) -> anyhow::Result<()> {
                 if !args.json {
                     progress.println(String::new());
                     println!(
-                        "OK {label} ({} blobs, {}, {:.1} MiB/s)",
+                        "OK {label} ({} blobs, {}, {:.1} MiB/s){}",
                         r.blobs,
                         human_bytes(r.bytes),
-                        r.mib_per_sec()
+                        r.mib_per_sec(),
+                        if r.external > 0 {
+                            format!(
+                                "; delta: {} external blobs not carried, checked in the target by sync",
+                                r.external
+                            )
+                        } else {
+                            String::new()
+                        }
                     );
                 }
                 results.push(JsonResult {

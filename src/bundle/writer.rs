@@ -30,8 +30,8 @@ use anyhow::{bail, Context};
 use sha2::{Digest as _, Sha256};
 
 use super::format::{
-    BundleJson, ChartInfo, ImageRecord, ProductInfo, BUNDLE_JSON, CHART_DIR, FORMAT_VERSION,
-    HINTS_FILE, IMAGES_TAR,
+    BundleJson, ChartInfo, DeltaInfo, ImageRecord, ProductInfo, BUNDLE_JSON, CHART_DIR,
+    DELTA_FORMAT_VERSION, DELTA_INDEX, FORMAT_VERSION, HINTS_FILE, IMAGES_TAR,
 };
 use super::reader::{check_entry_name, ManifestDoc};
 use crate::oci::media::{self, Descriptor, Parsed, Platform};
@@ -64,6 +64,9 @@ pub struct BundleSpec {
     pub images: Vec<ImageSpec>,
     /// Every config/layer blob with its size (deduplicated by digest).
     pub blobs: std::collections::BTreeMap<Digest, u64>,
+    /// A delta bundle: the blobs of `blobs` left out (no slot is laid out
+    /// for them), recorded in `bundle.json`.
+    pub delta: Option<DeltaInfo>,
 }
 
 /// A region of the output to be filled with one blob's bytes.
@@ -230,6 +233,14 @@ fn plan(spec: &BundleSpec) -> anyhow::Result<Layout> {
             docs.insert(d.digest.clone(), d);
         }
     }
+    let external: BTreeSet<&Digest> = spec
+        .delta
+        .iter()
+        .flat_map(|d| d.external.iter().map(|e| &e.digest))
+        .collect();
+    if let Some(d) = external.iter().find(|d| docs.contains_key(**d)) {
+        bail!("blob {d} is a manifest: a delta carries every manifest");
+    }
     let size_of = |d: &Digest| -> Option<u64> {
         spec.blobs
             .get(d)
@@ -354,28 +365,31 @@ fn plan(spec: &BundleSpec) -> anyhow::Result<Layout> {
         });
     }
 
-    let oci_layout = br#"{"imageLayoutVersion":"1.0.0"}"#.to_vec();
     let index_json = serde_json::to_vec(&serde_json::json!({
         "schemaVersion": 2,
         "mediaType": media::OCI_INDEX,
         "manifests": index_entries,
     }))?;
-    let manifest_json = serde_json::to_vec(&docker_entries)?;
-
-    // Nested images.tar.
-    let mut inner = vec![
-        ("oci-layout".to_string(), Content::Bytes(oci_layout.clone())),
-        ("index.json".to_string(), Content::Bytes(index_json.clone())),
-        (
-            "manifest.json".to_string(),
-            Content::Bytes(manifest_json.clone()),
-        ),
-        ("blobs/".to_string(), Content::Dir),
-        ("blobs/sha256/".to_string(), Content::Dir),
-    ];
+    // Nested images.tar: an OCI layout and a docker archive at once, or, in
+    // a delta, neither (its index under another name), so that image tools
+    // refuse it instead of importing images without their layers.
+    let mut small_files: Vec<(&str, Vec<u8>)> = Vec::new();
+    if spec.delta.is_some() {
+        small_files.push((DELTA_INDEX, index_json));
+    } else {
+        small_files.push(("oci-layout", br#"{"imageLayoutVersion":"1.0.0"}"#.to_vec()));
+        small_files.push(("index.json", index_json));
+        small_files.push(("manifest.json", serde_json::to_vec(&docker_entries)?));
+    }
+    let mut inner: Vec<(String, Content)> = small_files
+        .iter()
+        .map(|(n, b)| (n.to_string(), Content::Bytes(b.clone())))
+        .collect();
+    inner.push(("blobs/".to_string(), Content::Dir));
+    inner.push(("blobs/sha256/".to_string(), Content::Dir));
     let mut all: BTreeSet<&Digest> = spec.blobs.keys().collect();
     all.extend(docs.keys());
-    for d in all {
+    for d in all.into_iter().filter(|d| !external.contains(d)) {
         let c = match docs.get(d) {
             Some(m) => Content::Bytes(m.bytes.to_vec()),
             None => Content::Slot(d.clone(), spec.blobs[d]),
@@ -407,16 +421,22 @@ fn plan(spec: &BundleSpec) -> anyhow::Result<Layout> {
         files.insert(name.clone(), sha(b));
         outer.push((name, Content::Bytes(b.clone())));
     }
-    files.insert(format!("{IMAGES_TAR}/oci-layout"), sha(&oci_layout));
-    files.insert(format!("{IMAGES_TAR}/index.json"), sha(&index_json));
-    files.insert(format!("{IMAGES_TAR}/manifest.json"), sha(&manifest_json));
+    for (n, b) in &small_files {
+        files.insert(format!("{IMAGES_TAR}/{n}"), sha(b));
+    }
     let bundle_json = BundleJson {
-        format_version: FORMAT_VERSION.to_string(),
+        format_version: if spec.delta.is_some() {
+            DELTA_FORMAT_VERSION
+        } else {
+            FORMAT_VERSION
+        }
+        .to_string(),
         tool: format!("bundler {}", env!("CARGO_PKG_VERSION")),
         chart: spec.chart.clone(),
         product: spec.product.clone(),
         images: records,
         files,
+        delta: spec.delta.clone(),
     };
     let mut bj = serde_json::to_vec_pretty(&bundle_json)?;
     bj.push(b'\n');
@@ -641,6 +661,89 @@ mod tests {
         assert!(r.images.is_empty());
         assert!(r.entries.contains_key("bundle.json"));
         assert!(r.images_entries.contains_key("index.json"));
+    }
+
+    #[test]
+    fn delta_bundle_leaves_out_external_layers_and_no_image_archive_index() {
+        use crate::bundle::format::ExternalBlob;
+        let (config, carried, external) = (
+            b"{\"os\":\"linux\"}".to_vec(),
+            b"carried layer".to_vec(),
+            b"layer the site has".to_vec(),
+        );
+        let d = |b: &[u8]| Digest::of(b);
+        let desc = |b: &[u8], mt: &str| serde_json::json!({"mediaType": mt, "digest": d(b).to_string(), "size": b.len()});
+        let layer_mt = "application/vnd.oci.image.layer.v1.tar+gzip";
+        let root = ManifestDoc::new(
+            media::OCI_MANIFEST,
+            serde_json::to_vec(&serde_json::json!({
+                "schemaVersion": 2,
+                "mediaType": media::OCI_MANIFEST,
+                "config": desc(&config, "application/vnd.oci.image.config.v1+json"),
+                "layers": [desc(&carried, layer_mt), desc(&external, layer_mt)],
+            }))
+            .unwrap(),
+        );
+        let mut blobs = BTreeMap::new();
+        for b in [&config, &carried, &external] {
+            blobs.insert(d(b), b.len() as u64);
+        }
+        let spec = BundleSpec {
+            images: vec![ImageSpec {
+                reference: Reference::parse("example.com/a/b:1").unwrap(),
+                root: root.clone(),
+                children: Vec::new(),
+                platform: None,
+                source_index: None,
+                docker: Some((d(&config), vec![d(&carried), d(&external)])),
+            }],
+            blobs,
+            delta: Some(DeltaInfo {
+                packed_against: Vec::new(),
+                external: vec![ExternalBlob {
+                    digest: d(&external),
+                    size: external.len() as u64,
+                    media_type: layer_mt.into(),
+                    repository: None,
+                    image: None,
+                }],
+            }),
+            ..Default::default()
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let p = begin(&dir.path().join("x.bundle.tar"), &spec).unwrap();
+        let slotted: BTreeSet<Digest> = p.slots.iter().map(|s| s.digest.clone()).collect();
+        assert_eq!(slotted, [d(&config), d(&carried)].into_iter().collect());
+        let content: BTreeMap<Digest, &Vec<u8>> = [(d(&config), &config), (d(&carried), &carried)]
+            .into_iter()
+            .collect();
+        for s in &p.slots {
+            let mut w = p.slot_writer(s);
+            w.write_all(content[&s.digest]).unwrap();
+            w.finish().unwrap();
+        }
+        let path = p.commit().unwrap();
+        let r = crate::bundle::BundleReader::open(&path).unwrap();
+        assert!(r.is_delta());
+        assert_eq!(
+            r.meta.as_ref().unwrap().format_version,
+            DELTA_FORMAT_VERSION
+        );
+        for absent in ["index.json", "oci-layout", "manifest.json"] {
+            assert!(!r.images_entries.contains_key(absent), "{absent}");
+        }
+        assert!(r.images_entries.contains_key(DELTA_INDEX));
+        assert_eq!(r.images.len(), 1);
+        assert_eq!(r.images[0].root.digest, root.digest);
+        // What the bundle carries: the config and one layer.
+        let carried_digests: Vec<Digest> =
+            r.images[0].blobs.iter().map(|b| b.digest.clone()).collect();
+        assert_eq!(carried_digests, vec![d(&config), d(&carried)]);
+        crate::bundle::verify::verify(
+            &r,
+            &crate::progress::Progress::new(crate::progress::Mode::Quiet),
+        )
+        .unwrap();
     }
 
     #[test]

@@ -68,6 +68,7 @@ pub async fn fetch_with_auth(
             };
             let meta = std::fs::metadata(&path)
                 .with_context(|| format!("chart {}: reading {}", entry.name, path.display()))?;
+            crate::file_kind::require_file(&path, &meta, "chart path", true)?;
             if meta.is_dir() {
                 let chart = Chart::from_dir(&path)?;
                 let tgz = package::package_tgz(&chart)?;

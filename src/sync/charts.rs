@@ -51,6 +51,10 @@ pub async fn publish_all(
     let target_desc = describe_target(config);
     let image_registry = config.image_registry().unwrap_or_default();
     let mut synced = Vec::new();
+    // The same chart version in two bundles is published (and counted)
+    // once; two different packages under one version still go to the
+    // target, which refuses the second unless --force.
+    let mut seen: HashMap<(String, String), Digest> = HashMap::new();
     for (b, prep) in selected.iter().zip(prepared) {
         let (
             Some((name, version)),
@@ -68,6 +72,11 @@ pub async fn publish_all(
         else {
             continue;
         };
+        let sum = Digest::of(&tgz);
+        if seen.get(&(name.clone(), version.clone())) == Some(&sum) {
+            continue;
+        }
+        seen.insert((name.clone(), version.clone()), sum);
         let outcome = crate::chart::repo::publish(target_repo, &chart, &tgz, client, opts)
             .await
             .with_context(|| format!("publishing chart {name} {version} to {target_desc}"))?;

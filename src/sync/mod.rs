@@ -91,29 +91,14 @@ pub async fn run(args: &SyncArgs) -> anyhow::Result<()> {
     // 1. Everything that needs no network.
     let selected = bundles::open_selected(&config, &progress)?;
     if args.verify {
-        for b in &selected {
-            crate::bundle::verify::verify(&b.reader, &progress).with_context(|| {
-                format!(
-                    "bundle {} failed verification; nothing was pushed",
-                    b.reader.label
-                )
-            })?;
-        }
+        verify_all(&selected, &progress)?;
     }
     let chosen = bundles::select_images(&selected, &config, &platforms)?;
     let prepared = charts::prepare_all(&selected, &config, &chosen.platform_map)?;
     let mut summary = SyncSummary {
         dry_run: args.dry_run,
         bundles: selected.iter().map(|b| b.reader.label.clone()).collect(),
-        images: chosen
-            .jobs
-            .iter()
-            .map(|j| ImageLine {
-                from: j.image.reference.to_string(),
-                to: j.target.to_string(),
-                digest: j.image.root.digest.to_string(),
-            })
-            .collect(),
+        images: chosen.jobs.iter().map(ImageLine::of).collect(),
         ..SyncSummary::default()
     };
     if args.print_images {
@@ -127,19 +112,17 @@ pub async fn run(args: &SyncArgs) -> anyhow::Result<()> {
         return print_dry_run(args, &selected, &target_desc, summary, started);
     }
 
-    let client = RegistryClient::new(
-        ClientOptions {
-            insecure: args.transport.insecure(),
-            ca_file: args.transport.ca_file.clone(),
-            max_connections: args.concurrency * 4,
-            ..env_tuning(ClientOptions::default())
-        },
-        charts::credential_store(&config),
-    )?;
+    let client = registry_client(args, &config)?;
     crate::outcome::record(&summary);
 
     // 2-3. Images (into Harbor projects made first when asked to).
     if !args.skip_images && !chosen.jobs.is_empty() {
+        // A delta's external blobs must all be in the target before anything moves.
+        let items: Vec<_> = (chosen.jobs.iter())
+            .map(|j| (&selected[j.bundle].reader, &j.image, &j.target))
+            .collect();
+        crate::bundle::delta::check::check_external(&client, &config.rewrite, &items, &progress)
+            .await?;
         if args.auto_create_repository.unwrap_or(false) {
             charts::create_image_projects(
                 &config,
@@ -163,6 +146,7 @@ pub async fn run(args: &SyncArgs) -> anyhow::Result<()> {
         summary.bytes_uploaded = client.stats().bytes_uploaded;
         summary.retries = client.stats().retries;
         summary.bytes_read = report::bytes_read();
+        summary.seconds = started.elapsed().as_secs_f64();
         crate::outcome::record(&summary);
         result?;
     }
@@ -199,12 +183,18 @@ pub async fn run(args: &SyncArgs) -> anyhow::Result<()> {
         &mut summary.charts,
     )
     .await;
+    summary.seconds = started.elapsed().as_secs_f64();
     crate::outcome::record(&summary);
     let synced = published?;
     progress.finish();
     if !synced.is_empty() {
         SyncState::record(&config.file, synced)?;
     }
+    let pushed = summary
+        .images
+        .iter()
+        .map(|l| (l.from.as_str(), l.to.as_str()));
+    crate::inventory::write_after_sync(&client, &config, pushed, &progress).await;
 
     let stats = client.stats();
     summary.bytes_uploaded = stats.bytes_uploaded;
@@ -217,6 +207,31 @@ pub async fn run(args: &SyncArgs) -> anyhow::Result<()> {
         println!("{}", summary.text());
     }
     Ok(())
+}
+
+/// `--verify`: every blob of every bundle read and checked first.
+fn verify_all(selected: &[bundles::SelectedBundle], progress: &Progress) -> anyhow::Result<()> {
+    for b in selected {
+        crate::bundle::verify::verify(&b.reader, progress).with_context(|| {
+            format!(
+                "bundle {} failed verification; nothing was pushed",
+                b.reader.label
+            )
+        })?;
+    }
+    Ok(())
+}
+
+fn registry_client(args: &SyncArgs, config: &SyncConfig) -> anyhow::Result<RegistryClient> {
+    RegistryClient::new(
+        ClientOptions {
+            insecure: args.transport.insecure(),
+            ca_file: args.transport.ca_file.clone(),
+            max_connections: args.concurrency * 4,
+            ..env_tuning(ClientOptions::default())
+        },
+        charts::credential_store(config),
+    )
 }
 
 /// Plan, then the two transfer phases; the summary is filled in as far as

@@ -118,6 +118,42 @@ fn head_parallelism(concurrency: usize) -> usize {
     (concurrency.max(1) * 4).min(64)
 }
 
+/// (registry, repository, blob digest).
+type BlobKey = (String, String, Digest);
+
+/// Where blobs are known to be, from unchanged images and blob HEADs.
+#[derive(Default)]
+struct Known {
+    present: HashSet<BlobKey>,
+    /// (registry, digest) -> repositories that have it.
+    holders: HashMap<(String, Digest), Vec<String>>,
+}
+
+impl Known {
+    fn note(&mut self, key: &BlobKey) {
+        if self.present.insert(key.clone()) {
+            self.holders
+                .entry((key.0.clone(), key.2.clone()))
+                .or_default()
+                .push(key.1.clone());
+        }
+    }
+
+    fn holder(&self, registry: &str, digest: &Digest) -> Option<&String> {
+        self.holders
+            .get(&(registry.to_string(), digest.clone()))
+            .and_then(|h| h.first())
+    }
+}
+
+fn blob_key(job: &ImageJob, digest: &Digest) -> BlobKey {
+    (
+        job.target.registry.clone(),
+        job.target.repository.clone(),
+        digest.clone(),
+    )
+}
+
 /// Make the plan. Failures (the registry down, credentials refused) are
 /// per image, to be grouped by cause; nothing has been pushed then.
 pub async fn make(
@@ -127,8 +163,35 @@ pub async fn make(
 ) -> Result<Plan, Failures> {
     let par = head_parallelism(concurrency);
     let mut failures = Failures::new(super::report::Stage::Plan);
+    let unchanged = head_manifests(client, &jobs, par, &mut failures).await;
+    if !failures.is_empty() {
+        return Err(failures);
+    }
+    let mut known = Known::default();
+    for (job, _) in jobs.iter().zip(&unchanged).filter(|(_, u)| **u) {
+        for b in &job.image.blobs {
+            known.note(&blob_key(job, &b.digest));
+        }
+    }
+    let needed = blob_steps(&jobs, &unchanged);
+    head_blobs(client, &jobs, &needed, &mut known, par, &mut failures).await;
+    if !failures.is_empty() {
+        return Err(failures);
+    }
+    Ok(Plan {
+        jobs,
+        unchanged,
+        steps: assign_actions(needed, &known),
+    })
+}
 
-    // 1. Manifests.
+/// Step 1: HEAD every target manifest; per job, whether it is unchanged.
+async fn head_manifests(
+    client: &RegistryClient,
+    jobs: &[ImageJob],
+    par: usize,
+    failures: &mut Failures,
+) -> Vec<bool> {
     let heads: Vec<(usize, anyhow::Result<Option<Digest>>)> =
         stream::iter(jobs.iter().enumerate().map(|(i, job)| async move {
             let r = client
@@ -150,35 +213,17 @@ pub async fn make(
             Err(e) => failures.add(jobs[i].target.to_string(), &e),
         }
     }
-    if !failures.is_empty() {
-        return Err(failures);
-    }
+    unchanged
+}
 
-    // Where each blob is known to be: (registry, digest) -> repositories.
-    let mut holders: HashMap<(String, Digest), Vec<String>> = HashMap::new();
-    let mut present: HashSet<(String, String, Digest)> = HashSet::new();
-    for job in jobs
-        .iter()
-        .zip(&unchanged)
-        .filter(|(_, u)| **u)
-        .map(|(j, _)| j)
-    {
-        for b in &job.image.blobs {
-            note_present(&mut holders, &mut present, job, &b.digest);
-        }
-    }
-
-    // 2. Blobs of changed images, once per repository.
-    let mut needed: BTreeMap<(String, String, Digest), BlobStep> = BTreeMap::new();
+/// The blobs of changed images, once per target repository, each with the
+/// images that need it there.
+fn blob_steps(jobs: &[ImageJob], unchanged: &[bool]) -> BTreeMap<BlobKey, BlobStep> {
+    let mut needed: BTreeMap<BlobKey, BlobStep> = BTreeMap::new();
     for (i, job) in jobs.iter().enumerate().filter(|(i, _)| !unchanged[*i]) {
         for b in &job.image.blobs {
-            let key = (
-                job.target.registry.clone(),
-                job.target.repository.clone(),
-                b.digest.clone(),
-            );
             needed
-                .entry(key)
+                .entry(blob_key(job, &b.digest))
                 .or_insert_with(|| BlobStep {
                     registry: job.target.registry.clone(),
                     repo: job.target.repository.clone(),
@@ -191,8 +236,22 @@ pub async fn make(
                 .push(i);
         }
     }
-    let to_head: Vec<&(String, String, Digest)> =
-        needed.keys().filter(|k| !present.contains(*k)).collect();
+    needed
+}
+
+/// Step 2: HEAD every needed blob not already known to be in place.
+async fn head_blobs(
+    client: &RegistryClient,
+    jobs: &[ImageJob],
+    needed: &BTreeMap<BlobKey, BlobStep>,
+    known: &mut Known,
+    par: usize,
+    failures: &mut Failures,
+) {
+    let to_head: Vec<&BlobKey> = needed
+        .keys()
+        .filter(|k| !known.present.contains(*k))
+        .collect();
     let found: Vec<(usize, anyhow::Result<bool>)> = stream::iter(to_head.iter().enumerate().map(
         |(n, (reg, repo, d))| async move {
             (
@@ -205,15 +264,8 @@ pub async fn make(
     .collect()
     .await;
     for (n, r) in found {
-        let (reg, repo, d) = to_head[n];
         match r {
-            Ok(true) => {
-                present.insert((reg.clone(), repo.clone(), d.clone()));
-                holders
-                    .entry((reg.clone(), d.clone()))
-                    .or_default()
-                    .push(repo.clone());
-            }
+            Ok(true) => known.note(to_head[n]),
             Ok(false) => {}
             Err(e) => {
                 for &i in &needed[to_head[n]].images {
@@ -222,54 +274,91 @@ pub async fn make(
             }
         }
     }
-    if !failures.is_empty() {
-        return Err(failures);
-    }
+}
 
-    // 3. One action per missing blob.
+/// Step 3: one action per blob: skip what is in place, mount what another
+/// repository has, upload the rest once per registry and mount it from
+/// there into the others.
+fn assign_actions(needed: BTreeMap<BlobKey, BlobStep>, known: &Known) -> Vec<BlobStep> {
     let mut steps = Vec::new();
     let mut uploaded_at: HashMap<(String, Digest), (String, usize)> = HashMap::new();
     for (key, mut step) in needed {
-        let present_here = present.contains(&key);
-        let (reg, _, d) = key;
-        let rk = (reg, d);
-        step.action = if present_here {
+        step.action = if known.present.contains(&key) {
             BlobAction::Skip
-        } else if let Some(from) = holders.get(&rk).and_then(|h| h.first()) {
+        } else if let Some(from) = known.holder(&key.0, &key.2) {
             BlobAction::Mount { from: from.clone() }
-        } else if let Some((from, after)) = uploaded_at.get(&rk) {
+        } else if let Some((from, after)) = uploaded_at.get(&(key.0.clone(), key.2.clone())) {
             BlobAction::MountAfterUpload {
                 from: from.clone(),
                 after: *after,
             }
         } else {
-            uploaded_at.insert(rk, (step.repo.clone(), steps.len()));
+            uploaded_at.insert((key.0, key.2), (step.repo.clone(), steps.len()));
             BlobAction::Upload
         };
         steps.push(step);
     }
-    Ok(Plan {
-        jobs,
-        unchanged,
-        steps,
-    })
+    steps
 }
 
-fn note_present(
-    holders: &mut HashMap<(String, Digest), Vec<String>>,
-    present: &mut HashSet<(String, String, Digest)>,
-    job: &ImageJob,
-    digest: &Digest,
-) {
-    let key = (
-        job.target.registry.clone(),
-        job.target.repository.clone(),
-        digest.clone(),
-    );
-    if present.insert(key) {
-        holders
-            .entry((job.target.registry.clone(), digest.clone()))
-            .or_default()
-            .push(job.target.repository.clone());
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn step(repo: &str, blob: &[u8]) -> (BlobKey, BlobStep) {
+        let digest = Digest::of(blob);
+        let key = ("reg".to_string(), repo.to_string(), digest.clone());
+        let desc = Descriptor {
+            media_type: "application/vnd.oci.image.layer.v1.tar+gzip".into(),
+            digest,
+            size: blob.len() as u64,
+            platform: None,
+            annotations: None,
+        };
+        let s = BlobStep {
+            registry: "reg".into(),
+            repo: repo.into(),
+            desc,
+            bundle: 0,
+            action: BlobAction::Upload,
+            images: vec![0],
+        };
+        (key, s)
+    }
+
+    #[test]
+    fn a_blob_nowhere_is_uploaded_once_per_registry_and_mounted_into_the_others() {
+        let needed: BTreeMap<_, _> = [step("a", b"x"), step("b", b"x"), step("c", b"x")]
+            .into_iter()
+            .collect();
+        let steps = assign_actions(needed, &Known::default());
+        assert_eq!(steps[0].action, BlobAction::Upload);
+        for s in &steps[1..] {
+            assert_eq!(
+                s.action,
+                BlobAction::MountAfterUpload {
+                    from: "a".into(),
+                    after: 0
+                }
+            );
+        }
+    }
+
+    #[test]
+    fn a_blob_in_place_is_skipped_and_one_elsewhere_is_mounted_without_reading() {
+        let (ka, sa) = step("a", b"y");
+        let (kb, sb) = step("b", b"y");
+        let mut known = Known::default();
+        known.note(&ka);
+        let steps = assign_actions([(ka, sa), (kb, sb)].into_iter().collect(), &known);
+        assert_eq!(steps[0].action, BlobAction::Skip);
+        assert_eq!(steps[1].action, BlobAction::Mount { from: "a".into() });
+        let plan = Plan {
+            jobs: Vec::new(),
+            unchanged: Vec::new(),
+            steps,
+        };
+        assert_eq!(plan.upload_bytes(), 0);
+        assert_eq!((plan.skipped(), plan.mounts()), (1, 1));
     }
 }

@@ -44,6 +44,16 @@ pub struct ImageLine {
     pub digest: String,
 }
 
+impl ImageLine {
+    pub fn of(job: &crate::transfer::ImageJob) -> Self {
+        ImageLine {
+            from: job.image.reference.to_string(),
+            to: job.target.to_string(),
+            digest: job.image.root.digest.to_string(),
+        }
+    }
+}
+
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ChartLine {
@@ -221,7 +231,8 @@ impl Failures {
         order
             .into_iter()
             .map(|k| {
-                let g = by.remove(&k).unwrap();
+                let mut g = by.remove(&k).unwrap();
+                g.images.sort();
                 let text = if g.shown.len() == 1 {
                     g.shown.into_iter().next().unwrap()
                 } else {
