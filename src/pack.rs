@@ -294,14 +294,14 @@ pub async fn run(args: &PackArgs) -> anyhow::Result<()> {
         let auth = manifest.chart_auth.get(&entry.name);
         let (chart, tgz) =
             crate::chart::repo::fetch_with_auth(entry, &base_dir, &client, &fetch_opts, auth)
-            .await
-            .with_context(|| {
-                format!(
-                    "fetching chart {} from the bundle manifest {}",
-                    entry.name,
-                    manifest.file.display()
-                )
-            })?;
+                .await
+                .with_context(|| {
+                    format!(
+                        "fetching chart {} from the bundle manifest {}",
+                        entry.name,
+                        manifest.file.display()
+                    )
+                })?;
         let release = ReleaseDefaults::from(entry.release.as_ref());
         let rendered = helm
             .as_deref()
@@ -445,14 +445,13 @@ pub async fn run(args: &PackArgs) -> anyhow::Result<()> {
         listing.print(args.json)?;
         return Ok(());
     }
-    if !summary.unrelocated.is_empty() && !args.allow_unrelocated {
-        if args.json {
-            println!("{}", serde_json::to_string_pretty(&summary)?);
-        }
-        return Err(
-            render_check::unrelocated_error(&summary.unrelocated).context("nothing was written")
-        );
-    }
+    // With --json, a failure prints the summary so far (the misses too).
+    crate::outcome::record(&summary);
+    render_check::refuse_misses(
+        &summary.unrelocated,
+        args.allow_unrelocated,
+        "nothing was written",
+    )?;
     if !manifest.images.is_empty() {
         let mut images = Vec::new();
         for src in &manifest.images {

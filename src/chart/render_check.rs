@@ -164,9 +164,10 @@ pub fn render_tgz(
             String::from_utf8_lossy(&out.stderr).trim()
         );
     }
-    Ok(RenderedManifests::parse(&String::from_utf8_lossy(
-        &out.stdout,
-    )))
+    let text = String::from_utf8_lossy(&out.stdout);
+    // helm expands the chart's own YAML aliases; bound what we read back.
+    crate::yaml_bounds::check(&text).context("the output of helm template")?;
+    Ok(RenderedManifests::parse(&text))
 }
 
 /// Render a chart as it would be packaged.
