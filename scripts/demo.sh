@@ -3,17 +3,20 @@
 # registry this script starts (CNCF distribution, basic auth, on 127.0.0.1):
 #   1. bundler pack   bundle-manifests/example.yaml  -> bundles + offline package
 #   2. bundler sync   --config load-image.yaml        -> images + chart into the registry
-#   3. bundler upgrade demo --dry-run                 -> backup, diff, pre-flight against the registry
+#   3. bundler upgrade demo [--dry-run]               -> backup, diff, pre-flight, the real helm upgrade
 # Then it checks the result with skopeo and helm. Everything lands in ./work-e2e.
 #
-# No Kubernetes API server can run here, so step 3 talks to the cluster
-# through tests/support/helm-cluster-standin (the same stand-in the tests use; it keeps a release in files and
-# hands `template`/`pull`/`show` to the real helm).
+# No Kubernetes cluster can run here, so step 3 runs the real helm against
+# tests/support/kube-api-standin.py, the Kubernetes API stand-in the tests
+# use (release records, revisions and --wait are real helm's).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 bash scripts/setup.sh
-cargo build --quiet --locked
+# Not --quiet: the first build compiles every dependency (minutes on a
+# small machine) and should be seen doing so.
+echo "== building bundler (cargo build --locked; the first build takes a few minutes)"
+cargo build --locked
 BUNDLER=$ROOT/target/debug/bundler
 
 WORK=$ROOT/work-e2e
@@ -76,11 +79,24 @@ if helm template demo "$WORK/pulled/demo-1.0.0.tgz" | grep 'image:' | grep -v "1
   echo "an image still points outside the private registry"; exit 1
 fi
 
-echo "== 3. upgrade --dry-run (cluster side: stand-in with an installed release demo 0.9.0)"
-export FAKE_HELM_STATE=$WORK/cluster FAKE_HELM_REAL=$(command -v helm)
-rel=$FAKE_HELM_STATE/releases/demo-system/demo
-mkdir -p "$rel"
-echo 1 > "$rel/current"; echo deployed > "$rel/status-1"; echo demo-0.9.0 > "$rel/chart-1"; echo 0.9.0 > "$rel/app-1"
-printf 'web:\n  replicas: 2\n' > "$rel/values-1.yaml"
-BUNDLER_HELM="$ROOT/tests/support/helm-cluster-standin" "$BUNDLER" upgrade demo --dry-run --insecure --backup-dir "$WORK/backups"
-echo "== done: pack -> sync -> upgrade --dry-run all passed (work files in $WORK)"
+echo "== 3. upgrade (cluster: the Kubernetes API stand-in; release demo installed from the original chart)"
+python3 "$ROOT/tests/support/kube-api-standin.py" --log "$WORK/kube-api.log" > "$WORK/kube-api.port" &
+API_PID=$!
+trap 'kill $REG_PID $API_PID 2>/dev/null || true' EXIT
+for _ in $(seq 100); do [ -s "$WORK/kube-api.port" ] && break; sleep 0.1; done
+cat > "$WORK/kubeconfig" <<KCFG
+apiVersion: v1
+kind: Config
+clusters: [{name: site, cluster: {server: "http://127.0.0.1:$(head -1 "$WORK/kube-api.port")"}}]
+contexts: [{name: site, context: {cluster: site, user: admin}}]
+current-context: site
+users: [{name: admin, user: {token: demo}}]
+KCFG
+export KUBECONFIG=$WORK/kubeconfig
+helm install demo "$ROOT/examples/charts/demo" -n demo-system --create-namespace --set web.replicas=2 --wait=watcher --timeout 60s >/dev/null
+helm history demo -n demo-system
+"$BUNDLER" upgrade demo --dry-run --insecure --backup-dir "$WORK/backups"
+"$BUNDLER" upgrade demo --insecure --backup-dir "$WORK/backups" --timeout 60s
+helm history demo -n demo-system
+helm get values demo -n demo-system
+echo "== done: pack -> sync -> upgrade all passed (work files in $WORK)"

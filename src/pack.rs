@@ -19,7 +19,9 @@ use serde::Serialize;
 use crate::bundle::format::{ChartInfo, ProductInfo};
 use crate::bundle::reader::ManifestDoc;
 use crate::bundle::writer::{self, BundleSpec, ImageSpec};
-use crate::chart::hints::Hints;
+use crate::chart::discover::ImageOrigin;
+use crate::chart::plan::{plan_chart_images, HintsSource, PlannedImage};
+use crate::chart::render_check::{self, Miss, Proof, ReleaseDefaults};
 use crate::chart::repo::PublishOptions;
 use crate::config::manifest::{BundleManifest, ChartEntry, ImageSource};
 use crate::oci::archive;
@@ -52,6 +54,8 @@ struct BundlePlan {
     origins: Vec<(Descriptor, BlobOrigin)>,
     /// (`<name>-<version>.tgz`, bytes)
     chart_archive: Option<(String, Vec<u8>)>,
+    /// Where the chart's hints came from.
+    hints: Option<HintsSource>,
 }
 
 /// An image resolved to exactly what goes into a bundle.
@@ -70,6 +74,10 @@ struct PackSummary {
     bytes_copied_locally: u64,
     retries: u64,
     seconds: f64,
+    /// Per chart: the relocation check (images rendered, relocated, missed).
+    relocation: Vec<Proof>,
+    /// Rendered images that would not be relocated.
+    unrelocated: Vec<Miss>,
 }
 
 #[derive(Debug, Serialize)]
@@ -77,6 +85,9 @@ struct PackSummary {
 struct BundleSummary {
     path: PathBuf,
     chart: Option<String>,
+    /// given, shipped or discovered (chart bundles).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    hints: Option<HintsSource>,
     images: Vec<String>,
     blobs: usize,
     bytes: u64,
@@ -92,8 +103,8 @@ pub struct PackArgs {
     /// Keep only these platforms (os/arch[/variant]) or "all"; overrides the manifest.
     #[arg(long)]
     pub platform: Vec<String>,
-    /// Parallel blob downloads.
-    #[arg(long, default_value_t = 8)]
+    /// Parallel blob downloads (1 to 1024).
+    #[arg(long, default_value_t = 8, value_parser = crate::cli::concurrency_parser())]
     pub concurrency: usize,
     /// Architecture name in the offline package file name.
     #[arg(long, default_value = "amd64")]
@@ -104,8 +115,107 @@ pub struct PackArgs {
     /// Print a JSON summary on stdout.
     #[arg(long)]
     pub json: bool,
+    /// Print every image with where it comes from (values path, hints
+    /// file, archive, rendered template) and exit; no blob is downloaded.
+    #[arg(long)]
+    pub print_images: bool,
+    /// Plan only: like --print-images, write nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Write the bundles even when the relocated chart renders images
+    /// that are not relocated (they are still reported).
+    #[arg(long)]
+    pub allow_unrelocated: bool,
     #[command(flatten)]
     pub transport: crate::oci::TransportArgs,
+}
+
+/// What `--print-images` / `--dry-run` print.
+#[derive(Debug, Default, Serialize)]
+struct ImageListing {
+    charts: Vec<ChartListing>,
+    /// `spec.images`
+    images: Vec<PlannedImage>,
+}
+
+#[derive(Debug, Serialize)]
+struct ChartListing {
+    chart: String,
+    hints: HintsSource,
+    images: Vec<PlannedImage>,
+    notes: Vec<String>,
+}
+
+impl ImageListing {
+    fn print(&self, json: bool) -> anyhow::Result<()> {
+        if json {
+            println!("{}", serde_json::to_string_pretty(self)?);
+            return Ok(());
+        }
+        let line = |p: &PlannedImage| {
+            let origins: Vec<String> = p.origins.iter().map(|o| o.to_string()).collect();
+            println!("  {}\n      from: {}", p.reference, origins.join("; "));
+        };
+        for c in &self.charts {
+            println!(
+                "chart {} (hints {}): {} images",
+                c.chart,
+                c.hints,
+                c.images.len()
+            );
+            c.images.iter().for_each(line);
+            for n in &c.notes {
+                println!("  note: {n}");
+            }
+        }
+        if !self.images.is_empty() {
+            println!("spec.images: {} images", self.images.len());
+            self.images.iter().for_each(line);
+        }
+        Ok(())
+    }
+}
+
+/// The archive image serving `r` (same name and tag), taken out of
+/// `local`. A digest-pinned `r` must name the digest the archive holds.
+fn take_local(
+    local: &mut Vec<ResolvedImage>,
+    r: &Reference,
+) -> anyhow::Result<Option<ResolvedImage>> {
+    let same_name = |c: &Reference| c.registry == r.registry && c.repository == r.repository;
+    let pos = local.iter().position(|img| {
+        let c = &img.spec.reference;
+        same_name(c)
+            && match (&r.tag, &r.digest) {
+                (Some(_), _) | (None, None) => c.tag_or_latest() == r.tag_or_latest(),
+                (None, Some(d)) => archive_digests(img).contains(d),
+            }
+    });
+    let Some(pos) = pos else { return Ok(None) };
+    if let Some(want) = &r.digest {
+        let have = archive_digests(&local[pos]);
+        if !have.contains(want) {
+            let img = &local[pos];
+            let mut is = img.spec.root.digest.to_string();
+            if let Some(i) = &img.spec.source_index {
+                is.push_str(&format!(" (picked from index {i})"));
+            }
+            bail!(
+                "{r}: the reference pins {want}, but the archive image {} is {is}; \
+                 update the pin or the archive so that they name the same image",
+                img.spec.reference
+            );
+        }
+    }
+    Ok(Some(local.remove(pos)))
+}
+
+/// The digests an archive image answers to: its root, and the index it was
+/// picked from when one platform was kept.
+fn archive_digests(img: &ResolvedImage) -> Vec<Digest> {
+    let mut v = vec![img.spec.root.digest.clone()];
+    v.extend(img.spec.source_index.clone());
+    v
 }
 
 pub async fn run(args: &PackArgs) -> anyhow::Result<()> {
@@ -121,8 +231,18 @@ pub async fn run(args: &PackArgs) -> anyhow::Result<()> {
             args.output.display()
         )));
     }
-    std::fs::create_dir_all(&args.output)
-        .with_context(|| format!("creating output directory {}", args.output.display()))?;
+    // --print-images / --dry-run write nothing, not even the directory.
+    if !(args.print_images || args.dry_run) {
+        std::fs::create_dir_all(&args.output)
+            .with_context(|| format!("creating output directory {}", args.output.display()))?;
+        crate::interrupt::install("pack");
+        for p in crate::interrupt::remove_stale_partials(&args.output) {
+            tracing::info!(
+                "removed {} (left by a pack that no longer runs)",
+                p.display()
+            );
+        }
+    }
 
     let client = RegistryClient::new(
         ClientOptions {
@@ -141,7 +261,9 @@ pub async fn run(args: &PackArgs) -> anyhow::Result<()> {
         ca_file: args.transport.ca_file.clone(),
         ..PublishOptions::default()
     };
-    let helm = find_helm(args.helm.as_deref());
+    let helm = render_check::find_helm(args.helm.as_deref());
+    let listing_only = args.print_images || args.dry_run;
+    let mut summary = PackSummary::default();
     let product = ProductInfo {
         name: manifest.name.clone(),
         version: manifest.version.clone(),
@@ -150,8 +272,11 @@ pub async fn run(args: &PackArgs) -> anyhow::Result<()> {
     // Plan every bundle before writing any, so that a bad reference fails
     // the run before bytes move.
     let mut plans: Vec<BundlePlan> = Vec::new();
+    let mut listing = ImageListing::default();
     for entry in &manifest.charts {
-        let (chart, tgz) = crate::chart::repo::fetch(entry, &base_dir, &client, &fetch_opts)
+        let auth = manifest.chart_auth.get(&entry.name);
+        let (chart, tgz) =
+            crate::chart::repo::fetch_with_auth(entry, &base_dir, &client, &fetch_opts, auth)
             .await
             .with_context(|| {
                 format!(
@@ -160,27 +285,30 @@ pub async fn run(args: &PackArgs) -> anyhow::Result<()> {
                     manifest.file.display()
                 )
             })?;
-        let (hints, extra_images) = chart_hints(entry, &chart, &base_dir, helm.as_deref())?;
-        let mut refs: Vec<Reference> = Vec::new();
-        for h in hints
-            .resolve(&chart)
-            .with_context(|| format!("resolving image hints of chart {}", chart.name))?
-        {
-            refs.push(h.reference);
+        let release = ReleaseDefaults::from(entry.release.as_ref());
+        let rendered = helm
+            .as_deref()
+            .map(|h| render_check::render_chart(&chart, h, &release));
+        let rendered_images = match &rendered {
+            Some(Ok(r)) => Some(r.images()),
+            _ => None,
+        };
+        if let Some(Err(e)) = &rendered {
+            progress.println(format!(
+                "chart {} {}: helm template fails at default values ({e:#}); only values were searched for images",
+                chart.name, chart.version
+            ));
         }
-        refs.extend(extra_images);
-        for s in &entry.images {
-            refs.push(Reference::parse(s).with_context(|| {
-                format!(
-                    "chart {} in {}: images",
-                    entry.name,
-                    manifest.file.display()
-                )
-            })?);
-        }
+        let mut planned = plan_chart_images(
+            entry,
+            &chart,
+            &base_dir,
+            rendered_images.as_deref(),
+            &manifest.file,
+        )?;
         // Images the entry's archives provide come from disk; the archives'
         // images are part of the chart even when no hint names them.
-        let mut local: HashMap<String, ResolvedImage> = HashMap::new();
+        let mut local: Vec<ResolvedImage> = Vec::new();
         for a in &entry.image_archives {
             let path = if a.is_absolute() {
                 a.clone()
@@ -188,25 +316,61 @@ pub async fn run(args: &PackArgs) -> anyhow::Result<()> {
                 base_dir.join(a)
             };
             for img in resolve_archive_images(&path, platforms.as_deref())? {
-                refs.push(img.spec.reference.clone());
-                local.insert(img.spec.reference.to_string(), img);
+                planned.add(
+                    img.spec.reference.clone(),
+                    ImageOrigin::Archive { path: path.clone() },
+                );
+                local.push(img);
             }
         }
-        dedup_refs(&mut refs);
+        for n in &planned.notes {
+            progress.println(format!(
+                "chart {}: not expressible as a hint: {n}",
+                chart.name
+            ));
+        }
         progress.println(format!(
-            "chart {} {}: {} images",
+            "chart {} {}: {} images, hints {}",
             chart.name,
             chart.version,
-            refs.len()
+            planned.images.len(),
+            planned.source
         ));
+        if listing_only {
+            listing.charts.push(ChartListing {
+                chart: format!("{} {}", chart.name, chart.version),
+                hints: planned.source.clone(),
+                images: planned.images.clone(),
+                notes: planned.notes.clone(),
+            });
+            continue;
+        }
+        let refs: Vec<Reference> = planned.images.iter().map(|p| p.reference.clone()).collect();
         let mut images = Vec::new();
         for r in &refs {
-            match local.remove(&r.to_string()) {
+            match take_local(&mut local, r)? {
                 Some(img) => images.push(img),
                 None => {
                     images.push(resolve_registry_image(&client, r, platforms.as_deref()).await?)
                 }
             }
+        }
+        let proof = render_check::prove_pack(
+            &chart,
+            &planned.hints,
+            &refs,
+            helm.as_deref(),
+            rendered.as_ref(),
+            &release,
+        )?;
+        if proof.skipped.is_some() {
+            // A warning, also under --json (stdout stays the summary).
+            eprintln!("warning: {}", proof.summary());
+        } else {
+            progress.println(proof.summary());
+        }
+        for m in &proof.misses {
+            progress.println(format!("  missed: {m}"));
         }
         let spec_images = collect(&mut images);
         let (specs, blob_origins) = spec_images;
@@ -222,7 +386,7 @@ pub async fn run(args: &PackArgs) -> anyhow::Result<()> {
                 source: Some(describe_source(entry)),
             }),
             product: Some(product.clone()),
-            hints: hints.to_yaml(),
+            hints: planned.hints.to_yaml(),
             chart_files: chart.files.clone(),
             images: specs,
             blobs,
@@ -230,12 +394,46 @@ pub async fn run(args: &PackArgs) -> anyhow::Result<()> {
         let path = args
             .output
             .join(format!("{}_{}.bundle.tar", chart.name, chart.version));
+        summary.unrelocated.extend(proof.misses.iter().cloned());
+        summary.relocation.push(proof);
         plans.push(BundlePlan {
             path,
             spec,
             origins: blob_origins,
             chart_archive: Some((format!("{}-{}.tgz", chart.name, chart.version), tgz)),
+            hints: Some(planned.source.clone()),
         });
+    }
+    if listing_only {
+        for src in &manifest.images {
+            match src {
+                ImageSource::Reference(s) => listing.images.push(PlannedImage {
+                    reference: Reference::parse(s).with_context(|| {
+                        format!("{}: spec.images: {s:?}", manifest.file.display())
+                    })?,
+                    origins: vec![ImageOrigin::Manifest],
+                }),
+                ImageSource::Archive(path) => {
+                    for img in resolve_archive_images(path, platforms.as_deref())? {
+                        listing.images.push(PlannedImage {
+                            reference: img.spec.reference,
+                            origins: vec![ImageOrigin::Archive { path: path.clone() }],
+                        });
+                    }
+                }
+            }
+        }
+        progress.finish();
+        listing.print(args.json)?;
+        return Ok(());
+    }
+    if !summary.unrelocated.is_empty() && !args.allow_unrelocated {
+        if args.json {
+            println!("{}", serde_json::to_string_pretty(&summary)?);
+        }
+        return Err(
+            render_check::unrelocated_error(&summary.unrelocated).context("nothing was written")
+        );
     }
     if !manifest.images.is_empty() {
         let mut images = Vec::new();
@@ -279,10 +477,10 @@ pub async fn run(args: &PackArgs) -> anyhow::Result<()> {
             spec,
             origins: blob_origins,
             chart_archive: None,
+            hints: None,
         });
     }
 
-    let mut summary = PackSummary::default();
     // digest -> (bundle path, offset) of blobs already written in this run.
     let written: Arc<Mutex<HashMap<Digest, (PathBuf, u64)>>> = Arc::default();
     let mut package_members: Vec<PathBuf> = Vec::new();
@@ -291,8 +489,10 @@ pub async fn run(args: &PackArgs) -> anyhow::Result<()> {
         spec,
         origins,
         chart_archive,
+        hints,
     } in plans
     {
+        crate::interrupt::doing(format!("writing {}", path.display()));
         // Shared with the blob tasks; unwrapped again for commit.
         let pending = Arc::new(
             writer::begin(&path, &spec).with_context(|| format!("writing {}", path.display()))?,
@@ -390,7 +590,11 @@ pub async fn run(args: &PackArgs) -> anyhow::Result<()> {
         summary.bytes_copied_locally += copied;
         let pending = Arc::try_unwrap(pending)
             .map_err(|_| anyhow::anyhow!("internal: a blob task still holds {}", path.display()))?;
+        let fresh = !path.exists();
         let final_path = pending.commit()?;
+        if fresh {
+            crate::interrupt::created(&final_path);
+        }
         {
             let mut w = written.lock().unwrap();
             for s in &filled {
@@ -405,6 +609,7 @@ pub async fn run(args: &PackArgs) -> anyhow::Result<()> {
                 .chart
                 .as_ref()
                 .map(|c| format!("{}-{}", c.name, c.version)),
+            hints,
             images: spec
                 .images
                 .iter()
@@ -416,7 +621,11 @@ pub async fn run(args: &PackArgs) -> anyhow::Result<()> {
         package_members.push(final_path);
         if let Some((name, tgz)) = chart_archive {
             let p = args.output.join(&name);
+            let fresh = !p.exists();
             write_atomic(&p, &tgz)?;
+            if fresh {
+                crate::interrupt::created(&p);
+            }
             summary.chart_archives.push(p.clone());
             package_members.push(p);
         }
@@ -427,7 +636,9 @@ pub async fn run(args: &PackArgs) -> anyhow::Result<()> {
         "{}_{}_{}.tar",
         manifest.name, manifest.version, args.arch
     ));
+    crate::interrupt::doing(format!("writing {}", package.display()));
     write_package(&package, &package_members)?;
+    crate::interrupt::outputs_complete();
     summary.package = Some(package.clone());
     let stats = client.stats();
     summary.bytes_downloaded = stats.bytes_downloaded;
@@ -470,67 +681,12 @@ fn platform_selection(
         .map(Some)
 }
 
-fn find_helm(flag: Option<&Path>) -> Option<PathBuf> {
-    if let Some(p) = flag {
-        return Some(p.to_path_buf());
-    }
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
-        .map(|d| d.join("helm"))
-        .find(|p| p.is_file())
-}
-
-/// The hints for a chart: the manifest's hints file, else the chart's
-/// `.relok8s-images.yaml`, else discovered. Also returns images found only in
-/// rendered templates (packed, but not relocatable through values).
-fn chart_hints(
-    entry: &ChartEntry,
-    chart: &crate::chart::Chart,
-    base_dir: &Path,
-    helm: Option<&Path>,
-) -> anyhow::Result<(Hints, Vec<Reference>)> {
-    if let Some(h) = &entry.hints {
-        let path = if h.is_absolute() {
-            h.clone()
-        } else {
-            base_dir.join(h)
-        };
-        let text = std::fs::read_to_string(&path)
-            .with_context(|| format!("reading hints file {}", path.display()))?;
-        return Ok((
-            Hints::parse(&text)
-                .with_context(|| format!("parsing hints file {}", path.display()))?,
-            Vec::new(),
-        ));
-    }
-    if let Some((_, bytes)) = chart
-        .files
-        .iter()
-        .find(|(p, _)| p == ".relok8s-images.yaml")
-    {
-        let text = String::from_utf8_lossy(bytes);
-        return Ok((
-            Hints::parse(&text)
-                .with_context(|| format!("parsing .relok8s-images.yaml of chart {}", chart.name))?,
-            Vec::new(),
-        ));
-    }
-    let found = crate::chart::discover::discover(chart, helm)
-        .with_context(|| format!("discovering images of chart {}", chart.name))?;
-    Ok((found.hints, found.extra_images))
-}
-
 fn describe_source(entry: &ChartEntry) -> String {
     use crate::config::manifest::ChartSource;
     match &entry.source {
         ChartSource::Repo(u) | ChartSource::Oci(u) => u.clone(),
         ChartSource::Path(p) => p.display().to_string(),
     }
-}
-
-fn dedup_refs(refs: &mut Vec<Reference>) {
-    let mut seen = std::collections::HashSet::new();
-    refs.retain(|r| seen.insert(r.to_string()));
 }
 
 /// Split resolved images into bundle image specs and the blob sources
@@ -580,18 +736,21 @@ async fn resolve_registry_image(
                 .chain(layers.iter())
                 .map(|d| (d.clone(), origin(d)))
                 .collect();
-            let platform = platforms.and_then(|p| (p.len() == 1).then(|| p[0].clone()));
-            Ok(ResolvedImage {
-                spec: ImageSpec {
-                    reference: r.clone(),
-                    root,
-                    children: Vec::new(),
-                    platform,
-                    source_index: None,
-                    docker,
-                },
-                blobs,
-            })
+            // The platform is what the config says, never the filter's.
+            let platform = match platforms {
+                Some(_) => config_platform(client, r, &config).await?,
+                None => None,
+            };
+            let spec = ImageSpec {
+                reference: r.clone(),
+                root,
+                children: Vec::new(),
+                platform,
+                source_index: None,
+                docker,
+            };
+            check_single_platform(&spec, platforms, &format!("registry {}", r.registry))?;
+            Ok(ResolvedImage { spec, blobs })
         }
         Parsed::Index { manifests, .. } => {
             let chosen: Vec<&Descriptor> = match platforms {
@@ -680,11 +839,46 @@ async fn resolve_registry_image(
     }
 }
 
+/// os/arch of a single-platform image, from its (small) config blob.
+async fn config_platform(
+    client: &RegistryClient,
+    r: &Reference,
+    config: &Descriptor,
+) -> anyhow::Result<Option<Platform>> {
+    #[derive(serde::Deserialize)]
+    struct C {
+        os: Option<String>,
+        architecture: Option<String>,
+        variant: Option<String>,
+    }
+    if config.size > 4 << 20 {
+        return Ok(None);
+    }
+    let bytes = client
+        .pull_blob_bytes(&r.registry, &r.repository, config)
+        .await
+        .with_context(|| format!("fetching the config {} of {r}", config.digest))?;
+    let Ok(c) = serde_json::from_slice::<C>(&bytes) else {
+        return Ok(None);
+    };
+    Ok(match (c.os, c.architecture) {
+        (Some(os), Some(architecture)) if !os.is_empty() && !architecture.is_empty() => {
+            Some(Platform {
+                os,
+                architecture,
+                variant: c.variant.filter(|v| !v.is_empty()),
+            })
+        }
+        _ => None,
+    })
+}
+
 /// Images of a `docker save` archive or an OCI layout (dir or tar).
 fn resolve_archive_images(
     path: &Path,
     platforms: Option<&[Platform]>,
 ) -> anyhow::Result<Vec<ResolvedImage>> {
+    crate::file_kind::check_path(path, "image archive", true)?;
     let images = archive::open_archive(path)
         .with_context(|| format!("reading image archive {}", path.display()))?;
     let mut out = Vec::new();
@@ -742,35 +936,66 @@ fn resolve_archive_images(
                 }
             }
             // Everything else is kept as the archive has it.
-            _ => img.image_spec(reference)?,
+            _ => {
+                let spec = img.image_spec(reference)?;
+                check_single_platform(&spec, platforms, &path.display().to_string())?;
+                spec
+            }
         };
+        if let Some(pin) = &spec.reference.digest {
+            let ok = *pin == spec.root.digest || spec.source_index.as_ref() == Some(pin);
+            if !ok {
+                bail!(
+                    "image archive {}: {} pins {pin}, but the archive holds {} under that name; \
+                     fix the name in the archive or the pin",
+                    path.display(),
+                    spec.reference,
+                    spec.source_index.as_ref().unwrap_or(&spec.root.digest)
+                );
+            }
+        }
         out.push(ResolvedImage { spec, blobs });
     }
     Ok(out)
 }
 
-fn write_atomic(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
-    let tmp = path.with_extension("partial");
-    let result = std::fs::write(&tmp, bytes)
-        .with_context(|| format!("writing {}", tmp.display()))
-        .and_then(|()| {
-            std::fs::rename(&tmp, path).with_context(|| format!("renaming to {}", path.display()))
-        });
-    if result.is_err() {
-        // A full disk must not leave a partial file behind either.
-        let _ = std::fs::remove_file(&tmp);
+/// A single-platform image under a platform filter: its config's os/arch
+/// is the truth, and must be one of the platforms asked for (a label that
+/// disagrees with the config makes containerd drop the image at the site).
+fn check_single_platform(
+    spec: &ImageSpec,
+    platforms: Option<&[Platform]>,
+    from: &str,
+) -> anyhow::Result<()> {
+    let (Some(want), Some(have)) = (platforms, &spec.platform) else {
+        return Ok(());
+    };
+    if !spec.children.is_empty() || want.iter().any(|w| w.matches(have)) {
+        return Ok(());
     }
-    result
+    let asked: Vec<String> = want.iter().map(|p| p.to_string()).collect();
+    Err(crate::error::input_error(format!(
+        "{} (from {from}) is a single-platform image for {have} (its config says so), \
+         but only {} was asked for; it has no other platform. Pack it with --platform {have}, \
+         or use a multi-platform image",
+        spec.reference,
+        asked.join(", ")
+    )))
+}
+
+/// Unique temp name, removed on failure (a full disk must not leave a
+/// partial file behind either) and on SIGINT/SIGTERM.
+fn write_atomic(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    crate::atomic_file::write_atomic(path, bytes)
 }
 
 /// The outer offline package: an uncompressed, deterministic tar of the
 /// bundles and chart archives (kernel-side copies: `std::io::copy` between
 /// files uses copy_file_range on Linux).
 fn write_package(path: &Path, members: &[PathBuf]) -> anyhow::Result<()> {
-    let tmp = path.with_extension("tar.partial");
+    let tmp = crate::atomic_file::temp_path_for(path);
     let result = (|| -> anyhow::Result<()> {
-        let out =
-            std::fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
+        let out = crate::atomic_file::create_tracked(&tmp)?;
         let mut builder = tar::Builder::new(std::io::BufWriter::with_capacity(1 << 20, out));
         let mut sorted: Vec<&PathBuf> = members.iter().collect();
         sorted.sort_by_key(|p| p.file_name().map(|n| n.to_os_string()));
@@ -780,9 +1005,14 @@ fn write_package(path: &Path, members: &[PathBuf]) -> anyhow::Result<()> {
                 .context("member without file name")?
                 .to_string_lossy()
                 .into_owned();
-            let mut f = std::fs::File::open(m)?;
+            let mut f =
+                std::fs::File::open(m).with_context(|| format!("opening {}", m.display()))?;
             let mut h = tar::Header::new_gnu();
-            h.set_size(f.metadata()?.len());
+            h.set_size(
+                f.metadata()
+                    .with_context(|| format!("reading {}", m.display()))?
+                    .len(),
+            );
             h.set_mode(0o644);
             h.set_mtime(0);
             h.set_uid(0);
@@ -797,10 +1027,15 @@ fn write_package(path: &Path, members: &[PathBuf]) -> anyhow::Result<()> {
         f.sync_all()?;
         Ok(())
     })();
+    let result = result.and_then(|()| {
+        std::fs::rename(&tmp, path)
+            .with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))
+    });
     if let Err(e) = result {
         let _ = std::fs::remove_file(&tmp);
+        crate::interrupt::untrack(&tmp);
         return Err(e.context(format!("writing the offline package {}", path.display())));
     }
-    std::fs::rename(&tmp, path)?;
+    crate::interrupt::untrack(&tmp);
     Ok(())
 }

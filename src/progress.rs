@@ -212,10 +212,20 @@ impl Transfer {
         self.progress.remove_total(n);
     }
 
+    /// No progress for a whole stall timeout: the bar says "stalled"
+    /// until the retry resets it (the registry client also logs a warning,
+    /// which is what line mode shows).
+    pub fn stalled(&mut self) {
+        if let Some(b) = &self.bar {
+            b.set_prefix("stalled");
+        }
+    }
+
     /// A retry starts the transfer over: take back what was counted.
     pub fn reset(&mut self) {
         if let Some(b) = &self.bar {
             b.set_position(0);
+            b.set_prefix("push");
         }
         self.progress
             .inner

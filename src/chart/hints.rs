@@ -120,7 +120,8 @@ fn parse_path(expr: &str) -> anyhow::Result<Vec<String>> {
 
 impl Hints {
     pub fn parse(text: &str) -> anyhow::Result<Self> {
-        let v: Value = serde_yaml_ng::from_str(text).context("hints file is not valid YAML")?;
+        let v: Value =
+            crate::yaml_bounds::from_str(text).context("hints file is not valid YAML")?;
         let list = match v {
             Value::Null => Vec::new(),
             Value::Sequence(s) => s,
@@ -245,7 +246,11 @@ pub fn name_and_tag_end(s: &str) -> (usize, usize) {
 pub fn lookup<'v>(values: &'v Value, path: &[String]) -> Option<&'v Value> {
     let mut v = values;
     for k in path {
-        v = v.as_mapping()?.get(Value::String(k.clone()))?;
+        v = match v {
+            // Lists of image maps: `{{ .sidecars.0.image }}`.
+            Value::Sequence(s) => s.get(k.parse::<usize>().ok()?)?,
+            _ => v.as_mapping()?.get(Value::String(k.clone()))?,
+        };
     }
     Some(v)
 }
@@ -268,6 +273,8 @@ pub struct SubchartNode {
     /// Path of the subchart inside its parent (`charts/common` or
     /// `charts/common-1.10.0.tgz`).
     pub file: String,
+    /// The subchart's `appVersion` (what its templates default a tag to).
+    pub app_version: Option<String>,
     pub children: BTreeMap<String, SubchartNode>,
 }
 
@@ -277,13 +284,36 @@ pub struct MergedValues {
     pub values: Value,
     /// Subcharts by values key (name or alias).
     pub subcharts: BTreeMap<String, SubchartNode>,
+    /// The top chart's `appVersion`.
+    pub app_version: Option<String>,
 }
 
 impl MergedValues {
     pub fn of(chart: &Chart) -> anyhow::Result<Self> {
         let mut subcharts = BTreeMap::new();
         let values = coalesce(chart, Value::Mapping(Default::default()), &mut subcharts, 0)?;
-        Ok(MergedValues { values, subcharts })
+        Ok(MergedValues {
+            values,
+            subcharts,
+            app_version: chart.metadata()?.app_version,
+        })
+    }
+
+    /// The `appVersion` of the chart whose values hold `path` (the
+    /// deepest subchart on the path, else the top chart).
+    pub fn app_version_at(&self, path: &[String]) -> Option<String> {
+        let mut level = &self.subcharts;
+        let mut found = self.app_version.clone();
+        for k in path {
+            match level.get(k) {
+                Some(n) => {
+                    found = n.app_version.clone();
+                    level = &n.children;
+                }
+                None => break,
+            }
+        }
+        found
     }
 
     /// Whether `path` (a prefix of keys) names a subchart.
@@ -308,7 +338,7 @@ pub fn own_values(chart: &Chart) -> anyhow::Result<Value> {
     match chart.file("values.yaml") {
         None => Ok(Value::Mapping(Default::default())),
         Some(b) => {
-            let v: Value = serde_yaml_ng::from_slice(b).with_context(|| {
+            let v: Value = crate::yaml_bounds::from_slice(b).with_context(|| {
                 format!("values.yaml of chart {} is not valid YAML", chart.name)
             })?;
             Ok(match v {
@@ -384,6 +414,7 @@ fn coalesce(
             }
             let mut node = SubchartNode {
                 file: file.clone(),
+                app_version: sub.metadata()?.app_version,
                 children: BTreeMap::new(),
             };
             let merged = coalesce(&sub, sv, &mut node.children, depth + 1)?;

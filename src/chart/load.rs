@@ -4,6 +4,8 @@ use std::path::Path;
 
 use anyhow::{bail, Context};
 
+use super::helmignore::IgnoreRules;
+
 /// Largest single file accepted in a chart archive.
 pub const MAX_FILE_SIZE: u64 = 64 << 20;
 /// Largest total (decompressed) size of a chart archive.
@@ -24,7 +26,8 @@ pub struct Chart {
 }
 
 impl Chart {
-    /// From a chart directory.
+    /// From a chart directory: the files `helm package` would take
+    /// (`.helmignore` applied; symlinks followed only inside the chart).
     pub fn from_dir(dir: &Path) -> anyhow::Result<Self> {
         let meta = std::fs::metadata(dir)
             .with_context(|| format!("reading chart directory {}", dir.display()))?;
@@ -32,8 +35,8 @@ impl Chart {
             bail!("{} is not a chart directory", dir.display());
         }
         let mut files = Vec::new();
-        let mut total = 0u64;
-        walk(dir, "", &mut files, &mut total)
+        DirWalk::new(dir)
+            .and_then(|mut w| w.walk("", &mut files))
             .with_context(|| format!("reading chart directory {}", dir.display()))?;
         Self::from_files(files).with_context(|| format!("chart in {}", dir.display()))
     }
@@ -212,7 +215,7 @@ pub struct Dependency {
 impl ChartMeta {
     pub fn parse(bytes: &[u8]) -> anyhow::Result<Self> {
         let raw: serde_yaml_ng::Value =
-            serde_yaml_ng::from_slice(bytes).context("Chart.yaml is not valid YAML")?;
+            crate::yaml_bounds::from_slice(bytes).context("Chart.yaml is not valid YAML")?;
         let s = |v: &serde_yaml_ng::Value, k: &str| -> Option<String> {
             match v.get(k)? {
                 serde_yaml_ng::Value::String(s) => Some(s.clone()),
@@ -278,53 +281,111 @@ pub fn validate_entry_name(path: &str) -> anyhow::Result<String> {
     Ok(parts.join("/"))
 }
 
-fn walk(
-    root: &Path,
-    rel: &str,
-    out: &mut Vec<(String, Vec<u8>)>,
-    total: &mut u64,
-) -> anyhow::Result<()> {
-    let dir = if rel.is_empty() {
-        root.to_path_buf()
-    } else {
-        root.join(rel)
-    };
-    let mut entries: Vec<_> = std::fs::read_dir(&dir)
-        .with_context(|| format!("listing {}", dir.display()))?
-        .collect::<Result<_, _>>()?;
-    entries.sort_by_key(|e| e.file_name());
-    for e in entries {
-        let name = e
-            .file_name()
-            .into_string()
-            .map_err(|n| anyhow::anyhow!("file name {n:?} is not UTF-8"))?;
-        let child = if rel.is_empty() {
-            name.clone()
-        } else {
-            format!("{rel}/{name}")
+/// A chart directory being read: its canonical root (symlinks must stay
+/// inside it) and its `.helmignore` rules.
+struct DirWalk {
+    root: std::path::PathBuf,
+    canonical_root: std::path::PathBuf,
+    rules: IgnoreRules,
+    total: u64,
+}
+
+impl DirWalk {
+    fn new(root: &Path) -> anyhow::Result<Self> {
+        let canonical_root =
+            std::fs::canonicalize(root).with_context(|| format!("resolving {}", root.display()))?;
+        let ignore_file = root.join(".helmignore");
+        let rules = match std::fs::read_to_string(&ignore_file) {
+            Ok(text) => IgnoreRules::parse(&text, &ignore_file.display().to_string())?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => IgnoreRules::defaults(),
+            Err(e) => return Err(e).with_context(|| format!("reading {}", ignore_file.display())),
         };
-        // Follow symlinks as helm does when loading a directory.
-        let meta = std::fs::metadata(e.path())
-            .with_context(|| format!("reading {}", e.path().display()))?;
-        if meta.is_dir() {
-            if VCS_DIRS.contains(&name.as_str()) {
+        Ok(DirWalk {
+            root: root.to_path_buf(),
+            canonical_root,
+            rules,
+            total: 0,
+        })
+    }
+
+    /// The metadata a file is read with: symlinks are followed as helm
+    /// does, but only when they resolve inside the chart directory, so a
+    /// link to `/etc/passwd` never carries a host file into a bundle.
+    fn target_metadata(&self, path: &Path, rel: &str) -> anyhow::Result<std::fs::Metadata> {
+        let lmeta = std::fs::symlink_metadata(path)
+            .with_context(|| format!("reading {}", path.display()))?;
+        if lmeta.file_type().is_symlink() {
+            let link = std::fs::read_link(path).unwrap_or_default();
+            let resolved = std::fs::canonicalize(path).map_err(|e| {
+                anyhow::anyhow!(
+                    "chart file {rel} is a symlink to {} that cannot be resolved ({e}); \
+                     replace it with the file itself or remove it",
+                    link.display()
+                )
+            })?;
+            if !resolved.starts_with(&self.canonical_root) {
+                bail!(
+                    "chart file {rel} is a symlink to {} ({}), outside the chart directory {}; \
+                     refusing to package it: copy the file into the chart or remove the link",
+                    link.display(),
+                    resolved.display(),
+                    self.root.display()
+                );
+            }
+        }
+        std::fs::metadata(path).with_context(|| format!("reading {}", path.display()))
+    }
+
+    fn walk(&mut self, rel: &str, out: &mut Vec<(String, Vec<u8>)>) -> anyhow::Result<()> {
+        let dir = if rel.is_empty() {
+            self.root.clone()
+        } else {
+            self.root.join(rel)
+        };
+        let mut entries: Vec<_> = std::fs::read_dir(&dir)
+            .with_context(|| format!("listing {}", dir.display()))?
+            .collect::<Result<_, _>>()
+            .with_context(|| format!("listing {}", dir.display()))?;
+        entries.sort_by_key(|e| e.file_name());
+        for e in entries {
+            let name = e
+                .file_name()
+                .into_string()
+                .map_err(|n| anyhow::anyhow!("file name {n:?} is not UTF-8"))?;
+            let child = if rel.is_empty() {
+                name.clone()
+            } else {
+                format!("{rel}/{name}")
+            };
+            let meta = self.target_metadata(&e.path(), &child)?;
+            if self.rules.ignored(&child, meta.is_dir()) {
                 continue;
             }
-            walk(root, &child, out, total)?;
-        } else if meta.is_file() {
-            if meta.len() > MAX_FILE_SIZE {
-                bail!("{} is too large for a chart file", e.path().display());
+            if meta.is_dir() {
+                if VCS_DIRS.contains(&name.as_str()) {
+                    continue;
+                }
+                self.walk(&child, out)?;
+            } else if meta.is_file() {
+                if meta.len() > MAX_FILE_SIZE {
+                    bail!("{} is too large for a chart file", e.path().display());
+                }
+                self.total += meta.len();
+                if self.total > MAX_TOTAL_SIZE {
+                    bail!("chart directory is too large (over {MAX_TOTAL_SIZE} bytes)");
+                }
+                let data = std::fs::read(e.path())
+                    .with_context(|| format!("reading {}", e.path().display()))?;
+                out.push((child, data));
+            } else {
+                bail!(
+                    "{} is not a regular file (a FIFO, socket or device); helm cannot package it either: remove it or add it to .helmignore",
+                    e.path().display()
+                );
             }
-            *total += meta.len();
-            if *total > MAX_TOTAL_SIZE {
-                bail!("chart directory is too large (over {MAX_TOTAL_SIZE} bytes)");
-            }
-            let data = std::fs::read(e.path())
-                .with_context(|| format!("reading {}", e.path().display()))?;
-            out.push((child, data));
         }
+        Ok(())
     }
-    Ok(())
 }
 
 #[cfg(test)]

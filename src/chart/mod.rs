@@ -5,10 +5,13 @@
 //! CONTRACT: the signatures here are what `pack`, `sync` and `upgrade` call;
 //! bodies belong to the chart work.
 pub mod discover;
+pub mod helmignore;
 pub mod hints;
 pub mod load;
 pub mod package;
+pub mod plan;
 pub mod relocate;
+pub mod render_check;
 pub mod repo;
 pub mod yamledit;
 

@@ -154,7 +154,19 @@ fn top_level_path(merged: &MergedValues, path: &[String]) -> Vec<Seg> {
     } else {
         0
     };
-    path[start..].iter().map(|k| Seg::Key(k.clone())).collect()
+    // A list index (`sidecars.0.image`) is an index in values.yaml too.
+    let mut segs = Vec::new();
+    for (i, k) in path.iter().enumerate().skip(start) {
+        let in_list = matches!(
+            hints::lookup(&merged.values, &path[..i]),
+            Some(Value::Sequence(_))
+        );
+        match k.parse::<usize>() {
+            Ok(n) if in_list => segs.push(Seg::Index(n)),
+            _ => segs.push(Seg::Key(k.clone())),
+        }
+    }
+    segs
 }
 
 /// Values for the placeholders of `segs` such that the template renders
@@ -248,8 +260,8 @@ fn repoint_dependencies(chart: &mut Chart, source: &str, target: &str) -> anyhow
         };
         let mut text =
             String::from_utf8(bytes.to_vec()).with_context(|| format!("{file} is not UTF-8"))?;
-        let v: Value =
-            serde_yaml_ng::from_str(&text).with_context(|| format!("{file} is not valid YAML"))?;
+        let v: Value = crate::yaml_bounds::from_str(&text)
+            .with_context(|| format!("{file} is not valid YAML"))?;
         let Some(deps) = v.get("dependencies").and_then(Value::as_sequence) else {
             continue;
         };
@@ -273,8 +285,8 @@ fn repoint_dependencies(chart: &mut Chart, source: &str, target: &str) -> anyhow
     }
     if changed {
         if let (Some(cy), Some(cl)) = (chart.file("Chart.yaml"), chart.file("Chart.lock")) {
-            let cy: Value = serde_yaml_ng::from_slice(cy)?;
-            let cl: Value = serde_yaml_ng::from_slice(cl)?;
+            let cy: Value = crate::yaml_bounds::from_slice(cy)?;
+            let cl: Value = crate::yaml_bounds::from_slice(cl)?;
             let digest = helm_lock_digest(cy.get("dependencies"), cl.get("dependencies"))?;
             let text = String::from_utf8(chart.file("Chart.lock").unwrap().to_vec())?;
             let old = cl

@@ -6,12 +6,13 @@
 //! read here: a blob that must move is hashed while it streams
 //! ([`crate::transfer`]), one read per byte.
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use anyhow::{bail, Context};
 
 use crate::bundle::format::{BUNDLE_JSON, IMAGES_TAR};
-use crate::bundle::reader::{BundleImage, BundleReader, Extent};
+use crate::bundle::location::BundleLocation;
+use crate::bundle::reader::{BundleImage, BundleReader};
 use crate::config::load_image::{Source, SyncConfig};
 use crate::oci::media::Platform;
 use crate::oci::Digest;
@@ -22,28 +23,6 @@ use crate::transfer::ImageJob;
 pub struct SelectedBundle {
     pub reader: BundleReader,
     pub chart: Option<(String, String)>,
-}
-
-/// Where a bundle is: its own file, or an entry of an outer package.
-enum BundleLocation {
-    File(PathBuf),
-    InPackage(PathBuf, String, Extent),
-}
-
-impl BundleLocation {
-    fn open(&self) -> anyhow::Result<BundleReader> {
-        match self {
-            BundleLocation::File(p) => BundleReader::open(p)
-                .with_context(|| format!("bundle {} was refused; nothing was pushed", p.display())),
-            BundleLocation::InPackage(pkg, name, ext) => BundleReader::open_at(pkg, name, *ext)
-                .with_context(|| {
-                    format!(
-                        "bundle {name} in {} was refused; nothing was pushed",
-                        pkg.display()
-                    )
-                }),
-        }
-    }
 }
 
 /// Open every bundle of the config's source, drop those the chart filters
@@ -65,7 +44,9 @@ pub fn open_selected(
     }
     let mut selected = Vec::new();
     for loc in &locations {
-        let reader = loc.open()?;
+        let reader = loc
+            .open()
+            .with_context(|| format!("bundle {} was refused; nothing was pushed", loc.label()))?;
         let chart = reader.chart_name_version().with_context(|| {
             format!(
                 "reading the chart of bundle {}; nothing was pushed",
@@ -85,6 +66,9 @@ pub fn open_selected(
             .with_context(|| format!("bundle {} was refused; nothing was pushed", reader.label))?;
         selected.push(SelectedBundle { reader, chart });
     }
+    // Charts need target.repo; image-only products do not.
+    let charts: Vec<(String, String)> = selected.iter().filter_map(|b| b.chart.clone()).collect();
+    config.chart_target(&charts)?;
     Ok(selected)
 }
 
@@ -259,31 +243,12 @@ fn select_platform(
     }))
 }
 
-/// Bundles under a directory (`<name>_<version>.bundle.tar`,
-/// `<name>-<version>.bundle.tar`), a single bundle, or the bundles inside
-/// an outer offline package (read in place).
+/// The bundles of `source.intermediateBundlesPath` (a directory, a bundle
+/// or an offline package; see [`crate::bundle::location`]).
 fn list_bundles(path: &Path) -> anyhow::Result<Vec<BundleLocation>> {
     let meta = std::fs::metadata(path).with_context(|| format!("source.intermediateBundlesPath {} does not exist (relative paths are from the current directory)", path.display()))?;
-    if meta.is_dir() {
-        let mut out: Vec<PathBuf> = std::fs::read_dir(path)?
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| {
-                p.is_file()
-                    && p.file_name()
-                        .and_then(|n| n.to_str())
-                        .is_some_and(|n| n.ends_with(".bundle.tar"))
-            })
-            .collect();
-        out.sort();
-        Ok(out.into_iter().map(BundleLocation::File).collect())
-    } else if path.to_string_lossy().ends_with(".bundle.tar") {
-        Ok(vec![BundleLocation::File(path.to_path_buf())])
-    } else {
-        Ok(crate::bundle::reader::bundles_in_package(path)?
-            .into_iter()
-            .map(|(name, ext)| BundleLocation::InPackage(path.to_path_buf(), name, ext))
-            .collect())
-    }
+    crate::file_kind::require_file(path, &meta, "source.intermediateBundlesPath", true)?;
+    crate::bundle::location::list_bundles(path)
 }
 
 fn source_display(config: &SyncConfig) -> String {

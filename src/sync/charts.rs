@@ -67,12 +67,17 @@ pub async fn publish_all(
         else {
             continue;
         };
+        let Some(target_repo) =
+            config.chart_target(std::slice::from_ref(&(name.clone(), version.clone())))?
+        else {
+            continue;
+        };
         let sum = Digest::of(&tgz);
         if seen.get(&(name.clone(), version.clone())) == Some(&sum) {
             continue;
         }
         seen.insert((name.clone(), version.clone()), sum);
-        let outcome = crate::chart::repo::publish(&config.target_repo, &chart, &tgz, client, opts)
+        let outcome = crate::chart::repo::publish(target_repo, &chart, &tgz, client, opts)
             .await
             .with_context(|| format!("publishing chart {name} {version} to {target_desc}"))?;
         let outcome_s = match outcome {
@@ -89,14 +94,27 @@ pub async fn publish_all(
             outcome: outcome_s.into(),
         });
         synced.push(synced_chart(
-            config,
             name,
             version,
             &image_registry,
             release,
+            target_repo,
         ));
     }
     Ok(synced)
+}
+
+/// What the relocation check renders: each prepared chart as published.
+pub fn proof_inputs(
+    prepared: &[Option<PreparedChart>],
+) -> Vec<(
+    &crate::chart::Chart,
+    &[u8],
+    crate::chart::render_check::ReleaseDefaults,
+)> {
+    (prepared.iter().flatten())
+        .map(|p| (&p.chart, &p.tgz[..], p.release.as_ref().into()))
+        .collect()
 }
 
 /// A bundle's chart, relocated and packaged, ready to publish.
@@ -134,7 +152,11 @@ fn prepare_chart(
         .as_ref()
         .and_then(|c| c.source.clone())
         .filter(|s| s.contains("://"));
-    let target_url = config.target_repo.url.clone();
+    let target_url = config
+        .target_repo
+        .as_ref()
+        .map(|r| r.url.clone())
+        .unwrap_or_default();
     let repos = source_repo.as_deref().map(|s| (s, target_url.as_str()));
     let relocation =
         crate::chart::relocate::relocate(&mut chart, &hints, &config.rewrite, &digest_map, repos)
@@ -163,7 +185,9 @@ fn digest_map(reader: &BundleReader) -> HashMap<Digest, Digest> {
 }
 
 pub fn describe_target(config: &SyncConfig) -> String {
-    let r = &config.target_repo;
+    let Some(r) = &config.target_repo else {
+        return "no chart repository (target.repo not set)".into();
+    };
     match r.kind {
         RepoKind::Local => format!(
             "LOCAL {}",
@@ -180,13 +204,12 @@ pub fn describe_target(config: &SyncConfig) -> String {
 }
 
 fn synced_chart(
-    config: &SyncConfig,
     name: &str,
     version: &str,
     registry: &str,
     release: Option<crate::bundle::format::ReleaseInfo>,
+    r: &crate::config::load_image::RepoSpec,
 ) -> SyncedChart {
-    let r = &config.target_repo;
     let (kind, chart_ref, repo_url) = match r.kind {
         RepoKind::Local => {
             let dir = r.path.clone().unwrap_or_default();
@@ -232,7 +255,9 @@ fn synced_chart(
 /// Harbor >= 2.8 chart pushes go through the same registry client.
 pub fn credential_store(config: &SyncConfig) -> crate::oci::auth::CredentialStore {
     let mut store = config.credential_store();
-    let repo = &config.target_repo;
+    let Some(repo) = &config.target_repo else {
+        return store;
+    };
     let host = match repo.kind {
         RepoKind::Oci => repo.oci_location().map(|l| l.registry),
         RepoKind::Harbor => crate::chart::repo::parse_harbor_url(&repo.url)

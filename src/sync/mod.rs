@@ -42,8 +42,8 @@ pub struct SyncArgs {
     /// Push nothing; print the plan.
     #[arg(long)]
     pub dry_run: bool,
-    /// Create missing Harbor projects.
-    #[arg(long, num_args = 0..=1, default_missing_value = "true", value_parser = clap::value_parser!(bool))]
+    /// Create missing Harbor projects (`--auto-create-repository[=BOOL]`).
+    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true", value_name = "BOOL", value_parser = clap::value_parser!(bool))]
     pub auto_create_repository: Option<bool>,
     /// Push only these platforms of multi-platform images (default: what the bundle holds).
     #[arg(long)]
@@ -62,12 +62,15 @@ pub struct SyncArgs {
     /// target already has are not read at all.
     #[arg(long)]
     pub verify: bool,
-    /// Blobs moving at once.
-    #[arg(long, default_value_t = 8)]
+    /// Blobs moving at once (1 to 1024).
+    #[arg(long, default_value_t = 8, value_parser = crate::cli::concurrency_parser())]
     pub concurrency: usize,
     /// Print a JSON summary on stdout (also on failure, with an `error` field).
     #[arg(long)]
     pub json: bool,
+    /// Publish charts even when they render images that are not in the target registry.
+    #[arg(long)]
+    pub allow_unrelocated: bool,
     #[command(flatten)]
     pub transport: crate::oci::TransportArgs,
 }
@@ -80,6 +83,8 @@ pub async fn run(args: &SyncArgs) -> anyhow::Result<()> {
         ));
     }
     let config = SyncConfig::load(&args.config)?;
+    crate::interrupt::install("sync");
+    crate::interrupt::doing(format!("syncing with {}", args.config.display()));
     let progress = Progress::auto(args.json || args.print_images);
     let platforms = parse_platforms(&args.platform)?;
 
@@ -138,6 +143,21 @@ pub async fn run(args: &SyncArgs) -> anyhow::Result<()> {
         summary.seconds = started.elapsed().as_secs_f64();
         crate::outcome::record(&summary);
         result?;
+    }
+
+    // 3b. Prove it: the charts to publish render only images in the target.
+    if let Some(target) = config.image_registry() {
+        let inputs = charts::proof_inputs(&prepared);
+        summary.unrelocated =
+            crate::chart::render_check::prove_all_synced(&inputs, &target, &client, &progress)
+                .await?;
+        crate::outcome::record(&summary);
+        let refused = "no chart was published";
+        crate::chart::render_check::refuse_misses(
+            &summary.unrelocated,
+            args.allow_unrelocated,
+            refused,
+        )?;
     }
 
     // 4. Charts, relocated in step 1.

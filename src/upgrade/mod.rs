@@ -1,22 +1,26 @@
-//! `bundler upgrade RELEASE` (SPEC §7): find the release, back up its
-//! values, show the values diff, check every image the new chart renders is
-//! in the private registry, `helm upgrade`, roll back on failure.
+//! `bundler upgrade RELEASE...` (SPEC §7): for every release find it, back
+//! up its values, show the values diff, check every image the new chart
+//! renders is in the private registry — all of that before the first
+//! change — then `helm upgrade` them in order; when one fails, it and those
+//! already upgraded in this run are rolled back in reverse order, because
+//! the components of one product (skoala and skoala-init) only work at
+//! matching versions.
+pub mod access;
 pub mod helm;
+pub mod plan;
 pub mod values;
 
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
+use std::time::Duration;
 
-use anyhow::{bail, Context};
+use anyhow::bail;
 use serde::Serialize;
 
-use crate::config::load_image::{RepoKind, SyncConfig};
 use crate::error::{input_error, redact, RolledBack};
-use crate::oci::auth::CredentialStore;
-use crate::oci::reference::Reference;
-use crate::oci::registry::{ClientOptions, RegistryClient};
-use crate::state::{SyncState, SyncedChart};
-use helm::{display_command, Helm, ListedRelease};
+use crate::state::SyncState;
+use helm::{display_command, Helm};
+use plan::{strings, Plan};
 
 /// The chart to upgrade to, as helm takes it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -32,35 +36,48 @@ pub struct ChartTarget {
     pub version: Option<String>,
 }
 
-/// What `--json` prints.
+/// What `--json` prints: the run, and one entry per release.
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Summary {
+    pub helm_version: String,
+    pub dry_run: bool,
+    /// `planned` (dry run), `upgraded`, `rolled-back`, `failed`.
+    pub outcome: String,
+    pub releases: Vec<ReleaseSummary>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ReleaseSummary {
     pub release: String,
     pub namespace: String,
     pub chart: ChartTarget,
     pub registry: String,
-    pub helm_version: String,
-    pub from_revision: String,
-    pub from_chart: String,
-    pub backup: PathBuf,
+    /// `None`: the release was not installed before (`--install`).
+    pub from_revision: Option<String>,
+    pub from_chart: Option<String>,
+    pub backup: Option<PathBuf>,
     pub values_diff: Vec<String>,
     pub images: Vec<String>,
     pub missing_images: Vec<String>,
-    pub forced: bool,
-    pub dry_run: bool,
     pub upgrade_command: String,
-    /// `planned` (dry run), `upgraded`.
+    /// `planned`, `upgraded`, `installed`, `failed`, `rolled-back`,
+    /// `failed-unchanged` (failed before writing a revision),
+    /// `rollback-failed`, `not-started`.
     pub outcome: String,
+    /// The revision the release stands at after the run (`None`: not installed).
+    pub revision: Option<String>,
+    pub status: Option<String>,
 }
 
-struct Out {
+pub struct Out {
     json: bool,
 }
 
 impl Out {
     /// Human output: stdout, or stderr when stdout carries the JSON summary.
-    fn say(&self, msg: impl AsRef<str>) {
+    pub fn say(&self, msg: impl AsRef<str>) {
         let msg = redact(msg.as_ref());
         if self.json {
             eprintln!("{msg}");
@@ -73,17 +90,32 @@ impl Out {
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct UpgradeArgs {
-    /// The release to upgrade (e.g. skoala).
-    pub release: String,
+    /// The releases to upgrade, in this order (e.g. skoala skoala-init).
+    #[arg(required_unless_present = "all", conflicts_with = "all")]
+    pub releases: Vec<String>,
+    /// Every chart of the synced package that has a release (with
+    /// --install: also those without), in the package's order.
+    #[arg(long)]
+    pub all: bool,
+    /// Install a release that does not exist yet (helm upgrade --install --create-namespace).
+    #[arg(long)]
+    pub install: bool,
     /// The sync config the images and charts went through.
     #[arg(long, short = 'c', default_value = "load-image.yaml")]
     pub config: std::path::PathBuf,
+    /// Namespace of the release; default: the one its bundle records, else the only namespace helm lists it in.
     #[arg(long, short = 'n')]
     pub namespace: Option<String>,
-    /// Chart reference (oci://..., repo/name, or a .tgz); default: the relocated chart in the sync target.
+    /// kubeconfig context for every helm call that reaches the cluster.
+    #[arg(long)]
+    pub kube_context: Option<String>,
+    /// kubeconfig file for every helm call that reaches the cluster.
+    #[arg(long)]
+    pub kubeconfig: Option<std::path::PathBuf>,
+    /// Chart reference (oci://..., repo/name, or a .tgz); default: the relocated chart in the sync target. One release only.
     #[arg(long)]
     pub chart: Option<String>,
-    /// Chart version; default: the newest synced.
+    /// Chart version; default: the newest synced. One release only.
     #[arg(long)]
     pub version: Option<String>,
     /// Image registry for global.imageRegistry; default: the sync target's.
@@ -104,7 +136,7 @@ pub struct UpgradeArgs {
     /// Go on even when the pre-flight finds missing images.
     #[arg(long)]
     pub force: bool,
-    /// helm --timeout.
+    /// helm --timeout for each upgrade and each rollback (also bounds the helm process).
     #[arg(long, default_value = "10m")]
     pub timeout: String,
     /// The helm binary.
@@ -119,44 +151,13 @@ pub struct UpgradeArgs {
 
 pub async fn run(args: &UpgradeArgs) -> anyhow::Result<()> {
     let out = Out { json: args.json };
-    let release = args.release.as_str();
-
-    // ---- inputs: config (optional), sync state, helm ----
-    let config = load_config(&args.config)?;
-    let state = SyncState::load(&args.config)?;
-    let synced = find_synced(&state, release, args.chart.as_deref());
-    let helm = Helm::detect(args.helm.as_deref()).await?;
-    out.say(format!("helm {} ({})", helm.version, helm.path.display()));
-
-    // ---- 1. find the release ----
-    let ns_hint = args.namespace.clone().or_else(|| {
-        synced
-            .and_then(|s| s.release.as_ref())
-            .and_then(|r| r.namespace.clone())
-    });
-    let listed = find_release(&helm, release, ns_hint.as_deref(), args.namespace.is_some()).await?;
-    let ns = listed.namespace.clone();
-    let from_rev = listed.revision.clone();
-    out.say(format!(
-        "release {release} in namespace {ns}: revision {from_rev}, chart {}, status {}",
-        listed.chart, listed.status
-    ));
-
-    // chart, version, registry
-    let chart = choose_chart(args, synced, config.as_ref())?;
-    let registry = args
-        .registry
-        .clone()
-        .or_else(|| synced.map(|s| s.registry.clone()).filter(|r| !r.is_empty()))
-        .or_else(|| config.as_ref().and_then(SyncConfig::image_registry))
-        .ok_or_else(|| {
-            input_error(format!(
-                "no image registry known for {release}: give --registry HOST[:PORT], or run in the \
-                 directory of the sync config ({}) so its target registry is used",
-                args.config.display()
-            ))
-        })?;
-    let chart_flags = chart_flags(args, &chart, config.as_ref()).await;
+    let timeout = helm::parse_duration(&args.timeout)
+        .map_err(|e| input_error(format!("--timeout {}: {e:#}", args.timeout)))?;
+    if (args.chart.is_some() || args.version.is_some()) && (args.all || args.releases.len() > 1) {
+        return Err(input_error(
+            "--chart and --version name one chart: give them with one release only",
+        ));
+    }
     for f in &args.values {
         if !f.is_file() {
             return Err(input_error(format!(
@@ -166,259 +167,365 @@ pub async fn run(args: &UpgradeArgs) -> anyhow::Result<()> {
         }
     }
 
-    // ---- 2. back up the current values ----
-    let current_text = helm
-        .run_ok(&strings(&[
-            "get", "values", release, "-n", &ns, "-o", "yaml",
-        ]))
-        .await?;
-    let current = values::parse_values(&current_text, "`helm get values` output")?;
-    let backup = write_backup(&args.backup_dir, release, &from_rev, &current_text)?;
-    out.say(format!("values backup: {}", backup.display()));
+    // ---- inputs: config (optional), sync state, helm ----
+    let config = plan::load_config(&args.config)?;
+    let state = SyncState::load(&args.config)?;
+    let mut cluster = Vec::new();
+    if let Some(c) = &args.kube_context {
+        cluster.extend(["--kube-context".to_string(), c.clone()]);
+    }
+    if let Some(k) = &args.kubeconfig {
+        cluster.extend(["--kubeconfig".to_string(), k.to_string_lossy().into_owned()]);
+    }
+    let helm = Helm::detect(args.helm.as_deref(), cluster).await?;
+    out.say(format!("helm {} ({})", helm.version, helm.path.display()));
 
-    // ---- 3. the values diff ----
-    let mut new_values = current.clone();
-    values::apply_set(&mut new_values, &format!("global.imageRegistry={registry}"));
-    for f in &args.values {
-        let text =
-            std::fs::read_to_string(f).with_context(|| format!("reading {}", f.display()))?;
-        values::merge(
-            &mut new_values,
-            values::parse_values(&text, &f.display().to_string())
-                .map_err(|e| input_error(format!("{e:#}")))?,
-        );
-    }
-    for s in &args.set {
-        values::apply_set(&mut new_values, s);
-    }
-    let values_diff = values::diff(&current, &new_values);
-    if values_diff.is_empty() {
-        out.say("values: no change");
+    // ---- steps 1-4 for every release, before any change ----
+    let releases = if args.all {
+        every_synced_release(&helm, &state, args, &out).await?
     } else {
-        out.say("values diff (current -> new):");
-        for l in &values_diff {
-            out.say(format!("  {l}"));
-        }
-    }
-
-    // value flags shared by template and upgrade
-    let mut value_flags = strings(&["-f"]);
-    value_flags.push(backup.to_string_lossy().into_owned());
-    value_flags.push("--set".into());
-    value_flags.push(format!("global.imageRegistry={registry}"));
-    if let Some(v) = &chart.version {
-        value_flags.push("--version".into());
-        value_flags.push(v.clone());
-    }
-    for f in &args.values {
-        value_flags.push("-f".into());
-        value_flags.push(f.to_string_lossy().into_owned());
-    }
-    for s in &args.set {
-        value_flags.push("--set".into());
-        value_flags.push(s.clone());
-    }
-
-    // ---- 4. pre-flight ----
-    let mut template = strings(&["template", release, &chart.chart, "-n", &ns]);
-    template.extend(value_flags.iter().cloned());
-    template.extend(chart_flags.iter().cloned());
-    let rendered = helm.run(&template).await?;
-    if !rendered.ok {
-        bail!(
-            "pre-flight: rendering the chart failed, nothing was changed:\n  {}\n{}",
-            display_command(&helm.path, &redact_args(&template)),
-            redact(rendered.stderr.trim())
-        );
-    }
-    let images = values::images_in_manifests(&rendered.stdout)?;
-    out.say(format!(
-        "pre-flight: {} image(s) in the rendered chart, checking {registry}",
-        images.len()
-    ));
-    let store = config
-        .as_ref()
-        .map(SyncConfig::credential_store)
-        .unwrap_or_else(|| CredentialStore {
-            use_docker_config: true,
-            ..Default::default()
-        });
-    let (missing, unchecked) = check_images(args, store, &registry, &images, &out).await?;
-    if missing.is_empty() && unchecked.is_empty() {
-        out.say("pre-flight: every image is present");
-    } else {
-        let mut problems = String::new();
-        if !missing.is_empty() {
-            problems.push_str(&format!(
-                "{} image(s) needed by {release} are not in the registry {registry}:\n",
-                missing.len()
-            ));
-            for m in &missing {
-                problems.push_str(&format!("  - {m}\n"));
-            }
-        }
-        if !unchecked.is_empty() {
-            problems.push_str(&format!(
-                "{} image(s) could not be checked:\n",
-                unchecked.len()
-            ));
-            for m in &unchecked {
-                problems.push_str(&format!("  - {m}\n"));
-            }
-        }
-        if args.force {
-            out.say(format!(
-                "pre-flight: going on because of --force although\n{problems}"
-            ));
-        } else {
-            bail!(
-                "pre-flight failed, nothing was changed: {problems}sync the images first (bundler sync --config {}), \
-                 or pass --force to upgrade anyway",
-                args.config.display()
-            );
-        }
-    }
-    let missing: Vec<String> = missing.into_iter().chain(unchecked).collect();
-
-    // ---- 5. upgrade ----
-    let mut upgrade = strings(&["upgrade", release, &chart.chart, "-n", &ns]);
-    upgrade.extend(value_flags.iter().cloned());
-    upgrade.extend(chart_flags.iter().cloned());
-    upgrade.push(helm.wait_flag().to_string());
-    upgrade.push("--timeout".into());
-    upgrade.push(args.timeout.clone());
-    let upgrade_command = display_command(&helm.path, &redact_args(&upgrade));
-    let mut summary = Summary {
-        release: release.to_string(),
-        namespace: ns.clone(),
-        chart: chart.clone(),
-        registry: registry.clone(),
-        helm_version: helm.version.clone(),
-        from_revision: from_rev.clone(),
-        from_chart: listed.chart.clone(),
-        backup: backup.clone(),
-        values_diff,
-        images,
-        missing_images: missing,
-        forced: args.force,
-        dry_run: args.dry_run,
-        upgrade_command: upgrade_command.clone(),
-        outcome: "planned".into(),
+        args.releases.clone()
     };
-    if args.dry_run {
-        out.say(format!("dry run: would run\n  {upgrade_command}"));
-        out.say("dry run: nothing was changed");
-        print_json(args, &summary)?;
-        return Ok(());
+    let mut cx = plan::RunContext {
+        args,
+        config: config.as_ref(),
+        state: &state,
+        helm: &helm,
+        out: &out,
+        access: access::Access::default(),
+    };
+    let mut plans = Vec::new();
+    for r in &releases {
+        if plans.iter().any(|p: &Plan| &p.release == r) {
+            return Err(input_error(format!("release {r} is named twice")));
+        }
+        plans.push(plan::prepare(&mut cx, r).await?);
     }
-    crate::outcome::record(&summary);
-    out.say(format!("running {upgrade_command}"));
-    let r = helm.run(&upgrade).await?;
-    if r.ok {
-        out.say(format!(
-            "upgraded {release} in {ns}; values backup kept at {}",
-            backup.display()
-        ));
-        summary.outcome = "upgraded".into();
-        print_json(args, &summary)?;
-        return Ok(());
+    let mut summaries: Vec<ReleaseSummary> = plans.iter().map(|p| summary_of(&helm, p)).collect();
+    if args.dry_run {
+        for s in &summaries {
+            out.say(format!("dry run: would run\n  {}", s.upgrade_command));
+        }
+        out.say("dry run: nothing was changed");
+        return print_json(args, &helm, "planned", summaries);
     }
 
-    // ---- 6. roll back ----
-    let failure = redact(r.stderr.trim());
-    let old_version = listed.chart_version();
-    let by_hand = restore_commands(
-        &helm,
-        release,
-        &ns,
-        &from_rev,
-        &backup,
-        &listed,
-        old_version.as_deref(),
+    crate::outcome::record(&summary(args, &helm, "planned", summaries.clone()));
+
+    // ---- 5. upgrade in order; 6. on failure roll back in reverse ----
+    let mut failure = None;
+    for (i, p) in plans.iter().enumerate() {
+        out.say(format!("running {}", summaries[i].upgrade_command));
+        let r = helm.change(&p.upgrade, timeout).await?;
+        if r.ok {
+            let what = if p.current.is_some() {
+                "upgraded"
+            } else {
+                "installed"
+            };
+            out.say(format!(
+                "{what} {} in {}{}",
+                p.release,
+                p.namespace,
+                p.backup
+                    .as_ref()
+                    .map(|b| format!("; values backup kept at {}", b.display()))
+                    .unwrap_or_default()
+            ));
+            summaries[i].outcome = what.into();
+            continue;
+        }
+        let why = redact(r.stderr.trim());
+        out.say(format!("helm upgrade of {} failed: {why}", p.release));
+        summaries[i].outcome = "failed".into();
+        failure = Some((i, why));
+        break;
+    }
+    let Some((failed, why)) = failure else {
+        settle(&helm, &plans, &mut summaries).await;
+        out.say(stand_line(&summaries));
+        return print_json(args, &helm, "upgraded", summaries);
+    };
+    let mut rollback_errors = Vec::new();
+    let mut failed_untouched = false;
+    for i in (0..=failed).rev() {
+        let p = &plans[i];
+        match roll_back(&helm, p, timeout, &out).await {
+            Ok(Undo::NothingChanged) => {
+                summaries[i].outcome = "failed-unchanged".into();
+                failed_untouched |= i == failed;
+            }
+            Ok(Undo::Done) => summaries[i].outcome = "rolled-back".into(),
+            Err(e) => {
+                summaries[i].outcome = "rollback-failed".into();
+                rollback_errors.push(format!("{}: {e:#}", p.release));
+            }
+        }
+    }
+    for s in summaries.iter_mut().skip(failed + 1) {
+        s.outcome = "not-started".into();
+    }
+    settle(&helm, &plans, &mut summaries).await;
+    let stands = stand_line(&summaries);
+    out.say(&stands);
+    let p = &plans[failed];
+    let backups: Vec<String> = plans[..=failed]
+        .iter()
+        .filter_map(|p| p.backup.as_ref().map(|b| b.display().to_string()))
+        .collect();
+    let by_hand: Vec<String> = plans[..=failed]
+        .iter()
+        .rev()
+        .map(|p| restore_command(&helm, p))
+        .collect();
+    let outcome = if rollback_errors.is_empty() {
+        "rolled-back"
+    } else {
+        "failed"
+    };
+    // with --json, cli prints the recorded summary beside the error
+    crate::outcome::record(&summary(args, &helm, outcome, summaries));
+    let back_to = match p.from_revision() {
+        Some(rev) if failed_untouched => {
+            format!("it still stands at revision {rev} (helm wrote no new revision)")
+        }
+        None if failed_untouched => "it was not installed".to_string(),
+        Some(rev) => format!("rolled back to revision {rev}"),
+        None => "uninstalled again".to_string(),
+    };
+    let others = if failed > 0 {
+        format!(
+            " {} already upgraded in this run were rolled back too, in reverse order.",
+            plans[..failed]
+                .iter()
+                .map(|p| p.release.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        )
+    } else {
+        String::new()
+    };
+    let tail = format!(
+        "{stands}. Values backup(s): {}. To restore by hand: {}",
+        if backups.is_empty() {
+            "none".to_string()
+        } else {
+            backups.join(", ")
+        },
+        by_hand.join("; ")
     );
-    out.say(format!("helm upgrade failed: {failure}"));
-    out.say(format!("rolling back {release} to revision {from_rev}"));
-    let rollback = strings(&[
-        "rollback",
-        release,
-        &from_rev,
-        "-n",
-        &ns,
-        helm.wait_flag(),
-        "--timeout",
-        &args.timeout,
-    ]);
-    let rb = helm.run(&rollback).await?;
-    if rb.ok {
+    if rollback_errors.is_empty() {
         Err(anyhow::Error::new(RolledBack(format!(
-            "helm upgrade of {release} failed ({failure}); rolled back to revision {from_rev}. \
-             Values backup: {}. To restore by hand: {by_hand}",
-            backup.display()
+            "helm upgrade of {} failed ({why}); {back_to}.{others} {tail}",
+            p.release
         ))))
     } else {
         bail!(
-            "helm upgrade of {release} failed ({failure}) and the rollback to revision {from_rev} failed too ({}). \
-             Values backup: {}. To restore by hand: {by_hand}",
-            redact(rb.stderr.trim()),
-            backup.display()
+            "helm upgrade of {} failed ({why}) and rolling back failed too: {}. {tail}",
+            p.release,
+            rollback_errors.join("; ")
         )
     }
 }
 
-fn strings(a: &[&str]) -> Vec<String> {
-    a.iter().map(|s| s.to_string()).collect()
-}
-
-/// Hide `--password VALUE` in a command shown to the user.
-fn redact_args(args: &[String]) -> Vec<String> {
-    let mut out = Vec::with_capacity(args.len());
-    let mut hide = false;
-    for a in args {
-        if hide {
-            out.push("[redacted]".to_string());
-            hide = false;
-            continue;
-        }
-        if a == "--password" {
-            hide = true;
-        }
-        if a.starts_with("--password=") {
-            out.push("--password=[redacted]".into());
-            continue;
-        }
-        out.push(a.clone());
-    }
-    out
-}
-
-fn restore_commands(
+/// `--all`: the newest synced chart of every chart name, in the record's
+/// (the package's) order; those without a release are left out unless
+/// `--install`.
+async fn every_synced_release(
     helm: &Helm,
-    release: &str,
-    ns: &str,
-    rev: &str,
-    backup: &Path,
-    listed: &ListedRelease,
-    old_version: Option<&str>,
-) -> String {
-    let rollback = display_command(
+    state: &SyncState,
+    args: &UpgradeArgs,
+    out: &Out,
+) -> anyhow::Result<Vec<String>> {
+    let mut names: Vec<String> = Vec::new();
+    for c in &state.charts {
+        let r = c
+            .release
+            .as_ref()
+            .map(|r| r.name.clone())
+            .unwrap_or_else(|| c.name.clone());
+        if !names.contains(&r) {
+            names.push(r);
+        }
+    }
+    if names.is_empty() {
+        return Err(input_error(format!(
+            "--all: no synced charts recorded in {}; run bundler sync first, or name the releases",
+            SyncState::path_for(&args.config).display()
+        )));
+    }
+    if args.install {
+        return Ok(names);
+    }
+    let mut found = Vec::new();
+    for n in names {
+        let ns = args.namespace.as_deref();
+        if helm.find_release(&n, ns).await?.is_empty() {
+            out.say(format!(
+                "--all: {n} has no release in the cluster; skipped (--install would install it)"
+            ));
+        } else {
+            found.push(n);
+        }
+    }
+    if found.is_empty() {
+        bail!("--all: none of the synced charts has a release in the cluster; pass --install to install them");
+    }
+    Ok(found)
+}
+
+enum Undo {
+    Done,
+    /// The failed upgrade wrote no revision: nothing to undo.
+    NothingChanged,
+}
+
+/// Put one release back where it stood: `helm rollback` to the backed-up
+/// revision, or `helm uninstall` when it was installed by this run.
+async fn roll_back(helm: &Helm, p: &Plan, timeout: Duration, out: &Out) -> anyhow::Result<Undo> {
+    // an upgrade that failed before writing a revision left nothing to undo
+    if let Ok(latest) = helm.latest(&p.release, &p.namespace).await {
+        let unchanged = match (&latest, p.from_revision()) {
+            (Some(h), Some(rev)) => h.revision == rev,
+            (None, None) => true,
+            _ => false,
+        };
+        if unchanged {
+            out.say(format!(
+                "{}: nothing to roll back (no new revision was written)",
+                p.release
+            ));
+            return Ok(Undo::NothingChanged);
+        }
+    }
+    let args = match p.from_revision() {
+        Some(rev) => {
+            out.say(format!("rolling back {} to revision {rev}", p.release));
+            strings(&[
+                "rollback",
+                &p.release,
+                rev,
+                "-n",
+                &p.namespace,
+                helm.wait_flag(),
+                "--timeout",
+                &helm::show_duration(timeout),
+            ])
+        }
+        None => {
+            out.say(format!(
+                "uninstalling {} (it was installed by this run)",
+                p.release
+            ));
+            strings(&[
+                "uninstall",
+                &p.release,
+                "-n",
+                &p.namespace,
+                helm.wait_flag(),
+                "--timeout",
+                &helm::show_duration(timeout),
+            ])
+        }
+    };
+    let args = helm.on_cluster(args);
+    let r = helm.change(&args, timeout).await?;
+    if !r.ok {
+        bail!(
+            "`{}`: {}",
+            display_command(&helm.path, &args),
+            redact(r.stderr.trim())
+        );
+    }
+    Ok(Undo::Done)
+}
+
+/// Read where each release stands now (helm history), for the summary.
+async fn settle(helm: &Helm, plans: &[Plan], summaries: &mut [ReleaseSummary]) {
+    for (p, s) in plans.iter().zip(summaries.iter_mut()) {
+        match helm.latest(&p.release, &p.namespace).await {
+            Ok(Some(h)) => {
+                s.revision = Some(h.revision);
+                s.status = Some(h.status);
+            }
+            Ok(None) => {
+                s.revision = None;
+                s.status = Some("not installed".into());
+            }
+            Err(e) => s.status = Some(format!("unknown ({e:#})")),
+        }
+    }
+}
+
+fn stand_line(summaries: &[ReleaseSummary]) -> String {
+    let parts: Vec<String> = summaries
+        .iter()
+        .map(|s| match (&s.revision, &s.status) {
+            (Some(r), Some(st)) => format!("{} stands at revision {r} ({st})", s.release),
+            (None, Some(st)) => format!("{} is {st}", s.release),
+            _ => format!("{}: unknown", s.release),
+        })
+        .collect();
+    format!("now: {}", parts.join(", "))
+}
+
+fn summary_of(helm: &Helm, p: &Plan) -> ReleaseSummary {
+    ReleaseSummary {
+        release: p.release.clone(),
+        namespace: p.namespace.clone(),
+        chart: p.chart.clone(),
+        registry: p.registry.clone(),
+        from_revision: p.from_revision().map(str::to_string),
+        from_chart: p.current.as_ref().map(|c| c.chart.clone()),
+        backup: p.backup.clone(),
+        values_diff: p.values_diff.clone(),
+        images: p.images.clone(),
+        missing_images: p.missing_images.clone(),
+        upgrade_command: display_command(&helm.path, &p.upgrade),
+        outcome: "planned".into(),
+        revision: p.from_revision().map(str::to_string),
+        status: p.current.as_ref().map(|c| c.status.clone()),
+    }
+}
+
+/// What to run by hand to put a release back where it stood.
+fn restore_command(helm: &Helm, p: &Plan) -> String {
+    let Some(rev) = p.from_revision() else {
+        return display_command(
+            &helm.path,
+            &helm.on_cluster(strings(&["uninstall", &p.release, "-n", &p.namespace])),
+        );
+    };
+    let mut s = display_command(
         &helm.path,
-        &strings(&["rollback", release, rev, "-n", ns, helm.wait_flag()]),
+        &helm.on_cluster(strings(&[
+            "rollback",
+            &p.release,
+            rev,
+            "-n",
+            &p.namespace,
+            helm.wait_flag(),
+        ])),
     );
-    let mut s = rollback;
-    if let (Some(name), Some(v)) = (listed.chart_name(), old_version) {
+    let listed = p.current.as_ref().expect("a revision means a release");
+    if let (Some(name), Some(v), Some(backup)) = (
+        listed.chart_name(),
+        listed.chart_version(),
+        p.backup.as_ref(),
+    ) {
         let up = display_command(
             &helm.path,
-            &strings(&[
+            &helm.on_cluster(strings(&[
                 "upgrade",
-                release,
+                &p.release,
                 &format!("<repo>/{name}"),
                 "-n",
-                ns,
+                &p.namespace,
                 "-f",
                 &backup.to_string_lossy(),
                 "--version",
-                v,
-            ]),
+                &v,
+            ])),
         );
         s.push_str(&format!(
             " (or reinstall the old chart with the backed-up values: {up})"
@@ -427,340 +534,29 @@ fn restore_commands(
     s
 }
 
-fn print_json(args: &UpgradeArgs, summary: &Summary) -> anyhow::Result<()> {
+fn summary(
+    args: &UpgradeArgs,
+    helm: &Helm,
+    outcome: &str,
+    releases: Vec<ReleaseSummary>,
+) -> Summary {
+    Summary {
+        helm_version: helm.version.clone(),
+        dry_run: args.dry_run,
+        outcome: outcome.into(),
+        releases,
+    }
+}
+
+fn print_json(
+    args: &UpgradeArgs,
+    helm: &Helm,
+    outcome: &str,
+    releases: Vec<ReleaseSummary>,
+) -> anyhow::Result<()> {
     if args.json {
-        println!("{}", redact(&serde_json::to_string_pretty(summary)?));
+        let s = summary(args, helm, outcome, releases);
+        println!("{}", redact(&serde_json::to_string_pretty(&s)?));
     }
     Ok(())
-}
-
-/// The sync config: required when given explicitly; the default
-/// `load-image.yaml` may be absent when flags say everything.
-fn load_config(path: &Path) -> anyhow::Result<Option<SyncConfig>> {
-    if !path.exists() && path == Path::new("load-image.yaml") {
-        return Ok(None);
-    }
-    SyncConfig::load(path).map(Some)
-}
-
-/// The newest synced chart for this release: by `--chart` when it names a
-/// synced chart_ref or name, else by release name, else by chart name.
-fn find_synced<'a>(
-    state: &'a SyncState,
-    release: &str,
-    chart: Option<&str>,
-) -> Option<&'a SyncedChart> {
-    let newest = |pred: &dyn Fn(&SyncedChart) -> bool| {
-        state
-            .charts
-            .iter()
-            .filter(|c| pred(c))
-            .max_by(|a, b| crate::chart::package::compare_versions(&a.version, &b.version))
-    };
-    if let Some(c) = chart {
-        return newest(&|s: &SyncedChart| s.chart_ref == c || s.name == c);
-    }
-    newest(&|s: &SyncedChart| s.release.as_ref().is_some_and(|r| r.name == release))
-        .or_else(|| newest(&|s: &SyncedChart| s.name == release))
-}
-
-async fn find_release(
-    helm: &Helm,
-    release: &str,
-    ns_hint: Option<&str>,
-    ns_given: bool,
-) -> anyhow::Result<ListedRelease> {
-    if let Some(ns) = ns_hint {
-        let found = helm.find_release(release, Some(ns)).await?;
-        if let Some(r) = found.into_iter().next() {
-            return Ok(r);
-        }
-        if ns_given {
-            bail!(
-                "release {release} not found in namespace {ns} (helm list -n {ns}); check the name and namespace"
-            );
-        }
-    }
-    let found = helm.find_release(release, None).await?;
-    match found.len() {
-        0 => bail!(
-            "release {release} not found in any namespace (helm list -A); check the name, or install it first with helm install"
-        ),
-        1 => Ok(found.into_iter().next().unwrap()),
-        _ => Err(input_error(format!(
-            "release {release} exists in several namespaces ({}); choose one with -n",
-            found.iter().map(|r| r.namespace.as_str()).collect::<Vec<_>>().join(", ")
-        ))),
-    }
-}
-
-fn choose_chart(
-    args: &UpgradeArgs,
-    synced: Option<&SyncedChart>,
-    config: Option<&SyncConfig>,
-) -> anyhow::Result<ChartTarget> {
-    let version = args.version.clone();
-    if let Some(c) = &args.chart {
-        // a synced chart named by --chart: take its repo and version
-        if let Some(s) = synced {
-            if s.chart_ref == *c || s.name == *c {
-                let mut t = from_synced(s, config);
-                if version.is_some() {
-                    t.version = version;
-                }
-                return Ok(t);
-            }
-        }
-        return Ok(ChartTarget {
-            chart: c.clone(),
-            repo_url: None,
-            version,
-        });
-    }
-    let Some(s) = synced else {
-        return Err(input_error(format!(
-            "no chart known for release {}: give --chart (oci://..., a .tgz, or repo/name) and --version, \
-             or run in the directory where `bundler sync` ran (its record is {})",
-            args.release,
-            SyncState::path_for(&args.config).display()
-        )));
-    };
-    let mut t = from_synced(s, config);
-    if version.is_some() {
-        t.version = version;
-    }
-    Ok(t)
-}
-
-fn from_synced(s: &SyncedChart, config: Option<&SyncConfig>) -> ChartTarget {
-    let kind = s.kind.to_ascii_uppercase();
-    let repo_url = s
-        .repo_url
-        .clone()
-        .or_else(|| (kind == "HARBOR" || kind == "CHARTMUSEUM").then(|| s.chart_ref.clone()));
-    let chart = if repo_url.is_some() {
-        s.name.clone()
-    } else if kind == "LOCAL"
-        && Path::new(&s.chart_ref).is_relative()
-        && !Path::new(&s.chart_ref).exists()
-    {
-        // relative to the config's directory
-        let base = config
-            .map(|c| c.file.clone())
-            .and_then(|f| f.parent().map(Path::to_path_buf))
-            .unwrap_or_default();
-        base.join(&s.chart_ref).to_string_lossy().into_owned()
-    } else {
-        s.chart_ref.clone()
-    };
-    ChartTarget {
-        chart,
-        repo_url,
-        version: Some(s.version.clone()),
-    }
-}
-
-/// Flags for fetching the chart: `--repo`, credentials, TLS.
-async fn chart_flags(
-    args: &UpgradeArgs,
-    chart: &ChartTarget,
-    config: Option<&SyncConfig>,
-) -> Vec<String> {
-    let mut f = Vec::new();
-    if let Some(u) = &chart.repo_url {
-        f.push("--repo".into());
-        f.push(u.clone());
-    }
-    let target = config.map(|c| &c.target_repo);
-    let is_oci = chart.chart.starts_with("oci://");
-    let remote = is_oci || chart.repo_url.is_some();
-    if remote {
-        if let Some(a) = target.and_then(|t| t.auth.as_ref()) {
-            if !a.username.is_empty() {
-                f.push("--username".into());
-                f.push(a.username.clone());
-                f.push("--password".into());
-                f.push(a.password.clone());
-            }
-        }
-        if let Some(ca) = &args.transport.ca_file {
-            f.push("--ca-file".into());
-            f.push(ca.to_string_lossy().into_owned());
-        }
-        let url = chart
-            .repo_url
-            .clone()
-            .unwrap_or_else(|| chart.chart.clone());
-        if is_oci {
-            let host = url
-                .trim_start_matches("oci://")
-                .split('/')
-                .next()
-                .unwrap_or("")
-                .to_string();
-            let config_plain = target
-                .filter(|t| t.kind == RepoKind::Oci)
-                .and_then(|t| t.oci_location())
-                .is_some_and(|l| l.plain_http && l.registry == host);
-            if config_plain || (args.transport.insecure() && speaks_plain_http(&host).await) {
-                f.push("--plain-http".into());
-            } else if args.transport.insecure() {
-                f.push("--insecure-skip-tls-verify".into());
-            }
-        } else if args.transport.insecure() && url.starts_with("https://") {
-            f.push("--insecure-skip-tls-verify".into());
-        }
-    }
-    f
-}
-
-/// Whether `host` answers plain HTTP on `/v2/` (an insecure registry).
-async fn speaks_plain_http(host: &str) -> bool {
-    let client = match reqwest::Client::builder()
-        .timeout(std::time::Duration::from_secs(5))
-        .build()
-    {
-        Ok(c) => c,
-        Err(_) => return false,
-    };
-    client
-        .get(format!("http://{host}/v2/"))
-        .send()
-        .await
-        .is_ok_and(|r| {
-            r.headers().contains_key("docker-distribution-api-version")
-                || r.status().as_u16() == 401
-                || r.status().is_success()
-        })
-}
-
-/// `<dir>/<release>/<UTC %Y%m%dT%H%M%SZ>-rev<N>.yaml`, never overwriting:
-/// a second backup in the same second gets `-2`, `-3`, ...
-fn write_backup(dir: &Path, release: &str, rev: &str, text: &str) -> anyhow::Result<PathBuf> {
-    let fmt = time::macros::format_description!("[year][month][day]T[hour][minute][second]Z");
-    let stamp = time::OffsetDateTime::now_utc().format(&fmt)?;
-    let rel_dir = dir.join(release);
-    std::fs::create_dir_all(&rel_dir)
-        .with_context(|| format!("creating the backup directory {}", rel_dir.display()))?;
-    for n in 1..1000 {
-        let name = if n == 1 {
-            format!("{stamp}-rev{rev}.yaml")
-        } else {
-            format!("{stamp}-rev{rev}-{n}.yaml")
-        };
-        let path = rel_dir.join(name);
-        match std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&path)
-        {
-            Ok(mut f) => {
-                f.write_all(text.as_bytes())
-                    .and_then(|_| f.sync_all())
-                    .with_context(|| format!("writing the values backup {}", path.display()))?;
-                return Ok(path);
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
-            Err(e) => {
-                return Err(e)
-                    .with_context(|| format!("creating the values backup {}", path.display()))
-            }
-        }
-    }
-    bail!(
-        "too many backups named {stamp}-rev{rev}*.yaml in {}",
-        rel_dir.display()
-    )
-}
-
-/// HEAD every image in the target registry; returns the missing ones and
-/// the ones that could not be checked (each with the reason). Images that
-/// point at another registry count as missing.
-async fn check_images(
-    args: &UpgradeArgs,
-    store: CredentialStore,
-    registry: &str,
-    images: &[String],
-    out: &Out,
-) -> anyhow::Result<(Vec<String>, Vec<String>)> {
-    let host = registry.split('/').next().unwrap_or(registry);
-    let client = RegistryClient::new(
-        ClientOptions {
-            insecure: args.transport.insecure(),
-            ca_file: args.transport.ca_file.clone(),
-            max_attempts: 3,
-            ..Default::default()
-        },
-        store,
-    )?;
-    enum Res {
-        Present,
-        Missing(String),
-        Unchecked(String),
-    }
-    let checks = images.iter().map(|img| {
-        let client = client.clone();
-        async move {
-            let r = match Reference::parse(img) {
-                Ok(r) => r,
-                Err(e) => {
-                    return (
-                        img.clone(),
-                        Res::Missing(format!("not a valid image reference: {e:#}")),
-                    )
-                }
-            };
-            if r.registry != host {
-                return (
-                    img.clone(),
-                    Res::Missing(format!(
-                        "points at {}, not at the target registry {host}",
-                        r.registry
-                    )),
-                );
-            }
-            match client
-                .head_manifest(&r.registry, &r.repository, &r.manifest_reference())
-                .await
-            {
-                Ok(Some(_)) => (img.clone(), Res::Present),
-                Ok(None) => (img.clone(), Res::Missing(format!("not found in {host}"))),
-                Err(e) => (img.clone(), Res::Unchecked(format!("{e:#}"))),
-            }
-        }
-    });
-    let results = futures_util::future::join_all(checks).await;
-    let (mut missing, mut unchecked) = (Vec::new(), Vec::new());
-    for (img, res) in results {
-        match res {
-            Res::Present => out.say(format!("  ok       {img}")),
-            Res::Missing(why) => {
-                out.say(format!("  MISSING  {img} ({why})"));
-                missing.push(format!("{img} ({why})"));
-            }
-            Res::Unchecked(why) => {
-                out.say(format!("  ERROR    {img} ({why})"));
-                unchecked.push(format!("{img} ({why})"));
-            }
-        }
-    }
-    Ok((missing, unchecked))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn backups_are_never_overwritten() {
-        let dir = tempfile::tempdir().unwrap();
-        let a = write_backup(dir.path(), "web", "2", "a: 1\n").unwrap();
-        let b = write_backup(dir.path(), "web", "2", "a: 2\n").unwrap();
-        assert_ne!(a, b);
-        assert_eq!(std::fs::read_to_string(&a).unwrap(), "a: 1\n");
-        assert_eq!(std::fs::read_to_string(&b).unwrap(), "a: 2\n");
-        let name = a.file_name().unwrap().to_string_lossy().into_owned();
-        assert!(name.ends_with("Z-rev2.yaml"), "{name}");
-        assert_eq!(a.parent().unwrap(), dir.path().join("web"));
-    }
 }

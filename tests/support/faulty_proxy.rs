@@ -12,7 +12,11 @@
 //! - optional latency before each forwarded request;
 //! - a "down" switch: every connection is closed at once, new ones are
 //!   accepted and closed without a byte, until it is switched back;
-//! - exact faults on demand: 503 to / drop the next N requests.
+//! - exact faults on demand: 503 to / drop the next N requests;
+//! - slow and silent peers on demand: the next N requests are never
+//!   answered (the body is not read either: the connection just hangs
+//!   until the client gives up), or their response body trickles out one
+//!   byte per interval.
 //!
 //! Plain HTTP only (the registry behind it runs `Mode::Plain` or
 //! `Mode::BasicAuth`): it must read the messages to fault them.
@@ -138,6 +142,7 @@ struct Counters {
     locations_rewritten: AtomicU64,
     bytes_up: AtomicU64,
     bytes_down: AtomicU64,
+    silenced: AtomicU64,
 }
 
 fn inc(c: &AtomicU64) {
@@ -169,6 +174,10 @@ enum Decision {
     DropRequest(f64),
     /// Drop after forwarding this fraction of the response body.
     DropResponse(f64),
+    /// Read nothing more, answer nothing, until the client closes.
+    Silent,
+    /// Forward, but send the response body one byte per interval.
+    Trickle(Duration),
 }
 
 struct Shared {
@@ -186,6 +195,12 @@ struct Shared {
     /// Requests still to be answered 503 / dropped whatever the odds.
     force_503: AtomicU64,
     force_drop: AtomicU64,
+    /// Requests still to be left unanswered / trickled.
+    force_silent: AtomicU64,
+    force_trickle: AtomicU64,
+    trickle_interval: Mutex<Duration>,
+    /// Only requests with this method are silenced / trickled (None: any).
+    slow_method: Mutex<Option<String>>,
 }
 
 /// Take one from a "force the next N" counter, if any is left.
@@ -195,7 +210,17 @@ fn take_one(c: &AtomicU64) -> bool {
 }
 
 impl Shared {
-    fn decide(&self, has_body: bool) -> (Decision, Duration) {
+    fn live_now(&self) -> bool {
+        !self.stop.load(Ordering::SeqCst) && !self.down.load(Ordering::SeqCst)
+    }
+
+    fn decide(&self, method: &str, has_body: bool) -> (Decision, Duration) {
+        let slow = self
+            .slow_method
+            .lock()
+            .unwrap()
+            .as_deref()
+            .is_none_or(|m| m.eq_ignore_ascii_case(method));
         let f = self.faults.lock().unwrap().clone();
         let (r, frac, which, jit) = {
             let mut rng = self.rng.lock().unwrap();
@@ -209,7 +234,11 @@ impl Shared {
             )
         };
         let frac = 0.1 + 0.8 * frac;
-        let decision = if take_one(&self.force_503) {
+        let decision = if slow && take_one(&self.force_silent) {
+            Decision::Silent
+        } else if slow && take_one(&self.force_trickle) {
+            Decision::Trickle(*self.trickle_interval.lock().unwrap())
+        } else if take_one(&self.force_503) {
             Decision::Reply503
         } else if take_one(&self.force_drop) {
             if has_body && which < 0.5 {
@@ -268,7 +297,14 @@ impl FaultyProxy {
     /// Listen on a free port of 127.0.0.1 and forward to
     /// `127.0.0.1:<upstream_port>` with `faults`.
     pub fn start(upstream_port: u16, faults: Faults) -> FaultyProxy {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+        Self::start_on(0, upstream_port, faults)
+    }
+
+    /// Like [`FaultyProxy::start`], on a given port of 127.0.0.1 (0: any
+    /// free one): a registry that appears on an address a client already
+    /// tries.
+    pub fn start_on(port: u16, upstream_port: u16, faults: Faults) -> FaultyProxy {
+        let listener = TcpListener::bind(("127.0.0.1", port)).expect("bind 127.0.0.1");
         let port = listener.local_addr().unwrap().port();
         let shared = Arc::new(Shared {
             upstream_port,
@@ -282,6 +318,10 @@ impl FaultyProxy {
             next_id: AtomicU64::new(0),
             force_503: AtomicU64::new(0),
             force_drop: AtomicU64::new(0),
+            force_silent: AtomicU64::new(0),
+            force_trickle: AtomicU64::new(0),
+            trickle_interval: Mutex::new(Duration::from_secs(1)),
+            slow_method: Mutex::new(None),
         });
         let sh = shared.clone();
         let accept = std::thread::Builder::new()
@@ -346,6 +386,38 @@ impl FaultyProxy {
     /// Drop the connection of the next `n` requests, whatever the odds.
     pub fn drop_next(&self, n: u64) {
         self.shared.force_drop.store(n, Ordering::SeqCst);
+    }
+
+    /// Leave the next `n` requests unanswered: their connection hangs,
+    /// body unread, until the client closes it (a peer that accepted the
+    /// connection and went silent).
+    pub fn silence_next(&self, n: u64) {
+        self.silence_next_of(None, n);
+    }
+
+    /// [`FaultyProxy::silence_next`] for requests of one method only
+    /// (`Some("PUT")`: an upload whose body the peer stops reading).
+    pub fn silence_next_of(&self, method: Option<&str>, n: u64) {
+        *self.shared.slow_method.lock().unwrap() = method.map(String::from);
+        self.shared.force_silent.store(n, Ordering::SeqCst);
+    }
+
+    /// Forward the next `n` requests, but send each response body one byte
+    /// per `interval` (a peer that trickles).
+    pub fn trickle_next(&self, n: u64, interval: Duration) {
+        self.trickle_next_of(None, n, interval);
+    }
+
+    /// [`FaultyProxy::trickle_next`] for requests of one method only.
+    pub fn trickle_next_of(&self, method: Option<&str>, n: u64, interval: Duration) {
+        *self.shared.slow_method.lock().unwrap() = method.map(String::from);
+        *self.shared.trickle_interval.lock().unwrap() = interval;
+        self.shared.force_trickle.store(n, Ordering::SeqCst);
+    }
+
+    /// Requests left unanswered so far.
+    pub fn silenced(&self) -> u64 {
+        self.shared.counters.silenced.load(Ordering::SeqCst)
     }
 
     /// Change the fault probabilities and latency from now on (the random
@@ -678,7 +750,29 @@ impl Conn {
     }
 
     fn live(&self) -> bool {
-        !self.shared.stop.load(Ordering::SeqCst) && !self.shared.down.load(Ordering::SeqCst)
+        self.shared.live_now()
+    }
+
+    /// A silent peer: read nothing, answer nothing, until the client
+    /// closes (or the proxy stops; at most two minutes).
+    fn hang_until_client_closes(&mut self) {
+        let _ = self
+            .client_w
+            .set_read_timeout(Some(Duration::from_millis(100)));
+        let until = std::time::Instant::now() + Duration::from_secs(120);
+        let mut probe = [0u8; 1];
+        while self.live() && std::time::Instant::now() < until {
+            match self.client_w.peek(&mut probe) {
+                Ok(0) => return,
+                Ok(_) => std::thread::sleep(Duration::from_millis(100)),
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                    ) => {}
+                Err(_) => return,
+            }
+        }
     }
 
     /// Serve requests on this connection until one side closes or a fault
@@ -705,9 +799,14 @@ impl Conn {
                 Framing::Chunked => true,
                 _ => false,
             };
-            let (decision, delay) = self.shared.decide(has_body);
+            let (decision, delay) = self.shared.decide(&method, has_body);
             if !delay.is_zero() {
                 std::thread::sleep(delay);
+            }
+            if let Decision::Silent = decision {
+                inc(&c.silenced);
+                self.hang_until_client_closes();
+                return Ok(());
             }
             if let Decision::Reply503 = decision {
                 inc(&c.injected_503);
@@ -830,18 +929,63 @@ impl Conn {
                 return Ok(());
             }
             resp.write_to(&mut self.client_w)?;
-            copy_body(
-                &mut up.r,
-                &mut self.client_w,
-                resp_framing,
-                None,
-                &shared.counters.bytes_down,
-            )?;
+            match decision {
+                Decision::Trickle(interval) => {
+                    let mut w = Trickle {
+                        inner: &mut self.client_w,
+                        interval,
+                        live: &|| shared.live_now(),
+                    };
+                    copy_body(
+                        &mut up.r,
+                        &mut w,
+                        resp_framing,
+                        None,
+                        &shared.counters.bytes_down,
+                    )?;
+                    return Ok(());
+                }
+                _ => {
+                    copy_body(
+                        &mut up.r,
+                        &mut self.client_w,
+                        resp_framing,
+                        None,
+                        &shared.counters.bytes_down,
+                    )?;
+                }
+            }
             inc(&c.completed);
             if client_close || server_close {
                 return Ok(());
             }
         }
+    }
+}
+
+/// A writer that passes one byte per `interval` (a trickling peer); it
+/// fails once the proxy stops, so no thread outlives it.
+struct Trickle<'a, W: Write> {
+    inner: &'a mut W,
+    interval: Duration,
+    live: &'a dyn Fn() -> bool,
+}
+
+impl<W: Write> Write for Trickle<'_, W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        if !(self.live)() {
+            return Err(io::ErrorKind::BrokenPipe.into());
+        }
+        std::thread::sleep(self.interval);
+        self.inner.write_all(&buf[..1])?;
+        self.inner.flush()?;
+        Ok(1)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
     }
 }
 

@@ -4,10 +4,11 @@
 #![allow(dead_code)]
 
 pub mod chart_server;
-pub mod fake_helm;
 pub mod faulty_proxy;
 pub mod images;
+pub mod kube_api;
 pub mod registry;
+pub mod standins;
 pub mod token_registry;
 
 use std::path::{Path, PathBuf};

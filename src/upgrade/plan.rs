@@ -1,0 +1,542 @@
+//! Steps 1–4 of an upgrade, for one release: find it (or plan its
+//! install), choose chart, version and registry, back up its values, show
+//! the values diff, render the chart and check every image it names is in
+//! the registry. Nothing here changes the cluster; with several releases
+//! every plan is made before the first upgrade.
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context};
+
+use super::access::{Access, Transport};
+use super::helm::{display_command, Helm, ListedRelease};
+use super::{values, ChartTarget, Out, UpgradeArgs};
+use crate::config::load_image::SyncConfig;
+use crate::error::{input_error, redact};
+use crate::oci::auth::CredentialStore;
+use crate::oci::reference::Reference;
+use crate::oci::registry::{ClientOptions, RegistryClient};
+use crate::state::{SyncState, SyncedChart};
+
+/// Everything known about one release before anything is changed.
+pub struct Plan {
+    pub release: String,
+    pub namespace: String,
+    /// The release as `helm list` showed it; `None`: not installed yet (`--install`).
+    pub current: Option<ListedRelease>,
+    pub chart: ChartTarget,
+    pub registry: String,
+    pub backup: Option<PathBuf>,
+    pub values_diff: Vec<String>,
+    pub images: Vec<String>,
+    /// Missing or unchecked images (only non-empty with `--force`).
+    pub missing_images: Vec<String>,
+    /// The `helm upgrade` argv (without the program).
+    pub upgrade: Vec<String>,
+}
+
+impl Plan {
+    pub fn from_revision(&self) -> Option<&str> {
+        self.current.as_ref().map(|c| c.revision.as_str())
+    }
+}
+
+/// What every plan of a run shares.
+pub struct RunContext<'a> {
+    pub args: &'a UpgradeArgs,
+    pub config: Option<&'a SyncConfig>,
+    pub state: &'a SyncState,
+    pub helm: &'a Helm,
+    pub out: &'a Out,
+    pub access: Access,
+}
+
+pub async fn prepare(cx: &mut RunContext<'_>, release: &str) -> anyhow::Result<Plan> {
+    let (args, helm, out) = (cx.args, cx.helm, cx.out);
+    let synced = find_synced(cx.state, release, args.chart.as_deref());
+
+    // ---- 1. find the release ----
+    let ns_hint = args.namespace.clone().or_else(|| {
+        synced
+            .and_then(|s| s.release.as_ref())
+            .and_then(|r| r.namespace.clone())
+    });
+    let current = find_release(
+        helm,
+        release,
+        ns_hint.as_deref(),
+        args.namespace.is_some(),
+        args.install,
+    )
+    .await?;
+    let ns = match &current {
+        Some(c) => {
+            out.say(format!(
+                "release {release} in namespace {}: revision {}, chart {}, status {}",
+                c.namespace, c.revision, c.chart, c.status
+            ));
+            c.namespace.clone()
+        }
+        None => {
+            let ns = ns_hint.unwrap_or_else(|| "default".to_string());
+            out.say(format!(
+                "release {release} is not installed: it will be installed in namespace {ns} (--install)"
+            ));
+            ns
+        }
+    };
+
+    // chart, version, registry
+    let mut chart = choose_chart(args, release, synced, cx.config)?;
+    let registry = args
+        .registry
+        .clone()
+        .or_else(|| synced.map(|s| s.registry.clone()).filter(|r| !r.is_empty()))
+        .or_else(|| cx.config.and_then(SyncConfig::image_registry))
+        .ok_or_else(|| {
+            input_error(format!(
+                "no image registry known for {release}: give --registry HOST[:PORT], or run in the \
+                 directory of the sync config ({}) so its target registry is used",
+                args.config.display()
+            ))
+        })?;
+    let transport = Transport {
+        insecure: args.transport.insecure(),
+        ca_file: args.transport.ca_file.clone(),
+    };
+    let chart_flags = cx
+        .access
+        .chart_flags(helm, &mut chart, cx.config, &transport)
+        .await?;
+
+    // ---- 2. back up the current values ----
+    let (current_text, backup) = match &current {
+        Some(c) => {
+            let text = helm
+                .query_ok(&helm.on_cluster(strings(&[
+                    "get", "values", release, "-n", &ns, "-o", "yaml",
+                ])))
+                .await?;
+            let backup = write_backup(&args.backup_dir, release, &c.revision, &text)?;
+            out.say(format!("values backup: {}", backup.display()));
+            (text, Some(backup))
+        }
+        None => {
+            out.say(format!("{release}: nothing to back up (not installed yet)"));
+            (String::new(), None)
+        }
+    };
+    let current_values = values::parse_values(&current_text, "`helm get values` output")?;
+
+    // ---- 3. the values diff ----
+    let mut new_values = current_values.clone();
+    values::apply_set(&mut new_values, &format!("global.imageRegistry={registry}"));
+    for f in &args.values {
+        let text =
+            std::fs::read_to_string(f).with_context(|| format!("reading {}", f.display()))?;
+        values::merge(
+            &mut new_values,
+            values::parse_values(&text, &f.display().to_string())
+                .map_err(|e| input_error(format!("{e:#}")))?,
+        );
+    }
+    for s in &args.set {
+        values::apply_set(&mut new_values, s);
+    }
+    let values_diff = values::diff(&current_values, &new_values);
+    if values_diff.is_empty() {
+        out.say(format!("{release} values: no change"));
+    } else {
+        out.say(format!("{release} values diff (current -> new):"));
+        for l in &values_diff {
+            out.say(format!("  {l}"));
+        }
+    }
+
+    // value flags shared by template and upgrade
+    let mut value_flags = Vec::new();
+    if let Some(b) = &backup {
+        value_flags.push("-f".to_string());
+        value_flags.push(b.to_string_lossy().into_owned());
+    }
+    value_flags.push("--set".into());
+    value_flags.push(format!("global.imageRegistry={registry}"));
+    if let Some(v) = &chart.version {
+        value_flags.push("--version".into());
+        value_flags.push(v.clone());
+    }
+    for f in &args.values {
+        value_flags.push("-f".into());
+        value_flags.push(f.to_string_lossy().into_owned());
+    }
+    for s in &args.set {
+        value_flags.push("--set".into());
+        value_flags.push(s.clone());
+    }
+
+    // ---- 4. pre-flight ----
+    let mut template = strings(&["template", release, &chart.chart, "-n", &ns]);
+    template.extend(value_flags.iter().cloned());
+    template.extend(chart_flags.iter().cloned());
+    let rendered = helm.query(&template).await?;
+    if !rendered.ok {
+        bail!(
+            "pre-flight of {release}: rendering the chart failed, nothing was changed:\n  {}\n{}",
+            display_command(&helm.path, &template),
+            redact(rendered.stderr.trim())
+        );
+    }
+    let images = values::images_in_manifests(&rendered.stdout)?;
+    out.say(format!(
+        "pre-flight of {release}: {} image(s) in the rendered chart, checking {registry}",
+        images.len()
+    ));
+    let missing = preflight_images(cx, release, &registry, &images).await?;
+
+    // ---- the upgrade command (run later, after every plan) ----
+    let mut upgrade = strings(&["upgrade", release, &chart.chart, "-n", &ns]);
+    if current.is_none() {
+        upgrade.push("--install".into());
+        upgrade.push("--create-namespace".into());
+    }
+    upgrade.extend(value_flags);
+    upgrade.extend(chart_flags);
+    upgrade.push(helm.wait_flag().to_string());
+    upgrade.push("--timeout".into());
+    upgrade.push(args.timeout.clone());
+    let upgrade = helm.on_cluster(upgrade);
+    Ok(Plan {
+        release: release.to_string(),
+        namespace: ns,
+        current,
+        chart,
+        registry,
+        backup,
+        values_diff,
+        images,
+        missing_images: missing,
+        upgrade,
+    })
+}
+
+/// Check the images; refuse (unless `--force`) when one is missing or
+/// could not be checked. Returns the problems that `--force` let through.
+async fn preflight_images(
+    cx: &RunContext<'_>,
+    release: &str,
+    registry: &str,
+    images: &[String],
+) -> anyhow::Result<Vec<String>> {
+    let (args, out) = (cx.args, cx.out);
+    let store = cx
+        .config
+        .map(SyncConfig::credential_store)
+        .unwrap_or_else(|| CredentialStore {
+            use_docker_config: true,
+            ..Default::default()
+        });
+    let (missing, unchecked) = check_images(args, store, registry, images, out).await?;
+    if missing.is_empty() && unchecked.is_empty() {
+        out.say(format!("pre-flight of {release}: every image is present"));
+        return Ok(Vec::new());
+    }
+    let mut problems = String::new();
+    if !missing.is_empty() {
+        problems.push_str(&format!(
+            "{} image(s) needed by {release} are not in the registry {registry}:\n",
+            missing.len()
+        ));
+        for m in &missing {
+            problems.push_str(&format!("  - {m}\n"));
+        }
+    }
+    if !unchecked.is_empty() {
+        problems.push_str(&format!(
+            "{} image(s) could not be checked:\n",
+            unchecked.len()
+        ));
+        for m in &unchecked {
+            problems.push_str(&format!("  - {m}\n"));
+        }
+    }
+    if args.force {
+        out.say(format!(
+            "pre-flight: going on because of --force although\n{problems}"
+        ));
+        Ok(missing.into_iter().chain(unchecked).collect())
+    } else {
+        bail!(
+            "pre-flight failed, nothing was changed: {problems}sync the images first (bundler sync --config {}), \
+             or pass --force to upgrade anyway",
+            args.config.display()
+        )
+    }
+}
+
+pub fn strings(a: &[&str]) -> Vec<String> {
+    a.iter().map(|s| s.to_string()).collect()
+}
+
+/// The sync config: required when given explicitly; the default
+/// `load-image.yaml` may be absent when flags say everything.
+pub fn load_config(path: &Path) -> anyhow::Result<Option<SyncConfig>> {
+    if !path.exists() && path == Path::new("load-image.yaml") {
+        return Ok(None);
+    }
+    SyncConfig::load(path).map(Some)
+}
+
+/// The newest synced chart for this release: by `--chart` when it names a
+/// synced chart_ref or name, else by release name, else by chart name.
+pub fn find_synced<'a>(
+    state: &'a SyncState,
+    release: &str,
+    chart: Option<&str>,
+) -> Option<&'a SyncedChart> {
+    let newest = |pred: &dyn Fn(&SyncedChart) -> bool| {
+        state
+            .charts
+            .iter()
+            .filter(|c| pred(c))
+            .max_by(|a, b| crate::chart::package::compare_versions(&a.version, &b.version))
+    };
+    if let Some(c) = chart {
+        return newest(&|s: &SyncedChart| s.chart_ref == c || s.name == c);
+    }
+    newest(&|s: &SyncedChart| s.release.as_ref().is_some_and(|r| r.name == release))
+        .or_else(|| newest(&|s: &SyncedChart| s.name == release))
+}
+
+async fn find_release(
+    helm: &Helm,
+    release: &str,
+    ns_hint: Option<&str>,
+    ns_given: bool,
+    install: bool,
+) -> anyhow::Result<Option<ListedRelease>> {
+    if let Some(ns) = ns_hint {
+        let found = helm.find_release(release, Some(ns)).await?;
+        if let Some(r) = found.into_iter().next() {
+            return Ok(Some(r));
+        }
+        if ns_given && install {
+            return Ok(None);
+        }
+        if ns_given {
+            bail!(
+                "release {release} not found in namespace {ns} (helm list -n {ns}); check the name and namespace, \
+                 or pass --install to install it"
+            );
+        }
+    }
+    let found = helm.find_release(release, None).await?;
+    match found.len() {
+        0 if install => Ok(None),
+        0 => bail!(
+            "release {release} not found in any namespace (helm list -A); check the name, or pass --install to install it"
+        ),
+        1 => Ok(found.into_iter().next()),
+        _ => Err(input_error(format!(
+            "release {release} exists in several namespaces ({}); choose one with -n",
+            found.iter().map(|r| r.namespace.as_str()).collect::<Vec<_>>().join(", ")
+        ))),
+    }
+}
+
+fn choose_chart(
+    args: &UpgradeArgs,
+    release: &str,
+    synced: Option<&SyncedChart>,
+    config: Option<&SyncConfig>,
+) -> anyhow::Result<ChartTarget> {
+    let version = args.version.clone();
+    if let Some(c) = &args.chart {
+        // a synced chart named by --chart: take its repo and version
+        if let Some(s) = synced {
+            if s.chart_ref == *c || s.name == *c {
+                let mut t = from_synced(s, config);
+                if version.is_some() {
+                    t.version = version;
+                }
+                return Ok(t);
+            }
+        }
+        return Ok(ChartTarget {
+            chart: c.clone(),
+            repo_url: None,
+            version,
+        });
+    }
+    let Some(s) = synced else {
+        return Err(input_error(format!(
+            "no chart known for release {}: give --chart (oci://..., a .tgz, or repo/name) and --version, \
+             or run in the directory where `bundler sync` ran (its record is {})",
+            release,
+            SyncState::path_for(&args.config).display()
+        )));
+    };
+    let mut t = from_synced(s, config);
+    if version.is_some() {
+        t.version = version;
+    }
+    Ok(t)
+}
+
+fn from_synced(s: &SyncedChart, config: Option<&SyncConfig>) -> ChartTarget {
+    let kind = s.kind.to_ascii_uppercase();
+    let repo_url = s
+        .repo_url
+        .clone()
+        .or_else(|| (kind == "HARBOR" || kind == "CHARTMUSEUM").then(|| s.chart_ref.clone()));
+    let chart = if repo_url.is_some() {
+        s.name.clone()
+    } else if kind == "LOCAL"
+        && Path::new(&s.chart_ref).is_relative()
+        && !Path::new(&s.chart_ref).exists()
+    {
+        // relative to the config's directory
+        let base = config
+            .map(|c| c.file.clone())
+            .and_then(|f| f.parent().map(Path::to_path_buf))
+            .unwrap_or_default();
+        base.join(&s.chart_ref).to_string_lossy().into_owned()
+    } else {
+        s.chart_ref.clone()
+    };
+    ChartTarget {
+        chart,
+        repo_url,
+        version: Some(s.version.clone()),
+    }
+}
+
+/// `<dir>/<release>/<UTC %Y%m%dT%H%M%SZ>-rev<N>.yaml`, never overwriting:
+/// a second backup in the same second gets `-2`, `-3`, ...
+fn write_backup(dir: &Path, release: &str, rev: &str, text: &str) -> anyhow::Result<PathBuf> {
+    let fmt = time::macros::format_description!("[year][month][day]T[hour][minute][second]Z");
+    let stamp = time::OffsetDateTime::now_utc().format(&fmt)?;
+    let rel_dir = dir.join(release);
+    std::fs::create_dir_all(&rel_dir)
+        .with_context(|| format!("creating the backup directory {}", rel_dir.display()))?;
+    for n in 1..1000 {
+        let name = if n == 1 {
+            format!("{stamp}-rev{rev}.yaml")
+        } else {
+            format!("{stamp}-rev{rev}-{n}.yaml")
+        };
+        let path = rel_dir.join(name);
+        match std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&path)
+        {
+            Ok(mut f) => {
+                f.write_all(text.as_bytes())
+                    .and_then(|_| f.sync_all())
+                    .with_context(|| format!("writing the values backup {}", path.display()))?;
+                return Ok(path);
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(e) => {
+                return Err(e)
+                    .with_context(|| format!("creating the values backup {}", path.display()))
+            }
+        }
+    }
+    bail!(
+        "too many backups named {stamp}-rev{rev}*.yaml in {}",
+        rel_dir.display()
+    )
+}
+
+/// HEAD every image in the target registry; returns the missing ones and
+/// the ones that could not be checked (each with the reason). Images that
+/// point at another registry count as missing.
+async fn check_images(
+    args: &UpgradeArgs,
+    store: CredentialStore,
+    registry: &str,
+    images: &[String],
+    out: &Out,
+) -> anyhow::Result<(Vec<String>, Vec<String>)> {
+    let host = registry.split('/').next().unwrap_or(registry);
+    let client = RegistryClient::new(
+        ClientOptions {
+            insecure: args.transport.insecure(),
+            ca_file: args.transport.ca_file.clone(),
+            max_attempts: 3,
+            ..Default::default()
+        },
+        store,
+    )?;
+    enum Res {
+        Present,
+        Missing(String),
+        Unchecked(String),
+    }
+    let checks = images.iter().map(|img| {
+        let client = client.clone();
+        async move {
+            let r = match Reference::parse(img) {
+                Ok(r) => r,
+                Err(e) => {
+                    return (
+                        img.clone(),
+                        Res::Missing(format!("not a valid image reference: {e:#}")),
+                    )
+                }
+            };
+            if r.registry != host {
+                return (
+                    img.clone(),
+                    Res::Missing(format!(
+                        "points at {}, not at the target registry {host}",
+                        r.registry
+                    )),
+                );
+            }
+            match client
+                .head_manifest(&r.registry, &r.repository, &r.manifest_reference())
+                .await
+            {
+                Ok(Some(_)) => (img.clone(), Res::Present),
+                Ok(None) => (img.clone(), Res::Missing(format!("not found in {host}"))),
+                Err(e) => (img.clone(), Res::Unchecked(format!("{e:#}"))),
+            }
+        }
+    });
+    let results = futures_util::future::join_all(checks).await;
+    let (mut missing, mut unchecked) = (Vec::new(), Vec::new());
+    for (img, res) in results {
+        match res {
+            Res::Present => out.say(format!("  ok       {img}")),
+            Res::Missing(why) => {
+                out.say(format!("  MISSING  {img} ({why})"));
+                missing.push(format!("{img} ({why})"));
+            }
+            Res::Unchecked(why) => {
+                out.say(format!("  ERROR    {img} ({why})"));
+                unchecked.push(format!("{img} ({why})"));
+            }
+        }
+    }
+    Ok((missing, unchecked))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backups_are_never_overwritten() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = write_backup(dir.path(), "web", "2", "a: 1\n").unwrap();
+        let b = write_backup(dir.path(), "web", "2", "a: 2\n").unwrap();
+        assert_ne!(a, b);
+        assert_eq!(std::fs::read_to_string(&a).unwrap(), "a: 1\n");
+        assert_eq!(std::fs::read_to_string(&b).unwrap(), "a: 2\n");
+        let name = a.file_name().unwrap().to_string_lossy().into_owned();
+        assert!(name.ends_with("Z-rev2.yaml"), "{name}");
+        assert_eq!(a.parent().unwrap(), dir.path().join("web"));
+    }
+}
