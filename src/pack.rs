@@ -277,14 +277,14 @@ pub async fn run(args: &PackArgs) -> anyhow::Result<()> {
         let auth = manifest.chart_auth.get(&entry.name);
         let (chart, tgz) =
             crate::chart::repo::fetch_with_auth(entry, &base_dir, &client, &fetch_opts, auth)
-            .await
-            .with_context(|| {
-                format!(
-                    "fetching chart {} from the bundle manifest {}",
-                    entry.name,
-                    manifest.file.display()
-                )
-            })?;
+                .await
+                .with_context(|| {
+                    format!(
+                        "fetching chart {} from the bundle manifest {}",
+                        entry.name,
+                        manifest.file.display()
+                    )
+                })?;
         let release = ReleaseDefaults::from(entry.release.as_ref());
         let rendered = helm
             .as_deref()
@@ -428,9 +428,8 @@ pub async fn run(args: &PackArgs) -> anyhow::Result<()> {
         return Ok(());
     }
     if !summary.unrelocated.is_empty() && !args.allow_unrelocated {
-        if args.json {
-            println!("{}", serde_json::to_string_pretty(&summary)?);
-        }
+        // --json: cli prints this summary with the error (one object).
+        crate::outcome::record(&summary);
         return Err(
             render_check::unrelocated_error(&summary.unrelocated).context("nothing was written")
         );
