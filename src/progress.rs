@@ -256,11 +256,7 @@ impl Drop for Transfer {
 pub fn rate_line(done: u64, total: u64, moving_for: Duration) -> String {
     let secs = moving_for.as_secs_f64().max(0.001);
     let rate = done as f64 / secs;
-    let pct = if total == 0 {
-        100
-    } else {
-        done.saturating_mul(100) / total
-    };
+    let pct = done.saturating_mul(100).checked_div(total).unwrap_or(100);
     let eta = if rate > 0.0 && total > done {
         format!(", ETA {}s", ((total - done) as f64 / rate).ceil() as u64)
     } else {

@@ -893,7 +893,9 @@ fn a_down_registry_is_one_cause_naming_every_image_and_json_says_so() {
     // One line for the cause, with the three images it hit.
     // (The line itself may say it twice: once per scheme the probe tried.)
     assert_eq!(
-        err.lines().filter(|l| l.contains("Connection refused")).count(),
+        err.lines()
+            .filter(|l| l.contains("Connection refused"))
+            .count(),
         1,
         "{err}"
     );
