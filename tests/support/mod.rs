@@ -7,6 +7,7 @@ pub mod chart_server;
 pub mod fake_helm;
 pub mod faulty_proxy;
 pub mod images;
+pub mod nginx;
 pub mod registry;
 pub mod token_registry;
 

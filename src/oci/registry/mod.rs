@@ -47,12 +47,14 @@ use bytes::Bytes;
 
 use super::auth::{Challenge, CredentialStore, Credentials};
 use super::Digest;
+pub use limits::{PayloadTooLarge, MIN_CHUNK_SIZE};
 pub use stall::{Stalled, DEFAULT_STALL_TIMEOUT, STALL_MIN_BYTES, STALL_TIMEOUT_ENV};
 use transport::CONNECT_TIMEOUT;
 
 mod blobs;
 mod body;
 mod chunked;
+mod limits;
 mod manifests;
 mod stall;
 mod tags;
@@ -198,6 +200,8 @@ struct Inner {
     stats: Counters,
     /// The stall timeout in effect (options, environment or default).
     stall: Duration,
+    /// Largest request body per host, once one refused a larger one (413).
+    body_limits: Mutex<HashMap<String, u64>>,
 }
 
 impl std::fmt::Debug for RegistryClient {
@@ -290,6 +294,7 @@ impl RegistryClient {
                 tokens: Mutex::new(HashMap::new()),
                 stats: Counters::default(),
                 stall,
+                body_limits: Mutex::new(HashMap::new()),
             }),
         })
     }
