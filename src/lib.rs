@@ -10,15 +10,23 @@
 //!   verification, inspection.
 //! - [`chart`]: chart loading, hints, relocation, packaging, repo targets.
 //! - [`pack`], [`sync`], [`upgrade`]: one module per verb.
+//! - [`atomic_file`], [`interrupt`]: temp files, locks and modes safe for
+//!   concurrent runs; SIGINT/SIGTERM cleanup.
+//! - [`yaml_bounds`]: the alias-expansion bound every YAML read goes through.
+pub mod atomic_file;
 pub mod bundle;
 pub mod chart;
 pub mod cli;
 pub mod config;
 pub mod error;
+pub mod file_kind;
+pub mod interrupt;
 pub mod oci;
+pub mod outcome;
 pub mod pack;
 pub mod progress;
 pub mod state;
 pub mod sync;
 pub mod transfer;
 pub mod upgrade;
+pub mod yaml_bounds;

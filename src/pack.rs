@@ -92,8 +92,8 @@ pub struct PackArgs {
     /// Keep only these platforms (os/arch[/variant]) or "all"; overrides the manifest.
     #[arg(long)]
     pub platform: Vec<String>,
-    /// Parallel blob downloads.
-    #[arg(long, default_value_t = 8)]
+    /// Parallel blob downloads (1 to 1024).
+    #[arg(long, default_value_t = 8, value_parser = crate::cli::concurrency_parser())]
     pub concurrency: usize,
     /// Architecture name in the offline package file name.
     #[arg(long, default_value = "amd64")]
@@ -123,6 +123,13 @@ pub async fn run(args: &PackArgs) -> anyhow::Result<()> {
     }
     std::fs::create_dir_all(&args.output)
         .with_context(|| format!("creating output directory {}", args.output.display()))?;
+    crate::interrupt::install("pack");
+    for p in crate::interrupt::remove_stale_partials(&args.output) {
+        tracing::info!(
+            "removed {} (left by a pack that no longer runs)",
+            p.display()
+        );
+    }
 
     let client = RegistryClient::new(
         ClientOptions {
@@ -151,15 +158,17 @@ pub async fn run(args: &PackArgs) -> anyhow::Result<()> {
     // the run before bytes move.
     let mut plans: Vec<BundlePlan> = Vec::new();
     for entry in &manifest.charts {
-        let (chart, tgz) = crate::chart::repo::fetch(entry, &base_dir, &client, &fetch_opts)
-            .await
-            .with_context(|| {
-                format!(
-                    "fetching chart {} from the bundle manifest {}",
-                    entry.name,
-                    manifest.file.display()
-                )
-            })?;
+        let auth = manifest.chart_auth.get(&entry.name);
+        let (chart, tgz) =
+            crate::chart::repo::fetch_with_auth(entry, &base_dir, &client, &fetch_opts, auth)
+                .await
+                .with_context(|| {
+                    format!(
+                        "fetching chart {} from the bundle manifest {}",
+                        entry.name,
+                        manifest.file.display()
+                    )
+                })?;
         let (hints, extra_images) = chart_hints(entry, &chart, &base_dir, helm.as_deref())?;
         let mut refs: Vec<Reference> = Vec::new();
         for h in hints
@@ -293,6 +302,7 @@ pub async fn run(args: &PackArgs) -> anyhow::Result<()> {
         chart_archive,
     } in plans
     {
+        crate::interrupt::doing(format!("writing {}", path.display()));
         // Shared with the blob tasks; unwrapped again for commit.
         let pending = Arc::new(
             writer::begin(&path, &spec).with_context(|| format!("writing {}", path.display()))?,
@@ -685,6 +695,7 @@ fn resolve_archive_images(
     path: &Path,
     platforms: Option<&[Platform]>,
 ) -> anyhow::Result<Vec<ResolvedImage>> {
+    crate::file_kind::check_path(path, "image archive", true)?;
     let images = archive::open_archive(path)
         .with_context(|| format!("reading image archive {}", path.display()))?;
     let mut out = Vec::new();
@@ -749,28 +760,19 @@ fn resolve_archive_images(
     Ok(out)
 }
 
+/// Unique temp name, removed on failure (a full disk must not leave a
+/// partial file behind either) and on SIGINT/SIGTERM.
 fn write_atomic(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
-    let tmp = path.with_extension("partial");
-    let result = std::fs::write(&tmp, bytes)
-        .with_context(|| format!("writing {}", tmp.display()))
-        .and_then(|()| {
-            std::fs::rename(&tmp, path).with_context(|| format!("renaming to {}", path.display()))
-        });
-    if result.is_err() {
-        // A full disk must not leave a partial file behind either.
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result
+    crate::atomic_file::write_atomic(path, bytes)
 }
 
 /// The outer offline package: an uncompressed, deterministic tar of the
 /// bundles and chart archives (kernel-side copies: `std::io::copy` between
 /// files uses copy_file_range on Linux).
 fn write_package(path: &Path, members: &[PathBuf]) -> anyhow::Result<()> {
-    let tmp = path.with_extension("tar.partial");
+    let tmp = crate::atomic_file::temp_path_for(path);
     let result = (|| -> anyhow::Result<()> {
-        let out =
-            std::fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
+        let out = crate::atomic_file::create_tracked(&tmp)?;
         let mut builder = tar::Builder::new(std::io::BufWriter::with_capacity(1 << 20, out));
         let mut sorted: Vec<&PathBuf> = members.iter().collect();
         sorted.sort_by_key(|p| p.file_name().map(|n| n.to_os_string()));
@@ -780,9 +782,14 @@ fn write_package(path: &Path, members: &[PathBuf]) -> anyhow::Result<()> {
                 .context("member without file name")?
                 .to_string_lossy()
                 .into_owned();
-            let mut f = std::fs::File::open(m)?;
+            let mut f =
+                std::fs::File::open(m).with_context(|| format!("opening {}", m.display()))?;
             let mut h = tar::Header::new_gnu();
-            h.set_size(f.metadata()?.len());
+            h.set_size(
+                f.metadata()
+                    .with_context(|| format!("reading {}", m.display()))?
+                    .len(),
+            );
             h.set_mode(0o644);
             h.set_mtime(0);
             h.set_uid(0);
@@ -797,10 +804,15 @@ fn write_package(path: &Path, members: &[PathBuf]) -> anyhow::Result<()> {
         f.sync_all()?;
         Ok(())
     })();
+    let result = result.and_then(|()| {
+        std::fs::rename(&tmp, path)
+            .with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))
+    });
     if let Err(e) = result {
         let _ = std::fs::remove_file(&tmp);
+        crate::interrupt::untrack(&tmp);
         return Err(e.context(format!("writing the offline package {}", path.display())));
     }
-    std::fs::rename(&tmp, path)?;
+    crate::interrupt::untrack(&tmp);
     Ok(())
 }

@@ -1,6 +1,12 @@
 //! Progress reporting shared by every verb: byte-level bars with rate and ETA
 //! on a terminal (one per active transfer plus a total), plain log lines
 //! otherwise (CI logs, pipes), nothing at all with `--json` on stdout.
+//!
+//! The total counts only bytes that will move: a verb announces what it
+//! plans to transfer, and a transfer that turns out unnecessary (the blob
+//! appeared in the target meanwhile) takes its bytes back out with
+//! [`Transfer::skip`]. Rate and ETA are computed from moved bytes since the
+//! first one moved, so planning time and skipped blobs do not inflate them.
 use std::io::IsTerminal;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -30,7 +36,8 @@ struct Inner {
     total: Option<ProgressBar>,
     total_bytes: AtomicU64,
     done_bytes: AtomicU64,
-    started: Instant,
+    /// When the first byte moved (rate and ETA count from there).
+    first_byte: std::sync::OnceLock<Instant>,
     last_line: Mutex<Instant>,
 }
 
@@ -68,7 +75,7 @@ impl Progress {
                 total,
                 total_bytes: AtomicU64::new(0),
                 done_bytes: AtomicU64::new(0),
-                started: Instant::now(),
+                first_byte: std::sync::OnceLock::new(),
                 last_line: Mutex::new(Instant::now()),
             }),
         }
@@ -97,7 +104,7 @@ impl Progress {
                 .unwrap()
                 .progress_chars("=> "),
             );
-            b.set_prefix("push");
+            b.set_prefix("upload");
             b.set_message(label.to_string());
             b
         });
@@ -123,7 +130,39 @@ impl Progress {
         }
     }
 
+    /// Take `bytes` out of the total: announced, but they will not move.
+    fn remove_total(&self, bytes: u64) {
+        let t = self
+            .inner
+            .total_bytes
+            .fetch_sub(
+                bytes.min(self.inner.total_bytes.load(Ordering::Relaxed)),
+                Ordering::Relaxed,
+            )
+            .saturating_sub(bytes);
+        if let Some(total) = &self.inner.total {
+            total.set_length(t);
+        }
+    }
+
+    /// One line about a blob that moves no bytes (`mounted ... from R`,
+    /// `skipped ...`); uploads get theirs from [`Transfer::finish`].
+    pub fn blob_line(&self, what: &str, label: &str, size: u64, from: Option<&str>) {
+        if self.inner.mode == Mode::Lines {
+            let from = from.map(|f| format!(" from {f}")).unwrap_or_default();
+            eprintln!("{what} {label} ({}){from}", human_bytes(size));
+        }
+    }
+
     fn advance(&self, n: u64) {
+        let first = *self.inner.first_byte.get_or_init(|| {
+            // The bar's rate and ETA start with the first moved byte, not
+            // with the planning before it.
+            if let Some(total) = &self.inner.total {
+                total.reset_elapsed();
+            }
+            Instant::now()
+        });
         let done = self.inner.done_bytes.fetch_add(n, Ordering::Relaxed) + n;
         if let Some(total) = &self.inner.total {
             total.set_position(done);
@@ -132,13 +171,7 @@ impl Progress {
             if last.elapsed() >= Duration::from_secs(5) {
                 *last = Instant::now();
                 let total = self.inner.total_bytes.load(Ordering::Relaxed);
-                let secs = self.inner.started.elapsed().as_secs_f64().max(0.001);
-                eprintln!(
-                    "progress: {} of {} ({}/s)",
-                    human_bytes(done),
-                    human_bytes(total),
-                    human_bytes((done as f64 / secs) as u64)
-                );
+                eprintln!("progress: {}", rate_line(done, total, first.elapsed()));
             }
         }
     }
@@ -173,9 +206,10 @@ impl Transfer {
         self.progress.advance(n);
     }
 
-    /// Count bytes that did not move (skipped, mounted) toward the total.
+    /// This transfer's bytes will not move after all (the blob was found
+    /// in place, or mounted): take them out of the total.
     pub fn skip(&mut self, n: u64) {
-        self.progress.advance(n);
+        self.progress.remove_total(n);
     }
 
     /// No progress for a whole stall timeout: the bar says "stalled"
@@ -218,6 +252,28 @@ impl Drop for Transfer {
     }
 }
 
+/// `1.2 GiB of 4.0 GiB (30%), 110.0 MiB/s, ETA 25s`: from moved bytes only.
+pub fn rate_line(done: u64, total: u64, moving_for: Duration) -> String {
+    let secs = moving_for.as_secs_f64().max(0.001);
+    let rate = done as f64 / secs;
+    let pct = if total == 0 {
+        100
+    } else {
+        done.saturating_mul(100) / total
+    };
+    let eta = if rate > 0.0 && total > done {
+        format!(", ETA {}s", ((total - done) as f64 / rate).ceil() as u64)
+    } else {
+        String::new()
+    };
+    format!(
+        "{} of {} ({pct}%), {}/s{eta}",
+        human_bytes(done),
+        human_bytes(total),
+        human_bytes(rate as u64)
+    )
+}
+
 pub fn human_bytes(n: u64) -> String {
     const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
     let mut v = n as f64;
@@ -230,5 +286,28 @@ pub fn human_bytes(n: u64) -> String {
         format!("{n} B")
     } else {
         format!("{v:.1} {}", UNITS[u])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn skipped_bytes_leave_the_total_and_never_count_as_moved() {
+        let p = Progress::new(Mode::Quiet);
+        p.add_total(300);
+        let mut a = p.transfer("a", 100);
+        a.inc(100);
+        let mut b = p.transfer("b", 200);
+        b.skip(200);
+        assert_eq!(p.done_bytes(), 100);
+        assert_eq!(p.inner.total_bytes.load(Ordering::Relaxed), 100);
+    }
+
+    #[test]
+    fn rate_and_eta_come_from_moved_bytes() {
+        let l = rate_line(50 << 20, 150 << 20, Duration::from_secs(5));
+        assert_eq!(l, "50.0 MiB of 150.0 MiB (33%), 10.0 MiB/s, ETA 10s");
     }
 }

@@ -67,7 +67,11 @@ impl SyncState {
 
     /// Record charts (replacing entries with the same name and version) and
     /// write atomically (temp file, rename).
+    /// Concurrent syncs beside the same config each keep their entries:
+    /// the read-modify-write holds an exclusive lock on `.bundler/`.
     pub fn record(config: &Path, charts: Vec<SyncedChart>) -> anyhow::Result<()> {
+        let path = Self::path_for(config);
+        let _lock = crate::atomic_file::DirLock::acquire(path.parent().unwrap())?;
         let mut state = Self::load(config)?;
         for c in charts {
             state
@@ -75,11 +79,7 @@ impl SyncState {
                 .retain(|x| !(x.name == c.name && x.version == c.version));
             state.charts.push(c);
         }
-        let path = Self::path_for(config);
-        std::fs::create_dir_all(path.parent().unwrap())?;
-        let tmp = path.with_extension("json.tmp");
-        std::fs::write(&tmp, serde_json::to_vec_pretty(&state)?)?;
-        std::fs::rename(&tmp, &path)?;
+        crate::atomic_file::write_atomic(&path, &serde_json::to_vec_pretty(&state)?)?;
         Ok(())
     }
 

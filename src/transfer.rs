@@ -1,30 +1,33 @@
-//! The transfer engine: pushes many images from bundle files into a
-//! registry at once.
+//! The transfer engine: carries out a sync plan ([`crate::sync::plan`]) in
+//! two phases, so that nothing is visible before everything is in.
 //!
-//! - Every image is its own task; blob uploads share one bound
-//!   (`--concurrency`), manifests do not wait for it, so finished images'
-//!   manifests go up while other blobs still move (pipelining).
-//! - A blob is uploaded once per registry per run: the first task that needs
-//!   it uploads it, concurrent tasks wait for that upload and then mount it
-//!   into their own repository (cross-repository mount, no bytes moved).
-//! - An image whose tag already points at the same digest is skipped with a
-//!   single HEAD: the registry only accepted that manifest because all of
-//!   its blobs were there.
-//! - A manifest goes up only after all its blobs are in place; child
-//!   manifests of an index before the index; the tag last.
+//! 1. **Blobs.** Every upload of the run, `--concurrency` at a time, each
+//!    streamed from its bundle file and hashed as it streams (one read per
+//!    byte; a mismatch aborts that upload before it commits). A blob
+//!    uploaded into one repository is then mounted into the others of the
+//!    same registry that need it. Small JSON blobs (image configs) are read
+//!    and checked before the first upload and sent from memory.
+//! 2. **Manifests and tags**, only when every blob of the run is in and
+//!    matched its digest: child manifests of an index first, the tagged
+//!    manifest last. A damaged blob therefore fails the run before any
+//!    manifest is pushed; the blobs already committed have no manifest and
+//!    stay invisible (registry garbage collection takes them, a re-run
+//!    skips them).
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Mutex;
 
 use anyhow::Context;
-use futures_util::stream::{FuturesUnordered, StreamExt};
-use tokio::sync::{OnceCell, Semaphore};
+use bytes::Bytes;
+use futures_util::stream::{self, FuturesUnordered, StreamExt};
+use tokio::sync::Semaphore;
 
 use crate::bundle::reader::{BundleImage, BundleReader};
-use crate::oci::media::Descriptor;
-use crate::oci::registry::{BlobSource, PushOutcome, RegistryClient};
+use crate::oci::registry::{BlobSource, PushOutcome, RegistryClient, SourceDamaged};
 use crate::oci::{Digest, Reference};
 use crate::progress::Progress;
+use crate::sync::plan::{self, BlobAction, Plan};
+use crate::sync::report::{Failures, Stage};
 
 /// One image to push: which bundle it is in, what it is, where it goes.
 #[derive(Clone, Debug)]
@@ -34,150 +37,299 @@ pub struct ImageJob {
     pub target: Reference,
 }
 
+/// What the blob phase did.
 #[derive(Debug, Default)]
-pub struct TransferReport {
-    pub images_pushed: usize,
-    pub images_unchanged: usize,
-    pub blobs_uploaded: usize,
-    pub blobs_skipped: usize,
-    pub blobs_mounted: usize,
+pub struct BlobReport {
+    pub uploaded: usize,
+    pub mounted: usize,
+    /// Found in place when its turn came (another client put it there).
+    pub skipped: usize,
 }
+
+/// Config blobs up to this size are read whole, checked, and sent from
+/// memory (they are a few KiB; a JSON blob larger than this streams).
+const SMALL_JSON_BLOB: u64 = 1 << 20;
 
 #[derive(Default)]
 struct Counters {
-    images_pushed: AtomicUsize,
-    images_unchanged: AtomicUsize,
     uploaded: AtomicUsize,
-    skipped: AtomicUsize,
     mounted: AtomicUsize,
+    skipped: AtomicUsize,
 }
 
-/// Which repository of a registry holds a blob, once its first push is done.
-type BlobCells = Mutex<HashMap<(String, Digest), Arc<OnceCell<String>>>>;
+impl Counters {
+    fn count(&self, outcome: PushOutcome) {
+        match outcome {
+            PushOutcome::Uploaded => &self.uploaded,
+            PushOutcome::Mounted => &self.mounted,
+            PushOutcome::Skipped => &self.skipped,
+        }
+        .fetch_add(1, Ordering::Relaxed);
+    }
+}
 
-pub async fn push_images(
+/// Shared by every blob task of the phase.
+struct BlobRun<'a> {
+    client: &'a RegistryClient,
+    readers: &'a [&'a BundleReader],
+    plan: &'a Plan,
+    progress: &'a Progress,
+    uploads: Semaphore,
+    counters: Counters,
+    /// Set on a damaged blob: tasks not yet started do not start.
+    stop: AtomicBool,
+    /// Configs read and checked before the phase, by step.
+    small: HashMap<usize, Bytes>,
+    failures: Mutex<Failures>,
+}
+
+/// Phase 1: every blob of the plan. On any failure no manifest may follow;
+/// the error lists every cause with the images it hit.
+pub async fn push_blobs(
     client: &RegistryClient,
     readers: &[&BundleReader],
-    jobs: Vec<ImageJob>,
+    plan: &Plan,
     concurrency: usize,
     progress: &Progress,
-) -> anyhow::Result<TransferReport> {
-    let sem = Arc::new(Semaphore::new(concurrency));
-    let cells: Arc<BlobCells> = Arc::default();
-    let counters = Arc::new(Counters::default());
-    let mut unique = std::collections::HashSet::new();
-    let total: u64 = jobs
-        .iter()
-        .flat_map(|j| j.image.blobs.iter())
-        .filter(|d| unique.insert(d.digest.clone()))
-        .map(|d| d.size)
-        .sum();
-    progress.add_total(total);
-
+) -> Result<BlobReport, Failures> {
+    let small = read_small_blobs(readers, plan)?;
+    progress.add_total(plan.upload_bytes());
+    let run = BlobRun {
+        client,
+        readers,
+        plan,
+        progress,
+        uploads: Semaphore::new(concurrency.max(1)),
+        counters: Counters::default(),
+        stop: AtomicBool::new(false),
+        small,
+        failures: Mutex::new(Failures::new(Stage::Blobs)),
+    };
+    // Mounts that wait for an upload of this run, by that upload's step.
+    let mut after: HashMap<usize, Vec<usize>> = HashMap::new();
+    for (i, s) in plan.steps.iter().enumerate() {
+        if let BlobAction::MountAfterUpload { after: u, .. } = s.action {
+            after.entry(u).or_default().push(i);
+        }
+    }
     let mut tasks = FuturesUnordered::new();
-    for job in jobs {
-        let reader = readers[job.bundle];
-        let (client, sem, cells, counters, progress) = (
-            client.clone(),
-            sem.clone(),
-            cells.clone(),
-            counters.clone(),
-            progress.clone(),
-        );
-        tasks.push(async move {
-            push_image(&client, reader, &job, &sem, &cells, &counters, &progress)
-                .await
-                .with_context(|| {
-                    format!(
-                        "pushing {} to {} (from {})",
-                        job.image.reference, job.target, reader.label
-                    )
-                })
-        });
-    }
-    // Keep going with the other images when one fails: what is pushed is
-    // complete and correct, and a re-run only has to do what failed.
-    let mut errors: Vec<anyhow::Error> = Vec::new();
-    while let Some(res) = tasks.next().await {
-        if let Err(e) = res {
-            errors.push(e);
+    for (i, s) in plan.steps.iter().enumerate() {
+        match &s.action {
+            BlobAction::Upload => {
+                let dependents = after.remove(&i).unwrap_or_default();
+                tasks.push(upload_then_mount(&run, i, dependents));
+            }
+            BlobAction::Mount { .. } => tasks.push(upload_then_mount(&run, i, Vec::new())),
+            BlobAction::MountAfterUpload { .. } | BlobAction::Skip => {}
         }
     }
-    match errors.len() {
-        0 => {}
-        1 => return Err(errors.pop().unwrap()),
-        n => {
-            let lines: Vec<String> = errors
-                .iter()
-                .map(|e| format!("  - {}", crate::error::redact(&format!("{e:#}"))))
-                .collect();
-            return Err(anyhow::anyhow!("{n} images failed (the others were pushed; run sync again after fixing the cause):\n{}", lines.join("\n")));
-        }
+    while tasks.next().await.is_some() {}
+    drop(tasks);
+    let mut failures = run.failures.into_inner().unwrap_or_else(|e| e.into_inner());
+    let report = BlobReport {
+        uploaded: run.counters.uploaded.load(Ordering::Relaxed),
+        mounted: run.counters.mounted.load(Ordering::Relaxed),
+        skipped: run.counters.skipped.load(Ordering::Relaxed),
+    };
+    if failures.is_empty() {
+        Ok(report)
+    } else {
+        failures.blobs_in = report.uploaded + report.mounted;
+        Err(failures)
     }
-    Ok(TransferReport {
-        images_pushed: counters.images_pushed.load(Ordering::Relaxed),
-        images_unchanged: counters.images_unchanged.load(Ordering::Relaxed),
-        blobs_uploaded: counters.uploaded.load(Ordering::Relaxed),
-        blobs_skipped: counters.skipped.load(Ordering::Relaxed),
-        blobs_mounted: counters.mounted.load(Ordering::Relaxed),
-    })
 }
 
-async fn push_image(
-    client: &RegistryClient,
-    reader: &BundleReader,
-    job: &ImageJob,
-    sem: &Arc<Semaphore>,
-    cells: &BlobCells,
-    counters: &Counters,
-    progress: &Progress,
-) -> anyhow::Result<()> {
-    let registry = job.target.registry.as_str();
-    let repo = job.target.repository.as_str();
-    let root = &job.image.root;
-    let tag_or_digest = job
-        .target
-        .tag
-        .clone()
-        .unwrap_or_else(|| root.digest.to_string());
-
-    // Unchanged image: one HEAD and done. Its blobs are known to be in
-    // this repository now (the registry accepted the manifest), so other
-    // images can mount them, and each counts once toward the total.
-    if client
-        .head_manifest(registry, repo, &tag_or_digest)
-        .await?
-        .as_ref()
-        == Some(&root.digest)
-    {
-        counters.images_unchanged.fetch_add(1, Ordering::Relaxed);
-        let mut newly_known = 0u64;
-        for b in &job.image.blobs {
-            let cell = cells
-                .lock()
-                .unwrap()
-                .entry((registry.to_string(), b.digest.clone()))
-                .or_default()
-                .clone();
-            if cell.set(repo.to_string()).is_ok() {
-                newly_known += b.size;
+/// Read and check every config that must be uploaded, before the first
+/// upload: a damaged config stops the run with nothing sent.
+fn read_small_blobs(
+    readers: &[&BundleReader],
+    plan: &Plan,
+) -> Result<HashMap<usize, Bytes>, Failures> {
+    let mut out = HashMap::new();
+    let mut failures = Failures::new(Stage::Blobs);
+    for (i, s) in plan.steps.iter().enumerate() {
+        let small = s.action == BlobAction::Upload
+            && s.desc.size <= SMALL_JSON_BLOB
+            && s.desc.media_type.ends_with("json");
+        if !small {
+            continue;
+        }
+        let reader = readers[s.bundle];
+        match reader.read_blob(&s.desc.digest) {
+            Ok(b) => {
+                out.insert(i, Bytes::from(b));
+            }
+            Err(e) => {
+                let e = anyhow::Error::new(SourceDamaged(format!(
+                    "bundle {}: blob {} is corrupted or unreadable: {e:#}",
+                    reader.label, s.desc.digest
+                )));
+                for &img in &s.images {
+                    failures.add(plan.jobs[img].target.to_string(), &e);
+                }
             }
         }
-        progress
-            .transfer(&job.target.to_string(), 0)
-            .skip(newly_known);
-        return Ok(());
     }
+    if failures.is_empty() {
+        Ok(out)
+    } else {
+        Err(failures)
+    }
+}
 
-    let mut blob_tasks = FuturesUnordered::new();
-    for desc in &job.image.blobs {
-        blob_tasks.push(ensure_blob(
-            client, reader, registry, repo, desc, sem, cells, counters, progress,
-        ));
+/// One step (an upload or a mount), then the mounts that waited for it.
+async fn upload_then_mount(run: &BlobRun<'_>, step: usize, dependents: Vec<usize>) {
+    let done = one_step(run, step).await;
+    if let Ok(false) = done {
+        // Stopped (a damaged blob elsewhere): its mounts have nothing to
+        // mount from.
+        return;
     }
-    while let Some(res) = blob_tasks.next().await {
-        res?;
+    if let Err(e) = done {
+        let damaged = e.chain().any(|c| c.is::<SourceDamaged>());
+        if damaged {
+            run.stop.store(true, Ordering::Relaxed);
+        }
+        let mut f = run.failures.lock().unwrap_or_else(|e| e.into_inner());
+        for &s in std::iter::once(&step).chain(&dependents) {
+            for &img in &run.plan.steps[s].images {
+                f.add(run.plan.jobs[img].target.to_string(), &e);
+            }
+        }
+        return;
     }
+    let mounts: FuturesUnordered<_> = dependents
+        .iter()
+        .map(|&d| async move { (d, one_step(run, d).await) })
+        .collect();
+    let results: Vec<(usize, anyhow::Result<bool>)> = mounts.collect().await;
+    for (d, r) in results {
+        if let Err(e) = r {
+            let mut f = run.failures.lock().unwrap_or_else(|e| e.into_inner());
+            for &img in &run.plan.steps[d].images {
+                f.add(run.plan.jobs[img].target.to_string(), &e);
+            }
+        }
+    }
+}
+
+/// One upload or mount; `Ok(false)` when the run was stopped before it.
+async fn one_step(run: &BlobRun<'_>, i: usize) -> anyhow::Result<bool> {
+    let s = &run.plan.steps[i];
+    let reader = run.readers[s.bundle];
+    let label = format!("{}@{}", s.repo, short(&s.desc.digest));
+    let (mount_from, permit) = match &s.action {
+        BlobAction::Upload => (None, Some(run.uploads.acquire().await?)),
+        BlobAction::Mount { from } | BlobAction::MountAfterUpload { from, .. } => {
+            (Some(from.as_str()), None)
+        }
+        BlobAction::Skip => return Ok(true),
+    };
+    if run.stop.load(Ordering::Relaxed) {
+        return Ok(false);
+    }
+    let source = match run.small.get(&i) {
+        Some(b) => BlobSource::Bytes(b.clone()),
+        None => bundle_source(reader, &s.desc.digest)?,
+    };
+    let outcome = if mount_from.is_some() {
+        // No progress bar: a mount moves no bytes (if the registry refuses
+        // it, the client uploads instead, which the summary counts).
+        run.client
+            .push_blob(
+                &s.registry,
+                &s.repo,
+                &s.desc.digest,
+                source,
+                mount_from,
+                None,
+            )
+            .await
+    } else {
+        let mut t = run.progress.transfer(&label, s.desc.size);
+        let r = run
+            .client
+            .push_blob(
+                &s.registry,
+                &s.repo,
+                &s.desc.digest,
+                source,
+                None,
+                Some(&mut t),
+            )
+            .await;
+        if let Ok(o) = &r {
+            t.finish(outcome_word(*o));
+        }
+        r
+    }
+    .map_err(|e| {
+        if e.chain().any(|c| c.is::<SourceDamaged>()) {
+            e.context(format!(
+                "bundle {}: blob {} is corrupted",
+                reader.label, s.desc.digest
+            ))
+        } else {
+            e
+        }
+    })?;
+    drop(permit);
+    run.counters.count(outcome);
+    if mount_from.is_some() {
+        run.progress.blob_line(
+            outcome_word(outcome),
+            &label,
+            s.desc.size,
+            mount_from.filter(|_| outcome == PushOutcome::Mounted),
+        );
+    }
+    Ok(true)
+}
+
+fn outcome_word(o: PushOutcome) -> &'static str {
+    match o {
+        PushOutcome::Uploaded => "uploaded",
+        PushOutcome::Mounted => "mounted",
+        PushOutcome::Skipped => "skipped",
+    }
+}
+
+/// Phase 2: the manifests of every changed image, bounded; returns how
+/// many images were pushed. Failures name what was pushed beside them.
+pub async fn push_manifests(
+    client: &RegistryClient,
+    plan: &Plan,
+    concurrency: usize,
+    progress: &Progress,
+) -> Result<usize, Failures> {
+    let results: Vec<(usize, anyhow::Result<()>)> = stream::iter(plan.changed())
+        .map(|(i, job)| async move { (i, push_manifest(client, job, progress).await) })
+        .buffer_unordered(concurrency.max(1))
+        .collect()
+        .await;
+    let mut failures = Failures::new(Stage::Manifests);
+    let mut pushed = 0;
+    for (i, r) in results {
+        match r {
+            Ok(()) => pushed += 1,
+            Err(e) => failures.add(plan.jobs[i].target.to_string(), &e),
+        }
+    }
+    if failures.is_empty() {
+        Ok(pushed)
+    } else {
+        failures.pushed = pushed;
+        Err(failures)
+    }
+}
+
+async fn push_manifest(
+    client: &RegistryClient,
+    job: &ImageJob,
+    progress: &Progress,
+) -> anyhow::Result<()> {
+    let (registry, repo) = (job.target.registry.as_str(), job.target.repository.as_str());
+    let root = &job.image.root;
     for child in &job.image.children {
         client
             .put_manifest(
@@ -194,7 +346,7 @@ async fn push_image(
         .put_manifest(
             registry,
             repo,
-            &tag_or_digest,
+            &plan::tag_or_digest(job),
             &root.media_type,
             root.bytes.clone(),
         )
@@ -205,78 +357,7 @@ async fn push_image(
         job.target,
         root.digest
     );
-    counters.images_pushed.fetch_add(1, Ordering::Relaxed);
     progress.println(format!("pushed {} ({})", job.target, root.digest));
-    Ok(())
-}
-
-#[allow(clippy::too_many_arguments)]
-async fn ensure_blob(
-    client: &RegistryClient,
-    reader: &BundleReader,
-    registry: &str,
-    repo: &str,
-    desc: &Descriptor,
-    sem: &Arc<Semaphore>,
-    cells: &BlobCells,
-    counters: &Counters,
-    progress: &Progress,
-) -> anyhow::Result<()> {
-    let cell = cells
-        .lock()
-        .unwrap()
-        .entry((registry.to_string(), desc.digest.clone()))
-        .or_default()
-        .clone();
-    let mut first = false;
-    let holder = cell
-        .get_or_try_init(|| async {
-            first = true;
-            let _permit = sem.acquire().await?;
-            let source = bundle_source(reader, &desc.digest)?;
-            let mut transfer =
-                progress.transfer(&format!("{repo}@{}", short(&desc.digest)), desc.size);
-            let outcome = client
-                .push_blob(
-                    registry,
-                    repo,
-                    &desc.digest,
-                    source,
-                    None,
-                    Some(&mut transfer),
-                )
-                .await?;
-            match outcome {
-                PushOutcome::Uploaded => counters.uploaded.fetch_add(1, Ordering::Relaxed),
-                PushOutcome::Mounted => counters.mounted.fetch_add(1, Ordering::Relaxed),
-                PushOutcome::Skipped => {
-                    transfer.skip(desc.size);
-                    counters.skipped.fetch_add(1, Ordering::Relaxed)
-                }
-            };
-            transfer.finish(match outcome {
-                PushOutcome::Uploaded => "uploaded",
-                PushOutcome::Mounted => "mounted",
-                PushOutcome::Skipped => "present",
-            });
-            anyhow::Ok(repo.to_string())
-        })
-        .await?
-        .clone();
-    if first || holder == repo {
-        return Ok(());
-    }
-    // Another repository of this registry got the blob in this run: mount.
-    let _permit = sem.acquire().await?;
-    let source = bundle_source(reader, &desc.digest)?;
-    match client
-        .push_blob(registry, repo, &desc.digest, source, Some(&holder), None)
-        .await?
-    {
-        PushOutcome::Mounted => counters.mounted.fetch_add(1, Ordering::Relaxed),
-        PushOutcome::Skipped => counters.skipped.fetch_add(1, Ordering::Relaxed),
-        PushOutcome::Uploaded => counters.uploaded.fetch_add(1, Ordering::Relaxed),
-    };
     Ok(())
 }
 

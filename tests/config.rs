@@ -74,12 +74,12 @@ fn seed_002_harbor_config() {
     let c = SyncConfig::load_with_env(&configs_dir().join("seed002-harbor.yaml"), &no_env).unwrap();
     assert_eq!(c.source, Source::Bundles(PathBuf::from("skoala-offline")));
     assert_eq!(c.rewrite.prefix_registry.as_deref(), Some("10.16.10.111"));
-    assert_eq!(c.target_repo.kind, RepoKind::Harbor);
+    assert_eq!(c.target_repo.as_ref().unwrap().kind, RepoKind::Harbor);
     assert_eq!(
-        c.target_repo.url,
+        c.target_repo.as_ref().unwrap().url,
         "http://10.16.10.111/chartrepo/release.daocloud.io"
     );
-    let a = c.target_repo.auth.as_ref().unwrap();
+    let a = c.target_repo.as_ref().unwrap().auth.as_ref().unwrap();
     assert_eq!(
         (a.username.as_str(), a.password.as_str()),
         ("admin", "Harbor12345")
@@ -99,14 +99,14 @@ fn seed_002_harbor_config() {
 fn seed_002_chartmuseum_and_local_configs() {
     let c = SyncConfig::load_with_env(&configs_dir().join("seed002-chartmuseum.yaml"), &no_env)
         .unwrap();
-    assert_eq!(c.target_repo.kind, RepoKind::Chartmuseum);
-    assert_eq!(c.target_repo.url, "http://10.16.10.111");
+    assert_eq!(c.target_repo.as_ref().unwrap().kind, RepoKind::Chartmuseum);
+    assert_eq!(c.target_repo.as_ref().unwrap().url, "http://10.16.10.111");
     assert_eq!(c.containers_auth.as_ref().unwrap().username, "rootuser");
 
     let c = SyncConfig::load_with_env(&configs_dir().join("seed002-local.yaml"), &no_env).unwrap();
-    assert_eq!(c.target_repo.kind, RepoKind::Local);
+    assert_eq!(c.target_repo.as_ref().unwrap().kind, RepoKind::Local);
     assert_eq!(
-        c.target_repo.path.as_deref(),
+        c.target_repo.as_ref().unwrap().path.as_deref(),
         Some(Path::new("./local-repo"))
     );
     assert_eq!(c.rewrite.registry.as_deref(), Some("10.16.23.145"));
@@ -147,10 +147,25 @@ fn charts_syncer_fixtures_with_repo_source() {
     )
     .unwrap();
     assert_eq!(
-        c.target_repo.auth.as_ref().unwrap().username,
+        c.target_repo
+            .as_ref()
+            .unwrap()
+            .auth
+            .as_ref()
+            .unwrap()
+            .username,
         "targetUserFile"
     );
-    assert_eq!(c.target_repo.auth.as_ref().unwrap().password, "");
+    assert_eq!(
+        c.target_repo
+            .as_ref()
+            .unwrap()
+            .auth
+            .as_ref()
+            .unwrap()
+            .password,
+        ""
+    );
 }
 
 #[test]
@@ -170,7 +185,7 @@ fn environment_overrides() {
     };
     let c = SyncConfig::load_with_env(&configs_dir().join("example-config-user-file.yaml"), &env)
         .unwrap();
-    let a = c.target_repo.auth.clone().unwrap();
+    let a = c.target_repo.as_ref().unwrap().auth.clone().unwrap();
     assert_eq!(
         (a.username.as_str(), a.password.as_str()),
         ("envRepoUser", "envRepoPass")
@@ -209,7 +224,16 @@ fn environment_overrides() {
     // an empty variable counts as unset
     let env = |k: &str| (k == "TARGET_REPO_AUTH_PASSWORD").then(String::new);
     let c = SyncConfig::load_with_env(&configs_dir().join("seed002-harbor.yaml"), &env).unwrap();
-    assert_eq!(c.target_repo.auth.unwrap().password, "Harbor12345");
+    assert_eq!(
+        c.target_repo
+            .as_ref()
+            .unwrap()
+            .auth
+            .clone()
+            .unwrap()
+            .password,
+        "Harbor12345"
+    );
 }
 
 #[test]
@@ -227,8 +251,8 @@ fn every_charts_syncer_key_is_accepted() {
         "source:\n  repo:\n    kind: OCI\n    url: oci://127.0.0.1:5000/charts\n    auth: {username: u, password: 1234}\n    chartsIndex: 127.0.0.1:5000/charts/charts-index:latest\n    useChartsIndex: false\n    disableChartsIndex: true\n    path: ''\n  containers:\n    kind: HARBOR\n    auth: {registry: 127.0.0.1:5000, username: u, password: p}\ntarget:\n  containerPrefixRegistry: 10.0.0.1:5000\n  containerPrefixRepository: mirror\n  appendOriginRegistry: true\n  repoName: myrepo\n  repo:\n    kind: oci\n    url: http://10.0.0.1:5000/charts\n  containers:\n    kind: HARBOR\n    auth: {username: u, password: p, registry: 10.0.0.1:5000}\ncharts:\n  - skoala\n  - name: skoala-init\n    versions: [0.28.1, \"0.28.0\"]\n    skipImages: true\nrelocateContainerImages: true\n",
     );
     let c = SyncConfig::load_with_env(&p, &no_env).unwrap();
-    assert_eq!(c.target_repo.kind, RepoKind::Oci);
-    let loc = c.target_repo.oci_location().unwrap();
+    assert_eq!(c.target_repo.as_ref().unwrap().kind, RepoKind::Oci);
+    let loc = c.target_repo.as_ref().unwrap().oci_location().unwrap();
     assert_eq!(
         (loc.registry.as_str(), loc.path.as_str(), loc.plain_http),
         ("10.0.0.1:5000", "charts", true)
@@ -264,7 +288,7 @@ fn every_charts_syncer_key_is_accepted() {
         "source: {intermediateBundlesPath: b}\ntarget:\n  containerRegistry: h:5000\n  repo: {kind: OCI, url: \"oci://h:5000/a/b\"}\n",
     );
     let c = SyncConfig::load_with_env(&p, &no_env).unwrap();
-    let loc = c.target_repo.oci_location().unwrap();
+    let loc = c.target_repo.as_ref().unwrap().oci_location().unwrap();
     assert_eq!(
         (loc.registry.as_str(), loc.path.as_str(), loc.plain_http),
         ("h:5000", "a/b", false)

@@ -689,3 +689,220 @@ fn whole_indexes_survive_and_sync_platform_picks_one() {
         stderr(&o)
     );
 }
+
+/// The shop images tagged in `target`.
+fn target_tags(target: &Registry, p: &Packed) -> Vec<String> {
+    let src = p.src.host().replace(':', "_");
+    ["shop/frontend:1.0", "shop/backend:2.0", "shop/cache:7"]
+        .iter()
+        .filter(|r| target.raw_manifest(&format!("{src}/{r}")).is_some())
+        .map(|r| r.to_string())
+        .collect()
+}
+
+#[test]
+fn sync_plans_first_reads_each_moving_byte_once_and_says_what_happens_to_each_blob() {
+    let p = pack_shop(&[]);
+    let target = Registry::start(Mode::Plain);
+    let site = tempfile::tempdir().unwrap();
+    let cfg = write_sync_config(
+        site.path(),
+        &p.out,
+        &target,
+        "    kind: LOCAL\n    path: ./local-repo",
+        "unused",
+    );
+    // Without --json: the progress lines on stderr (not a terminal).
+    let o = bundler(
+        site.path(),
+        &["sync", "--config", cfg.to_str().unwrap(), "--insecure"],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let err = stderr(&o);
+    let summary = stdout(&o);
+    // The plan comes before any blob moves, and names what will move.
+    let plan_at = err.find("plan: 3 images (0 unchanged)").expect(&err);
+    let first_blob = err.find("uploaded ").expect(&err);
+    assert!(plan_at < first_blob, "{err}");
+    // One line per blob of every image, saying upload or mount.
+    let uploaded = err.lines().filter(|l| l.starts_with("uploaded ")).count();
+    let mounted = err.lines().filter(|l| l.starts_with("mounted ")).count();
+    assert!(
+        summary.contains(&format!(
+            "blobs: {uploaded} uploaded, {mounted} mounted, 0 already there"
+        )),
+        "{summary}\n{err}"
+    );
+    assert!(mounted >= 1 && uploaded >= 4, "{err}");
+    // Manifests only after every blob: the first "pushed" line follows
+    // the last blob line.
+    let lines: Vec<&str> = err.lines().collect();
+    let last_blob = lines
+        .iter()
+        .rposition(|l| l.starts_with("uploaded ") || l.starts_with("mounted "))
+        .unwrap();
+    let first_pushed = lines.iter().position(|l| l.starts_with("pushed ")).unwrap();
+    assert!(last_blob < first_pushed, "{err}");
+
+    // One read per byte: no verification pass before the uploads (a fresh
+    // target, with --json for the byte counts).
+    let target = Registry::start(Mode::Plain);
+    let cfg = write_sync_config(
+        site.path(),
+        &p.out,
+        &target,
+        "    kind: LOCAL\n    path: ./local-repo2",
+        "unused",
+    );
+    let (v, o) = sync_json(site.path(), &cfg, &["--insecure"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let read = v["bytesRead"].as_u64().expect("bytesRead");
+    let pushed = v["bytesUploaded"].as_u64().unwrap();
+    assert!(pushed > 300_000, "{v}");
+    assert!(
+        read <= pushed + pushed / 20 + (96 << 10),
+        "read {read} bytes to push {pushed}: {v}"
+    );
+
+    // Re-sync: the plan's HEADs and nothing else; no blob is read.
+    let (v2, o2) = sync_json(site.path(), &cfg, &["--insecure"]);
+    assert!(o2.status.success(), "{}", stderr(&o2));
+    assert_eq!(v2["imagesUnchanged"], 3, "{v2}");
+    assert_eq!(v2["bytesUploaded"], 0, "{v2}");
+    let read2 = v2["bytesRead"].as_u64().unwrap();
+    assert!(read2 < 128 << 10, "a re-sync read {read2} bytes: {v2}");
+    assert!(
+        !stderr(&o2).contains("uploaded ") && !stderr(&o2).contains("mounted "),
+        "{}",
+        stderr(&o2)
+    );
+
+    // --verify reads every blob first: the full check is there on demand.
+    let (v3, o3) = sync_json(site.path(), &cfg, &["--insecure", "--verify"]);
+    assert!(o3.status.success(), "{}", stderr(&o3));
+    assert!(v3["bytesRead"].as_u64().unwrap() > pushed, "{v3}");
+}
+
+#[test]
+fn a_platform_the_bundles_do_not_hold_is_refused_and_nothing_is_pushed() {
+    // Packed for linux/amd64 only.
+    let p = pack_shop(&[]);
+    let target = Registry::start(Mode::Plain);
+    let site = tempfile::tempdir().unwrap();
+    let cfg = write_sync_config(
+        site.path(),
+        &p.out,
+        &target,
+        "    kind: LOCAL\n    path: ./local-repo",
+        "unused",
+    );
+    let (_, o) = sync_json(
+        site.path(),
+        &cfg,
+        &["--insecure", "--platform", "linux/arm64"],
+    );
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("--platform linux/arm64") && err.contains("only linux/amd64"),
+        "{err}"
+    );
+    assert!(err.contains("shop/frontend:1.0"), "{err}");
+    assert!(!err.contains("unchanged"), "{err}");
+    assert!(target_tags(&target, &p).is_empty());
+    assert!(!site.path().join("local-repo").exists());
+    // The platform it holds is fine.
+    let (v, o) = sync_json(
+        site.path(),
+        &cfg,
+        &["--insecure", "--platform", "linux/amd64"],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(v["imagesPushed"], 3, "{v}");
+}
+
+#[test]
+fn an_image_carried_by_two_bundles_counts_once_and_counts_add_up() {
+    let p = pack_shop(&[]);
+    // The chart bundle twice (as a site that received it in two packages).
+    let dir = p.out.join("twice");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::copy(
+        p.out.join("shop_2.1.0.bundle.tar"),
+        dir.join("shop_2.1.0.bundle.tar"),
+    )
+    .unwrap();
+    std::fs::copy(
+        p.out.join("shop_2.1.0.bundle.tar"),
+        dir.join("shop-again_2.1.0.bundle.tar"),
+    )
+    .unwrap();
+    let target = Registry::start(Mode::Plain);
+    let site = tempfile::tempdir().unwrap();
+    let cfg = write_sync_config(
+        site.path(),
+        &dir,
+        &target,
+        "    kind: LOCAL\n    path: ./local-repo",
+        "unused",
+    );
+    let (v, o) = sync_json(site.path(), &cfg, &["--insecure"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(v["bundles"].as_array().unwrap().len(), 2, "{v}");
+    assert_eq!(v["images"].as_array().unwrap().len(), 3, "{v}");
+    assert_eq!(v["imagesPushed"], 3, "{v}");
+    assert_eq!(v["charts"].as_array().unwrap().len(), 1, "{v}");
+    // The text summary: counts add up, singular where one.
+    let o = bundler(
+        site.path(),
+        &["sync", "--config", cfg.to_str().unwrap(), "--insecure"],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let line = stdout(&o);
+    assert!(
+        line.starts_with("synced 3 images (0 pushed, 3 unchanged;")
+            && line.contains(" and 1 chart in "),
+        "{line}"
+    );
+}
+
+#[test]
+fn a_down_registry_is_one_cause_naming_every_image_and_json_says_so() {
+    let p = pack_shop(&[]);
+    let down = Registry::start(Mode::Plain);
+    let site = tempfile::tempdir().unwrap();
+    let cfg = write_sync_config(
+        site.path(),
+        &p.out,
+        &down,
+        "    kind: LOCAL\n    path: ./local-repo",
+        "unused",
+    );
+    drop(down);
+    let (v, o) = sync_json(site.path(), &cfg, &["--insecure"]);
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    // One line for the cause, with the three images it hit.
+    assert_eq!(err.matches("Connection refused").count(), 1, "{err}");
+    assert!(err.contains("(3 images: "), "{err}");
+    for r in ["shop/frontend:1.0", "shop/backend:2.0", "shop/cache:7"] {
+        assert!(err.contains(r), "{r}: {err}");
+    }
+    assert!(err.contains("nothing was pushed"), "{err}");
+    assert!(!err.contains("the others were pushed"), "{err}");
+    // --json still prints an object on stdout: the error and what was done.
+    let e = &v["error"];
+    assert_eq!(e["exitStatus"], 1, "{v}");
+    assert!(e["kind"].is_string(), "{v}");
+    assert!(
+        e["message"]
+            .as_str()
+            .unwrap()
+            .contains("Connection refused"),
+        "{v}"
+    );
+    assert_eq!(v["imagesPushed"], 0, "{v}");
+    assert_eq!(v["imagesFailed"], 3, "{v}");
+    assert_eq!(v["images"].as_array().unwrap().len(), 3, "{v}");
+    assert!(!site.path().join("local-repo").exists());
+}

@@ -1,12 +1,14 @@
 #!/usr/bin/env python3
-"""Markdown report of scripts/bench.sh: medians, ratios and the targets of
-issue 5.
+"""Markdown report of scripts/bench.sh: a table of ratios against the
+targets of issue 12, then every raw run.
 
     report.py RESULTS_TSV INFO_TSV
 
 RESULTS_TSV lines: case, tool, round, value ("FAIL" when a run failed).
-Cases: 1 sync s, 2 re-sync s, 3 pack s, 3b bundle bytes, 4 peak RSS MiB,
-5 verify s, 6 floor s. INFO_TSV lines: key, value.
+Time cases (seconds): sync, sync-resync, latency, latency-resync, scale,
+scale-resync, floor, latency-floor, pack, verify. Byte figures of bundler
+runs: <case>.read (bytes read), <case>.pushed (bytes uploaded),
+pack.bytes. rss: peak RSS in MiB. INFO_TSV lines: key, value.
 """
 import statistics
 import sys
@@ -19,35 +21,20 @@ def load(path):
     with open(path) as f:
         for line in f:
             parts = line.rstrip("\n").split("\t")
-            if len(parts) != 4:
-                continue
-            case, tool, _round, value = parts
-            runs.setdefault((case, tool), []).append(value)
+            if len(parts) == 4:
+                case, tool, rnd, value = parts
+                runs.setdefault((case, tool), []).append((rnd, value))
     return runs
 
 
-def median(runs, case, tool):
-    """(median or None, n ok, n failed)"""
-    vals = runs.get((case, tool), [])
-    ok = [float(v) for v in vals if v != "FAIL"]
-    failed = len(vals) - len(ok)
-    return (statistics.median(ok) if ok else None), len(ok), failed
-
-
-def fmt_s(v):
-    return "—" if v is None else f"{v:.2f} s"
-
-
-def cell(runs, case, tool, fmt):
-    m, ok, failed = median(runs, case, tool)
-    if m is None and failed:
-        return "FAILED"
-    if m is None:
-        return "not run"
-    s = fmt(m)
-    if failed:
-        s += f" ({failed} failed)"
-    return s
+def med(runs, case, tool):
+    ok = []
+    for _, v in runs.get((case, tool), []):
+        try:
+            ok.append(float(v))
+        except ValueError:
+            pass
+    return statistics.median(ok) if ok else None
 
 
 def main():
@@ -57,7 +44,6 @@ def main():
         for line in f:
             k, _, v = line.rstrip("\n").partition("\t")
             info[k] = v
-    unique = int(info.get("unique_bytes", "0") or 0)
     out = []
     w = out.append
     w("# bundler benchmarks")
@@ -65,73 +51,81 @@ def main():
     for k in ("params", "machine", "bundler", "skopeo", "registry"):
         if k in info:
             w(f"- {k}: {info[k]}")
-    w(f"- unique blob bytes: {unique / MIB:.1f} MiB")
+    for k in ("unique_bytes", "scale_unique_bytes", "big_bytes"):
+        if info.get(k):
+            w(f"- {k.replace('_', ' ')}: {int(info[k]) / MIB:.1f} MiB")
     w("")
-    w("| # | benchmark | bundler | reference | ratio | target | met |")
-    w("|---|---|---|---|---|---|---|")
+    w("| benchmark | bundler | reference | ratio | target | met |")
+    w("|---|---|---|---|---|---|")
 
-    def ratio_row(num, label, case, ref_tool, target, limit, lower_is_better=True):
-        b, _, _ = median(runs, case, "bundler")
-        r, _, _ = median(runs, case, ref_tool)
-        ratio = f"{b / r:.2f}×" if b is not None and r else "—"
-        met = "—"
-        if b is not None and r:
-            met = "yes" if (b / r <= limit) == lower_is_better else "no"
-        w(
-            f"| {num} | {label} | {cell(runs, case, 'bundler', fmt_s)} | "
-            f"{ref_tool} {cell(runs, case, ref_tool, fmt_s)} | {ratio} | {target} | {met} |"
+    def row(label, b, ref_label, r, ratio, target, met):
+        w(f"| {label} | {b} | {ref_label} {r} | {ratio} | {target} | {met} |")
+
+    def s(v):
+        return "—" if v is None else f"{v:.2f} s"
+
+    def time_ratio(label, case, limit):
+        b, r = med(runs, case, "bundler"), med(runs, case, "skopeo")
+        if b is None and r is None:
+            return
+        ratio = b / r if b is not None and r else None
+        row(
+            label,
+            s(b),
+            "skopeo",
+            s(r),
+            "—" if ratio is None else f"{ratio:.2f}×",
+            "—" if limit is None else f"≤ {limit}×",
+            "—" if ratio is None or limit is None else ("yes" if ratio <= limit else "no"),
         )
 
-    if any(k[0] in ("1", "2") for k in runs):
-        ratio_row(1, "sync into an empty registry", "1", "skopeo", "≤ 0.5×", 0.5)
-        ratio_row(2, "re-sync, nothing changed", "2", "skopeo", "≤ 0.2×", 0.2)
-    if any(k[0] == "3" for k in runs):
-        ratio_row(3, "pack from a registry", "3", "skopeo", "≤ 0.5×", 0.5)
-        b, _, _ = median(runs, "3b", "bundler")
-        if b is not None and unique:
-            over = (b / unique - 1) * 100
-            w(
-                f"| 3b | bundle size vs unique blob bytes | {b / MIB:.1f} MiB | "
-                f"unique {unique / MIB:.1f} MiB | {over:+.2f} % | ≤ +1 % | {'yes' if over <= 1 else 'no'} |"
-            )
-    if any(k[0] == "4" for k in runs):
-        b, _, _ = median(runs, "4", "bundler")
-        w(
-            f"| 4 | peak RSS, sync of one big layer | {cell(runs, '4', 'bundler', lambda v: f'{v:.1f} MiB')} | "
-            f"skopeo {cell(runs, '4', 'skopeo', lambda v: f'{v:.1f} MiB')} | — | ≤ 64 MiB | "
-            f"{'—' if b is None else ('yes' if b <= 64 else 'no')} |"
-        )
-    if any(k[0] == "5" for k in runs) and unique:
-        b, _, _ = median(runs, "5", "bundler")
-        s, _, _ = median(runs, "5", "sha256sum")
-        thr = lambda t: f"{unique / MIB / t:.0f} MiB/s"
-        ratio = f"{s / b:.2f}×" if b and s else "—"
-        met = "—" if not (b and s) else ("yes" if s / b >= 0.9 else "no")
-        w(
-            f"| 5 | verify throughput | {cell(runs, '5', 'bundler', thr)} | "
-            f"parallel sha256sum {cell(runs, '5', 'sha256sum', thr)} | {ratio} | ≥ 0.9× | {met} |"
-        )
-    if any(k[0] == "6" for k in runs) and unique:
-        b, _, _ = median(runs, "1", "bundler")
-        f_, _, _ = median(runs, "6", "floor")
-        thr = lambda t: f"{unique / MIB / t:.0f} MiB/s"
-        pct = f"{f_ / b * 100:.0f} %" if b and f_ else "—"
-        met = "—" if not (b and f_) else ("yes" if f_ / b >= 0.7 else "no")
-        w(
-            f"| 6 | sync throughput vs the floor (parallel PUTs) | {cell(runs, '1', 'bundler', thr)} | "
-            f"floor {cell(runs, '6', 'floor', thr)} | {pct} | ≥ 70 % | {met} |"
-        )
+    time_ratio("sync into an empty registry", "sync", 0.45)
+    time_ratio("re-sync, nothing changed", "sync-resync", 0.15)
+    time_ratio(f"sync, {info.get('params', '').split('LATENCY_MS=')[-1] or '?'} ms each way", "latency", None)
+    time_ratio("re-sync through the latency proxy", "latency-resync", None)
+    time_ratio("scale: sync", "scale", 0.45)
+    time_ratio("scale: re-sync", "scale-resync", 0.15)
+
+    for case, label in (("sync", "sync"), ("latency", "sync via proxy"), ("scale", "scale sync"), ("rss", "big-layer sync")):
+        rd, pu = med(runs, f"{case}.read", "bundler"), med(runs, f"{case}.pushed", "bundler")
+        if rd is not None and pu:
+            ratio = rd / pu
+            row(f"bytes read per byte pushed, {label}", f"{rd / MIB:.1f} MiB read", "pushed", f"{pu / MIB:.1f} MiB",
+                f"{ratio:.3f}", "≤ 1.05", "yes" if ratio <= 1.05 else "no")
+    for case, label in (("sync-resync", "re-sync"), ("latency-resync", "re-sync via proxy"), ("scale-resync", "scale re-sync")):
+        rd = med(runs, f"{case}.read", "bundler")
+        if rd is not None:
+            row(f"bytes read, {label}", f"{rd / MIB:.3f} MiB", "", "", "—", "< 1 MiB", "yes" if rd < MIB else "no")
+
+    for case, floor_case, label in (("sync", "floor", "plain"), ("latency", "latency-floor", "via proxy")):
+        b, f_ = med(runs, case, "bundler"), med(runs, floor_case, "floor")
+        if b and f_:
+            pct = f_ / b * 100
+            unique = int(info.get("unique_bytes", "0") or 0)
+            thr = lambda t: f"{unique / MIB / t:.0f} MiB/s" if unique else s(t)
+            row(f"sync throughput vs the parallel-PUT floor ({label})", thr(b), "floor", thr(f_),
+                f"{pct:.0f} %", "≥ 90 %" if case == "sync" else "—",
+                ("yes" if pct >= 90 else "no") if case == "sync" else "—")
+
+    b, r = med(runs, "rss", "bundler"), med(runs, "rss", "skopeo")
+    if b is not None or r is not None:
+        mib = lambda v: "—" if v is None else f"{v:.1f} MiB"
+        row("peak RSS, sync of one big layer", mib(b), "skopeo", mib(r), "—", "≤ 64 MiB",
+            "—" if b is None else ("yes" if b <= 64 else "no"))
+    time_ratio("pack from a registry", "pack", None)
+    b, r = med(runs, "verify", "bundler"), med(runs, "verify", "sha256sum")
+    if b and r:
+        row("verify", s(b), "parallel sha256sum", s(r), f"{b / r:.2f}×", "—", "—")
     w("")
-    w("Medians over the rounds; ratio = bundler / reference for times (5: throughput ratio).")
+    w("Medians over the rounds; ratio = bundler / reference. Each timed span runs")
+    w("only the tool under test, into a fresh registry (re-sync: the one the sync filled).")
     w("")
-    w("<details><summary>every run</summary>")
+    w("## every run")
     w("")
-    w("| case | tool | values |")
+    w("| case | tool | round: value |")
     w("|---|---|---|")
     for (case, tool), vals in sorted(runs.items()):
-        w(f"| {case} | {tool} | {', '.join(vals)} |")
-    w("")
-    w("</details>")
+        w(f"| {case} | {tool} | {', '.join(f'{r}: {v}' for r, v in vals)} |")
     print("\n".join(out))
 
 

@@ -58,7 +58,8 @@ pub struct ProductInfo {
     pub version: String,
 }
 
-/// One image of the bundle: the digest map of SPEC §3.
+/// One image of the bundle: its kept digest and, for a platform chosen
+/// from an index, the index it came from (the digest map).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct ImageRecord {

@@ -34,7 +34,11 @@ pub struct InspectImage {
 #[derive(Clone, Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct InspectReport {
-    pub bundle: PathBuf,
+    /// The bundle file, or its entry name inside `package`.
+    pub bundle: String,
+    /// The offline package the bundle sits in.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub package: Option<PathBuf>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub format_version: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -58,7 +62,7 @@ pub struct InspectReport {
 
 /// Count the templates of a hints file (a YAML list of strings).
 fn count_hints(text: &str) -> usize {
-    match serde_yaml_ng::from_str::<Option<Vec<serde_yaml_ng::Value>>>(text) {
+    match crate::yaml_bounds::from_str::<Option<Vec<serde_yaml_ng::Value>>>(text) {
         Ok(v) => v.map_or(0, |v| v.len()),
         Err(_) => text
             .lines()
@@ -68,7 +72,7 @@ fn count_hints(text: &str) -> usize {
 }
 
 pub fn inspect(reader: &BundleReader) -> anyhow::Result<InspectReport> {
-    let total_bytes = std::fs::metadata(&reader.path)?.len();
+    let total_bytes = reader.extent.size;
     let mut chart = reader.meta.as_ref().and_then(|m| m.chart.clone());
     if chart.is_none() {
         if let Some((name, version)) = reader.chart_name_version()? {
@@ -104,7 +108,11 @@ pub fn inspect(reader: &BundleReader) -> anyhow::Result<InspectReport> {
     }
     let unique_blob_bytes: u64 = unique.values().sum();
     Ok(InspectReport {
-        bundle: reader.path.clone(),
+        bundle: reader
+            .package_entry
+            .clone()
+            .unwrap_or_else(|| reader.path.display().to_string()),
+        package: reader.package_entry.as_ref().map(|_| reader.path.clone()),
         format_version: reader.meta.as_ref().map(|m| m.format_version.clone()),
         tool: reader.meta.as_ref().map(|m| m.tool.clone()),
         product: reader.meta.as_ref().and_then(|m| m.product.clone()),
@@ -125,19 +133,56 @@ pub fn inspect(reader: &BundleReader) -> anyhow::Result<InspectReport> {
 
 #[derive(clap::Args, Debug)]
 pub struct InspectArgs {
+    /// A bundle (*.bundle.tar), an offline package (<name>_<version>_<arch>.tar) or a directory of bundles.
+    #[arg(value_name = "BUNDLE|PACKAGE|DIR")]
     pub bundle: std::path::PathBuf,
+    /// Print the report as JSON on stdout (an object for one bundle, an array for a package or directory).
     #[arg(long)]
     pub json: bool,
 }
 
 pub fn run(args: &InspectArgs) -> anyhow::Result<()> {
-    let reader = BundleReader::open(&args.bundle)?;
-    let r = inspect(&reader)?;
+    let locations = super::location::list_bundles(&args.bundle)?;
+    if locations.is_empty() {
+        anyhow::bail!(
+            "{}: no *.bundle.tar and no offline package in this directory",
+            args.bundle.display()
+        );
+    }
+    let reports = locations
+        .iter()
+        .map(|loc| inspect(&loc.open()?))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    // One bundle named directly: one object (as before packages were
+    // accepted); a package or a directory: an array, even of one.
+    let single = matches!(locations.as_slice(), [super::location::BundleLocation::File(p)] if p == &args.bundle);
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&r)?);
+        let text = if single {
+            serde_json::to_string_pretty(&reports[0])?
+        } else {
+            serde_json::to_string_pretty(&reports)?
+        };
+        println!("{text}");
         return Ok(());
     }
-    println!("bundle:   {}", r.bundle.display());
+    for (i, r) in reports.iter().enumerate() {
+        if i > 0 {
+            println!();
+        }
+        print_report(r);
+    }
+    Ok(())
+}
+
+fn print_report(r: &InspectReport) {
+    match &r.package {
+        Some(p) => println!(
+            "bundle:   {} (in offline package {})",
+            r.bundle,
+            p.display()
+        ),
+        None => println!("bundle:   {}", r.bundle),
+    }
     if let (Some(v), Some(t)) = (&r.format_version, &r.tool) {
         println!("format:   {v} (written by {t})");
     } else {
@@ -190,5 +235,4 @@ pub fn run(args: &InspectArgs) -> anyhow::Result<()> {
         human_bytes(r.image_blob_bytes),
         human_bytes(r.shared_savings)
     );
-    Ok(())
 }

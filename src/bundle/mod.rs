@@ -1,10 +1,11 @@
-//! The `*.bundle.tar` format (SPEC §3): what is in it ([`format`]), how it is
+//! The `*.bundle.tar` format: what is in it ([`format`]), how it is
 //! written deterministically with blobs filled in parallel ([`writer`]), how it
 //! is read without unpacking ([`reader`]: an offset index of every entry,
 //! nested `images.tar` included), verified ([`verify`]) and described
 //! ([`inspect`]).
 pub mod format;
 pub mod inspect;
+pub mod location;
 pub mod reader;
 pub mod verify;
 pub mod writer;

@@ -92,6 +92,26 @@ pub struct TarEntry {
     pub extent: Extent,
 }
 
+/// What a file whose first block is not a tar header seems to be, in words
+/// (its raw bytes mean nothing to a reader of the error).
+fn describe_non_tar(first: &[u8; 512]) -> &'static str {
+    match first {
+        [0x1f, 0x8b, ..] => "it is gzip-compressed: bundles and offline packages are plain tar; a chart .tgz is not a bundle",
+        [0x28, 0xb5, 0x2f, 0xfd, ..] => "it is zstd-compressed: bundles and offline packages are plain tar",
+        [b'B', b'Z', b'h', ..] => "it is bzip2-compressed: bundles and offline packages are plain tar",
+        [0xfd, b'7', b'z', b'X', b'Z', 0, ..] => "it is xz-compressed: bundles and offline packages are plain tar",
+        [b'P', b'K', 3, 4, ..] => "it is a zip archive",
+        _ if first
+            .iter()
+            .take_while(|&&b| b != 0)
+            .all(|&b| b.is_ascii_graphic() || b.is_ascii_whitespace()) =>
+        {
+            "it is a text file"
+        }
+        _ => "its first 512 bytes are not a tar header",
+    }
+}
+
 fn parse_octal(field: &[u8]) -> Option<u64> {
     // GNU base-256 for big numbers.
     if let Some(&first) = field.first() {
@@ -281,6 +301,14 @@ fn index_tar_opts(
             break; // no end-of-archive blocks: accepted (some writers omit them)
         }
         if pos + 512 > len {
+            if pos == 0 {
+                let mut head = [0u8; 512];
+                let _ = file.read_exact_at(&mut head[..len as usize], base);
+                bail!(
+                    "{what}: not a tar archive ({len} bytes, less than one tar header; {})",
+                    describe_non_tar(&head)
+                );
+            }
             bail!("{what}: truncated tar header at offset {pos} (archive is {len} bytes)");
         }
         file.read_exact_at(&mut block, base + pos)
@@ -306,7 +334,10 @@ fn index_tar_opts(
             .sum();
         let raw_name_for_msg = String::from_utf8_lossy(cstr(&block[0..100])).into_owned();
         if stored != Some(computed) {
-            bail!("{what}: entry {raw_name_for_msg:?} at offset {pos}: bad tar header checksum (not a tar file, or corrupted)");
+            if pos == 0 {
+                bail!("{what}: not a tar archive ({})", describe_non_tar(&block));
+            }
+            bail!("{what}: bad tar header checksum at offset {pos}: the archive is corrupted (after {} entries)", headers - 1);
         }
         let typeflag = block[156];
         let mut size = parse_octal(&block[124..136])
@@ -616,30 +647,16 @@ pub fn synthesize_docker_manifest(config: &Descriptor, layers: &[Descriptor]) ->
     ManifestDoc::new(media::DOCKER_MANIFEST, bytes)
 }
 
-/// The `*.bundle.tar` entries of an outer offline package, with their
-/// extents (the package is indexed by seeking; nothing is extracted).
-pub fn bundles_in_package(package: &Path) -> anyhow::Result<Vec<(String, Extent)>> {
-    let what = format!("offline package {}", package.display());
-    let file = File::open(package).with_context(|| format!("opening {what}"))?;
-    let len = file
-        .metadata()
-        .with_context(|| format!("reading {what}"))?
-        .len();
-    let mut out: Vec<(String, Extent)> = index_tar(&file, 0, len, &what)?
-        .into_iter()
-        .filter(|e| e.kind == TarKind::File && e.name.ends_with(".bundle.tar"))
-        .map(|e| (e.name, e.extent))
-        .collect();
-    out.sort_by(|a, b| a.0.cmp(&b.0));
-    Ok(out)
-}
-
 pub struct BundleReader {
     /// The file holding the bundle (the bundle itself, or the outer package
     /// it sits in: extents are absolute offsets in this file).
     pub path: PathBuf,
     /// How to name this bundle in messages.
     pub label: String,
+    /// The bundle's entry name when it sits inside an offline package.
+    pub package_entry: Option<String>,
+    /// Where the bundle lies in `path` (the whole file for a bare bundle).
+    pub extent: Extent,
     pub entries: BTreeMap<String, Extent>,
     pub images_entries: BTreeMap<String, Extent>,
     pub meta: Option<BundleJson>,
@@ -668,12 +685,23 @@ impl std::fmt::Debug for BundleReader {
 impl BundleReader {
     pub fn open(path: &Path) -> anyhow::Result<Self> {
         let what = format!("bundle {}", path.display());
+        // Opening a FIFO would block forever.
+        crate::file_kind::check_path(path, "bundle", false)?;
         let file = File::open(path).with_context(|| format!("opening {what}"))?;
         let len = file
             .metadata()
             .with_context(|| format!("reading {what}"))?
             .len();
-        Self::open_region(path, file, 0, len, what)
+        Self::open_region(
+            path,
+            file,
+            Extent {
+                offset: 0,
+                size: len,
+            },
+            None,
+            what,
+        )
     }
 
     /// A bundle stored as entry `name` of an outer offline package (seed
@@ -683,18 +711,18 @@ impl BundleReader {
     pub fn open_at(package: &Path, name: &str, region: Extent) -> anyhow::Result<Self> {
         let what = format!("bundle {name} in {}", package.display());
         let file = File::open(package).with_context(|| format!("opening {}", package.display()))?;
-        Self::open_region(package, file, region.offset, region.size, what)
+        Self::open_region(package, file, region, Some(name.to_string()), what)
     }
 
     fn open_region(
         path: &Path,
         file: File,
-        base: u64,
-        len: u64,
+        region: Extent,
+        package_entry: Option<String>,
         what: String,
     ) -> anyhow::Result<Self> {
         let mut entries = BTreeMap::new();
-        for e in index_tar(&file, base, len, &what)? {
+        for e in index_tar(&file, region.offset, region.size, &what)? {
             if e.kind == TarKind::File {
                 entries.insert(e.name, e.extent);
             }
@@ -702,6 +730,8 @@ impl BundleReader {
         let mut r = BundleReader {
             path: path.to_path_buf(),
             label: what.trim_start_matches("bundle ").to_string(),
+            package_entry,
+            extent: region,
             entries,
             images_entries: BTreeMap::new(),
             meta: None,
@@ -1145,7 +1175,7 @@ impl BundleReader {
             return Ok(None);
         }
         let raw = self.read_file(&name)?;
-        let c: ChartYaml = serde_yaml_ng::from_slice(&raw)
+        let c: ChartYaml = crate::yaml_bounds::from_slice(&raw)
             .with_context(|| format!("bundle {}: {name} is malformed", self.path.display()))?;
         let version = match c.version {
             serde_yaml_ng::Value::String(s) => s,

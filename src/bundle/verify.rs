@@ -3,7 +3,6 @@
 //! checksum of `bundle.json`, and every blob size against its descriptors.
 use std::cell::RefCell;
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::bail;
@@ -19,7 +18,8 @@ use crate::progress::{human_bytes, Progress};
 #[derive(Clone, Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct VerifyReport {
-    pub bundle: PathBuf,
+    /// The bundle file, or "ENTRY in PACKAGE".
+    pub bundle: String,
     pub blobs: usize,
     pub bytes: u64,
     pub files: usize,
@@ -177,7 +177,7 @@ pub fn verify(reader: &BundleReader, progress: &Progress) -> anyhow::Result<Veri
         );
     }
     Ok(VerifyReport {
-        bundle: reader.path.clone(),
+        bundle: reader.label.clone(),
         blobs: blobs.len(),
         bytes: total,
         files,
@@ -191,10 +191,22 @@ pub fn verify_path(path: &std::path::Path, progress: &Progress) -> anyhow::Resul
     verify(&reader, progress)
 }
 
+/// The bundles an argument names (a bundle, a package, a directory).
+fn bundles_of(path: &std::path::Path) -> anyhow::Result<Vec<super::location::BundleLocation>> {
+    let found = super::location::list_bundles(path)?;
+    if found.is_empty() {
+        bail!(
+            "{}: no *.bundle.tar and no offline package in this directory",
+            path.display()
+        );
+    }
+    Ok(found)
+}
+
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
 struct JsonResult {
-    bundle: PathBuf,
+    bundle: String,
     ok: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     report: Option<VerifyReport>,
@@ -204,8 +216,10 @@ struct JsonResult {
 
 #[derive(clap::Args, Debug)]
 pub struct VerifyArgs {
-    #[arg(required = true)]
+    /// Bundles (*.bundle.tar), offline packages (<name>_<version>_<arch>.tar) or directories of bundles.
+    #[arg(required = true, value_name = "BUNDLE|PACKAGE|DIR")]
     pub bundles: Vec<std::path::PathBuf>,
+    /// Print one JSON result per bundle (bundle, ok, report or error) on stdout instead of text.
     #[arg(long)]
     pub json: bool,
 }
@@ -214,21 +228,32 @@ pub fn run(args: &VerifyArgs) -> anyhow::Result<()> {
     let progress = Progress::auto(args.json);
     let mut results = Vec::new();
     let mut failed = 0usize;
-    for path in &args.bundles {
-        match verify_path(path, &progress) {
+    // Each argument expands to its bundles; an argument that names no
+    // bundle at all (missing, not a tar, an empty directory) is one failure.
+    let mut total = 0usize;
+    let checks = args.bundles.iter().flat_map(|path| match bundles_of(path) {
+        Ok(locations) => locations
+            .into_iter()
+            .map(|loc| (loc.label(), Ok(loc)))
+            .collect::<Vec<_>>(),
+        Err(e) => vec![(path.display().to_string(), Err(e))],
+    });
+    for (label, loc) in checks {
+        total += 1;
+        let outcome = loc.and_then(|loc| verify(&loc.open()?, &progress));
+        match outcome {
             Ok(r) => {
                 if !args.json {
                     progress.println(String::new());
                     println!(
-                        "OK {} ({} blobs, {}, {:.1} MiB/s)",
-                        path.display(),
+                        "OK {label} ({} blobs, {}, {:.1} MiB/s)",
                         r.blobs,
                         human_bytes(r.bytes),
                         r.mib_per_sec()
                     );
                 }
                 results.push(JsonResult {
-                    bundle: path.clone(),
+                    bundle: label,
                     ok: true,
                     report: Some(r),
                     error: None,
@@ -238,10 +263,10 @@ pub fn run(args: &VerifyArgs) -> anyhow::Result<()> {
                 failed += 1;
                 let msg = format!("{e:#}");
                 if !args.json {
-                    eprintln!("FAILED {}: {msg}", path.display());
+                    eprintln!("FAILED {label}: {msg}");
                 }
                 results.push(JsonResult {
-                    bundle: path.clone(),
+                    bundle: label,
                     ok: false,
                     report: None,
                     error: Some(msg),
@@ -255,9 +280,8 @@ pub fn run(args: &VerifyArgs) -> anyhow::Result<()> {
     }
     if failed > 0 {
         bail!(
-            "{failed} of {} bundle{} failed verification",
-            args.bundles.len(),
-            if args.bundles.len() == 1 { "" } else { "s" }
+            "{failed} of {total} bundle{} failed verification",
+            if total == 1 { "" } else { "s" }
         );
     }
     Ok(())

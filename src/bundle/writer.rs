@@ -449,14 +449,9 @@ pub fn begin(final_path: &Path, spec: &BundleSpec) -> anyhow::Result<PendingBund
         .with_context(|| format!("{}: not a file name", final_path.display()))?
         .to_string_lossy()
         .into_owned();
-    let temp_path = dir.join(format!(".{name}.partial-{}", std::process::id()));
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .open(&temp_path)
-        .with_context(|| format!("creating {}", temp_path.display()))?;
+    // Unique per process and call, removed on SIGINT/SIGTERM.
+    let temp_path = crate::atomic_file::temp_path_for(&dir.join(&name));
+    let file = crate::atomic_file::create_tracked(&temp_path)?;
     let mut pending = PendingBundle {
         temp_path: temp_path.clone(),
         final_path: final_path.to_path_buf(),
@@ -535,6 +530,7 @@ impl PendingBundle {
             )
         })?;
         self.committed = true;
+        crate::interrupt::untrack(&self.temp_path);
         if let Some(dir) = self.final_path.parent() {
             let dir = if dir.as_os_str().is_empty() {
                 Path::new(".")
@@ -553,6 +549,7 @@ impl Drop for PendingBundle {
     fn drop(&mut self) {
         if !self.committed {
             let _ = std::fs::remove_file(&self.temp_path);
+            crate::interrupt::untrack(&self.temp_path);
         }
     }
 }

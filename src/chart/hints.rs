@@ -120,7 +120,8 @@ fn parse_path(expr: &str) -> anyhow::Result<Vec<String>> {
 
 impl Hints {
     pub fn parse(text: &str) -> anyhow::Result<Self> {
-        let v: Value = serde_yaml_ng::from_str(text).context("hints file is not valid YAML")?;
+        let v: Value =
+            crate::yaml_bounds::from_str(text).context("hints file is not valid YAML")?;
         let list = match v {
             Value::Null => Vec::new(),
             Value::Sequence(s) => s,
@@ -308,7 +309,7 @@ pub fn own_values(chart: &Chart) -> anyhow::Result<Value> {
     match chart.file("values.yaml") {
         None => Ok(Value::Mapping(Default::default())),
         Some(b) => {
-            let v: Value = serde_yaml_ng::from_slice(b).with_context(|| {
+            let v: Value = crate::yaml_bounds::from_slice(b).with_context(|| {
                 format!("values.yaml of chart {} is not valid YAML", chart.name)
             })?;
             Ok(match v {

@@ -212,7 +212,7 @@ pub struct Dependency {
 impl ChartMeta {
     pub fn parse(bytes: &[u8]) -> anyhow::Result<Self> {
         let raw: serde_yaml_ng::Value =
-            serde_yaml_ng::from_slice(bytes).context("Chart.yaml is not valid YAML")?;
+            crate::yaml_bounds::from_slice(bytes).context("Chart.yaml is not valid YAML")?;
         let s = |v: &serde_yaml_ng::Value, k: &str| -> Option<String> {
             match v.get(k)? {
                 serde_yaml_ng::Value::String(s) => Some(s.clone()),

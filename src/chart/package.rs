@@ -92,7 +92,8 @@ pub fn merge_index(existing: Option<&str>, entry: Value) -> anyhow::Result<Strin
     let key = |s: &str| Value::String(s.to_string());
     let mut root = match existing {
         Some(t) if !t.trim().is_empty() => {
-            let v: Value = serde_yaml_ng::from_str(t).context("existing index.yaml is not YAML")?;
+            let v: Value =
+                crate::yaml_bounds::from_str(t).context("existing index.yaml is not YAML")?;
             match v {
                 Value::Mapping(m) => m,
                 _ => anyhow::bail!("existing index.yaml is not a mapping"),

@@ -248,8 +248,8 @@ fn repoint_dependencies(chart: &mut Chart, source: &str, target: &str) -> anyhow
         };
         let mut text =
             String::from_utf8(bytes.to_vec()).with_context(|| format!("{file} is not UTF-8"))?;
-        let v: Value =
-            serde_yaml_ng::from_str(&text).with_context(|| format!("{file} is not valid YAML"))?;
+        let v: Value = crate::yaml_bounds::from_str(&text)
+            .with_context(|| format!("{file} is not valid YAML"))?;
         let Some(deps) = v.get("dependencies").and_then(Value::as_sequence) else {
             continue;
         };
@@ -273,8 +273,8 @@ fn repoint_dependencies(chart: &mut Chart, source: &str, target: &str) -> anyhow
     }
     if changed {
         if let (Some(cy), Some(cl)) = (chart.file("Chart.yaml"), chart.file("Chart.lock")) {
-            let cy: Value = serde_yaml_ng::from_slice(cy)?;
-            let cl: Value = serde_yaml_ng::from_slice(cl)?;
+            let cy: Value = crate::yaml_bounds::from_slice(cy)?;
+            let cl: Value = crate::yaml_bounds::from_slice(cl)?;
             let digest = helm_lock_digest(cy.get("dependencies"), cl.get("dependencies"))?;
             let text = String::from_utf8(chart.file("Chart.lock").unwrap().to_vec())?;
             let old = cl

@@ -11,7 +11,7 @@ use bytes::Bytes;
 use serde_yaml_ng::Value;
 
 use crate::config::load_image::{RepoKind, RepoSpec};
-use crate::config::manifest::{ChartEntry, ChartSource};
+use crate::config::manifest::{ChartEntry, ChartRepoAuth, ChartSource};
 use crate::oci::auth::Credentials;
 use crate::oci::media::{self, Descriptor};
 use crate::oci::registry::{BlobSource, RegistryClient};
@@ -47,6 +47,18 @@ pub async fn fetch(
     client: &RegistryClient,
     opts: &PublishOptions,
 ) -> anyhow::Result<(Chart, Vec<u8>)> {
+    fetch_with_auth(entry, base_dir, client, opts, None).await
+}
+
+/// [`fetch`], authenticating to a classic repo with `auth` (the
+/// manifest's `BundleManifest::chart_auth` of the entry).
+pub async fn fetch_with_auth(
+    entry: &ChartEntry,
+    base_dir: &std::path::Path,
+    client: &RegistryClient,
+    opts: &PublishOptions,
+    auth: Option<&ChartRepoAuth>,
+) -> anyhow::Result<(Chart, Vec<u8>)> {
     let (chart, tgz) = match &entry.source {
         ChartSource::Path(p) => {
             let path = if p.is_absolute() {
@@ -68,7 +80,11 @@ pub async fn fetch(
                 (chart, bytes)
             }
         }
-        ChartSource::Repo(url) => fetch_from_repo(url, entry, opts, None).await?,
+        ChartSource::Repo(url) => {
+            let creds = auth.map(|a| &a.credentials);
+            let pass = auth.is_some_and(|a| a.pass_credentials);
+            fetch_from_repo(url, entry, opts, creds, pass).await?
+        }
         ChartSource::Oci(url) => fetch_from_oci(url, entry, client).await?,
     };
     if chart.name != entry.name {
@@ -183,9 +199,9 @@ async fn get_index(
     let url = format!("{}/index.yaml", base.trim_end_matches('/'));
     match get_bytes(http, &url, auth).await? {
         None => Ok(None),
-        Some(b) => Ok(Some(serde_yaml_ng::from_slice(&b).with_context(|| {
-            format!("{} is not a valid index.yaml", safe_url(&url))
-        })?)),
+        Some(b) => Ok(Some(crate::yaml_bounds::from_slice(&b).with_context(
+            || format!("{} is not a valid index.yaml", safe_url(&url)),
+        )?)),
     }
 }
 
@@ -194,6 +210,7 @@ async fn fetch_from_repo(
     entry: &ChartEntry,
     opts: &PublishOptions,
     auth: Option<&Credentials>,
+    pass_credentials: bool,
 ) -> anyhow::Result<(Chart, Vec<u8>)> {
     let http = http_client(opts)?;
     let base = url.trim_end_matches('/');
@@ -219,7 +236,14 @@ async fn fetch_from_repo(
     let chart_url = base_url
         .join(first)
         .with_context(|| format!("invalid chart URL {first:?}"))?;
-    let bytes = get_bytes(&http, chart_url.as_str(), auth)
+    // Like helm: the repo's credentials go to its own scheme/host/port
+    // only, unless passCredentials says the chart host may have them.
+    let chart_auth = if pass_credentials || same_origin(&base_url, &chart_url) {
+        auth
+    } else {
+        None
+    };
+    let bytes = get_bytes(&http, chart_url.as_str(), chart_auth)
         .await?
         .with_context(|| format!("{}: not found", safe_url(chart_url.as_str())))?;
     if let Some(d) = e.get("digest").and_then(Value::as_str) {
@@ -235,6 +259,12 @@ async fn fetch_from_repo(
     let chart = Chart::from_tgz(&bytes)
         .with_context(|| format!("chart archive {}", safe_url(chart_url.as_str())))?;
     Ok((chart, bytes))
+}
+
+fn same_origin(a: &url::Url, b: &url::Url) -> bool {
+    a.scheme() == b.scheme()
+        && a.host_str() == b.host_str()
+        && a.port_or_known_default() == b.port_or_known_default()
 }
 
 /// `oci://host[:port]/path` or `http(s)://host[:port]/path` → (host, path).
@@ -325,15 +355,9 @@ pub async fn publish(
     }
 }
 
+/// Unique temp name, mode per umask (a web server must read LOCAL repos).
 fn write_atomic(path: &Path, data: &[u8]) -> anyhow::Result<()> {
-    let dir = path.parent().context("no parent directory")?;
-    let mut tmp = tempfile::NamedTempFile::new_in(dir)
-        .with_context(|| format!("creating a temporary file in {}", dir.display()))?;
-    std::io::Write::write_all(&mut tmp, data)?;
-    tmp.as_file().sync_all()?;
-    tmp.persist(path)
-        .map_err(|e| anyhow::anyhow!("writing {}: {}", path.display(), e.error))?;
-    Ok(())
+    crate::atomic_file::write_atomic(path, data)
 }
 
 /// LOCAL: `<dir>/<name>-<version>.tgz` plus `index.yaml`.
@@ -344,6 +368,8 @@ pub fn publish_local(
     force: bool,
 ) -> anyhow::Result<PublishOutcome> {
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    // Two syncs into the same repo must both keep their index entries.
+    let _lock = crate::atomic_file::DirLock::acquire(dir)?;
     let file = dir.join(archive_name(chart));
     let index_path = dir.join("index.yaml");
     let existing_index = match std::fs::read_to_string(&index_path) {
@@ -353,7 +379,7 @@ pub fn publish_local(
     };
     let indexed = existing_index
         .as_deref()
-        .and_then(|t| serde_yaml_ng::from_str::<Value>(t).ok())
+        .and_then(|t| crate::yaml_bounds::from_str::<Value>(t).ok())
         .and_then(|v| {
             find_in_index(&v, &chart.name, Some(&chart.version))
                 .and_then(|e| e.get("digest").and_then(Value::as_str).map(str::to_string))

@@ -1,4 +1,4 @@
-//! `load-image.yaml` (SPEC §4), the charts-syncer fork's schema.
+//! `load-image.yaml`, the charts-syncer fork's schema.
 //!
 //! Every key of the DaoCloud charts-syncer fork's `api/config.proto` is
 //! accepted, in its JSON (camelCase) spelling and its proto (snake_case)
@@ -152,7 +152,10 @@ pub struct SyncConfig {
     pub source: Source,
     pub rewrite: RewriteRules,
     pub containers_auth: Option<Credentials>,
-    pub target_repo: RepoSpec,
+    /// `target.repo`: where charts are published. Optional for image-only
+    /// products (bundles without a chart); sync refuses bundles that carry
+    /// a chart when it is missing ([`SyncConfig::chart_target`]).
+    pub target_repo: Option<RepoSpec>,
     pub charts: Vec<ChartFilter>,
     pub skip_charts: Vec<ChartFilter>,
     /// `source.containers.auth.registry`: the registry the source
@@ -164,7 +167,7 @@ pub struct SyncConfig {
     pub repo_name: Option<String>,
 }
 
-const HINT: &str = "see SPEC §4 / the charts-syncer load-image.yaml schema";
+const HINT: &str = "see the README (bundler sync) for the load-image.yaml schema, and tests/fixtures/configs/ for examples";
 
 // ---- raw schema -------------------------------------------------------------
 
@@ -482,7 +485,7 @@ impl SyncConfig {
             return Err(doc.error_at(
                 "target",
                 &[],
-                "missing: give target.repo (where charts go) and the image rules (containerPrefixRegistry or containerRegistry)",
+                "missing: give the image rules (containerPrefixRegistry or containerRegistry) and, when the bundles carry charts, target.repo (where charts go)",
             ));
         };
         if tgt.intermediate_bundles_path.is_some() {
@@ -492,19 +495,17 @@ impl SyncConfig {
                 "writing bundles (charts-syncer's save mode) is not done by sync: use `bundler pack MANIFEST --output DIR` on the connected host",
             ));
         }
-        let Some(tgt_repo) = tgt.repo else {
-            return Err(doc.error_at(
-                "target.repo",
-                &["target"],
-                "missing: give target.repo with kind HARBOR, CHARTMUSEUM, OCI or LOCAL",
-            ));
-        };
-        let target_repo = repo_spec(&doc, "target.repo", tgt_repo, true, |k| {
-            env(&[
-                &format!("TARGET_REPO_AUTH_{k}"),
-                &format!("TARGET_AUTH_{k}"),
-            ])
-        })?;
+        let target_repo = tgt
+            .repo
+            .map(|r| {
+                repo_spec(&doc, "target.repo", r, true, |k| {
+                    env(&[
+                        &format!("TARGET_REPO_AUTH_{k}"),
+                        &format!("TARGET_AUTH_{k}"),
+                    ])
+                })
+            })
+            .transpose()?;
 
         // image rewrite rules: prefix rules or replace rules, not both
         let non_empty = |s: Option<String>| s.filter(|v| !v.trim().is_empty());
@@ -679,6 +680,28 @@ impl SyncConfig {
         store
     }
 
+    /// The chart repository the given charts (name, version) go to. With no
+    /// `target.repo` the config is for image-only products: refused,
+    /// naming every chart that could not be published, when there are any.
+    pub fn chart_target(&self, charts: &[(String, String)]) -> anyhow::Result<Option<&RepoSpec>> {
+        match (&self.target_repo, charts) {
+            (Some(r), _) => Ok(Some(r)),
+            (None, []) => Ok(None),
+            (None, charts) => {
+                let names: Vec<String> = charts.iter().map(|(n, v)| format!("{n} {v}")).collect();
+                Err(crate::error::input_error(format!(
+                    "{}: target.repo is not set, so {} chart{} cannot be published: {}. \
+                     Add target.repo (kind HARBOR, CHARTMUSEUM, OCI or LOCAL), or leave the chart \
+                     bundles out with skipCharts; nothing was pushed",
+                    self.file.display(),
+                    names.len(),
+                    if names.len() == 1 { "" } else { "s" },
+                    names.join(", ")
+                )))
+            }
+        }
+    }
+
     /// Whether a chart passes the `charts` / `skipCharts` filters.
     pub fn wants_chart(&self, name: &str, version: &str) -> bool {
         if !self.charts.is_empty() {
@@ -730,7 +753,7 @@ fn repo_spec(
             "HELM (a plain HTTP chart repository) cannot be pushed to; use CHARTMUSEUM, HARBOR, OCI, or LOCAL (then serve the directory)",
         ));
     }
-    let url = r.url.unwrap_or_default().trim().to_string();
+    let (url, url_user, url_pass) = split_userinfo(r.url.unwrap_or_default().trim());
     let mut path = None;
     match kind {
         RepoKind::Local => {
@@ -780,6 +803,12 @@ fn repo_spec(
     }
     let mut user = r.auth.as_ref().and_then(|a| a.username.clone());
     let mut pass = r.auth.as_ref().and_then(|a| a.password.clone());
+    // `user:pw@` in the URL is taken as auth (unless auth is given), and
+    // the URL keeps no userinfo: it is printed and stored in synced.json.
+    if user.is_none() && pass.is_none() {
+        user = url_user;
+        pass = url_pass;
+    }
     if let Some(v) = env("USERNAME") {
         user = Some(v);
     }
@@ -792,6 +821,33 @@ fn repo_spec(
         path,
         auth: creds(user, pass),
     })
+}
+
+/// `http://user:pw@host/x` → (`http://host/x`, user, pw), percent-decoded;
+/// other strings unchanged.
+pub fn split_userinfo(url: &str) -> (String, Option<String>, Option<String>) {
+    let Ok(mut u) = url::Url::parse(url) else {
+        return (url.to_string(), None, None);
+    };
+    if u.username().is_empty() && u.password().is_none() {
+        return (url.to_string(), None, None);
+    }
+    let dec = |s: &str| {
+        url::form_urlencoded::parse(format!("x={}", s.replace('+', "%2B")).as_bytes())
+            .next()
+            .map(|(_, v)| v.into_owned())
+            .unwrap_or_default()
+    };
+    let user = Some(dec(u.username())).filter(|s| !s.is_empty());
+    let pass = u.password().map(dec);
+    let _ = u.set_username("");
+    let _ = u.set_password(None);
+    // Keep the user's spelling (no trailing slash added by the parser).
+    let mut clean = u.to_string();
+    if !url.ends_with('/') && clean.ends_with('/') && u.path() == "/" {
+        clean.pop();
+    }
+    (clean, user, pass)
 }
 
 fn check_registry_host(v: &str) -> Result<(), String> {

@@ -1,4 +1,4 @@
-//! The bundle manifest (SPEC §2), input of `pack`.
+//! The bundle manifest, input of `pack`.
 //!
 //! ```yaml
 //! apiVersion: bundler/v1
@@ -14,6 +14,10 @@
 //!       hints: hints/skoala.yaml    # optional, relative to this file
 //!       images: [docker.io/library/busybox:1.36]
 //!       release: {name: skoala, namespace: skoala-system}   # name defaults to the chart name
+//!       auth:                       # classic repos only; never an inline password
+//!         username: alice           # or usernameEnv: VAR
+//!         passwordEnv: CHARTS_PW    # or passwordFile: ./secrets/charts (relative to this file)
+//!         passCredentials: false    # true: also send them to chart URLs on other hosts
 //!   images:
 //!     - docker.io/library/mysql:5.7.34
 //!     - archive: ./images/mlab-gateway.tar                  # docker save tar or OCI layout
@@ -70,9 +74,24 @@ pub struct BundleManifest {
     pub platforms: Option<Vec<crate::oci::media::Platform>>,
     pub charts: Vec<ChartEntry>,
     pub images: Vec<ImageSource>,
+    /// Credentials for classic chart repos, by chart name (`auth:` of an
+    /// entry, or `user:pw@` in its repo URL, which is then removed).
+    pub chart_auth: std::collections::BTreeMap<String, ChartRepoAuth>,
 }
 
-const HINT: &str = "see SPEC §2 and the examples in bundle-manifests/";
+/// Basic-auth credentials for a classic chart repository, resolved from the
+/// environment or a file when the manifest is loaded.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ChartRepoAuth {
+    pub credentials: crate::oci::auth::Credentials,
+    /// Also send the credentials to chart URLs the index lists on another
+    /// host (helm's `--pass-credentials`); by default only the repo's own
+    /// scheme, host and port get them.
+    pub pass_credentials: bool,
+}
+
+const HINT: &str =
+    "see the README (Writing a bundle manifest for your product) and bundle-manifests/example.yaml";
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
@@ -152,6 +171,24 @@ struct RawChart {
     hints: Option<String>,
     images: Option<Vec<RawImage>>,
     release: Option<RawRelease>,
+    auth: Option<RawChartAuth>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct RawChartAuth {
+    #[serde(default, deserialize_with = "lenient_string")]
+    username: Option<String>,
+    #[serde(default, deserialize_with = "lenient_string")]
+    username_env: Option<String>,
+    /// Refused: the manifest is committed and travels; only its presence
+    /// is recorded so the error can say what to write instead.
+    password: Option<de::IgnoredAny>,
+    #[serde(default, deserialize_with = "lenient_string")]
+    password_env: Option<String>,
+    #[serde(default, deserialize_with = "lenient_string")]
+    password_file: Option<String>,
+    pass_credentials: Option<bool>,
 }
 
 #[derive(Deserialize)]
@@ -312,6 +349,7 @@ impl BundleManifest {
         };
 
         let mut charts = Vec::new();
+        let mut chart_auth = std::collections::BTreeMap::new();
         for (i, c) in spec.charts.unwrap_or_default().into_iter().enumerate() {
             let at = format!("spec.charts[{i}]");
             let cname = c.name.filter(|s| !s.trim().is_empty()).ok_or_else(|| {
@@ -357,7 +395,21 @@ impl BundleManifest {
                                 format!("{r:?}: expected an http(s):// chart repository URL or oci://host/path (for a local chart use path:)"),
                             ));
                         }
-                        ChartSource::Repo(r)
+                        // userinfo leaves the URL (bundle.json records it).
+                        let (clean, user, pass) = super::load_image::split_userinfo(&r);
+                        if user.is_some() || pass.is_some() {
+                            chart_auth.insert(
+                                cname.clone(),
+                                ChartRepoAuth {
+                                    credentials: crate::oci::auth::Credentials {
+                                        username: user.unwrap_or_default(),
+                                        password: pass.unwrap_or_default(),
+                                    },
+                                    pass_credentials: false,
+                                },
+                            );
+                        }
+                        ChartSource::Repo(clean)
                     }
                 }
                 (None, Some(p)) => ChartSource::Path(resolve(&p)),
@@ -395,6 +447,16 @@ impl BundleManifest {
                         image_archives.push(resolve(&a));
                     }
                 }
+            }
+            if let Some(a) = c.auth {
+                if !matches!(source, ChartSource::Repo(_)) {
+                    return Err(doc.error_at(
+                        &format!("{at}.auth"),
+                        &[],
+                        "auth is for classic chart repositories (repo: https://...); OCI registries take their credentials from ~/.docker/config.json",
+                    ));
+                }
+                chart_auth.insert(cname.clone(), chart_repo_auth(&doc, &at, a, &resolve)?);
             }
             let release = match c.release {
                 None => None,
@@ -459,6 +521,7 @@ impl BundleManifest {
             platforms,
             charts,
             images,
+            chart_auth,
         })
     }
 
@@ -470,4 +533,79 @@ impl BundleManifest {
             .unwrap_or(Path::new("."))
             .to_path_buf()
     }
+}
+
+/// Resolve `auth:` of chart entry `at`: username inline or from the
+/// environment, password from the environment or a file, never inline.
+fn chart_repo_auth(
+    doc: &Doc,
+    at: &str,
+    a: RawChartAuth,
+    resolve: &dyn Fn(&str) -> PathBuf,
+) -> anyhow::Result<ChartRepoAuth> {
+    let key = |k: &str| format!("{at}.auth.{k}");
+    let from_env = |k: &str, var: &str| -> anyhow::Result<String> {
+        std::env::var(var).map_err(|_| {
+            doc.error_at(
+                &key(k),
+                &[&format!("{at}.auth")],
+                format!(
+                    "the environment variable {var} is not set (export it before running pack)"
+                ),
+            )
+        })
+    };
+    if a.password.is_some() {
+        return Err(doc.error_at(
+            &key("password"),
+            &[],
+            "an inline password is refused (the manifest is shared and committed); \
+             write passwordEnv: VARIABLE or passwordFile: PATH",
+        ));
+    }
+    let username = match (a.username, a.username_env) {
+        (Some(_), Some(_)) => {
+            return Err(doc.error_at(
+                &key("usernameEnv"),
+                &[],
+                "username and usernameEnv are both set; keep one",
+            ))
+        }
+        (Some(u), None) => u,
+        (None, Some(var)) => from_env("usernameEnv", &var)?,
+        (None, None) => String::new(),
+    };
+    let password = match (a.password_env, a.password_file) {
+        (Some(_), Some(_)) => {
+            return Err(doc.error_at(
+                &key("passwordFile"),
+                &[],
+                "passwordEnv and passwordFile are both set; keep one",
+            ))
+        }
+        (Some(var), None) => from_env("passwordEnv", &var)?,
+        (None, Some(f)) => {
+            let p = resolve(&f);
+            crate::file_kind::check_path(&p, "auth.passwordFile", false)?;
+            let text = std::fs::read_to_string(&p).map_err(|e| {
+                doc.error_at(
+                    &key("passwordFile"),
+                    &[],
+                    format!("cannot read {}: {e}", p.display()),
+                )
+            })?;
+            text.trim_end_matches(['\n', '\r']).to_string()
+        }
+        (None, None) => {
+            return Err(doc.error_at(
+                &key("passwordEnv"),
+                &[&format!("{at}.auth")],
+                "missing: give passwordEnv: VARIABLE or passwordFile: PATH",
+            ))
+        }
+    };
+    Ok(ChartRepoAuth {
+        credentials: crate::oci::auth::Credentials { username, password },
+        pass_credentials: a.pass_credentials.unwrap_or(false),
+    })
 }

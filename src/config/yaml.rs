@@ -201,6 +201,7 @@ pub struct Doc<'a> {
 impl<'a> Doc<'a> {
     /// Read the file; a missing or unreadable file is an input error.
     pub fn read(file: &'a Path, what: &str) -> anyhow::Result<Self> {
+        crate::file_kind::check_path(file, what, false)?;
         match std::fs::read(file) {
             Ok(bytes) => match String::from_utf8(bytes) {
                 Ok(text) => Ok(Doc { file, text }),
@@ -232,6 +233,9 @@ impl<'a> Doc<'a> {
                 "{}:1:1: the file is empty; {hint}",
                 self.file.display()
             )));
+        }
+        if let Err(e) = crate::yaml_bounds::check(&self.text) {
+            return Err(input_error(format!("{}: {e}", self.file.display())));
         }
         let de = serde_yaml_ng::Deserializer::from_str(&self.text);
         match serde_path_to_error::deserialize::<_, T>(de) {

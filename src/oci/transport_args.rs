@@ -9,8 +9,9 @@ use clap::Args;
 /// TLS and transport options shared by verbs that talk to registries.
 #[derive(Args, Debug, Clone, Default)]
 pub struct TransportArgs {
-    /// Accept plain HTTP and self-signed TLS certificates.
-    #[arg(long, num_args = 0..=1, default_missing_value = "true", value_parser = clap::value_parser!(bool))]
+    /// Accept plain HTTP and self-signed TLS certificates (`--insecure`,
+    /// `--insecure=false`; charts-syncer's `--insecure true` also works).
+    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true", value_name = "BOOL", value_parser = clap::value_parser!(bool))]
     pub insecure: Option<bool>,
     /// Trust this CA certificate (PEM) in addition to the system ones.
     #[arg(long, value_name = "FILE")]

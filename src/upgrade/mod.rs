@@ -78,6 +78,7 @@ pub struct UpgradeArgs {
     /// The sync config the images and charts went through.
     #[arg(long, short = 'c', default_value = "load-image.yaml")]
     pub config: std::path::PathBuf,
+    /// Namespace of the release; default: the one its bundle records, else the only namespace helm lists it in.
     #[arg(long, short = 'n')]
     pub namespace: Option<String>,
     /// Chart reference (oci://..., repo/name, or a .tgz); default: the relocated chart in the sync target.
@@ -311,6 +312,7 @@ pub async fn run(args: &UpgradeArgs) -> anyhow::Result<()> {
         print_json(args, &summary)?;
         return Ok(());
     }
+    crate::outcome::record(&summary);
     out.say(format!("running {upgrade_command}"));
     let r = helm.run(&upgrade).await?;
     if r.ok {
@@ -570,7 +572,7 @@ async fn chart_flags(
         f.push("--repo".into());
         f.push(u.clone());
     }
-    let target = config.map(|c| &c.target_repo);
+    let target = config.and_then(|c| c.target_repo.as_ref());
     let is_oci = chart.chart.starts_with("oci://");
     let remote = is_oci || chart.repo_url.is_some();
     if remote {

@@ -11,7 +11,7 @@ pub fn parse_values(text: &str, what: &str) -> anyhow::Result<Value> {
     let v: Value = if text.trim().is_empty() {
         Value::Null
     } else {
-        serde_yaml_ng::from_str(text).with_context(|| format!("{what} is not valid YAML"))?
+        crate::yaml_bounds::from_str(text).with_context(|| format!("{what} is not valid YAML"))?
     };
     Ok(match v {
         Value::Null => Value::Mapping(Mapping::new()),
@@ -170,6 +170,7 @@ pub fn diff(current: &Value, new: &Value) -> Vec<String> {
 /// CronJobs (and of `List` items). Sorted, without duplicates.
 pub fn images_in_manifests(text: &str) -> anyhow::Result<Vec<String>> {
     let mut images = std::collections::BTreeSet::new();
+    crate::yaml_bounds::check(text).context("rendered manifests")?;
     for (i, doc) in serde_yaml_ng::Deserializer::from_str(text).enumerate() {
         let v = <Value as serde::Deserialize>::deserialize(doc)
             .with_context(|| format!("rendered manifest document {} is not valid YAML", i + 1))?;

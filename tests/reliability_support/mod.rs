@@ -485,6 +485,16 @@ pub fn assert_registry_empty(http: &Http, what: &str) {
     assert!(c.is_empty(), "{what}: something was pushed: {c:?}");
 }
 
+/// Assert no image is visible in `reg`: no repository has a tag. Blobs
+/// without a manifest may be there (a run that found a damaged blob while
+/// streaming it had uploaded others); registry garbage collection takes them.
+pub fn assert_nothing_visible(http: &Http, what: &str) {
+    for repo in http.catalog() {
+        let tags = http.tags(&repo);
+        assert!(tags.is_empty(), "{what}: {repo} has tags {tags:?}");
+    }
+}
+
 /// The largest layer blob of a product image in the layout (to damage).
 pub fn largest_layer(p: &Product) -> String {
     let mut best = (0u64, String::new());

@@ -34,6 +34,8 @@ struct State {
     projects: BTreeSet<String>,
     /// "METHOD path" of every request.
     log: Vec<String>,
+    /// Authorization header of every request ("" when none).
+    auth_log: Vec<String>,
 }
 
 pub struct ChartServer {
@@ -52,6 +54,10 @@ pub struct Config {
     pub registry: Option<String>,
     /// Harbor projects that exist from the start.
     pub projects: Vec<String>,
+    /// Served as the ChartMuseum `/index.yaml` instead of the generated
+    /// one (a classic repo whose index lists URLs on other hosts, or a
+    /// hostile index).
+    pub index_yaml: Option<String>,
 }
 
 struct Request {
@@ -137,6 +143,23 @@ impl ChartServer {
             .iter()
             .cloned()
             .collect()
+    }
+
+    /// Store a chart archive as `charts/<file>` of a repo without upload.
+    pub fn put_chart(&self, repo: &str, file: &str, tgz: Vec<u8>) {
+        self.state
+            .lock()
+            .unwrap()
+            .charts
+            .entry(repo.to_string())
+            .or_default()
+            .insert(file.to_string(), tgz);
+    }
+
+    /// Value of the `Authorization` header of every request so far
+    /// (empty when none), in order.
+    pub fn auth_log(&self) -> Vec<String> {
+        self.state.lock().unwrap().auth_log.clone()
     }
 
     /// Stored chart archive of a repo ("" for ChartMuseum, else the project).
@@ -251,11 +274,12 @@ fn handle(stream: TcpStream, state: &Mutex<State>, cfg: &Config) -> std::io::Res
     let Some(req) = read_request(&mut reader)? else {
         return Ok(());
     };
-    state
-        .lock()
-        .unwrap()
-        .log
-        .push(format!("{} {}", req.method, req.path));
+    {
+        let mut st = state.lock().unwrap();
+        st.log.push(format!("{} {}", req.method, req.path));
+        st.auth_log
+            .push(req.header("authorization").unwrap_or("").to_string());
+    }
     if req.path.starts_with("/v2/") || req.path == "/v2" {
         if let Some(reg) = &cfg.registry {
             return relay(&req, reg, &mut out);
@@ -341,7 +365,14 @@ fn route(req: &Request, state: &Mutex<State>, cfg: &Config) -> Response {
             }
         }
         // ChartMuseum
-        ("GET" | "HEAD", ["index.yaml"]) => index(state, ""),
+        ("GET" | "HEAD", ["index.yaml"]) => match &cfg.index_yaml {
+            Some(text) => Response {
+                status: 200,
+                content_type: "application/x-yaml",
+                body: text.clone().into_bytes(),
+            },
+            None => index(state, ""),
+        },
         ("GET" | "HEAD", ["charts", file]) => file_of(state, "", file),
         ("POST", ["api", "charts"]) => upload(state, "", req, force),
         ("DELETE", ["api", "charts", name, version]) => delete(state, "", name, version),

@@ -38,11 +38,8 @@ fn write_state(path: &Path, st: &UploadState) -> anyhow::Result<()> {
         std::fs::create_dir_all(dir)
             .with_context(|| format!("creating upload state dir {}", dir.display()))?;
     }
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, serde_json::to_vec(st)?)
-        .with_context(|| format!("writing {}", tmp.display()))?;
-    std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))?;
-    Ok(())
+    // Unique temp name: concurrent runs may save the same session.
+    crate::atomic_file::write_atomic(path, &serde_json::to_vec(st)?)
 }
 
 /// The state file of one blob's chunked upload (none when there is no

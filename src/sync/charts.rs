@@ -1,0 +1,322 @@
+//! The chart side of a sync: every chart is relocated and packaged before
+//! the first request (so a chart or hints problem stops the run before
+//! anything is pushed), and published only after all images are in.
+//! Harbor projects for `--auto-create-repository` are made here too.
+use std::collections::HashMap;
+use std::path::PathBuf;
+
+use anyhow::Context;
+
+use super::bundles::SelectedBundle;
+use super::report::ChartLine;
+use crate::bundle::reader::BundleReader;
+use crate::chart::hints::Hints;
+use crate::chart::repo::{PublishOptions, PublishOutcome};
+use crate::config::load_image::{RepoKind, SyncConfig};
+use crate::oci::registry::RegistryClient;
+use crate::oci::Digest;
+use crate::progress::Progress;
+use crate::state::SyncedChart;
+use crate::transfer::ImageJob;
+
+/// Relocate and package the chart of every selected bundle (no network).
+pub fn prepare_all(
+    selected: &[SelectedBundle],
+    config: &SyncConfig,
+    platform_map: &HashMap<usize, HashMap<Digest, Digest>>,
+) -> anyhow::Result<Vec<Option<PreparedChart>>> {
+    selected
+        .iter()
+        .enumerate()
+        .map(|(bi, b)| {
+            prepare_chart(b, config, platform_map.get(&bi)).with_context(|| {
+                format!("bundle {} was refused; nothing was pushed", b.reader.label)
+            })
+        })
+        .collect()
+}
+
+/// Publish the prepared charts; returns what `upgrade` needs recorded.
+/// Each published chart is added to `lines` as it goes, so a failure
+/// part-way still reports what was done.
+pub async fn publish_all(
+    selected: &[SelectedBundle],
+    prepared: Vec<Option<PreparedChart>>,
+    config: &SyncConfig,
+    client: &RegistryClient,
+    opts: &PublishOptions,
+    progress: &Progress,
+    lines: &mut Vec<ChartLine>,
+) -> anyhow::Result<Vec<SyncedChart>> {
+    let target_desc = describe_target(config);
+    let image_registry = config.image_registry().unwrap_or_default();
+    let mut synced = Vec::new();
+    // The same chart version in two bundles is published (and counted)
+    // once; two different packages under one version still go to the
+    // target, which refuses the second unless --force.
+    let mut seen: HashMap<(String, String), Digest> = HashMap::new();
+    for (b, prep) in selected.iter().zip(prepared) {
+        let (
+            Some((name, version)),
+            Some(PreparedChart {
+                chart,
+                tgz,
+                release,
+            }),
+        ) = (&b.chart, prep)
+        else {
+            continue;
+        };
+        let Some(target_repo) = config.chart_target(std::slice::from_ref(&(name.clone(), version.clone())))? else {
+            continue;
+        };
+        let sum = Digest::of(&tgz);
+        if seen.get(&(name.clone(), version.clone())) == Some(&sum) {
+            continue;
+        }
+        seen.insert((name.clone(), version.clone()), sum);
+        let outcome = crate::chart::repo::publish(target_repo, &chart, &tgz, client, opts)
+            .await
+            .with_context(|| format!("publishing chart {name} {version} to {target_desc}"))?;
+        let outcome_s = match outcome {
+            PublishOutcome::Published => "published",
+            PublishOutcome::AlreadyPresent => "already present",
+        };
+        progress.println(format!(
+            "chart {name} {version}: {outcome_s} ({target_desc})"
+        ));
+        lines.push(ChartLine {
+            name: name.clone(),
+            version: version.clone(),
+            target: target_desc.clone(),
+            outcome: outcome_s.into(),
+        });
+        synced.push(synced_chart(
+            name,
+            version,
+            &image_registry,
+            release,
+            target_repo,
+        ));
+    }
+    Ok(synced)
+}
+
+/// A bundle's chart, relocated and packaged, ready to publish.
+pub struct PreparedChart {
+    chart: crate::chart::Chart,
+    tgz: Vec<u8>,
+    release: Option<crate::bundle::format::ReleaseInfo>,
+}
+
+/// Load, relocate and package the chart of a bundle (None: no chart).
+fn prepare_chart(
+    b: &SelectedBundle,
+    config: &SyncConfig,
+    platform_map: Option<&HashMap<Digest, Digest>>,
+) -> anyhow::Result<Option<PreparedChart>> {
+    let Some((name, version)) = &b.chart else {
+        return Ok(None);
+    };
+    let files = b.reader.chart_files()?;
+    if files.is_empty() {
+        return Ok(None);
+    }
+    let mut chart = crate::chart::Chart::from_files(files)
+        .with_context(|| format!("loading the chart of bundle {}", b.reader.label))?;
+    let hints = match b.reader.hints()? {
+        Some(text) => {
+            Hints::parse(&text).with_context(|| format!("{}: hints.yaml", b.reader.label))?
+        }
+        None => Hints::default(),
+    };
+    let mut digest_map = digest_map(&b.reader);
+    digest_map.extend(platform_map.cloned().unwrap_or_default());
+    let meta_chart = b.reader.meta.as_ref().and_then(|m| m.chart.clone());
+    let source_repo = meta_chart
+        .as_ref()
+        .and_then(|c| c.source.clone())
+        .filter(|s| s.contains("://"));
+    let target_url = config
+        .target_repo
+        .as_ref()
+        .map(|r| r.url.clone())
+        .unwrap_or_default();
+    let repos = source_repo.as_deref().map(|s| (s, target_url.as_str()));
+    let relocation =
+        crate::chart::relocate::relocate(&mut chart, &hints, &config.rewrite, &digest_map, repos)
+            .with_context(|| format!("relocating chart {name} {version} from {}", b.reader.label))?;
+    tracing::debug!("relocated {name} {version}:\n{}", relocation.diff);
+    let tgz = crate::chart::package::package_tgz(&chart)?;
+    Ok(Some(PreparedChart {
+        chart,
+        tgz,
+        release: meta_chart.and_then(|c| c.release),
+    }))
+}
+
+/// index digest → platform manifest digest kept, from bundle.json.
+fn digest_map(reader: &BundleReader) -> HashMap<Digest, Digest> {
+    reader
+        .meta
+        .as_ref()
+        .map(|m| {
+            m.images
+                .iter()
+                .filter_map(|i| i.source_index.clone().map(|s| (s, i.digest.clone())))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+pub fn describe_target(config: &SyncConfig) -> String {
+    let Some(r) = &config.target_repo else {
+        return "no chart repository (target.repo not set)".into();
+    };
+    match r.kind {
+        RepoKind::Local => format!(
+            "LOCAL {}",
+            r.path
+                .as_ref()
+                .map(|p| p.display().to_string())
+                .unwrap_or_default()
+        ),
+        RepoKind::Oci => format!("OCI {}", r.url),
+        RepoKind::Harbor => format!("HARBOR {}", r.url),
+        RepoKind::Chartmuseum => format!("CHARTMUSEUM {}", r.url),
+        RepoKind::Helm => format!("HELM {}", r.url),
+    }
+}
+
+fn synced_chart(
+    name: &str,
+    version: &str,
+    registry: &str,
+    release: Option<crate::bundle::format::ReleaseInfo>,
+    r: &crate::config::load_image::RepoSpec,
+) -> SyncedChart {
+    let (kind, chart_ref, repo_url) = match r.kind {
+        RepoKind::Local => {
+            let dir = r.path.clone().unwrap_or_default();
+            let abs = std::fs::canonicalize(&dir).unwrap_or(dir);
+            (
+                "LOCAL",
+                abs.join(format!("{name}-{version}.tgz"))
+                    .display()
+                    .to_string(),
+                None,
+            )
+        }
+        RepoKind::Oci => {
+            // Validated when the config was loaded.
+            let loc = r.oci_location().unwrap_or_default();
+            let path = if loc.path.is_empty() {
+                String::new()
+            } else {
+                format!("/{}", loc.path)
+            };
+            ("OCI", format!("oci://{}{path}/{name}", loc.registry), None)
+        }
+        RepoKind::Harbor => ("HARBOR", name.to_string(), Some(r.url.clone())),
+        RepoKind::Chartmuseum => ("CHARTMUSEUM", name.to_string(), Some(r.url.clone())),
+        RepoKind::Helm => ("HELM", name.to_string(), Some(r.url.clone())),
+    };
+    SyncedChart {
+        name: name.to_string(),
+        version: version.to_string(),
+        kind: kind.to_string(),
+        chart_ref,
+        repo_url,
+        registry: registry.to_string(),
+        release,
+        synced_at: time::OffsetDateTime::now_utc()
+            .format(&time::format_description::well_known::Rfc3339)
+            .unwrap_or_default(),
+    }
+}
+
+/// The image registry's credentials (`target.containers.auth`), plus the
+/// chart repository's (`target.repo.auth`) for its own host: OCI and
+/// Harbor >= 2.8 chart pushes go through the same registry client.
+pub fn credential_store(config: &SyncConfig) -> crate::oci::auth::CredentialStore {
+    let mut store = config.credential_store();
+    let Some(repo) = &config.target_repo else {
+        return store;
+    };
+    let host = match repo.kind {
+        RepoKind::Oci => repo.oci_location().map(|l| l.registry),
+        RepoKind::Harbor => crate::chart::repo::parse_harbor_url(&repo.url)
+            .ok()
+            .map(|(_, host, _)| host),
+        _ => None,
+    };
+    if let (Some(auth), Some(host)) = (&repo.auth, host) {
+        store.explicit.entry(host).or_insert_with(|| auth.clone());
+    }
+    store
+}
+
+/// `--auto-create-repository`: Harbor refuses pushes into a project that
+/// does not exist, so create the project (first path segment) of every image
+/// target. A registry that is not a Harbor (404 on the project API) is left
+/// alone: plain registries create repositories on push.
+pub async fn create_image_projects(
+    config: &SyncConfig,
+    jobs: &[ImageJob],
+    insecure: bool,
+    ca_file: Option<PathBuf>,
+    progress: &Progress,
+) -> anyhow::Result<()> {
+    let opts = PublishOptions {
+        insecure,
+        ca_file,
+        ..PublishOptions::default()
+    };
+    let http = crate::chart::repo::http_client(&opts)?;
+    let store = credential_store(config);
+    let mut seen = std::collections::BTreeSet::new();
+    for j in jobs {
+        let project = j
+            .target
+            .repository
+            .split('/')
+            .next()
+            .unwrap_or("")
+            .to_string();
+        if project.is_empty() || !seen.insert((j.target.registry.clone(), project.clone())) {
+            continue;
+        }
+        let auth = store.lookup(&j.target.registry);
+        let mut last_err = None;
+        // https first; plain http only when --insecure allows it.
+        let schemes: &[&str] = if insecure {
+            &["https", "http"]
+        } else {
+            &["https"]
+        };
+        for scheme in schemes {
+            let origin = format!("{scheme}://{}", j.target.registry);
+            match crate::chart::repo::ensure_harbor_project(&http, &origin, &project, auth.as_ref())
+                .await
+            {
+                Ok(crate::chart::repo::ProjectOutcome::Created) => {
+                    progress.println(format!(
+                        "created Harbor project {project} on {}",
+                        j.target.registry
+                    ));
+                    last_err = None;
+                    break;
+                }
+                Ok(_) => {
+                    last_err = None;
+                    break;
+                }
+                Err(e) => last_err = Some(e),
+            }
+        }
+        if let Some(e) = last_err {
+            return Err(e.context(format!("--auto-create-repository on {}", j.target.registry)));
+        }
+    }
+    Ok(())
+}
