@@ -17,8 +17,9 @@ use sha2::{Digest as _, Sha256};
 use url::Url;
 
 use super::body::{corrupt_error, hash_prefix};
+use super::token::credential_error;
 use super::transport::Streamed;
-use super::transport::{backoff, credential_error, retryable_status, show, status_error};
+use super::transport::{backoff, retryable_status, show, status_error};
 use super::uploads::{check_stored, next_location, range_end, with_digest, Upload};
 use super::{Digest, PayloadTooLarge, RegistryClient, SourceDamaged, UploadInterrupted};
 use crate::progress::Transfer;

@@ -29,7 +29,10 @@
 //! URLs are shown without their query; registry error bodies are redacted.
 //!
 //! Layers, the way regclient splits its client:
-//! - `transport`: schemes, credentials and tokens, the retried request loop,
+//! - `transport`: schemes, the retried request loop (with `stall`: silent
+//!   and slow peers), the streaming request uploads use; `token`:
+//!   credentials and bearer tokens;
+//! - `limits`: body-size limits (413) and the chunk size they leave;
 //!   the streaming request used by uploads, error text;
 //! - `body`: upload bodies streamed from disk and hashed on the way out;
 //! - `blobs`: HEAD, push (skip / mount / upload), pull;
@@ -58,6 +61,7 @@ mod limits;
 mod manifests;
 mod stall;
 mod tags;
+mod token;
 mod transport;
 mod uploads;
 

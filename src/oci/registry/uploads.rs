@@ -14,9 +14,10 @@ use sha2::{Digest as _, Sha256};
 use url::Url;
 
 use super::body::{range_body, StreamShared};
+use super::token::credential_error;
 use super::transport::{
-    backoff, credential_error, header_digest, location, retry_after, retryable_status, sensitive,
-    show, status_error, tls_error, Streamed, TransferError,
+    backoff, header_digest, location, retry_after, retryable_status, sensitive, show, status_error,
+    tls_error, Streamed, TransferError,
 };
 use super::{api_host, BlobSource, Digest, PayloadTooLarge, RegistryClient, SourceDamaged};
 use crate::progress::Transfer;
