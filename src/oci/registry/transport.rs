@@ -37,6 +37,8 @@ fn commit_wait(stall: Duration, len: u64) -> Duration {
 }
 const DOCKER_CONTENT_DIGEST: &str = "docker-content-digest";
 
+/// The longest the https half of a scheme probe waits for an answer.
+const TLS_PROBE_WAIT: Duration = Duration::from_secs(5);
 /// How long a failed scheme probe is answered from memory.
 const PROBE_FAILURE_MEMORY: Duration = Duration::from_secs(5);
 
@@ -333,16 +335,22 @@ impl RegistryClient {
         }
         let max = self.max_attempts();
         let mut attempt = 0u32;
-        let errors = loop {
+        let (errors, stalled) = loop {
             attempt += 1;
             match self.probe_schemes(host).await {
                 Ok(s) => {
                     schemes.insert(host.to_string(), Probe::Found(s));
                     return Ok(format!("{s}://{host}"));
                 }
-                Err(errors) if attempt >= max => break errors,
-                Err(errors) => {
-                    tracing::debug!("{host} answers neither https nor http yet: {errors}");
+                Err(failed) if attempt >= max => break failed,
+                Err((errors, stalled)) => {
+                    if stalled {
+                        tracing::warn!(
+                            "{host} does not answer: {errors} (attempt {attempt} of {max}); retrying"
+                        );
+                    } else {
+                        tracing::debug!("{host} answers neither https nor http yet: {errors}");
+                    }
                     self.count_retry();
                     tokio::time::sleep(backoff(attempt)).await;
                 }
@@ -350,7 +358,12 @@ impl RegistryClient {
         };
         let error = format!(
             "cannot reach registry {host} over https or http (--insecure) after {attempt} \
-             attempts: {errors}"
+             attempts: {errors}{}",
+            if stalled {
+                stalled_advice()
+            } else {
+                String::new()
+            }
         );
         schemes.insert(
             host.to_string(),
@@ -363,18 +376,28 @@ impl RegistryClient {
     }
 
     /// `GET /v2/` over https, then http: the first scheme that answers
-    /// anything, or what each said.
-    async fn probe_schemes(&self, host: &str) -> Result<&'static str, String> {
+    /// anything, or what each said (and whether one stalled). A TLS server
+    /// answers a handshake at once, so https gets at most
+    /// [`TLS_PROBE_WAIT`]: a plain-HTTP server that sits on the handshake
+    /// bytes does not cost a whole stall timeout.
+    async fn probe_schemes(&self, host: &str) -> Result<&'static str, (String, bool)> {
         let mut errors = Vec::new();
-        for scheme in ["https", "http"] {
+        let mut stalled = false;
+        for (scheme, wait) in [
+            ("https", self.stall().min(TLS_PROBE_WAIT)),
+            ("http", self.stall()),
+        ] {
             self.count_request();
             let url = format!("{scheme}://{host}/v2/");
-            match self.send_watched(self.inner.http.get(&url)).await {
+            match self.send_within(self.inner.http.get(&url), wait).await {
                 Ok(_) => return Ok(scheme),
-                Err(e) => errors.push(format!("{url}: {}", e.text())),
+                Err(e) => {
+                    stalled |= e.is_stall();
+                    errors.push(format!("{url}: {}", e.text()));
+                }
             }
         }
-        Err(errors.join("; "))
+        Err((errors.join("; "), stalled))
     }
 
     pub(super) async fn url(&self, registry: &str, path_and_query: &str) -> anyhow::Result<Url> {
@@ -439,9 +462,14 @@ impl RegistryClient {
 
     /// Send `rb` and wait for the answer's head, at most one stall timeout.
     pub(super) async fn send_watched(&self, rb: reqwest::RequestBuilder) -> Streamed {
-        match tokio::time::timeout(self.stall(), rb.send()).await {
+        self.send_within(rb, self.stall()).await
+    }
+
+    /// Send `rb` and wait for the answer's head, at most `wait`.
+    async fn send_within(&self, rb: reqwest::RequestBuilder, wait: Duration) -> Streamed {
+        match tokio::time::timeout(wait, rb.send()).await {
             Ok(r) => r.map_err(TransferError::Http),
-            Err(_) => Err(TransferError::Stalled(stalled_text(self.stall(), 0))),
+            Err(_) => Err(TransferError::Stalled(stalled_text(wait, 0))),
         }
     }
 
