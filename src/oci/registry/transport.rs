@@ -393,11 +393,19 @@ impl RegistryClient {
                 Ok(_) => return Ok(scheme),
                 Err(e) => {
                     stalled |= e.is_stall();
-                    errors.push(format!("{url}: {}", e.text()));
+                    errors.push((url, e.text()));
                 }
             }
         }
-        Err((errors.join("; "), stalled))
+        // The same cause on both (connection refused): say it once.
+        let text = if errors.windows(2).all(|w| w[0].1 == w[1].1) {
+            let urls: Vec<&str> = errors.iter().map(|(u, _)| u.as_str()).collect();
+            format!("{}: {}", urls.join(" and "), errors[0].1)
+        } else {
+            let each: Vec<String> = errors.iter().map(|(u, t)| format!("{u}: {t}")).collect();
+            each.join("; ")
+        };
+        Err((text, stalled))
     }
 
     pub(super) async fn url(&self, registry: &str, path_and_query: &str) -> anyhow::Result<Url> {
