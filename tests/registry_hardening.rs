@@ -12,6 +12,7 @@ use bundler::oci::registry::{BlobSource, ClientOptions, PushOutcome, RegistryCli
 use bundler::oci::Digest;
 use support::faulty_proxy::{Faults, FaultyProxy};
 use support::images;
+use support::nginx::Nginx;
 use support::registry::{free_port, Mode, Registry};
 
 fn insecure(opts: ClientOptions) -> RegistryClient {
@@ -257,4 +258,105 @@ async fn a_peer_that_never_answers_gives_up_with_a_clear_message() {
         assert!(msg.contains(want), "missing {want:?}: {msg}");
     }
     assert_eq!(proxy.silenced(), 3);
+}
+
+// ----- body-size limits (a real nginx with client_max_body_size) -----------
+
+/// `blob` written into a file between unrelated bytes, as a bundle holds
+/// it: the source of a streamed upload.
+fn file_source(dir: &std::path::Path, name: &str, blob: &[u8]) -> BlobSource {
+    let path = dir.join(name);
+    let mut bytes = images::pseudo_random(7, 1000);
+    bytes.extend_from_slice(blob);
+    bytes.extend_from_slice(&images::pseudo_random(8, 333));
+    std::fs::write(&path, bytes).unwrap();
+    BlobSource::FileRange {
+        path,
+        offset: 1000,
+        len: blob.len() as u64,
+    }
+}
+
+/// nginx in front of the registry refuses request bodies over 1 MiB. The
+/// first blob larger than that meets the 413, the client switches that
+/// registry to chunked uploads and halves the chunk until one passes;
+/// later blobs go straight up in chunks that pass (no more 413s), small
+/// ones still in one PUT. Every blob lands whole. (It used to re-send the
+/// whole blob three times and fail quoting 413.)
+#[tokio::test]
+async fn a_body_size_limit_switches_the_registry_to_chunks_that_pass() {
+    let reg = Registry::start(Mode::Plain);
+    let nginx = Nginx::start(reg.port, "1m");
+    let work = tempfile::tempdir().unwrap();
+    let c = insecure(ClientOptions::default());
+    let direct = insecure(ClientOptions::default());
+    let mut refused = Vec::new();
+    for (i, size) in [3 << 20, 5 << 20, 300 << 10, (1 << 20) + 1]
+        .into_iter()
+        .enumerate()
+    {
+        let blob = images::pseudo_random(50 + i as u64, size);
+        let d = Digest::of(&blob);
+        let src = file_source(work.path(), &format!("b{i}"), &blob);
+        let out = c
+            .push_blob(&nginx.host(), "limited/app", &d, src, None, None)
+            .await
+            .map_err(|e| format!("{e:#}\n{}", nginx.log()));
+        assert_eq!(out, Ok(PushOutcome::Uploaded), "blob {i} of {size} bytes");
+        assert_eq!(
+            direct
+                .blob_exists(&reg.host(), "limited/app", &d)
+                .await
+                .unwrap(),
+            Some(size as u64),
+            "blob {i}"
+        );
+        refused.push(nginx.refused_413());
+    }
+    eprintln!("413s after each blob: {refused:?}");
+    assert!(
+        refused[0] >= 1,
+        "the first large blob met the limit: {refused:?}"
+    );
+    assert!(
+        refused.iter().all(|&n| n == refused[0]),
+        "once switched, no upload meets the limit again: {refused:?}"
+    );
+}
+
+/// A limit below the smallest chunk the client tries: the upload fails
+/// in a few requests with an error that quotes the 413 and names
+/// `BUNDLER_CHUNK_SIZE`; with a chunk size under the limit (what that
+/// variable sets) the same upload passes.
+#[tokio::test]
+async fn a_body_size_limit_below_the_chunk_floor_names_bundler_chunk_size() {
+    let reg = Registry::start(Mode::Plain);
+    let nginx = Nginx::start(reg.port, "100k");
+    let work = tempfile::tempdir().unwrap();
+    let blob = images::pseudo_random(60, 1 << 20);
+    let d = Digest::of(&blob);
+    let src = file_source(work.path(), "b", &blob);
+    let c = insecure(ClientOptions::default());
+    let err = c
+        .push_blob(&nginx.host(), "tiny/app", &d, src.clone(), None, None)
+        .await
+        .unwrap_err();
+    let msg = format!("{err:#}");
+    assert!(
+        msg.contains("BUNDLER_CHUNK_SIZE") && msg.contains("413") && msg.contains(&d.to_string()),
+        "{msg}"
+    );
+    eprintln!("{} refusals: {msg}", nginx.refused_413());
+    assert!(nginx.refused_413() <= 4, "{} refusals", nginx.refused_413());
+    let small_chunks = insecure(ClientOptions {
+        chunk_size: 64 << 10,
+        ..Default::default()
+    });
+    assert_eq!(
+        small_chunks
+            .push_blob(&nginx.host(), "tiny/app", &d, src, None, None)
+            .await
+            .map_err(|e| format!("{e:#}")),
+        Ok(PushOutcome::Uploaded)
+    );
 }

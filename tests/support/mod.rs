@@ -8,6 +8,7 @@ pub mod daemons;
 pub mod faulty_proxy;
 pub mod images;
 pub mod kube_api;
+pub mod nginx;
 pub mod registry;
 pub mod runtimes;
 pub mod serve;

@@ -11,12 +11,13 @@ use sha2::{Digest as _, Sha256};
 
 use url::Url;
 
+use super::limits::LimitBelowFloor;
 use super::stall::StallWatch;
 use super::transport::{backoff, location, show, status_error, TransferError};
 use super::uploads::{Upload, UPLOAD_SESSIONS};
 use super::{
-    pull_scope, push_scope, BlobSource, Digest, PushOutcome, RegistryClient, SourceDamaged,
-    UploadInterrupted, MAX_BLOB_IN_MEMORY,
+    pull_scope, push_scope, BlobSource, Digest, PayloadTooLarge, PushOutcome, RegistryClient,
+    SourceDamaged, UploadInterrupted, MAX_BLOB_IN_MEMORY,
 };
 use crate::oci::media::Descriptor;
 use crate::progress::Transfer;
@@ -150,6 +151,16 @@ impl RegistryClient {
         })
     }
 
+    /// Whether `up` goes up in chunks: above the chunk threshold (blobs
+    /// streamed from disk), or when it is larger than a body the registry
+    /// refused (then from memory too).
+    fn goes_chunked(&self, up: &Upload<'_>) -> bool {
+        let size = up.size();
+        (size > self.inner.opts.chunk_threshold
+            && matches!(up.source, BlobSource::FileRange { .. }))
+            || self.body_limit(up.registry).is_some_and(|l| size > l)
+    }
+
     /// Upload `up`, in a new session when one is lost as a whole.
     ///
     /// Each request already retries; this loop is for a session that is
@@ -163,11 +174,9 @@ impl RegistryClient {
         mut session: Option<Url>,
         progress: &mut Option<&mut Transfer>,
     ) -> anyhow::Result<()> {
-        let chunked = up.size() > self.inner.opts.chunk_threshold
-            && matches!(up.source, BlobSource::FileRange { .. });
         let mut sessions_left = UPLOAD_SESSIONS;
         loop {
-            let result = if chunked {
+            let result = if self.goes_chunked(up) {
                 self.upload_chunked(up, session.take(), progress).await
             } else {
                 self.upload_monolithic(up, session.take(), progress).await
@@ -176,10 +185,21 @@ impl RegistryClient {
                 Ok(()) => return Ok(()),
                 Err(e) => e,
             };
+            if let Some(refused) = err.downcast_ref::<PayloadTooLarge>() {
+                // Only a monolithic PUT ends so (chunked uploads shrink
+                // their chunks themselves); from now on the blob goes up
+                // in chunks under the limit. Not a lost session.
+                self.shrink_after_413(up.registry, refused)?;
+                if let Some(p) = progress.as_deref_mut() {
+                    p.reset();
+                }
+                continue;
+            }
             let final_kind = err.chain().any(|c| {
                 c.is::<crate::error::CredentialError>()
                     || c.is::<SourceDamaged>()
                     || c.is::<UploadInterrupted>()
+                    || c.is::<LimitBelowFloor>()
             });
             if final_kind {
                 return Err(err);

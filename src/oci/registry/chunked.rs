@@ -17,10 +17,11 @@ use sha2::{Digest as _, Sha256};
 use url::Url;
 
 use super::body::{corrupt_error, hash_prefix};
+use super::token::credential_error;
 use super::transport::Streamed;
-use super::transport::{backoff, credential_error, show, status_error};
+use super::transport::{backoff, retryable_status, show, status_error};
 use super::uploads::{check_stored, next_location, range_end, with_digest, Upload};
-use super::{Digest, RegistryClient, SourceDamaged, UploadInterrupted};
+use super::{Digest, PayloadTooLarge, RegistryClient, SourceDamaged, UploadInterrupted};
 use crate::progress::Transfer;
 
 /// A chunked upload session remembered between runs.
@@ -103,6 +104,17 @@ enum ChunkAnswer {
     Accepted { loc: Url, hasher: Sha256 },
     /// Worth another try after asking the registry where it stands.
     Failed(String),
+    /// Refused as too large (413): the chunk size for this registry is
+    /// now smaller; go on from where the registry stands, at once.
+    Shrunk,
+}
+
+/// What the answer to one PATCH means.
+enum Patched {
+    /// In, with the session's next URL.
+    Accepted(Url),
+    Failed(String),
+    Shrunk,
 }
 
 impl RegistryClient {
@@ -143,7 +155,6 @@ impl RegistryClient {
         progress: &mut Option<&mut Transfer>,
     ) -> anyhow::Result<()> {
         let size = up.size();
-        let chunk = self.inner.opts.chunk_size.max(1);
         let max = self.max_attempts();
         let resume = ResumeFile {
             path: self.upload_state_path(up.registry, up.repo, up.digest),
@@ -157,7 +168,7 @@ impl RegistryClient {
         let mut attempt = 0u32;
         let mut chunks_this_run = 0u64;
         while pos.offset < size {
-            let end = (pos.offset + chunk).min(size);
+            let end = (pos.offset + self.chunk_size_for(up.registry)).min(size);
             let failure = match self
                 .patch_chunk(up, &resume, &pos, end, attempt, progress)
                 .await?
@@ -174,6 +185,15 @@ impl RegistryClient {
                     continue;
                 }
                 ChunkAnswer::Failed(why) => why,
+                ChunkAnswer::Shrunk => {
+                    pos = self.where_now(up, pos).await?;
+                    resume.save(&pos.loc, pos.offset);
+                    if let Some(p) = progress.as_deref_mut() {
+                        p.reset();
+                        p.inc(pos.offset);
+                    }
+                    continue;
+                }
             };
             attempt += 1;
             if attempt >= max {
@@ -273,11 +293,12 @@ impl RegistryClient {
             })?;
         let answer = self.judge_patch(up, resume, pos, end, attempt, res).await?;
         Ok(match answer {
-            Ok(loc) => ChunkAnswer::Accepted {
+            Patched::Accepted(loc) => ChunkAnswer::Accepted {
                 loc,
                 hasher: h.lock().unwrap().clone(),
             },
-            Err(why) => ChunkAnswer::Failed(why),
+            Patched::Failed(why) => ChunkAnswer::Failed(why),
+            Patched::Shrunk => ChunkAnswer::Shrunk,
         })
     }
 
@@ -291,7 +312,7 @@ impl RegistryClient {
         end: u64,
         attempt: u32,
         res: Streamed,
-    ) -> anyhow::Result<Result<Url, String>> {
+    ) -> anyhow::Result<Patched> {
         let resp = match res {
             Ok(resp) => resp,
             Err(e) => {
@@ -304,7 +325,7 @@ impl RegistryClient {
                         self.max_attempts()
                     );
                 }
-                return Ok(Err(e.text()));
+                return Ok(Patched::Failed(e.text()));
             }
         };
         let status = resp.status();
@@ -312,10 +333,16 @@ impl RegistryClient {
             let loc = next_location(&resp, &pos.loc)?;
             let held = range_end(&resp).unwrap_or(end);
             return Ok(if held == end {
-                Ok(loc)
+                Patched::Accepted(loc)
             } else {
-                Err(format!("registry holds {held} bytes, expected {end}"))
+                Patched::Failed(format!("registry holds {held} bytes, expected {end}"))
             });
+        }
+        if status == StatusCode::PAYLOAD_TOO_LARGE {
+            let refused = PayloadTooLarge::new("PATCH", &pos.loc, end - pos.offset);
+            self.shrink_after_413(up.registry, &refused)
+                .inspect_err(|_| resume.forget())?;
+            return Ok(Patched::Shrunk);
         }
         if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN {
             self.forget_token(up.registry, up.scopes);
@@ -327,14 +354,13 @@ impl RegistryClient {
                     format!("PATCH {} answered {status}", show(&pos.loc)),
                 ));
             }
-            return Ok(Err(status.to_string()));
+            return Ok(Patched::Failed(status.to_string()));
         }
-        if super::transport::retryable_status(status) || status == StatusCode::RANGE_NOT_SATISFIABLE
-        {
-            return Ok(Err(status.to_string()));
+        if retryable_status(status) || status == StatusCode::RANGE_NOT_SATISFIABLE {
+            return Ok(Patched::Failed(status.to_string()));
         }
         if status == StatusCode::NOT_FOUND {
-            return Ok(Err("upload session gone (404)".to_string()));
+            return Ok(Patched::Failed("upload session gone (404)".to_string()));
         }
         resume.forget();
         Err(status_error(resp, "uploading a chunk").await)

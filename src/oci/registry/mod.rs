@@ -29,7 +29,10 @@
 //! URLs are shown without their query; registry error bodies are redacted.
 //!
 //! Layers, the way regclient splits its client:
-//! - `transport`: schemes, credentials and tokens, the retried request loop,
+//! - `transport`: schemes, the retried request loop (with `stall`: silent
+//!   and slow peers), the streaming request uploads use; `token`:
+//!   credentials and bearer tokens;
+//! - `limits`: body-size limits (413) and the chunk size they leave;
 //!   the streaming request used by uploads, error text;
 //! - `body`: upload bodies streamed from disk and hashed on the way out;
 //! - `blobs`: HEAD, push (skip / mount / upload), pull;
@@ -47,15 +50,18 @@ use bytes::Bytes;
 
 use super::auth::{Challenge, CredentialStore, Credentials};
 use super::Digest;
+pub use limits::{PayloadTooLarge, MIN_CHUNK_SIZE};
 pub use stall::{Stalled, DEFAULT_STALL_TIMEOUT, STALL_MIN_BYTES, STALL_TIMEOUT_ENV};
 use transport::CONNECT_TIMEOUT;
 
 mod blobs;
 mod body;
 mod chunked;
+mod limits;
 mod manifests;
 mod stall;
 mod tags;
+mod token;
 mod transport;
 mod uploads;
 
@@ -198,6 +204,8 @@ struct Inner {
     stats: Counters,
     /// The stall timeout in effect (options, environment or default).
     stall: Duration,
+    /// Largest request body per host, once one refused a larger one (413).
+    body_limits: Mutex<HashMap<String, u64>>,
 }
 
 impl std::fmt::Debug for RegistryClient {
@@ -290,6 +298,7 @@ impl RegistryClient {
                 tokens: Mutex::new(HashMap::new()),
                 stats: Counters::default(),
                 stall,
+                body_limits: Mutex::new(HashMap::new()),
             }),
         })
     }

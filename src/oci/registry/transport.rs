@@ -1,6 +1,6 @@
-//! Transport: the scheme of each host, credentials and bearer tokens, the
-//! retried request loop and the streaming request uploads use, and the
-//! text of transport errors (redacted, without URLs' queries).
+//! Transport: the scheme of each host, the retried request loop (auth from
+//! `token`, stalls from `stall`) and the streaming request uploads use,
+//! and the text of transport errors (redacted, without URLs' queries).
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
@@ -9,16 +9,14 @@ use bytes::Bytes;
 use futures_util::StreamExt;
 use reqwest::header::{
     HeaderMap, HeaderValue, AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, LOCATION, RETRY_AFTER,
-    WWW_AUTHENTICATE,
 };
 use reqwest::{Method, Response, StatusCode};
 use url::Url;
 
 use super::body::StreamShared;
 use super::stall::{stalled_advice, stalled_text, StallWatch, Stalled};
+use super::token::{credential_error, Refusals};
 use super::{api_host, Digest, RegistryClient};
-use crate::error::CredentialError;
-use crate::oci::auth::{parse_www_authenticate, Challenge, Credentials};
 use crate::progress::Transfer;
 
 const RETRY_BASE: Duration = Duration::from_millis(200);
@@ -39,6 +37,8 @@ fn commit_wait(stall: Duration, len: u64) -> Duration {
 }
 const DOCKER_CONTENT_DIGEST: &str = "docker-content-digest";
 
+/// The longest the https half of a scheme probe waits for an answer.
+const TLS_PROBE_WAIT: Duration = Duration::from_secs(5);
 /// How long a failed scheme probe is answered from memory.
 const PROBE_FAILURE_MEMORY: Duration = Duration::from_secs(5);
 
@@ -94,21 +94,14 @@ impl TransferError {
 /// The answer to one attempt of a request.
 pub(super) type Streamed = Result<Response, TransferError>;
 
-/// 401s seen by one call, with and without auth sent.
-#[derive(Default)]
-struct Refusals {
-    without_auth: bool,
-    with_auth: bool,
-}
-
 /// One logical request: retried, authenticated.
 pub(super) struct Call<'a> {
-    registry: &'a str,
-    scopes: &'a [String],
-    method: Method,
-    url: Url,
-    headers: HeaderMap,
-    body: Option<Bytes>,
+    pub(super) registry: &'a str,
+    pub(super) scopes: &'a [String],
+    pub(super) method: Method,
+    pub(super) url: Url,
+    pub(super) headers: HeaderMap,
+    pub(super) body: Option<Bytes>,
 }
 
 /// A URL for messages: no query (upload state, signatures), no userinfo.
@@ -193,27 +186,6 @@ pub(super) fn tls_error(host: &str, detail: &str) -> anyhow::Error {
              with the CA certificate (PEM) that signed it, or `--insecure` to skip verification"
         )
     }
-}
-
-pub(super) fn credential_error(
-    registry: &str,
-    creds: Option<&Credentials>,
-    what: String,
-) -> anyhow::Error {
-    let detail = match creds {
-        Some(c) => format!(
-            "the credentials for user {:?} were rejected ({what})",
-            c.username
-        ),
-        None => format!(
-            "credentials are missing: the registry requires authentication and none are \
-             configured for this host ({what})"
-        ),
-    };
-    anyhow::Error::new(CredentialError {
-        registry: registry.to_string(),
-        detail,
-    })
 }
 
 /// A short, redacted description of a registry error response.
@@ -363,16 +335,22 @@ impl RegistryClient {
         }
         let max = self.max_attempts();
         let mut attempt = 0u32;
-        let errors = loop {
+        let (errors, stalled) = loop {
             attempt += 1;
             match self.probe_schemes(host).await {
                 Ok(s) => {
                     schemes.insert(host.to_string(), Probe::Found(s));
                     return Ok(format!("{s}://{host}"));
                 }
-                Err(errors) if attempt >= max => break errors,
-                Err(errors) => {
-                    tracing::debug!("{host} answers neither https nor http yet: {errors}");
+                Err(failed) if attempt >= max => break failed,
+                Err((errors, stalled)) => {
+                    if stalled {
+                        tracing::warn!(
+                            "{host} does not answer: {errors} (attempt {attempt} of {max}); retrying"
+                        );
+                    } else {
+                        tracing::debug!("{host} answers neither https nor http yet: {errors}");
+                    }
                     self.count_retry();
                     tokio::time::sleep(backoff(attempt)).await;
                 }
@@ -380,7 +358,12 @@ impl RegistryClient {
         };
         let error = format!(
             "cannot reach registry {host} over https or http (--insecure) after {attempt} \
-             attempts: {errors}"
+             attempts: {errors}{}",
+            if stalled {
+                stalled_advice()
+            } else {
+                String::new()
+            }
         );
         schemes.insert(
             host.to_string(),
@@ -393,185 +376,42 @@ impl RegistryClient {
     }
 
     /// `GET /v2/` over https, then http: the first scheme that answers
-    /// anything, or what each said.
-    async fn probe_schemes(&self, host: &str) -> Result<&'static str, String> {
+    /// anything, or what each said (and whether one stalled). A TLS server
+    /// answers a handshake at once, so https gets at most
+    /// [`TLS_PROBE_WAIT`]: a plain-HTTP server that sits on the handshake
+    /// bytes does not cost a whole stall timeout.
+    async fn probe_schemes(&self, host: &str) -> Result<&'static str, (String, bool)> {
         let mut errors = Vec::new();
-        for scheme in ["https", "http"] {
+        let mut stalled = false;
+        for (scheme, wait) in [
+            ("https", self.stall().min(TLS_PROBE_WAIT)),
+            ("http", self.stall()),
+        ] {
             self.count_request();
             let url = format!("{scheme}://{host}/v2/");
-            match self.send_watched(self.inner.http.get(&url)).await {
+            match self.send_within(self.inner.http.get(&url), wait).await {
                 Ok(_) => return Ok(scheme),
-                Err(e) => errors.push(format!("{url}: {}", e.text())),
+                Err(e) => {
+                    stalled |= e.is_stall();
+                    errors.push((url, e.text()));
+                }
             }
         }
-        Err(errors.join("; "))
+        // The same cause on both (connection refused): say it once.
+        let text = if errors.windows(2).all(|w| w[0].1 == w[1].1) {
+            let urls: Vec<&str> = errors.iter().map(|(u, _)| u.as_str()).collect();
+            format!("{}: {}", urls.join(" and "), errors[0].1)
+        } else {
+            let each: Vec<String> = errors.iter().map(|(u, t)| format!("{u}: {t}")).collect();
+            each.join("; ")
+        };
+        Err((text, stalled))
     }
 
     pub(super) async fn url(&self, registry: &str, path_and_query: &str) -> anyhow::Result<Url> {
         let base = self.base(registry).await?;
         Url::parse(&format!("{base}{path_and_query}"))
             .with_context(|| format!("invalid registry URL {base}{path_and_query}"))
-    }
-
-    // ----- credentials and tokens -------------------------------------------
-
-    pub(super) async fn creds_for(&self, registry: &str) -> Option<Credentials> {
-        if let Some(c) = self.inner.cred_cache.lock().unwrap().get(registry) {
-            return c.clone();
-        }
-        let store = self.inner.creds.clone();
-        let reg = registry.to_string();
-        let found = tokio::task::spawn_blocking(move || store.lookup(&reg))
-            .await
-            .unwrap_or(None);
-        self.inner
-            .cred_cache
-            .lock()
-            .unwrap()
-            .insert(registry.to_string(), found.clone());
-        found
-    }
-
-    pub(super) fn token_key(registry: &str, scopes: &[String]) -> (String, String) {
-        let mut s: Vec<&str> = scopes.iter().map(|s| s.as_str()).collect();
-        s.sort();
-        s.dedup();
-        (registry.to_string(), s.join(" "))
-    }
-
-    /// The Authorization header value for a request, from the challenge
-    /// the host sent before (None when none was seen yet).
-    pub(super) async fn auth_header(
-        &self,
-        registry: &str,
-        scopes: &[String],
-    ) -> anyhow::Result<Option<String>> {
-        let ch = self.inner.challenges.lock().unwrap().get(registry).cloned();
-        match ch {
-            None => Ok(None),
-            Some(Challenge::Basic { .. }) => {
-                Ok(self.creds_for(registry).await.map(|c| c.basic_header()))
-            }
-            Some(Challenge::Bearer {
-                realm,
-                service,
-                scope,
-            }) => {
-                let key = Self::token_key(registry, scopes);
-                if let Some((tok, exp)) = self.inner.tokens.lock().unwrap().get(&key) {
-                    if Instant::now() < *exp {
-                        return Ok(Some(format!("Bearer {tok}")));
-                    }
-                }
-                let mut want: Vec<String> = scopes.to_vec();
-                if want.is_empty() {
-                    if let Some(s) = scope {
-                        want.extend(s.split_whitespace().map(String::from));
-                    }
-                }
-                let (tok, ttl) = self
-                    .fetch_token(registry, &realm, service.as_deref(), &want)
-                    .await?;
-                self.inner
-                    .tokens
-                    .lock()
-                    .unwrap()
-                    .insert(key, (tok.clone(), Instant::now() + ttl));
-                Ok(Some(format!("Bearer {tok}")))
-            }
-        }
-    }
-
-    pub(super) fn forget_token(&self, registry: &str, scopes: &[String]) {
-        let key = Self::token_key(registry, scopes);
-        self.inner.tokens.lock().unwrap().remove(&key);
-    }
-
-    /// GET the token realm with service and scopes (basic creds if any).
-    pub(super) async fn fetch_token(
-        &self,
-        registry: &str,
-        realm: &str,
-        service: Option<&str>,
-        scopes: &[String],
-    ) -> anyhow::Result<(String, Duration)> {
-        let mut url = Url::parse(realm)
-            .map_err(|e| anyhow!("{registry}: invalid token realm {realm:?}: {e}"))?;
-        {
-            let mut q = url.query_pairs_mut();
-            if let Some(s) = service {
-                q.append_pair("service", s);
-            }
-            for s in scopes {
-                q.append_pair("scope", s);
-            }
-        }
-        let creds = self.creds_for(registry).await;
-        let mut attempt = 0;
-        let resp = loop {
-            attempt += 1;
-            let mut rb = self.inner.http.get(url.clone());
-            if let Some(c) = &creds {
-                rb = rb.header(AUTHORIZATION, sensitive(&c.basic_header())?);
-            }
-            self.count_request();
-            match self.send_watched(rb).await {
-                Ok(r) if retryable_status(r.status()) && attempt < self.max_attempts() => {
-                    let d = retry_after(&r).unwrap_or_else(|| backoff(attempt));
-                    self.count_retry();
-                    tokio::time::sleep(d).await;
-                }
-                Ok(r) => break r,
-                Err(e) => {
-                    if let Some(t) = e.tls() {
-                        if !self.inner.opts.insecure {
-                            return Err(tls_error(url.host_str().unwrap_or(realm), &t));
-                        }
-                    }
-                    if attempt >= self.max_attempts() {
-                        let what = format!("token request to {}", show(&url));
-                        return Err(e.give_up(&what, attempt));
-                    }
-                    self.count_retry();
-                    tokio::time::sleep(backoff(attempt)).await;
-                }
-            }
-        };
-        let status = resp.status();
-        if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN {
-            return Err(credential_error(
-                registry,
-                creds.as_ref(),
-                format!("token service {} answered {status}", show(&url)),
-            ));
-        }
-        if !status.is_success() {
-            return Err(status_error(resp, "token request").await);
-        }
-        let body = read_limited(resp, 1 << 20, self.stall()).await?;
-        #[derive(serde::Deserialize)]
-        struct TokenResp {
-            #[serde(default)]
-            token: Option<String>,
-            #[serde(default)]
-            access_token: Option<String>,
-            #[serde(default)]
-            expires_in: Option<u64>,
-        }
-        let t: TokenResp = serde_json::from_slice(&body).map_err(|_| {
-            anyhow!(
-                "token service {} answered something that is not a token",
-                show(&url)
-            )
-        })?;
-        let tok = t
-            .token
-            .filter(|s| !s.is_empty())
-            .or(t.access_token.filter(|s| !s.is_empty()))
-            .ok_or_else(|| anyhow!("token service {} answered without a token", show(&url)))?;
-        // Refresh a little early; the spec's default lifetime is 60 s.
-        let ttl = Duration::from_secs(t.expires_in.unwrap_or(60).max(10) - 5);
-        Ok((tok, ttl))
     }
 
     // ----- the request loop -------------------------------------------------
@@ -630,9 +470,14 @@ impl RegistryClient {
 
     /// Send `rb` and wait for the answer's head, at most one stall timeout.
     pub(super) async fn send_watched(&self, rb: reqwest::RequestBuilder) -> Streamed {
-        match tokio::time::timeout(self.stall(), rb.send()).await {
+        self.send_within(rb, self.stall()).await
+    }
+
+    /// Send `rb` and wait for the answer's head, at most `wait`.
+    async fn send_within(&self, rb: reqwest::RequestBuilder, wait: Duration) -> Streamed {
+        match tokio::time::timeout(wait, rb.send()).await {
             Ok(r) => r.map_err(TransferError::Http),
-            Err(_) => Err(TransferError::Stalled(stalled_text(self.stall(), 0))),
+            Err(_) => Err(TransferError::Stalled(stalled_text(wait, 0))),
         }
     }
 
@@ -682,51 +527,6 @@ impl RegistryClient {
             tracing::debug!("retrying {what} after: {}", e.text());
         }
         Ok(backoff(attempt))
-    }
-
-    /// A 401: remember the challenge it carries so the next try
-    /// authenticates, or fail when authenticating cannot help.
-    ///
-    /// A 401 to a request sent without auth teaches the challenge; a 401
-    /// to auth we sent (an expired or revoked token, a token fetched just
-    /// before a clock-skewed expiry) earns one fresh token. A second
-    /// refusal of either kind is a credential error.
-    async fn learn_challenge(
-        &self,
-        call: &Call<'_>,
-        resp: &Response,
-        sent_auth: bool,
-        refusals: &mut Refusals,
-    ) -> anyhow::Result<()> {
-        let creds = self.creds_for(call.registry).await;
-        let what = format!("{} {} answered 401", call.method, show(&call.url));
-        let seen = if sent_auth {
-            &mut refusals.with_auth
-        } else {
-            &mut refusals.without_auth
-        };
-        if *seen {
-            return Err(credential_error(call.registry, creds.as_ref(), what));
-        }
-        *seen = true;
-        let ch = resp
-            .headers()
-            .get(WWW_AUTHENTICATE)
-            .and_then(|v| v.to_str().ok())
-            .and_then(parse_www_authenticate);
-        let Some(ch) = ch else {
-            return Err(credential_error(call.registry, creds.as_ref(), what));
-        };
-        if matches!(ch, Challenge::Basic { .. }) && creds.is_none() {
-            return Err(credential_error(call.registry, None, what));
-        }
-        self.inner
-            .challenges
-            .lock()
-            .unwrap()
-            .insert(call.registry.to_string(), ch);
-        self.forget_token(call.registry, call.scopes);
-        Ok(())
     }
 
     pub(super) async fn simple(

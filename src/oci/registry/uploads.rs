@@ -14,11 +14,12 @@ use sha2::{Digest as _, Sha256};
 use url::Url;
 
 use super::body::{range_body, StreamShared};
+use super::token::credential_error;
 use super::transport::{
-    backoff, credential_error, header_digest, location, retry_after, retryable_status, sensitive,
-    show, status_error, tls_error, Streamed, TransferError,
+    backoff, header_digest, location, retry_after, retryable_status, sensitive, show, status_error,
+    tls_error, Streamed, TransferError,
 };
-use super::{api_host, BlobSource, Digest, RegistryClient, SourceDamaged};
+use super::{api_host, BlobSource, Digest, PayloadTooLarge, RegistryClient, SourceDamaged};
 use crate::progress::Transfer;
 
 /// Upload sessions tried for one blob before giving up (each request in a
@@ -222,6 +223,10 @@ impl RegistryClient {
                             Duration::ZERO
                         }
                         PutAnswer::RetryIn(d) => d,
+                        PutAnswer::TooLarge => {
+                            self.cancel_upload(up.registry, up.scopes, &loc).await;
+                            return Err(PayloadTooLarge::new("PUT", &put_url, up.size()).into());
+                        }
                     }
                 }
                 Err(e) => self.put_failed(up, &put_url, &e, attempt)?,
@@ -264,6 +269,9 @@ impl RegistryClient {
                 creds.as_ref(),
                 format!("PUT {} answered {status}", show(put_url)),
             ));
+        }
+        if status == StatusCode::PAYLOAD_TOO_LARGE {
+            return Ok(PutAnswer::TooLarge);
         }
         if retryable_status(status) && attempt < max {
             return Ok(PutAnswer::RetryIn(
@@ -310,6 +318,8 @@ enum PutAnswer {
     /// A 401 to a token that expired mid-upload: once, not an attempt.
     Reauthenticate,
     RetryIn(Duration),
+    /// 413: the body is over a limit; re-sending it cannot help.
+    TooLarge,
 }
 
 #[cfg(test)]
