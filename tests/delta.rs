@@ -272,7 +272,7 @@ fn runtimes_refuse_the_delta(delta_tar: &Path, full_tar: &Path, changed: &str) {
         }
         Err(why) => eprintln!("SKIPPED the ctr import check: {why}"),
     }
-    match start_dockerd() {
+    match start_dockerd(&[]) {
         Ok(d) => {
             let o = docker(&d)
                 .args(["load", "-i"])

@@ -246,7 +246,7 @@ fn containerd_imports_every_image_under_its_name_and_digest() {
 
 #[test]
 fn docker_loads_every_image_under_its_name() {
-    let d = match start_dockerd() {
+    let d = match start_dockerd(&[]) {
         Ok(d) => d,
         Err(why) => {
             eprintln!("SKIPPED docker_loads_every_image_under_its_name: {why}");

@@ -741,7 +741,7 @@ fn podman_pulls_from_serve() {
 
 #[test]
 fn containerd_pulls_directly_and_through_a_hosts_toml_mirror() {
-    let d = match support::daemons::containerd() {
+    let d = match support::runtimes::start_containerd() {
         Ok(d) => d,
         Err(e) => {
             eprintln!("skipped: containerd cannot start here: {e}");
@@ -803,7 +803,7 @@ fn containerd_pulls_directly_and_through_a_hosts_toml_mirror() {
 fn docker_pulls_from_serve() {
     let f = fixture();
     let s = Served::start(&[f.bundles.to_str().unwrap()]);
-    let d = match support::daemons::dockerd(&[&s.addr]) {
+    let d = match support::runtimes::start_dockerd(&[&s.addr]) {
         Ok(d) => d,
         Err(e) => {
             eprintln!("skipped: dockerd cannot start here: {e}");

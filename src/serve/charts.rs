@@ -2,14 +2,12 @@
 //! start (charts are small), relocated to the served names under
 //! `--config` exactly as `sync` relocates it for that target, the original
 //! chart otherwise; and an `index.yaml` helm reads (`helm repo add`).
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
 use anyhow::Context;
 
 use crate::bundle::reader::BundleReader;
-use crate::chart::hints::Hints;
 use crate::config::load_image::SyncConfig;
-use crate::oci::Digest;
 
 #[derive(Default)]
 pub struct ChartRepo {
@@ -69,42 +67,12 @@ impl ChartRepo {
     }
 }
 
-/// Relocate as `sync` does for the same config: hints rewritten by the
-/// config's rules, index digests mapped to the platform manifest kept, and
-/// dependencies re-pointed from the source repository to the target's.
+/// Relocate as `sync` does for the same config (one function for both).
 fn relocate(
     reader: &BundleReader,
     chart: &mut crate::chart::Chart,
     config: &SyncConfig,
 ) -> anyhow::Result<()> {
-    let hints = match reader.hints()? {
-        Some(text) => {
-            Hints::parse(&text).with_context(|| format!("{}: hints.yaml", reader.label))?
-        }
-        None => Hints::default(),
-    };
-    let digest_map: HashMap<Digest, Digest> = reader
-        .meta
-        .as_ref()
-        .map(|m| {
-            m.images
-                .iter()
-                .filter_map(|i| i.source_index.clone().map(|s| (s, i.digest.clone())))
-                .collect()
-        })
-        .unwrap_or_default();
-    let source_repo = reader
-        .meta
-        .as_ref()
-        .and_then(|m| m.chart.as_ref())
-        .and_then(|c| c.source.clone())
-        .filter(|s| s.contains("://"));
-    let target_url = config
-        .target_repo
-        .as_ref()
-        .map(|r| r.url.clone())
-        .unwrap_or_default();
-    let repos = source_repo.as_deref().map(|s| (s, target_url.as_str()));
-    crate::chart::relocate::relocate(chart, &hints, &config.rewrite, &digest_map, repos)?;
+    crate::sync::charts::relocate_bundle_chart(reader, chart, config, None)?;
     Ok(())
 }

@@ -139,17 +139,46 @@ fn prepare_chart(
     }
     let mut chart = crate::chart::Chart::from_files(files)
         .with_context(|| format!("loading the chart of bundle {}", b.reader.label))?;
-    let hints = match b.reader.hints()? {
+    let relocation = relocate_bundle_chart(&b.reader, &mut chart, config, platform_map)
+        .with_context(|| format!("relocating chart {name} {version} from {}", b.reader.label))?;
+    tracing::debug!("relocated {name} {version}:\n{}", relocation.diff);
+    let tgz = crate::chart::package::package_tgz(&chart)?;
+    let release = b
+        .reader
+        .meta
+        .as_ref()
+        .and_then(|m| m.chart.clone())
+        .and_then(|c| c.release);
+    Ok(Some(PreparedChart {
+        chart,
+        tgz,
+        release,
+    }))
+}
+
+/// Relocate a bundle's chart for `config` (what `sync` publishes and what
+/// `serve --config` serves): the bundle's hints rewritten by the config's
+/// rules, index digests mapped to the platform manifest kept (plus
+/// `platform_map` for `--platform`), and dependencies re-pointed from the
+/// source repository to the target's.
+pub fn relocate_bundle_chart(
+    reader: &BundleReader,
+    chart: &mut crate::chart::Chart,
+    config: &SyncConfig,
+    platform_map: Option<&HashMap<Digest, Digest>>,
+) -> anyhow::Result<crate::chart::relocate::Relocation> {
+    let hints = match reader.hints()? {
         Some(text) => {
-            Hints::parse(&text).with_context(|| format!("{}: hints.yaml", b.reader.label))?
+            Hints::parse(&text).with_context(|| format!("{}: hints.yaml", reader.label))?
         }
         None => Hints::default(),
     };
-    let mut digest_map = digest_map(&b.reader);
+    let mut digest_map = digest_map(reader);
     digest_map.extend(platform_map.cloned().unwrap_or_default());
-    let meta_chart = b.reader.meta.as_ref().and_then(|m| m.chart.clone());
-    let source_repo = meta_chart
+    let source_repo = reader
+        .meta
         .as_ref()
+        .and_then(|m| m.chart.as_ref())
         .and_then(|c| c.source.clone())
         .filter(|s| s.contains("://"));
     let target_url = config
@@ -158,16 +187,7 @@ fn prepare_chart(
         .map(|r| r.url.clone())
         .unwrap_or_default();
     let repos = source_repo.as_deref().map(|s| (s, target_url.as_str()));
-    let relocation =
-        crate::chart::relocate::relocate(&mut chart, &hints, &config.rewrite, &digest_map, repos)
-            .with_context(|| format!("relocating chart {name} {version} from {}", b.reader.label))?;
-    tracing::debug!("relocated {name} {version}:\n{}", relocation.diff);
-    let tgz = crate::chart::package::package_tgz(&chart)?;
-    Ok(Some(PreparedChart {
-        chart,
-        tgz,
-        release: meta_chart.and_then(|c| c.release),
-    }))
+    crate::chart::relocate::relocate(chart, &hints, &config.rewrite, &digest_map, repos)
 }
 
 /// index digest → platform manifest digest kept, from bundle.json.

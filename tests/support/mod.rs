@@ -4,7 +4,6 @@
 #![allow(dead_code)]
 
 pub mod chart_server;
-pub mod daemons;
 pub mod faulty_proxy;
 pub mod images;
 pub mod kube_api;

@@ -129,7 +129,9 @@ pub fn start_containerd() -> Result<Daemon, String> {
     .wait_ready()
 }
 
-pub fn start_dockerd() -> Result<Daemon, String> {
+/// dockerd (its own containerd under its exec root), trusting the
+/// `insecure` registries over plain HTTP.
+pub fn start_dockerd(insecure: &[&str]) -> Result<Daemon, String> {
     if let Some(why) = cannot_run("dockerd") {
         return Err(why);
     }
@@ -140,7 +142,11 @@ pub fn start_dockerd() -> Result<Daemon, String> {
     // must not change what is tested.
     std::fs::write(d.join("daemon.json"), "{}").unwrap();
     let log = std::fs::File::create(d.join("log")).unwrap();
-    let child = Command::new("dockerd")
+    let mut cmd = Command::new("dockerd");
+    for r in insecure {
+        cmd.arg("--insecure-registry").arg(r);
+    }
+    let child = cmd
         .args(["--iptables=false", "--bridge=none", "--storage-driver=vfs"])
         .arg("--config-file")
         .arg(d.join("daemon.json"))
