@@ -27,9 +27,13 @@ use std::path::{Path, PathBuf};
 use serde::de::{self, MapAccess};
 use serde::Deserialize;
 
+use super::rewrite_rules::check_rewrite_rules;
 use super::yaml::{lenient_string, lenient_strings, Doc};
 use crate::oci::auth::{CredentialStore, Credentials};
 use crate::oci::reference::RewriteRules;
+use repo::repo_spec;
+
+mod repo;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum RepoKind {
@@ -417,223 +421,22 @@ impl SyncConfig {
         let env = |names: &[&str]| -> Option<String> {
             names.iter().find_map(|n| env(n).filter(|v| !v.is_empty()))
         };
-
-        // source: exactly one of intermediateBundlesPath, repo
-        let Some(src) = raw.source else {
-            return Err(doc.error_at(
-                "source",
-                &[],
-                "missing: give source.intermediateBundlesPath (a directory of *.bundle.tar or an offline package) or source.repo",
-            ));
-        };
-        let src_containers = src.containers.as_ref().and_then(|c| c.auth.as_ref());
-        let mut src_cont_user = src_containers.and_then(|a| a.username.clone());
-        let mut src_cont_pass = src_containers.and_then(|a| a.password.clone());
-        let mut src_cont_reg = src_containers.and_then(|a| a.registry.clone());
-        if let Some(v) = env(&["SOURCE_CONTAINERS_AUTH_USERNAME"]) {
-            src_cont_user = Some(v);
-        }
-        if let Some(v) = env(&["SOURCE_CONTAINERS_AUTH_PASSWORD"]) {
-            src_cont_pass = Some(v);
-        }
-        if let Some(v) = env(&["SOURCE_CONTAINERS_AUTH_REGISTRY"]) {
-            src_cont_reg = Some(v);
-        }
-        let source = match (src.intermediate_bundles_path, src.repo) {
-            (Some(_), Some(_)) => {
-                return Err(doc.error_at(
-                    "source.repo",
-                    &[],
-                    "source.intermediateBundlesPath and source.repo are both set; keep exactly one \
-                     (intermediateBundlesPath for bundles written by `bundler pack`, repo for a chart repository)",
-                ))
-            }
-            (None, None) => {
-                return Err(doc.error_at(
-                    "source",
-                    &[],
-                    "neither source.intermediateBundlesPath nor source.repo is set; give exactly one",
-                ))
-            }
-            (Some(p), None) => {
-                if p.trim().is_empty() {
-                    return Err(doc.error_at(
-                        "source.intermediateBundlesPath",
-                        &[],
-                        "empty path; give the directory holding the *.bundle.tar files or the offline package .tar",
-                    ));
-                }
-                Source::Bundles(PathBuf::from(p))
-            }
-            (None, Some(r)) => {
-                let repo = repo_spec(&doc, "source.repo", r, false, |k| {
-                    env(&[&format!("SOURCE_REPO_AUTH_{k}"), &format!("SOURCE_AUTH_{k}")])
-                })?;
-                Source::Repo {
-                    repo,
-                    containers_auth: creds(src_cont_user, src_cont_pass),
-                }
-            }
-        };
-        let source_containers_registry = match source {
-            Source::Repo { .. } => src_cont_reg.filter(|s| !s.is_empty()),
-            Source::Bundles(_) => None,
-        };
-
-        // target
-        let Some(tgt) = raw.target else {
-            return Err(doc.error_at(
-                "target",
-                &[],
-                "missing: give the image rules (containerPrefixRegistry or containerRegistry) and, when the bundles carry charts, target.repo (where charts go)",
-            ));
-        };
-        if tgt.intermediate_bundles_path.is_some() {
-            return Err(doc.error_at(
-                "target.intermediateBundlesPath",
-                &[],
-                "writing bundles (charts-syncer's save mode) is not done by sync: use `bundler pack MANIFEST --output DIR` on the connected host",
-            ));
-        }
-        let target_repo = tgt
-            .repo
-            .map(|r| {
-                repo_spec(&doc, "target.repo", r, true, |k| {
-                    env(&[
-                        &format!("TARGET_REPO_AUTH_{k}"),
-                        &format!("TARGET_AUTH_{k}"),
-                    ])
-                })
-            })
-            .transpose()?;
-
-        // image rewrite rules: prefix rules or replace rules, not both
-        let non_empty = |s: Option<String>| s.filter(|v| !v.trim().is_empty());
-        let rewrite = RewriteRules {
-            prefix_registry: non_empty(tgt.container_prefix_registry),
-            prefix_repository: non_empty(tgt.container_prefix_repository)
-                .map(|s| s.trim_matches('/').to_string()),
-            append_origin_registry: tgt.append_origin_registry.unwrap_or(false),
-            registry: non_empty(tgt.container_registry),
-            repository: non_empty(tgt.container_repository)
-                .map(|s| s.trim_matches('/').to_string()),
-        };
-        let prefix_key = if rewrite.prefix_registry.is_some() {
-            Some("target.containerPrefixRegistry")
-        } else if rewrite.prefix_repository.is_some() {
-            Some("target.containerPrefixRepository")
-        } else if rewrite.append_origin_registry {
-            Some("target.appendOriginRegistry")
-        } else {
-            None
-        };
-        let replace_key = if rewrite.registry.is_some() {
-            Some("target.containerRegistry")
-        } else if rewrite.repository.is_some() {
-            Some("target.containerRepository")
-        } else {
-            None
-        };
-        if let (Some(p), Some(r)) = (prefix_key, replace_key) {
-            let (first, second) = match (
-                crate::config::yaml::locate(&doc.text, &crate::config::yaml::path(p)),
-                crate::config::yaml::locate(&doc.text, &crate::config::yaml::path(r)),
-            ) {
-                (Some(a), Some(b)) if b < a => (r, p),
-                _ => (p, r),
-            };
-            return Err(doc.error_at(
-                second,
-                &[],
-                format!(
-                    "cannot be combined with {first}: use the prefix rules (containerPrefixRegistry, \
-                     containerPrefixRepository, appendOriginRegistry) or the replace rules \
-                     (containerRegistry, containerRepository), not both"
-                ),
-            ));
-        }
-        if rewrite.append_origin_registry && rewrite.prefix_registry.is_none() {
-            return Err(doc.error_at(
-                "target.appendOriginRegistry",
-                &[],
-                "needs target.containerPrefixRegistry (the registry the original registry name is appended to)",
-            ));
-        }
-        for (key, v) in [
-            ("target.containerPrefixRegistry", &rewrite.prefix_registry),
-            ("target.containerRegistry", &rewrite.registry),
-        ] {
-            if let Some(v) = v {
-                if let Err(why) = check_registry_host(v) {
-                    return Err(doc.error_at(key, &[], format!("{v:?}: {why}")));
-                }
-            }
-        }
-        for (key, v) in [
-            (
-                "target.containerPrefixRepository",
-                &rewrite.prefix_repository,
-            ),
-            ("target.containerRepository", &rewrite.repository),
-        ] {
-            if let Some(v) = v {
-                if let Err(why) = check_repository(v) {
-                    return Err(doc.error_at(key, &[], format!("{v:?}: {why}")));
-                }
-            }
-        }
-
-        // target container credentials
-        let tc = tgt.containers.as_ref().and_then(|c| c.auth.as_ref());
-        let mut user = tc.and_then(|a| a.username.clone());
-        let mut pass = tc.and_then(|a| a.password.clone());
-        if let Some(v) = env(&["TARGET_CONTAINERS_AUTH_USERNAME"]) {
-            user = Some(v);
-        }
-        if let Some(v) = env(&["TARGET_CONTAINERS_AUTH_PASSWORD"]) {
-            pass = Some(v);
-        }
-        let containers_auth = creds(user, pass);
-
-        // chart filters
-        let charts = raw.charts.unwrap_or_default();
-        let skip = raw.skip_charts.unwrap_or_default();
-        if !charts.is_empty() && !skip.is_empty() {
-            return Err(doc.error_at(
-                "skipCharts",
-                &[],
-                "charts and skipCharts are both set; keep one (charts lists what to sync, skipCharts what to leave out)",
-            ));
-        }
-        let skip_images_for = charts
-            .iter()
-            .filter(|c| c.skip_images)
-            .map(|c| c.name.clone())
-            .collect();
-        let to_filter = |v: Vec<RawChart>| -> Vec<ChartFilter> {
-            v.into_iter()
-                .map(|c| ChartFilter {
-                    name: c.name,
-                    versions: c.versions,
-                })
-                .collect()
-        };
-
+        let (source, source_containers_registry) = parse_source(&doc, raw.source, &env)?;
+        let target = parse_target(&doc, raw.target, &env)?;
+        let filters = parse_chart_filters(&doc, raw.charts, raw.skip_charts)?;
         Ok(SyncConfig {
             file: path.to_path_buf(),
             source,
-            rewrite,
-            containers_auth,
-            target_repo,
-            charts: to_filter(charts),
-            skip_charts: to_filter(skip),
+            rewrite: target.rewrite,
+            containers_auth: target.containers_auth,
+            target_repo: target.repo,
+            charts: filters.charts,
+            skip_charts: filters.skip_charts,
             source_containers_registry,
-            skip_images_for,
-            repo_name: non_empty(tgt.repo_name),
+            skip_images_for: filters.skip_images_for,
+            repo_name: target.repo_name,
         })
     }
-
-    /// The registry host images were pushed to, for `global.imageRegistry`
     /// (`containerPrefixRegistry`, else `containerRegistry`).
     pub fn image_registry(&self) -> Option<String> {
         self.rewrite
@@ -711,6 +514,196 @@ impl SyncConfig {
     }
 }
 
+/// The environment as [`SyncConfig::load_with_env`] consults it: the first
+/// of the given names that is set to a non-empty value.
+type EnvLookup<'a> = dyn Fn(&[&str]) -> Option<String> + 'a;
+
+/// Empty or blank values count as unset.
+fn non_empty(s: Option<String>) -> Option<String> {
+    s.filter(|v| !v.trim().is_empty())
+}
+
+/// `source`: exactly one of intermediateBundlesPath, repo. Returns the
+/// source and, in repo mode, the registry its container credentials are for.
+fn parse_source(
+    doc: &Doc,
+    src: Option<RawSource>,
+    env: &EnvLookup,
+) -> anyhow::Result<(Source, Option<String>)> {
+    let Some(src) = src else {
+        return Err(doc.error_at(
+            "source",
+            &[],
+            "missing: give source.intermediateBundlesPath (a directory of *.bundle.tar or an offline package) or source.repo",
+        ));
+    };
+    let src_containers = src.containers.as_ref().and_then(|c| c.auth.as_ref());
+    let mut src_cont_user = src_containers.and_then(|a| a.username.clone());
+    let mut src_cont_pass = src_containers.and_then(|a| a.password.clone());
+    let mut src_cont_reg = src_containers.and_then(|a| a.registry.clone());
+    if let Some(v) = env(&["SOURCE_CONTAINERS_AUTH_USERNAME"]) {
+        src_cont_user = Some(v);
+    }
+    if let Some(v) = env(&["SOURCE_CONTAINERS_AUTH_PASSWORD"]) {
+        src_cont_pass = Some(v);
+    }
+    if let Some(v) = env(&["SOURCE_CONTAINERS_AUTH_REGISTRY"]) {
+        src_cont_reg = Some(v);
+    }
+    let source = match (src.intermediate_bundles_path, src.repo) {
+        (Some(_), Some(_)) => {
+            return Err(doc.error_at(
+                "source.repo",
+                &[],
+                "source.intermediateBundlesPath and source.repo are both set; keep exactly one \
+                 (intermediateBundlesPath for bundles written by `bundler pack`, repo for a chart repository)",
+            ))
+        }
+        (None, None) => {
+            return Err(doc.error_at(
+                "source",
+                &[],
+                "neither source.intermediateBundlesPath nor source.repo is set; give exactly one",
+            ))
+        }
+        (Some(p), None) => {
+            if p.trim().is_empty() {
+                return Err(doc.error_at(
+                    "source.intermediateBundlesPath",
+                    &[],
+                    "empty path; give the directory holding the *.bundle.tar files or the offline package .tar",
+                ));
+            }
+            Source::Bundles(PathBuf::from(p))
+        }
+        (None, Some(r)) => {
+            let repo = repo_spec(doc, "source.repo", r, false, |k| {
+                env(&[&format!("SOURCE_REPO_AUTH_{k}"), &format!("SOURCE_AUTH_{k}")])
+            })?;
+            Source::Repo {
+                repo,
+                containers_auth: creds(src_cont_user, src_cont_pass),
+            }
+        }
+    };
+    let source_containers_registry = match source {
+        Source::Repo { .. } => src_cont_reg.filter(|s| !s.is_empty()),
+        Source::Bundles(_) => None,
+    };
+    Ok((source, source_containers_registry))
+}
+
+/// What `target` yields: the chart repository, the image rewrite rules and
+/// the target registry credentials.
+struct Target {
+    repo: Option<RepoSpec>,
+    rewrite: RewriteRules,
+    containers_auth: Option<Credentials>,
+    repo_name: Option<String>,
+}
+
+fn parse_target(doc: &Doc, tgt: Option<RawTarget>, env: &EnvLookup) -> anyhow::Result<Target> {
+    let Some(tgt) = tgt else {
+        return Err(doc.error_at(
+            "target",
+            &[],
+            "missing: give the image rules (containerPrefixRegistry or containerRegistry) and, when the bundles carry charts, target.repo (where charts go)",
+        ));
+    };
+    if tgt.intermediate_bundles_path.is_some() {
+        return Err(doc.error_at(
+            "target.intermediateBundlesPath",
+            &[],
+            "writing bundles (charts-syncer's save mode) is not done by sync: use `bundler pack MANIFEST --output DIR` on the connected host",
+        ));
+    }
+    let repo = tgt
+        .repo
+        .map(|r| {
+            repo_spec(doc, "target.repo", r, true, |k| {
+                env(&[
+                    &format!("TARGET_REPO_AUTH_{k}"),
+                    &format!("TARGET_AUTH_{k}"),
+                ])
+            })
+        })
+        .transpose()?;
+    let rewrite = RewriteRules {
+        prefix_registry: non_empty(tgt.container_prefix_registry),
+        prefix_repository: non_empty(tgt.container_prefix_repository)
+            .map(|s| s.trim_matches('/').to_string()),
+        append_origin_registry: tgt.append_origin_registry.unwrap_or(false),
+        registry: non_empty(tgt.container_registry),
+        repository: non_empty(tgt.container_repository).map(|s| s.trim_matches('/').to_string()),
+    };
+    check_rewrite_rules(doc, &rewrite)?;
+    Ok(Target {
+        repo,
+        rewrite,
+        containers_auth: target_containers_auth(tgt.containers.as_ref(), env),
+        repo_name: non_empty(tgt.repo_name),
+    })
+}
+
+/// `target.containers.auth`, overridden by `TARGET_CONTAINERS_AUTH_*`.
+fn target_containers_auth(
+    containers: Option<&RawContainers>,
+    env: &EnvLookup,
+) -> Option<Credentials> {
+    let tc = containers.and_then(|c| c.auth.as_ref());
+    let mut user = tc.and_then(|a| a.username.clone());
+    let mut pass = tc.and_then(|a| a.password.clone());
+    if let Some(v) = env(&["TARGET_CONTAINERS_AUTH_USERNAME"]) {
+        user = Some(v);
+    }
+    if let Some(v) = env(&["TARGET_CONTAINERS_AUTH_PASSWORD"]) {
+        pass = Some(v);
+    }
+    creds(user, pass)
+}
+
+/// `charts` / `skipCharts` (one or the other), and the charts listed with
+/// `skipImages: true`.
+struct ChartFilters {
+    charts: Vec<ChartFilter>,
+    skip_charts: Vec<ChartFilter>,
+    skip_images_for: Vec<String>,
+}
+
+fn parse_chart_filters(
+    doc: &Doc,
+    charts: Option<Vec<RawChart>>,
+    skip: Option<Vec<RawChart>>,
+) -> anyhow::Result<ChartFilters> {
+    let charts = charts.unwrap_or_default();
+    let skip = skip.unwrap_or_default();
+    if !charts.is_empty() && !skip.is_empty() {
+        return Err(doc.error_at(
+            "skipCharts",
+            &[],
+            "charts and skipCharts are both set; keep one (charts lists what to sync, skipCharts what to leave out)",
+        ));
+    }
+    let skip_images_for = charts
+        .iter()
+        .filter(|c| c.skip_images)
+        .map(|c| c.name.clone())
+        .collect();
+    let to_filter = |v: Vec<RawChart>| -> Vec<ChartFilter> {
+        v.into_iter()
+            .map(|c| ChartFilter {
+                name: c.name,
+                versions: c.versions,
+            })
+            .collect()
+    };
+    Ok(ChartFilters {
+        charts: to_filter(charts),
+        skip_charts: to_filter(skip),
+        skip_images_for,
+    })
+}
+
 fn creds(user: Option<String>, pass: Option<String>) -> Option<Credentials> {
     let user = user.unwrap_or_default();
     let pass = pass.unwrap_or_default();
@@ -722,105 +715,6 @@ fn creds(user: Option<String>, pass: Option<String>) -> Option<Credentials> {
             password: pass,
         })
     }
-}
-
-fn repo_spec(
-    doc: &Doc,
-    at: &str,
-    r: RawRepo,
-    is_target: bool,
-    env: impl Fn(&str) -> Option<String>,
-) -> anyhow::Result<RepoSpec> {
-    let kind = match r.kind {
-        Some(RawKind::Known(k)) => k,
-        Some(RawKind::Jfrog) => return Err(doc.error_at(
-            &format!("{at}.kind"),
-            &[],
-            "JFROG is not supported by bundler; use OCI (Artifactory serves OCI) or CHARTMUSEUM",
-        )),
-        Some(RawKind::Unknown) | None => {
-            return Err(doc.error_at(
-                &format!("{at}.kind"),
-                &[at],
-                "missing: give kind HARBOR, CHARTMUSEUM, OCI or LOCAL",
-            ))
-        }
-    };
-    if is_target && kind == RepoKind::Helm {
-        return Err(doc.error_at(
-            &format!("{at}.kind"),
-            &[],
-            "HELM (a plain HTTP chart repository) cannot be pushed to; use CHARTMUSEUM, HARBOR, OCI, or LOCAL (then serve the directory)",
-        ));
-    }
-    let (url, url_user, url_pass) = split_userinfo(r.url.unwrap_or_default().trim());
-    let mut path = None;
-    match kind {
-        RepoKind::Local => {
-            let p = r.path.unwrap_or_default();
-            if p.trim().is_empty() {
-                return Err(doc.error_at(
-                    &format!("{at}.path"),
-                    &[&format!("{at}.kind")],
-                    "missing: LOCAL needs path, the directory where the chart .tgz files and index.yaml go",
-                ));
-            }
-            path = Some(PathBuf::from(p));
-        }
-        RepoKind::Oci => {
-            if url.is_empty() {
-                return Err(doc.error_at(
-                    &format!("{at}.url"),
-                    &[&format!("{at}.kind")],
-                    "missing: OCI needs url, e.g. oci://registry.example.com:5000/charts",
-                ));
-            }
-            if let Err(why) = parse_oci_url(&url) {
-                return Err(doc.error_at(&format!("{at}.url"), &[], format!("{url:?}: {why}")));
-            }
-        }
-        RepoKind::Helm | RepoKind::Harbor | RepoKind::Chartmuseum => {
-            if url.is_empty() {
-                return Err(doc.error_at(
-                    &format!("{at}.url"),
-                    &[&format!("{at}.kind")],
-                    format!(
-                        "missing: {kind} needs url, e.g. http://10.16.10.111/chartrepo/PROJECT"
-                    ),
-                ));
-            }
-            let ok = url::Url::parse(&url)
-                .ok()
-                .filter(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some());
-            if ok.is_none() {
-                return Err(doc.error_at(
-                    &format!("{at}.url"),
-                    &[],
-                    format!("{url:?}: expected an http:// or https:// URL"),
-                ));
-            }
-        }
-    }
-    let mut user = r.auth.as_ref().and_then(|a| a.username.clone());
-    let mut pass = r.auth.as_ref().and_then(|a| a.password.clone());
-    // `user:pw@` in the URL is taken as auth (unless auth is given), and
-    // the URL keeps no userinfo: it is printed and stored in synced.json.
-    if user.is_none() && pass.is_none() {
-        user = url_user;
-        pass = url_pass;
-    }
-    if let Some(v) = env("USERNAME") {
-        user = Some(v);
-    }
-    if let Some(v) = env("PASSWORD") {
-        pass = Some(v);
-    }
-    Ok(RepoSpec {
-        kind,
-        url,
-        path,
-        auth: creds(user, pass),
-    })
 }
 
 /// `http://user:pw@host/x` → (`http://host/x`, user, pw), percent-decoded;
@@ -848,32 +742,4 @@ pub fn split_userinfo(url: &str) -> (String, Option<String>, Option<String>) {
         clean.pop();
     }
     (clean, user, pass)
-}
-
-fn check_registry_host(v: &str) -> Result<(), String> {
-    if v.contains("://") {
-        return Err("a registry host (host[:port]) without a scheme, e.g. 10.16.10.111 or registry.local:5000".into());
-    }
-    let host = v.split('/').next().unwrap_or(v);
-    if host.is_empty() || v.chars().any(|c| c.is_whitespace() || c == '@') {
-        return Err("not a registry host (host[:port])".into());
-    }
-    Ok(())
-}
-
-fn check_repository(v: &str) -> Result<(), String> {
-    let ok = v.split('/').all(|p| {
-        !p.is_empty()
-            && p.chars().all(|c| {
-                c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '.' | '_' | '-')
-            })
-    });
-    if ok {
-        Ok(())
-    } else {
-        Err(
-            "not a repository path (lower-case letters, digits, '.', '_', '-', separated by '/')"
-                .into(),
-        )
-    }
 }

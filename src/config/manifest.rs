@@ -22,6 +22,7 @@
 //!     - docker.io/library/mysql:5.7.34
 //!     - archive: ./images/mlab-gateway.tar                  # docker save tar or OCI layout
 //! ```
+use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
@@ -249,264 +250,15 @@ impl BundleManifest {
             }
         };
 
-        match raw.api_version.as_deref() {
-            Some("bundler/v1") => {}
-            Some(other) => {
-                return Err(doc.error_at(
-                    "apiVersion",
-                    &[],
-                    format!("{other:?} is not supported; write apiVersion: bundler/v1"),
-                ))
-            }
-            None => {
-                return Err(doc.error_at(
-                    "apiVersion",
-                    &[],
-                    "missing: write apiVersion: bundler/v1",
-                ))
-            }
-        }
-        match raw.kind.as_deref() {
-            Some("BundleManifest") => {}
-            Some(other) => {
-                return Err(doc.error_at(
-                    "kind",
-                    &[],
-                    format!("{other:?}: this file must have kind: BundleManifest"),
-                ))
-            }
-            None => return Err(doc.error_at("kind", &[], "missing: write kind: BundleManifest")),
-        }
-        let Some(meta) = raw.metadata else {
-            return Err(doc.error_at(
-                "metadata",
-                &[],
-                "missing: give metadata: {name: PRODUCT, version: VERSION}",
-            ));
-        };
-        let name = meta.name.filter(|s| !s.trim().is_empty()).ok_or_else(|| {
-            doc.error_at(
-                "metadata.name",
-                &["metadata"],
-                "missing: the product name (used in the offline package file name)",
-            )
-        })?;
-        if name.contains(['/', '\\']) || name.starts_with('.') {
-            return Err(doc.error_at(
-                "metadata.name",
-                &[],
-                format!("{name:?}: must be a plain file-name part (no '/', no leading '.')"),
-            ));
-        }
-        let version = meta
-            .version
-            .filter(|s| !s.trim().is_empty())
-            .ok_or_else(|| {
-                doc.error_at(
-                    "metadata.version",
-                    &["metadata"],
-                    "missing: the product version (used in the offline package file name)",
-                )
-            })?;
-        if version.contains(['/', '\\']) {
-            return Err(doc.error_at(
-                "metadata.version",
-                &[],
-                format!("{version:?}: must not contain '/'"),
-            ));
-        }
+        check_header(&doc, raw.api_version.as_deref(), raw.kind.as_deref())?;
+        let (name, version) = parse_metadata(&doc, raw.metadata)?;
         let Some(spec) = raw.spec else {
             return Err(doc.error_at("spec", &[], "missing: give spec.charts and/or spec.images"));
         };
 
-        let platforms = match spec.platforms {
-            None => Some(vec![Platform::parse("linux/amd64")?]),
-            Some(RawPlatforms::All) => None,
-            Some(RawPlatforms::List(list)) if list.iter().any(|p| p == "all") => None,
-            Some(RawPlatforms::List(list)) => {
-                if list.is_empty() {
-                    return Err(doc.error_at(
-                        "spec.platforms",
-                        &[],
-                        "empty list: give os/arch entries (e.g. linux/amd64) or \"all\"",
-                    ));
-                }
-                let mut out = Vec::new();
-                for (i, p) in list.iter().enumerate() {
-                    match Platform::parse(p) {
-                        Ok(p) => out.push(p),
-                        Err(e) => {
-                            return Err(doc.error_at(
-                                &format!("spec.platforms[{i}]"),
-                                &["spec.platforms"],
-                                e,
-                            ))
-                        }
-                    }
-                }
-                Some(out)
-            }
-        };
-
-        let mut charts = Vec::new();
-        let mut chart_auth = std::collections::BTreeMap::new();
-        for (i, c) in spec.charts.unwrap_or_default().into_iter().enumerate() {
-            let at = format!("spec.charts[{i}]");
-            let cname = c.name.filter(|s| !s.trim().is_empty()).ok_or_else(|| {
-                doc.error_at(&format!("{at}.name"), &[&at], "missing: the chart name")
-            })?;
-            if charts.iter().any(|e: &ChartEntry| e.name == cname) {
-                return Err(doc.error_at(
-                    &format!("{at}.name"),
-                    &[&at],
-                    format!("chart {cname:?} is listed twice"),
-                ));
-            }
-            let source = match (c.repo, c.path) {
-                (Some(_), Some(_)) => {
-                    return Err(doc.error_at(
-                        &format!("{at}.path"),
-                        &[&at],
-                        "repo and path are both set; keep one (repo: a chart repository URL or oci://..., path: a local chart dir or .tgz)",
-                    ))
-                }
-                (None, None) => {
-                    return Err(doc.error_at(
-                        &format!("{at}.name"),
-                        &[&at],
-                        "neither repo nor path is set; give one (repo: https://... or oci://..., path: ./charts/NAME or a .tgz)",
-                    ))
-                }
-                (Some(r), None) => {
-                    let r = r.trim().to_string();
-                    if r.starts_with("oci://") {
-                        if r.len() <= "oci://".len() {
-                            return Err(doc.error_at(&format!("{at}.repo"), &[], "oci:// needs a registry host and path"));
-                        }
-                        ChartSource::Oci(r)
-                    } else {
-                        let ok = url::Url::parse(&r)
-                            .ok()
-                            .filter(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some());
-                        if ok.is_none() {
-                            return Err(doc.error_at(
-                                &format!("{at}.repo"),
-                                &[],
-                                format!("{r:?}: expected an http(s):// chart repository URL or oci://host/path (for a local chart use path:)"),
-                            ));
-                        }
-                        // userinfo leaves the URL (bundle.json records it).
-                        let (clean, user, pass) = super::load_image::split_userinfo(&r);
-                        if user.is_some() || pass.is_some() {
-                            chart_auth.insert(
-                                cname.clone(),
-                                ChartRepoAuth {
-                                    credentials: crate::oci::auth::Credentials {
-                                        username: user.unwrap_or_default(),
-                                        password: pass.unwrap_or_default(),
-                                    },
-                                    pass_credentials: false,
-                                },
-                            );
-                        }
-                        ChartSource::Repo(clean)
-                    }
-                }
-                (None, Some(p)) => ChartSource::Path(resolve(&p)),
-            };
-            let cversion = c.version.filter(|s| !s.trim().is_empty());
-            if cversion.is_none() && !matches!(source, ChartSource::Path(_)) {
-                return Err(doc.error_at(
-                    &format!("{at}.version"),
-                    &[&format!("{at}.name")],
-                    "missing: charts from a repository need a version",
-                ));
-            }
-            let mut images = Vec::new();
-            let mut image_archives = Vec::new();
-            for (j, img) in c.images.unwrap_or_default().into_iter().enumerate() {
-                match img {
-                    RawImage::Reference(img) => {
-                        if let Err(e) = Reference::parse(&img) {
-                            return Err(doc.error_at(
-                                &format!("{at}.images[{j}]"),
-                                &[&format!("{at}.images")],
-                                format!("{e:#}"),
-                            ));
-                        }
-                        images.push(img);
-                    }
-                    RawImage::Archive(a) => {
-                        if a.trim().is_empty() {
-                            return Err(doc.error_at(
-                                &format!("{at}.images[{j}].archive"),
-                                &[&format!("{at}.images")],
-                                "empty path",
-                            ));
-                        }
-                        image_archives.push(resolve(&a));
-                    }
-                }
-            }
-            if let Some(a) = c.auth {
-                if !matches!(source, ChartSource::Repo(_)) {
-                    return Err(doc.error_at(
-                        &format!("{at}.auth"),
-                        &[],
-                        "auth is for classic chart repositories (repo: https://...); OCI registries take their credentials from ~/.docker/config.json",
-                    ));
-                }
-                chart_auth.insert(cname.clone(), chart_repo_auth(&doc, &at, a, &resolve)?);
-            }
-            let release = match c.release {
-                None => None,
-                Some(r) => Some(ReleaseInfo {
-                    name: r
-                        .name
-                        .filter(|s| !s.trim().is_empty())
-                        .unwrap_or_else(|| cname.clone()),
-                    namespace: r.namespace.filter(|s| !s.trim().is_empty()),
-                }),
-            };
-            charts.push(ChartEntry {
-                name: cname,
-                version: cversion,
-                source,
-                hints: c
-                    .hints
-                    .filter(|s| !s.trim().is_empty())
-                    .map(|h| resolve(&h)),
-                images,
-                image_archives,
-                release,
-            });
-        }
-
-        let mut images = Vec::new();
-        for (i, img) in spec.images.unwrap_or_default().into_iter().enumerate() {
-            match img {
-                RawImage::Reference(r) => {
-                    if let Err(e) = Reference::parse(&r) {
-                        return Err(doc.error_at(
-                            &format!("spec.images[{i}]"),
-                            &["spec.images"],
-                            format!("{e:#}"),
-                        ));
-                    }
-                    images.push(ImageSource::Reference(r));
-                }
-                RawImage::Archive(a) => {
-                    if a.trim().is_empty() {
-                        return Err(doc.error_at(
-                            &format!("spec.images[{i}].archive"),
-                            &[],
-                            "empty path",
-                        ));
-                    }
-                    images.push(ImageSource::Archive(resolve(&a)));
-                }
-            }
-        }
+        let platforms = parse_platforms(&doc, spec.platforms)?;
+        let (charts, chart_auth) = parse_charts(&doc, spec.charts, &resolve)?;
+        let images = parse_images(&doc, spec.images, &resolve)?;
         if charts.is_empty() && images.is_empty() {
             return Err(doc.error_at(
                 "spec",
@@ -533,6 +285,330 @@ impl BundleManifest {
             .unwrap_or(Path::new("."))
             .to_path_buf()
     }
+}
+
+/// `apiVersion: bundler/v1` and `kind: BundleManifest`.
+fn check_header(doc: &Doc, api_version: Option<&str>, kind: Option<&str>) -> anyhow::Result<()> {
+    match api_version {
+        Some("bundler/v1") => {}
+        Some(other) => {
+            return Err(doc.error_at(
+                "apiVersion",
+                &[],
+                format!("{other:?} is not supported; write apiVersion: bundler/v1"),
+            ))
+        }
+        None => {
+            return Err(doc.error_at("apiVersion", &[], "missing: write apiVersion: bundler/v1"))
+        }
+    }
+    match kind {
+        Some("BundleManifest") => {}
+        Some(other) => {
+            return Err(doc.error_at(
+                "kind",
+                &[],
+                format!("{other:?}: this file must have kind: BundleManifest"),
+            ))
+        }
+        None => return Err(doc.error_at("kind", &[], "missing: write kind: BundleManifest")),
+    }
+    Ok(())
+}
+
+/// `metadata`: the product name and version, both usable in a file name.
+fn parse_metadata(doc: &Doc, meta: Option<RawMetadata>) -> anyhow::Result<(String, String)> {
+    let Some(meta) = meta else {
+        return Err(doc.error_at(
+            "metadata",
+            &[],
+            "missing: give metadata: {name: PRODUCT, version: VERSION}",
+        ));
+    };
+    let name = meta.name.filter(|s| !s.trim().is_empty()).ok_or_else(|| {
+        doc.error_at(
+            "metadata.name",
+            &["metadata"],
+            "missing: the product name (used in the offline package file name)",
+        )
+    })?;
+    if name.contains(['/', '\\']) || name.starts_with('.') {
+        return Err(doc.error_at(
+            "metadata.name",
+            &[],
+            format!("{name:?}: must be a plain file-name part (no '/', no leading '.')"),
+        ));
+    }
+    let version = meta
+        .version
+        .filter(|s| !s.trim().is_empty())
+        .ok_or_else(|| {
+            doc.error_at(
+                "metadata.version",
+                &["metadata"],
+                "missing: the product version (used in the offline package file name)",
+            )
+        })?;
+    if version.contains(['/', '\\']) {
+        return Err(doc.error_at(
+            "metadata.version",
+            &[],
+            format!("{version:?}: must not contain '/'"),
+        ));
+    }
+    Ok((name, version))
+}
+
+/// `spec.platforms`: `None` keeps every platform; default `[linux/amd64]`.
+fn parse_platforms(
+    doc: &Doc,
+    platforms: Option<RawPlatforms>,
+) -> anyhow::Result<Option<Vec<Platform>>> {
+    let platforms = match platforms {
+        None => Some(vec![Platform::parse("linux/amd64")?]),
+        Some(RawPlatforms::All) => None,
+        Some(RawPlatforms::List(list)) if list.iter().any(|p| p == "all") => None,
+        Some(RawPlatforms::List(list)) => {
+            if list.is_empty() {
+                return Err(doc.error_at(
+                    "spec.platforms",
+                    &[],
+                    "empty list: give os/arch entries (e.g. linux/amd64) or \"all\"",
+                ));
+            }
+            let mut out = Vec::new();
+            for (i, p) in list.iter().enumerate() {
+                match Platform::parse(p) {
+                    Ok(p) => out.push(p),
+                    Err(e) => {
+                        return Err(doc.error_at(
+                            &format!("spec.platforms[{i}]"),
+                            &["spec.platforms"],
+                            e,
+                        ))
+                    }
+                }
+            }
+            Some(out)
+        }
+    };
+    Ok(platforms)
+}
+
+/// `spec.charts`, and the repository credentials of each chart by name.
+fn parse_charts(
+    doc: &Doc,
+    charts: Option<Vec<RawChart>>,
+    resolve: &dyn Fn(&str) -> PathBuf,
+) -> anyhow::Result<(Vec<ChartEntry>, BTreeMap<String, ChartRepoAuth>)> {
+    let mut entries = Vec::new();
+    let mut chart_auth = BTreeMap::new();
+    for (i, c) in charts.unwrap_or_default().into_iter().enumerate() {
+        let at = format!("spec.charts[{i}]");
+        let entry = parse_chart(doc, &at, c, &entries, &mut chart_auth, resolve)?;
+        entries.push(entry);
+    }
+    Ok((entries, chart_auth))
+}
+
+/// One entry `at` of `spec.charts`; `listed` are the entries before it.
+fn parse_chart(
+    doc: &Doc,
+    at: &str,
+    c: RawChart,
+    listed: &[ChartEntry],
+    chart_auth: &mut BTreeMap<String, ChartRepoAuth>,
+    resolve: &dyn Fn(&str) -> PathBuf,
+) -> anyhow::Result<ChartEntry> {
+    let cname = c
+        .name
+        .filter(|s| !s.trim().is_empty())
+        .ok_or_else(|| doc.error_at(&format!("{at}.name"), &[at], "missing: the chart name"))?;
+    if listed.iter().any(|e| e.name == cname) {
+        return Err(doc.error_at(
+            &format!("{at}.name"),
+            &[at],
+            format!("chart {cname:?} is listed twice"),
+        ));
+    }
+    let source = chart_source(doc, at, &cname, c.repo, c.path, chart_auth, resolve)?;
+    let cversion = c.version.filter(|s| !s.trim().is_empty());
+    if cversion.is_none() && !matches!(source, ChartSource::Path(_)) {
+        return Err(doc.error_at(
+            &format!("{at}.version"),
+            &[&format!("{at}.name")],
+            "missing: charts from a repository need a version",
+        ));
+    }
+    let (images, image_archives) = chart_images(doc, at, c.images, resolve)?;
+    if let Some(a) = c.auth {
+        if !matches!(source, ChartSource::Repo(_)) {
+            return Err(doc.error_at(
+                &format!("{at}.auth"),
+                &[],
+                "auth is for classic chart repositories (repo: https://...); OCI registries take their credentials from ~/.docker/config.json",
+            ));
+        }
+        chart_auth.insert(cname.clone(), chart_repo_auth(doc, at, a, resolve)?);
+    }
+    let release = match c.release {
+        None => None,
+        Some(r) => Some(ReleaseInfo {
+            name: r
+                .name
+                .filter(|s| !s.trim().is_empty())
+                .unwrap_or_else(|| cname.clone()),
+            namespace: r.namespace.filter(|s| !s.trim().is_empty()),
+        }),
+    };
+    Ok(ChartEntry {
+        name: cname,
+        version: cversion,
+        source,
+        hints: c
+            .hints
+            .filter(|s| !s.trim().is_empty())
+            .map(|h| resolve(&h)),
+        images,
+        image_archives,
+        release,
+    })
+}
+
+/// `repo` or `path` of chart entry `at`. Userinfo in a classic repo URL is
+/// removed from it and recorded in `chart_auth`.
+fn chart_source(
+    doc: &Doc,
+    at: &str,
+    cname: &str,
+    repo: Option<String>,
+    path: Option<String>,
+    chart_auth: &mut BTreeMap<String, ChartRepoAuth>,
+    resolve: &dyn Fn(&str) -> PathBuf,
+) -> anyhow::Result<ChartSource> {
+    let source = match (repo, path) {
+        (Some(_), Some(_)) => {
+            return Err(doc.error_at(
+                &format!("{at}.path"),
+                &[at],
+                "repo and path are both set; keep one (repo: a chart repository URL or oci://..., path: a local chart dir or .tgz)",
+            ))
+        }
+        (None, None) => {
+            return Err(doc.error_at(
+                &format!("{at}.name"),
+                &[at],
+                "neither repo nor path is set; give one (repo: https://... or oci://..., path: ./charts/NAME or a .tgz)",
+            ))
+        }
+        (Some(r), None) => {
+            let r = r.trim().to_string();
+            if r.starts_with("oci://") {
+                if r.len() <= "oci://".len() {
+                    return Err(doc.error_at(&format!("{at}.repo"), &[], "oci:// needs a registry host and path"));
+                }
+                ChartSource::Oci(r)
+            } else {
+                let ok = url::Url::parse(&r)
+                    .ok()
+                    .filter(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some());
+                if ok.is_none() {
+                    return Err(doc.error_at(
+                        &format!("{at}.repo"),
+                        &[],
+                        format!("{r:?}: expected an http(s):// chart repository URL or oci://host/path (for a local chart use path:)"),
+                    ));
+                }
+                // userinfo leaves the URL (bundle.json records it).
+                let (clean, user, pass) = super::load_image::split_userinfo(&r);
+                if user.is_some() || pass.is_some() {
+                    chart_auth.insert(
+                        cname.to_string(),
+                        ChartRepoAuth {
+                            credentials: crate::oci::auth::Credentials {
+                                username: user.unwrap_or_default(),
+                                password: pass.unwrap_or_default(),
+                            },
+                            pass_credentials: false,
+                        },
+                    );
+                }
+                ChartSource::Repo(clean)
+            }
+        }
+        (None, Some(p)) => ChartSource::Path(resolve(&p)),
+    };
+    Ok(source)
+}
+
+/// `images` of chart entry `at`: references and local archives.
+fn chart_images(
+    doc: &Doc,
+    at: &str,
+    raw_images: Option<Vec<RawImage>>,
+    resolve: &dyn Fn(&str) -> PathBuf,
+) -> anyhow::Result<(Vec<String>, Vec<PathBuf>)> {
+    let mut images = Vec::new();
+    let mut image_archives = Vec::new();
+    for (j, img) in raw_images.unwrap_or_default().into_iter().enumerate() {
+        match img {
+            RawImage::Reference(img) => {
+                if let Err(e) = Reference::parse(&img) {
+                    return Err(doc.error_at(
+                        &format!("{at}.images[{j}]"),
+                        &[&format!("{at}.images")],
+                        format!("{e:#}"),
+                    ));
+                }
+                images.push(img);
+            }
+            RawImage::Archive(a) => {
+                if a.trim().is_empty() {
+                    return Err(doc.error_at(
+                        &format!("{at}.images[{j}].archive"),
+                        &[&format!("{at}.images")],
+                        "empty path",
+                    ));
+                }
+                image_archives.push(resolve(&a));
+            }
+        }
+    }
+    Ok((images, image_archives))
+}
+
+/// `spec.images`: references and local archives not tied to a chart.
+fn parse_images(
+    doc: &Doc,
+    raw_images: Option<Vec<RawImage>>,
+    resolve: &dyn Fn(&str) -> PathBuf,
+) -> anyhow::Result<Vec<ImageSource>> {
+    let mut images = Vec::new();
+    for (i, img) in raw_images.unwrap_or_default().into_iter().enumerate() {
+        match img {
+            RawImage::Reference(r) => {
+                if let Err(e) = Reference::parse(&r) {
+                    return Err(doc.error_at(
+                        &format!("spec.images[{i}]"),
+                        &["spec.images"],
+                        format!("{e:#}"),
+                    ));
+                }
+                images.push(ImageSource::Reference(r));
+            }
+            RawImage::Archive(a) => {
+                if a.trim().is_empty() {
+                    return Err(doc.error_at(
+                        &format!("spec.images[{i}].archive"),
+                        &[],
+                        "empty path",
+                    ));
+                }
+                images.push(ImageSource::Archive(resolve(&a)));
+            }
+        }
+    }
+    Ok(images)
 }
 
 /// Resolve `auth:` of chart entry `at`: username inline or from the

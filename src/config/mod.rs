@@ -3,6 +3,7 @@
 //! keys and wrong types with file, line, column and key (exit status 2).
 pub mod load_image;
 pub mod manifest;
+mod rewrite_rules;
 pub mod yaml;
 
 pub use load_image::SyncConfig;
