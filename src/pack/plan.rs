@@ -1,0 +1,369 @@
+//! Planning: fetch each chart, find its images (values, hints, rendered
+//! templates, archives) and resolve them into a bundle plan, all before any
+//! blob moves, so that a bad reference fails the run before bytes are
+//! written. `--print-images` / `--dry-run` stop here and print the listing.
+use std::collections::BTreeMap;
+
+use anyhow::Context;
+use serde::Serialize;
+
+use super::resolve::{resolve_archive_images, resolve_registry_image, take_local};
+use super::{BlobOrigin, BundlePlan, PackContext, PackSummary, ResolvedImage};
+use crate::bundle::format::ChartInfo;
+use crate::bundle::writer::{BundleSpec, ImageSpec};
+use crate::chart::discover::ImageOrigin;
+use crate::chart::plan::{plan_chart_images, ChartImages, HintsSource, PlannedImage};
+use crate::chart::render_check::{self, ReleaseDefaults, RenderedManifests};
+use crate::chart::Chart;
+use crate::config::manifest::{ChartEntry, ImageSource};
+use crate::oci::media::Descriptor;
+use crate::oci::{Digest, Reference};
+
+/// What `--print-images` / `--dry-run` print.
+#[derive(Debug, Default, Serialize)]
+pub(super) struct ImageListing {
+    charts: Vec<ChartListing>,
+    /// `spec.images`
+    images: Vec<PlannedImage>,
+}
+
+#[derive(Debug, Serialize)]
+struct ChartListing {
+    chart: String,
+    hints: HintsSource,
+    images: Vec<PlannedImage>,
+    notes: Vec<String>,
+}
+
+impl ImageListing {
+    fn print(&self, json: bool) -> anyhow::Result<()> {
+        if json {
+            println!("{}", serde_json::to_string_pretty(self)?);
+            return Ok(());
+        }
+        let line = |p: &PlannedImage| {
+            let origins: Vec<String> = p.origins.iter().map(|o| o.to_string()).collect();
+            println!("  {}\n      from: {}", p.reference, origins.join("; "));
+        };
+        for c in &self.charts {
+            println!(
+                "chart {} (hints {}): {} images",
+                c.chart,
+                c.hints,
+                c.images.len()
+            );
+            c.images.iter().for_each(line);
+            for n in &c.notes {
+                println!("  note: {n}");
+            }
+        }
+        if !self.images.is_empty() {
+            println!("spec.images: {} images", self.images.len());
+            self.images.iter().for_each(line);
+        }
+        Ok(())
+    }
+}
+
+/// A chart fetched and searched for images, before its images are resolved.
+struct FoundChart {
+    chart: Chart,
+    tgz: Vec<u8>,
+    release: ReleaseDefaults,
+    rendered: Option<anyhow::Result<RenderedManifests>>,
+    planned: ChartImages,
+    /// The images the entry's archives hold.
+    local: Vec<ResolvedImage>,
+}
+
+/// Plan one chart's bundle. When only listing, the chart goes into
+/// `listing` instead and nothing is resolved.
+pub(super) async fn plan_chart(
+    ctx: &PackContext<'_>,
+    entry: &ChartEntry,
+    listing: &mut ImageListing,
+    summary: &mut PackSummary,
+) -> anyhow::Result<Option<BundlePlan>> {
+    let found = find_chart_images(ctx, entry).await?;
+    if ctx.listing_only {
+        let (chart, planned) = (&found.chart, &found.planned);
+        listing.charts.push(ChartListing {
+            chart: format!("{} {}", chart.name, chart.version),
+            hints: planned.source.clone(),
+            images: planned.images.clone(),
+            notes: planned.notes.clone(),
+        });
+        return Ok(None);
+    }
+    chart_bundle_plan(ctx, entry, found, summary)
+        .await
+        .map(Some)
+}
+
+/// Fetch the chart, render it (when helm is there) and plan its images.
+async fn find_chart_images(
+    ctx: &PackContext<'_>,
+    entry: &ChartEntry,
+) -> anyhow::Result<FoundChart> {
+    let (manifest, progress) = (ctx.manifest, &ctx.progress);
+    let auth = manifest.chart_auth.get(&entry.name);
+    let (chart, tgz) = crate::chart::repo::fetch_with_auth(
+        entry,
+        &ctx.base_dir,
+        &ctx.client,
+        &ctx.fetch_opts,
+        auth,
+    )
+    .await
+    .with_context(|| {
+        format!(
+            "fetching chart {} from the bundle manifest {}",
+            entry.name,
+            manifest.file.display()
+        )
+    })?;
+    let release = ReleaseDefaults::from(entry.release.as_ref());
+    let rendered = ctx
+        .helm
+        .as_deref()
+        .map(|h| render_check::render_chart(&chart, h, &release));
+    let rendered_images = match &rendered {
+        Some(Ok(r)) => Some(r.images()),
+        _ => None,
+    };
+    if let Some(Err(e)) = &rendered {
+        progress.println(format!(
+            "chart {} {}: helm template fails at default values ({e:#}); only values were searched for images",
+            chart.name, chart.version
+        ));
+    }
+    let mut planned = plan_chart_images(
+        entry,
+        &chart,
+        &ctx.base_dir,
+        rendered_images.as_deref(),
+        &manifest.file,
+    )?;
+    // Images the entry's archives provide come from disk; the archives'
+    // images are part of the chart even when no hint names them.
+    let mut local: Vec<ResolvedImage> = Vec::new();
+    for a in &entry.image_archives {
+        let path = if a.is_absolute() {
+            a.clone()
+        } else {
+            ctx.base_dir.join(a)
+        };
+        for img in resolve_archive_images(&path, ctx.platforms.as_deref())? {
+            planned.add(
+                img.spec.reference.clone(),
+                ImageOrigin::Archive { path: path.clone() },
+            );
+            local.push(img);
+        }
+    }
+    for n in &planned.notes {
+        progress.println(format!(
+            "chart {}: not expressible as a hint: {n}",
+            chart.name
+        ));
+    }
+    progress.println(format!(
+        "chart {} {}: {} images, hints {}",
+        chart.name,
+        chart.version,
+        planned.images.len(),
+        planned.source
+    ));
+    Ok(FoundChart {
+        chart,
+        tgz,
+        release,
+        rendered,
+        planned,
+        local,
+    })
+}
+
+/// Resolve a chart's images (archives first, then registries), prove the
+/// relocation, and lay out its bundle.
+async fn chart_bundle_plan(
+    ctx: &PackContext<'_>,
+    entry: &ChartEntry,
+    found: FoundChart,
+    summary: &mut PackSummary,
+) -> anyhow::Result<BundlePlan> {
+    let FoundChart {
+        chart,
+        tgz,
+        release,
+        rendered,
+        planned,
+        mut local,
+    } = found;
+    let progress = &ctx.progress;
+    let refs: Vec<Reference> = planned.images.iter().map(|p| p.reference.clone()).collect();
+    let mut images = Vec::new();
+    for r in &refs {
+        match take_local(&mut local, r)? {
+            Some(img) => images.push(img),
+            None => {
+                images.push(resolve_registry_image(&ctx.client, r, ctx.platforms.as_deref()).await?)
+            }
+        }
+    }
+    let proof = render_check::prove_pack(
+        &chart,
+        &planned.hints,
+        &refs,
+        ctx.helm.as_deref(),
+        rendered.as_ref(),
+        &release,
+    )?;
+    if proof.skipped.is_some() {
+        // A warning, also under --json (stdout stays the summary).
+        eprintln!("warning: {}", proof.summary());
+    } else {
+        progress.println(proof.summary());
+    }
+    for m in &proof.misses {
+        progress.println(format!("  missed: {m}"));
+    }
+    let spec_images = collect(&mut images);
+    let (specs, blob_origins) = spec_images;
+    let mut blobs = BTreeMap::new();
+    for (d, _) in &blob_origins {
+        blobs.insert(d.digest.clone(), d.size);
+    }
+    let spec = BundleSpec {
+        chart: Some(ChartInfo {
+            name: chart.name.clone(),
+            version: chart.version.clone(),
+            release: entry.release.clone(),
+            source: Some(describe_source(entry)),
+        }),
+        product: Some(ctx.product.clone()),
+        hints: planned.hints.to_yaml(),
+        chart_files: chart.files.clone(),
+        images: specs,
+        blobs,
+        delta: None,
+    };
+    let path = ctx
+        .args
+        .output
+        .join(format!("{}_{}.bundle.tar", chart.name, chart.version));
+    summary.unrelocated.extend(proof.misses.iter().cloned());
+    summary.relocation.push(proof);
+    Ok(BundlePlan {
+        path,
+        spec,
+        origins: blob_origins,
+        chart_archive: Some((format!("{}-{}.tgz", chart.name, chart.version), tgz)),
+        hints: Some(planned.source.clone()),
+    })
+}
+
+/// `--print-images` / `--dry-run`: add `spec.images` to the listing and
+/// print it.
+pub(super) fn print_listing(
+    ctx: &PackContext<'_>,
+    mut listing: ImageListing,
+) -> anyhow::Result<()> {
+    let manifest = ctx.manifest;
+    for src in &manifest.images {
+        match src {
+            ImageSource::Reference(s) => listing.images.push(PlannedImage {
+                reference: Reference::parse(s)
+                    .with_context(|| format!("{}: spec.images: {s:?}", manifest.file.display()))?,
+                origins: vec![ImageOrigin::Manifest],
+            }),
+            ImageSource::Archive(path) => {
+                for img in resolve_archive_images(path, ctx.platforms.as_deref())? {
+                    listing.images.push(PlannedImage {
+                        reference: img.spec.reference,
+                        origins: vec![ImageOrigin::Archive { path: path.clone() }],
+                    });
+                }
+            }
+        }
+    }
+    ctx.progress.finish();
+    listing.print(ctx.args.json)?;
+    Ok(())
+}
+
+/// The image-only bundle for `spec.images`, if the manifest has any.
+pub(super) async fn images_bundle_plan(
+    ctx: &PackContext<'_>,
+) -> anyhow::Result<Option<BundlePlan>> {
+    let manifest = ctx.manifest;
+    if manifest.images.is_empty() {
+        return Ok(None);
+    }
+    let mut images = Vec::new();
+    for src in &manifest.images {
+        match src {
+            ImageSource::Reference(s) => {
+                let r = Reference::parse(s)
+                    .with_context(|| format!("{}: spec.images: {s:?}", manifest.file.display()))?;
+                images
+                    .push(resolve_registry_image(&ctx.client, &r, ctx.platforms.as_deref()).await?);
+            }
+            ImageSource::Archive(path) => {
+                let path = if path.is_absolute() {
+                    path.clone()
+                } else {
+                    ctx.base_dir.join(path)
+                };
+                images.extend(resolve_archive_images(&path, ctx.platforms.as_deref())?);
+            }
+        }
+    }
+    let (specs, blob_origins) = collect(&mut images);
+    let mut blobs = BTreeMap::new();
+    for (d, _) in &blob_origins {
+        blobs.insert(d.digest.clone(), d.size);
+    }
+    let spec = BundleSpec {
+        chart: None,
+        product: Some(ctx.product.clone()),
+        hints: String::new(),
+        chart_files: Vec::new(),
+        images: specs,
+        blobs,
+        delta: None,
+    };
+    let path = ctx.args.output.join(format!(
+        "{}-images_{}.bundle.tar",
+        manifest.name, manifest.version
+    ));
+    Ok(Some(BundlePlan {
+        path,
+        spec,
+        origins: blob_origins,
+        chart_archive: None,
+        hints: None,
+    }))
+}
+
+fn describe_source(entry: &ChartEntry) -> String {
+    use crate::config::manifest::ChartSource;
+    match &entry.source {
+        ChartSource::Repo(u) | ChartSource::Oci(u) => u.clone(),
+        ChartSource::Path(p) => p.display().to_string(),
+    }
+}
+
+/// Split resolved images into bundle image specs and the blob sources
+/// (deduplicated by digest: every blob is stored once per bundle).
+fn collect(images: &mut Vec<ResolvedImage>) -> (Vec<ImageSpec>, Vec<(Descriptor, BlobOrigin)>) {
+    let mut specs = Vec::new();
+    let mut blobs: BTreeMap<Digest, (Descriptor, BlobOrigin)> = BTreeMap::new();
+    for img in images.drain(..) {
+        specs.push(img.spec);
+        for (d, o) in img.blobs {
+            blobs.entry(d.digest.clone()).or_insert((d, o));
+        }
+    }
+    (specs, blobs.into_values().collect())
+}
