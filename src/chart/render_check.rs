@@ -246,6 +246,21 @@ impl Proof {
         }
     }
 
+    /// Count one rendered image: relocated when `reason` is `None`, else a
+    /// miss (pack and sync judge differently, and record the same way).
+    fn record(&mut self, merged: &MergedValues, item: &RenderedImage, reason: Option<String>) {
+        match reason {
+            None => self.relocated += 1,
+            Some(reason) => self.misses.push(Miss {
+                chart: self.chart.clone(),
+                image: item.image.clone(),
+                location: item.location.clone(),
+                values_paths: values_paths_for(merged, &item.image),
+                reason,
+            }),
+        }
+    }
+
     /// One line for the user.
     pub fn summary(&self) -> String {
         match &self.skipped {
@@ -355,16 +370,7 @@ pub fn prove_pack(
                 Err(e) => Some(format!("relocated to something that is not a reference: {e:#}")),
             }
         };
-        match reason {
-            None => proof.relocated += 1,
-            Some(reason) => proof.misses.push(Miss {
-                chart: chart_label(chart),
-                image: item.image.clone(),
-                location: item.location.clone(),
-                values_paths: values_paths_for(&merged, &item.image),
-                reason,
-            }),
-        }
+        proof.record(&merged, item, reason);
     }
     Ok(proof)
 }
@@ -446,16 +452,7 @@ pub async fn prove_synced(
                 exists[&key].clone().err()
             }
         };
-        match reason {
-            None => proof.relocated += 1,
-            Some(reason) => proof.misses.push(Miss {
-                chart: chart_label(chart),
-                image: item.image.clone(),
-                location: item.location.clone(),
-                values_paths: values_paths_for(&merged, &item.image),
-                reason,
-            }),
-        }
+        proof.record(&merged, item, reason);
     }
     Ok(proof)
 }
