@@ -9,6 +9,8 @@
 //! - [`bundle`]: the `*.bundle.tar` format: writer, seeking reader/index,
 //!   verification, inspection.
 //! - [`chart`]: chart loading, hints, relocation, packaging, repo targets.
+//! - [`package`]: the offline package: table of contents, signature,
+//!   volumes with parity, free-space checks.
 //! - [`pack`], [`sync`], [`upgrade`], [`inventory`], [`diff`]: one module
 //!   per verb.
 //! - [`atomic_file`], [`interrupt`]: temp files, locks and modes safe for
@@ -27,6 +29,7 @@ pub mod inventory;
 pub mod oci;
 pub mod outcome;
 pub mod pack;
+pub mod package;
 pub mod progress;
 pub mod serve;
 pub mod state;

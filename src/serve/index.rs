@@ -5,7 +5,6 @@
 //! One catalog for all bundles: the same image in a chart bundle and in the
 //! image-only bundle is served once; blobs are deduplicated by digest.
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::fs::File;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -18,7 +17,7 @@ use crate::oci::Digest;
 
 /// A bundle file blobs are read from (the bundle, or the package it sits in).
 pub struct SourceFile {
-    pub file: Arc<File>,
+    pub file: Arc<crate::package::source::PackageFile>,
     pub label: String,
 }
 

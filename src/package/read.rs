@@ -1,0 +1,262 @@
+//! Opening an offline package the way every reader must: `package.json`
+//! first, then its signature (when a key is given or required), then the
+//! members against it — missing, extra, resized, swapped (`bundle.json`
+//! digest) and, when asked, changed (sha256 of every byte) — all before a
+//! single bundle is read, so nothing is pushed or served from a package
+//! that is not the one that was packed.
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{bail, Context};
+
+use super::sign::VerifyKey;
+use super::source::PackageFile;
+use super::toc::{PackageToc, PACKAGE_JSON, SIGNATURE};
+use super::volumes::VolumeSet;
+use crate::bundle::format::BUNDLE_JSON;
+use crate::bundle::reader::{hash_range, index_tar, Extent, TarEntry, TarKind, MAX_SMALL_FILE};
+use crate::oci::Digest;
+
+/// What a reader checks beyond the table of contents itself.
+#[derive(Clone, Debug, Default)]
+pub struct PackageCheck {
+    /// Hash every member (and every volume of a split package): what
+    /// verify, sync and serve do; inspect and diff only check the table.
+    pub contents: bool,
+    /// Check the signature with this key; an unsigned package is refused.
+    pub key: Option<(VerifyKey, PathBuf)>,
+}
+
+/// A package whose table of contents (if it has one) matched.
+#[derive(Debug)]
+pub struct OpenedPackage {
+    pub path: PathBuf,
+    pub file: PackageFile,
+    pub toc: Option<PackageToc>,
+    pub signed: bool,
+    /// The member entries (package.json and its signature left out).
+    pub members: Vec<TarEntry>,
+}
+
+/// Open the package at `path` (a plain file; split packages go through
+/// [`open_volumes`]), already indexed as `entries`.
+pub fn check_package(
+    path: &Path,
+    file: PackageFile,
+    entries: Vec<TarEntry>,
+    check: &PackageCheck,
+) -> anyhow::Result<OpenedPackage> {
+    let what = format!("offline package {}", path.display());
+    let first = entries.first().map(|e| e.name.as_str());
+    if first != Some(PACKAGE_JSON) {
+        if entries.iter().any(|e| e.name == PACKAGE_JSON) {
+            bail!("{what}: {PACKAGE_JSON} is not the first entry: the package was rebuilt by hand; use the package `bundler pack` wrote");
+        }
+        if let Some((_, key_path)) = &check.key {
+            bail!(
+                "{what}: not signed (no {PACKAGE_JSON}: written by a bundler before packages had a table of contents), \
+                 and a signature by {} is required: refused",
+                key_path.display()
+            );
+        }
+        tracing::warn!(
+            "{what} has no {PACKAGE_JSON} (written by an older bundler): whether it is complete cannot be checked"
+        );
+        let members = entries
+            .into_iter()
+            .filter(|e| e.kind == TarKind::File)
+            .collect();
+        return Ok(OpenedPackage {
+            path: path.to_path_buf(),
+            file,
+            toc: None,
+            signed: false,
+            members,
+        });
+    }
+    let toc_bytes = read_small(&file, entries[0].extent, PACKAGE_JSON, &what)?;
+    let sig_entry = entries.get(1).filter(|e| e.name == SIGNATURE).cloned();
+    if let Some((key, key_path)) = &check.key {
+        let Some(sig_entry) = &sig_entry else {
+            bail!(
+                "{what}: not signed, and a signature by {} ({}) is required: refused; ask for a package made with `pack --sign-key`",
+                key_path.display(),
+                key.fingerprint()
+            );
+        };
+        let sig = read_small(&file, sig_entry.extent, SIGNATURE, &what)?;
+        key.verify(&toc_bytes, &sig).map_err(|e| {
+            anyhow::anyhow!(
+                "{what}: {e} for key {} ({} {}): signed by another key, or {PACKAGE_JSON} was edited; refused, nothing was read",
+                key_path.display(),
+                key.kind(),
+                key.fingerprint()
+            )
+        })?;
+    }
+    let toc = PackageToc::parse(&toc_bytes, &what)?;
+    let members: Vec<TarEntry> = entries
+        .into_iter()
+        .skip(if sig_entry.is_some() { 2 } else { 1 })
+        .filter(|e| e.kind == TarKind::File)
+        .collect();
+    check_members(&toc, &members, &file, &what)?;
+    if check.contents {
+        hash_members(&toc, &members, &file, &what)?;
+    }
+    Ok(OpenedPackage {
+        path: path.to_path_buf(),
+        file,
+        toc: Some(toc),
+        signed: sig_entry.is_some(),
+        members,
+    })
+}
+
+fn read_small(file: &PackageFile, ext: Extent, name: &str, what: &str) -> anyhow::Result<Vec<u8>> {
+    if ext.size > MAX_SMALL_FILE {
+        bail!("{what}: {name} is {} bytes: refused", ext.size);
+    }
+    let mut buf = vec![0u8; ext.size as usize];
+    file.read_exact_at(&mut buf, ext.offset)
+        .with_context(|| format!("{what}: reading {name}"))?;
+    Ok(buf)
+}
+
+const COPY_AGAIN: &str = "copy the package again from the connected side";
+
+/// Names and sizes against the table, and each bundle's `bundle.json`.
+fn check_members(
+    toc: &PackageToc,
+    members: &[TarEntry],
+    file: &PackageFile,
+    what: &str,
+) -> anyhow::Result<()> {
+    for m in members {
+        let Some(t) = toc.member(&m.name) else {
+            bail!("{what}: {} is not in {PACKAGE_JSON}: it was added after packing; refused ({COPY_AGAIN})", m.name);
+        };
+        if t.size != m.extent.size {
+            bail!(
+                "{what}: {} is {} bytes, {PACKAGE_JSON} says {}: refused, the member was replaced or cut ({COPY_AGAIN})",
+                m.name,
+                m.extent.size,
+                t.size
+            );
+        }
+    }
+    let missing: Vec<&str> = toc
+        .members
+        .iter()
+        .filter(|t| !members.iter().any(|m| m.name == t.name))
+        .map(|t| t.name.as_str())
+        .collect();
+    if !missing.is_empty() {
+        bail!(
+            "{what}: incomplete, {} of {} members missing ({}): the copy stopped short or members were removed; refused ({COPY_AGAIN})",
+            missing.len(),
+            toc.members.len(),
+            missing.join(", ")
+        );
+    }
+    for t in &toc.members {
+        let Some(expect) = &t.bundle_json else {
+            continue;
+        };
+        let m = members
+            .iter()
+            .find(|m| m.name == t.name)
+            .expect("checked above");
+        let inner = index_tar(
+            file,
+            m.extent.offset,
+            m.extent.size,
+            &format!("{what}: {}", t.name),
+        )?;
+        let got = inner
+            .iter()
+            .find(|e| e.name == BUNDLE_JSON && e.kind == TarKind::File)
+            .map(|e| read_small(file, e.extent, BUNDLE_JSON, what).map(|b| Digest::of(&b)))
+            .transpose()?;
+        if got.as_ref() != Some(expect) {
+            bail!(
+                "{what}: {} is not the bundle that was packed (its {BUNDLE_JSON} is {}, {PACKAGE_JSON} says {expect}): \
+                 refused, a member was swapped ({COPY_AGAIN})",
+                t.name,
+                got.map_or("missing".to_string(), |d| d.to_string())
+            );
+        }
+    }
+    let charts = toc.members.iter().filter_map(|t| {
+        t.chart
+            .as_deref()
+            .map(|c| (t.name.as_str(), c, t.bundle_json.as_ref()))
+    });
+    super::toc::refuse_duplicate_charts(what, charts)
+}
+
+/// Every byte of every member against its sha256.
+fn hash_members(
+    toc: &PackageToc,
+    members: &[TarEntry],
+    file: &PackageFile,
+    what: &str,
+) -> anyhow::Result<()> {
+    let mut buf = Vec::new();
+    for m in members {
+        let t = toc.member(&m.name).expect("checked");
+        let got = hash_range(file, m.extent.offset, m.extent.size, &mut buf)
+            .with_context(|| format!("{what}: reading {}", m.name))?;
+        if got != t.sha256 {
+            bail!(
+                "{what}: {} was changed after packing (sha256 {got}, {PACKAGE_JSON} says {}): refused, nothing was pushed ({COPY_AGAIN})",
+                m.name,
+                t.sha256
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Open a split package (`base` = `DIR/NAME.tar`): the volumes, the
+/// package in them, and, with `check.contents`, every volume's digest.
+pub fn open_volumes(base: &Path, check: &PackageCheck) -> anyhow::Result<OpenedPackage> {
+    let mut set = VolumeSet::open(base)?;
+    let shown = set.first_volume();
+    if check.contents {
+        let progress = crate::progress::Progress::new(crate::progress::Mode::Quiet);
+        set.check_digests(&progress)?;
+    }
+    for p in set.problems() {
+        tracing::warn!(
+            "{p}: read from parity; run `bundler repair {}` to write it back",
+            shown.display()
+        );
+    }
+    let set = Arc::new(set);
+    let file = PackageFile::Volumes(set.clone());
+    let entries = index_tar(
+        &file,
+        0,
+        set.stream_len(),
+        &format!("split package {}", shown.display()),
+    )?;
+    let opened = check_package(&shown, file, entries, check)?;
+    if let Some(toc) = &opened.toc {
+        let t = &set.table;
+        match toc.volumes {
+            Some(v)
+                if v.volume_size == t.volume_size
+                    && v.parity_volumes as usize == t.parity.len() => {}
+            _ => bail!(
+                "split package {}: the volume table ({} data and {} parity volumes of {} bytes) does not match {PACKAGE_JSON}: \
+                 the volumes are from different packs; copy them again",
+                shown.display(),
+                t.data.len(),
+                t.parity.len(),
+                t.volume_size
+            ),
+        }
+    }
+    Ok(opened)
+}
