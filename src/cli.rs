@@ -48,6 +48,8 @@ pub enum Command {
     Diff(crate::diff::DiffArgs),
     /// Serve the bundles' images (OCI registry API, read-only) and charts (/charts/) straight from the files.
     Serve(crate::serve::ServeArgs),
+    /// Rebuild the missing or damaged volumes of a split offline package from its parity volumes.
+    Repair(crate::package::repair::RepairArgs),
 }
 
 const PACK_EXAMPLES: &str = "\
@@ -186,7 +188,7 @@ pub fn main() -> i32 {
         Command::Sync(a) => a.json,
         Command::Upgrade(a) => a.json,
         Command::Inspect(_) | Command::Verify(_) | Command::Serve(_) => false,
-        Command::Inventory(_) | Command::Diff(_) => false,
+        Command::Inventory(_) | Command::Diff(_) | Command::Repair(_) => false,
     };
     let result = match cli.command {
         Command::Pack(a) => runtime().and_then(|rt| rt.block_on(crate::pack::run(&a))),
@@ -197,6 +199,7 @@ pub fn main() -> i32 {
         Command::Inventory(a) => runtime().and_then(|rt| rt.block_on(crate::inventory::run(&a))),
         Command::Diff(a) => crate::diff::run(&a),
         Command::Serve(a) => runtime().and_then(|rt| rt.block_on(crate::serve::run(&a))),
+        Command::Repair(a) => crate::package::repair::run(&a),
     };
     match result {
         Ok(()) => 0,

@@ -9,6 +9,7 @@
 //! diff) goes through the same checks in [`read`] before it reads a
 //! single bundle, and pack writes exactly what those checks expect.
 pub mod read;
+pub mod repair;
 pub mod sign;
 pub mod source;
 pub mod space;

@@ -168,7 +168,13 @@ pub fn normalize_registry(host: &str) -> String {
 pub fn list_bundles(paths: &[PathBuf]) -> anyhow::Result<Vec<BundleLocation>> {
     let mut out = Vec::new();
     for p in paths {
-        out.extend(crate::bundle::location::list_bundles(p)?);
+        // Serve only what verify would pass: a package is checked whole
+        // against its package.json (every member hashed) first.
+        let check = crate::package::read::PackageCheck {
+            contents: true,
+            key: None,
+        };
+        out.extend(crate::bundle::location::list_bundles_checked(p, &check)?);
     }
     Ok(out)
 }

@@ -124,6 +124,38 @@ pub struct PreparedChart {
     release: Option<crate::bundle::format::ReleaseInfo>,
 }
 
+/// A LOCAL target gets every chart archive and a new index.yaml: refuse
+/// up front, with both figures, when they do not fit (issue 21).
+pub fn check_local_space(
+    config: &SyncConfig,
+    prepared: &[Option<PreparedChart>],
+) -> anyhow::Result<()> {
+    let Some(repo) = &config.target_repo else { return Ok(()) };
+    if repo.kind != crate::config::load_image::RepoKind::Local {
+        return Ok(());
+    }
+    let Some(dir) = &repo.path else { return Ok(()) };
+    let charts: u64 = prepared.iter().flatten().map(|p| p.tgz.len() as u64).sum();
+    if charts == 0 {
+        return Ok(());
+    }
+    // The index is rewritten whole (temp + rename): old size plus ~1 KiB
+    // a chart; the sync state file is small.
+    let index = std::fs::metadata(dir.join("index.yaml")).map_or(0, |m| m.len());
+    let needed = charts + index + 1024 * prepared.len() as u64 + (64 << 10);
+    let mut existing = dir.as_path();
+    while !existing.exists() {
+        match existing.parent() {
+            Some(p) if !p.as_os_str().is_empty() => existing = p,
+            _ => {
+                existing = std::path::Path::new(".");
+                break;
+            }
+        }
+    }
+    crate::package::space::require(existing, needed, "sync into the LOCAL repo")
+}
+
 /// Load, relocate and package the chart of a bundle (None: no chart).
 fn prepare_chart(
     b: &SelectedBundle,
