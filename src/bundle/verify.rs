@@ -231,7 +231,10 @@ fn volume_problems(locations: &[super::location::BundleLocation]) -> Vec<String>
             volumes: Some(v), ..
         } = l
         {
-            if seen.iter().any(|s: &crate::package::source::SharedVolumes| s == v) {
+            if seen
+                .iter()
+                .any(|s: &crate::package::source::SharedVolumes| s == v)
+            {
                 continue;
             }
             seen.push(v.clone());

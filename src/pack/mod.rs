@@ -217,10 +217,12 @@ impl<'a> PackContext<'a> {
 
     /// `--split` / `--parity`.
     fn split(&self) -> Option<crate::package::write::Split> {
-        self.args.split.map(|volume_size| crate::package::write::Split {
-            volume_size,
-            parity: self.args.parity.unwrap_or(0) as usize,
-        })
+        self.args
+            .split
+            .map(|volume_size| crate::package::write::Split {
+                volume_size,
+                parity: self.args.parity.unwrap_or(0) as usize,
+            })
     }
 }
 

@@ -47,7 +47,10 @@ pub fn run(args: &RepairArgs) -> anyhow::Result<()> {
         super::read::open_volumes(&base, &check)?;
         progress.finish();
         if written.is_empty() {
-            println!("OK {}: every volume is whole, nothing to repair", base.display());
+            println!(
+                "OK {}: every volume is whole, nothing to repair",
+                base.display()
+            );
         }
         for w in written {
             println!("repaired {}", w.display());

@@ -333,3 +333,22 @@ mod tests {
         assert!(e.verify_key().verify(b"x", &sig).is_err());
     }
 }
+
+#[cfg(test)]
+mod cosign_fixture {
+    use super::*;
+
+    /// cosign's encrypted key format, with the key pair sigstore-rs
+    /// publishes as test data (tests/fixtures/keys).
+    #[test]
+    fn the_published_cosign_test_key_decrypts_and_matches_its_public_key() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/keys");
+        let (label, der) = read_key_file(&dir.join("cosign-test.key"), "key").unwrap();
+        assert_eq!(label, "ENCRYPTED COSIGN PRIVATE KEY");
+        assert!(decrypt_cosign(&der, b"124").is_err());
+        let key = from_pkcs8(&decrypt_cosign(&der, b"123").unwrap()).unwrap();
+        let pem = key.verify_key().to_pem().unwrap();
+        let expected = std::fs::read_to_string(dir.join("cosign-test.pub")).unwrap_or_default();
+        assert_eq!(pem, expected, "cosign-test.pub:\n{pem}");
+    }
+}

@@ -47,11 +47,17 @@ pub fn build_toc(
 ) -> anyhow::Result<PackageToc> {
     let mut sorted: Vec<&Member> = members.iter().collect();
     sorted.sort_by(|a, b| a.name.cmp(&b.name));
-    let mut out = Vec::new();
+    let mut out: Vec<TocMember> = Vec::new();
     let mut buf = Vec::new();
     for m in sorted {
         if m.name == PACKAGE_JSON || m.name == SIGNATURE {
             bail!("a member may not be named {}", m.name);
+        }
+        if out.iter().any(|t| t.name == m.name) {
+            bail!(
+                "pack: two outputs are named {} (one chart version listed twice in the manifest?): refused, keep one",
+                m.name
+            );
         }
         let f = std::fs::File::open(&m.path)
             .with_context(|| format!("opening {}", m.path.display()))?;
@@ -242,10 +248,52 @@ pub fn discard(pairs: &[(PathBuf, PathBuf)]) {
 /// single file when this run split it, volumes when it did not, volumes
 /// beyond this run's count).
 pub fn commit(pairs: &[(PathBuf, PathBuf)], package: &Path) -> anyhow::Result<()> {
+    // Keep the previous files (hard links, no copy) until every rename
+    // succeeded; on a failure put them all back.
+    let mut backups: Vec<(PathBuf, Option<PathBuf>)> = Vec::new();
+    for (_, fin) in pairs {
+        let bak = crate::atomic_file::temp_path_for(fin);
+        let kept = std::fs::hard_link(fin, &bak).is_ok().then_some(bak);
+        backups.push((fin.clone(), kept));
+    }
+    let mut renamed = 0;
+    let mut failure = None;
     for (tmp, fin) in pairs {
-        std::fs::rename(tmp, fin)
-            .with_context(|| format!("renaming {} to {}", tmp.display(), fin.display()))?;
+        if let Err(e) = std::fs::rename(tmp, fin) {
+            failure = Some(anyhow::Error::new(e).context(format!(
+                "renaming {} to {}",
+                tmp.display(),
+                fin.display()
+            )));
+            break;
+        }
+        renamed += 1;
+    }
+    if let Some(e) = failure {
+        for (fin, bak) in backups.iter().take(renamed) {
+            match bak {
+                Some(b) => {
+                    let _ = std::fs::rename(b, fin);
+                }
+                None => {
+                    let _ = std::fs::remove_file(fin);
+                }
+            }
+        }
+        for (_, bak) in backups.iter().skip(renamed) {
+            if let Some(b) = bak {
+                let _ = std::fs::remove_file(b);
+            }
+        }
+        return Err(e.context("the previous outputs were put back; nothing of this run was kept"));
+    }
+    for (tmp, _) in pairs {
         crate::interrupt::untrack(tmp);
+    }
+    for (_, bak) in &backups {
+        if let Some(b) = bak {
+            let _ = std::fs::remove_file(b);
+        }
     }
     let finals: Vec<&PathBuf> = pairs.iter().map(|(_, f)| f).collect();
     let split = !finals.iter().any(|f| *f == package);

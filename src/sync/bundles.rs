@@ -265,7 +265,8 @@ fn list_bundles(path: &Path, config: &SyncConfig) -> anyhow::Result<Vec<BundleLo
     };
     let found = crate::bundle::location::list_bundles_checked(path, &check)
         .map_err(|e| e.context("nothing was pushed"))?;
-    if let (Some(k), Some(BundleLocation::File(b))) = (&config.package_signature_key, found.first()) {
+    if let (Some(k), Some(BundleLocation::File(b))) = (&config.package_signature_key, found.first())
+    {
         bail!(
             "{}: a signature by {} is required, but {} is a bundle, not a signed offline package: nothing was pushed",
             config.file.display(),
@@ -282,13 +283,21 @@ fn list_bundles(path: &Path, config: &SyncConfig) -> anyhow::Result<Vec<BundleLo
 fn refuse_duplicate_charts(selected: &[SelectedBundle], config: &SyncConfig) -> anyhow::Result<()> {
     let mut items = Vec::new();
     for b in selected {
-        let Some((name, version)) = &b.chart else { continue };
-        let digest = b.reader.read_file(BUNDLE_JSON).ok().map(|raw| Digest::of(&raw));
+        let Some((name, version)) = &b.chart else {
+            continue;
+        };
+        let digest = b
+            .reader
+            .read_file(BUNDLE_JSON)
+            .ok()
+            .map(|raw| Digest::of(&raw));
         items.push((b.reader.label.clone(), format!("{name}-{version}"), digest));
     }
     crate::package::toc::refuse_duplicate_charts(
         &format!("{} (nothing was pushed)", source_display(config)),
-        items.iter().map(|(l, c, d)| (l.as_str(), c.as_str(), d.as_ref())),
+        items
+            .iter()
+            .map(|(l, c, d)| (l.as_str(), c.as_str(), d.as_ref())),
     )
 }
 

@@ -130,7 +130,9 @@ pub fn check_local_space(
     config: &SyncConfig,
     prepared: &[Option<PreparedChart>],
 ) -> anyhow::Result<()> {
-    let Some(repo) = &config.target_repo else { return Ok(()) };
+    let Some(repo) = &config.target_repo else {
+        return Ok(());
+    };
     if repo.kind != crate::config::load_image::RepoKind::Local {
         return Ok(());
     }

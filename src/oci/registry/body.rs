@@ -81,7 +81,9 @@ pub(super) async fn range_stream(
             Reader::File(f)
         }
         BlobSource::Bytes(b) => Reader::Mem(b.clone(), start as usize),
-        BlobSource::PackageRange { file, offset, .. } => Reader::Package(file.clone(), offset + start),
+        BlobSource::PackageRange { file, offset, .. } => {
+            Reader::Package(file.clone(), offset + start)
+        }
     };
     let state = BodyState {
         reader,
