@@ -62,10 +62,11 @@ pub fn check_package(
         tracing::warn!(
             "{what} has no {PACKAGE_JSON} (written by an older bundler): whether it is complete cannot be checked"
         );
-        let members = entries
+        let members: Vec<TarEntry> = entries
             .into_iter()
             .filter(|e| e.kind == TarKind::File)
             .collect();
+        refuse_duplicate_charts(&members, &file, &what)?;
         return Ok(OpenedPackage {
             path: path.to_path_buf(),
             file,
@@ -167,17 +168,7 @@ fn check_members(
             .iter()
             .find(|m| m.name == t.name)
             .expect("checked above");
-        let inner = index_tar(
-            file,
-            m.extent.offset,
-            m.extent.size,
-            &format!("{what}: {}", t.name),
-        )?;
-        let got = inner
-            .iter()
-            .find(|e| e.name == BUNDLE_JSON && e.kind == TarKind::File)
-            .map(|e| read_small(file, e.extent, BUNDLE_JSON, what).map(|b| Digest::of(&b)))
-            .transpose()?;
+        let got = bundle_identity(file, m, what)?.map(|(d, _)| d);
         if got.as_ref() != Some(expect) {
             bail!(
                 "{what}: {} is not the bundle that was packed (its {BUNDLE_JSON} is {}, {PACKAGE_JSON} says {expect}): \
@@ -187,12 +178,54 @@ fn check_members(
             );
         }
     }
-    let charts = toc.members.iter().filter_map(|t| {
-        t.chart
-            .as_deref()
-            .map(|c| (t.name.as_str(), c, t.bundle_json.as_ref()))
-    });
-    super::toc::refuse_duplicate_charts(what, charts)
+    refuse_duplicate_charts(members, file, what)
+}
+
+/// The digest of a bundle member's `bundle.json` and its chart
+/// (`NAME-VERSION`), read from the bytes (headers and one small file).
+fn bundle_identity(
+    file: &PackageFile,
+    m: &TarEntry,
+    what: &str,
+) -> anyhow::Result<Option<(Digest, Option<String>)>> {
+    let inner = index_tar(
+        file,
+        m.extent.offset,
+        m.extent.size,
+        &format!("{what}: {}", m.name),
+    )?;
+    let Some(e) = inner
+        .iter()
+        .find(|e| e.name == BUNDLE_JSON && e.kind == TarKind::File)
+    else {
+        return Ok(None);
+    };
+    let raw = read_small(file, e.extent, BUNDLE_JSON, what)?;
+    let chart = serde_json::from_slice::<crate::bundle::format::BundleJson>(&raw)
+        .ok()
+        .and_then(|b| b.chart)
+        .map(|c| format!("{}-{}", c.name, c.version));
+    Ok(Some((Digest::of(&raw), chart)))
+}
+
+/// One chart version in two bundles with different content (issue 20.15),
+/// by the bundles' own `bundle.json`.
+fn refuse_duplicate_charts(
+    members: &[TarEntry],
+    file: &PackageFile,
+    what: &str,
+) -> anyhow::Result<()> {
+    let mut ids = Vec::new();
+    for m in members.iter().filter(|m| m.name.ends_with(".bundle.tar")) {
+        if let Some((d, Some(chart))) = bundle_identity(file, m, what)? {
+            ids.push((m.name.clone(), chart, d));
+        }
+    }
+    super::toc::refuse_duplicate_charts(
+        what,
+        ids.iter()
+            .map(|(n, c, d)| (n.as_str(), c.as_str(), Some(d))),
+    )
 }
 
 /// Every byte of every member against its sha256.
