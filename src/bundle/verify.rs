@@ -285,8 +285,11 @@ pub fn run(args: &VerifyArgs) -> anyhow::Result<()> {
     // Each argument expands to its bundles; an argument that names no
     // bundle at all (missing, not a tar, an empty directory) is one failure.
     let mut total = 0usize;
+    // Members are hashed after the bundles (below), so that a damaged blob
+    // is named by its bundle and the other bundles still report.
     let check = crate::package::read::PackageCheck {
-        contents: true,
+        contents: false,
+        volumes: true,
         key: match &args.key {
             Some(k) => Some((
                 crate::package::sign::load_verify_key(k, "--key")
@@ -297,12 +300,27 @@ pub fn run(args: &VerifyArgs) -> anyhow::Result<()> {
         },
     };
     let mut damaged_volumes = Vec::new();
+    let mut packages: Vec<(
+        std::path::PathBuf,
+        Option<crate::package::source::SharedVolumes>,
+    )> = Vec::new();
     let checks: Vec<_> = args
         .bundles
         .iter()
         .flat_map(|path| match bundles_of(path, &check) {
             Ok(locations) => {
                 damaged_volumes.extend(volume_problems(&locations));
+                for l in &locations {
+                    if let super::location::BundleLocation::InPackage {
+                        package, volumes, ..
+                    } = l
+                    {
+                        let p = (package.clone(), volumes.clone());
+                        if !packages.contains(&p) {
+                            packages.push(p);
+                        }
+                    }
+                }
                 if let Some((key, _)) = &check.key {
                     if !args.json {
                         println!(
@@ -363,6 +381,29 @@ pub fn run(args: &VerifyArgs) -> anyhow::Result<()> {
                     error: Some(msg),
                 });
             }
+        }
+    }
+    for (package, volumes) in &packages {
+        let file = match volumes {
+            Some(v) => Ok(crate::package::source::PackageFile::Volumes(v.0.clone())),
+            None => std::fs::File::open(package).map(Into::into),
+        };
+        let outcome = file
+            .map_err(anyhow::Error::from)
+            .and_then(|f| crate::package::read::check_member_digests(package, f));
+        if let Err(e) = outcome {
+            failed += 1;
+            total += 1;
+            let msg = format!("{e:#}");
+            if !args.json {
+                eprintln!("FAILED {}: {msg}", package.display());
+            }
+            results.push(JsonResult {
+                bundle: package.display().to_string(),
+                ok: false,
+                report: None,
+                error: Some(msg),
+            });
         }
     }
     progress.finish();

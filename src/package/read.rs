@@ -23,6 +23,10 @@ pub struct PackageCheck {
     /// Hash every member (and every volume of a split package): what
     /// verify, sync and serve do; inspect and diff only check the table.
     pub contents: bool,
+    /// Hash every volume of a split package against its table (implied by
+    /// `contents`): what finds a damaged volume so that it is read from
+    /// parity.
+    pub volumes: bool,
     /// Check the signature with this key; an unsigned package is refused.
     pub key: Option<(VerifyKey, PathBuf)>,
 }
@@ -242,13 +246,54 @@ fn hash_members(
             .with_context(|| format!("{what}: reading {}", m.name))?;
         if got != t.sha256 {
             bail!(
-                "{what}: {} was changed after packing (sha256 {got}, {PACKAGE_JSON} says {}): refused, nothing was pushed ({COPY_AGAIN})",
+                "{what}: {} was changed after packing (sha256 {got}, {PACKAGE_JSON} says {}){}: refused ({COPY_AGAIN})",
                 m.name,
-                t.sha256
+                t.sha256,
+                explain_member(file, what, m)
             );
         }
     }
     Ok(())
+}
+
+/// What inside a changed bundle member differs (a damaged blob, say), to
+/// name it in the refusal; empty when nothing more can be said.
+fn explain_member(file: &PackageFile, what: &str, m: &TarEntry) -> String {
+    if !m.name.ends_with(".bundle.tar") {
+        return String::new();
+    }
+    let Ok(f) = file.try_clone() else {
+        return String::new();
+    };
+    let path = PathBuf::from(what.trim_start_matches("offline package "));
+    let quiet = crate::progress::Progress::new(crate::progress::Mode::Quiet);
+    match crate::bundle::reader::BundleReader::open_in(&path, f, &m.name, m.extent)
+        .and_then(|r| crate::bundle::verify::verify(&r, &quiet))
+    {
+        Err(e) => format!(" ({e:#})"),
+        Ok(_) => String::new(),
+    }
+}
+
+/// Every member of the package at `path` (its bytes in `file`) against
+/// `package.json`: what verify checks after the bundles themselves, so
+/// that a damaged blob is named by its bundle first.
+pub fn check_member_digests(path: &Path, file: PackageFile) -> anyhow::Result<()> {
+    let what = format!("offline package {}", path.display());
+    let entries = index_tar(&file, 0, file.len()?, &what)?;
+    if entries.first().map(|e| e.name.as_str()) != Some(PACKAGE_JSON) {
+        return Ok(());
+    }
+    let toc = PackageToc::parse(
+        &read_small(&file, entries[0].extent, PACKAGE_JSON, &what)?,
+        &what,
+    )?;
+    let members: Vec<TarEntry> = entries
+        .into_iter()
+        .skip(1)
+        .filter(|e| e.kind == TarKind::File && e.name != SIGNATURE)
+        .collect();
+    hash_members(&toc, &members, &file, &what)
 }
 
 /// Open a split package (`base` = `DIR/NAME.tar`): the volumes, the
@@ -256,7 +301,7 @@ fn hash_members(
 pub fn open_volumes(base: &Path, check: &PackageCheck) -> anyhow::Result<OpenedPackage> {
     let mut set = VolumeSet::open(base)?;
     let shown = set.first_volume();
-    if check.contents {
+    if check.contents || check.volumes {
         let progress = crate::progress::Progress::new(crate::progress::Mode::Quiet);
         set.check_digests(&progress)?;
     }

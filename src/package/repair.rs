@@ -42,6 +42,7 @@ pub fn run(args: &RepairArgs) -> anyhow::Result<()> {
         // The rebuilt stream must still be the package that was packed.
         let check = super::read::PackageCheck {
             contents: true,
+            volumes: true,
             key: None,
         };
         super::read::open_volumes(&base, &check)?;

@@ -172,6 +172,7 @@ pub fn list_bundles(paths: &[PathBuf]) -> anyhow::Result<Vec<BundleLocation>> {
         // against its package.json (every member hashed) first.
         let check = crate::package::read::PackageCheck {
             contents: true,
+            volumes: true,
             key: None,
         };
         out.extend(crate::bundle::location::list_bundles_checked(p, &check)?);

@@ -261,10 +261,11 @@ fn list_bundles(path: &Path, config: &SyncConfig) -> anyhow::Result<Vec<BundleLo
     };
     let check = crate::package::read::PackageCheck {
         contents: true,
+        volumes: true,
         key,
     };
     let found = crate::bundle::location::list_bundles_checked(path, &check)
-        .map_err(|e| e.context("nothing was pushed"))?;
+        .map_err(|e| e.context("no image was pushed"))?;
     if let (Some(k), Some(BundleLocation::File(b))) = (&config.package_signature_key, found.first())
     {
         bail!(
