@@ -19,7 +19,9 @@
 //! Reading: [`VolumeSet`] serves positioned reads across volume
 //! boundaries; a missing or damaged data volume is rebuilt in memory one
 //! stripe at a time from the others and the parity (memory: one stripe,
-//! (N + K) × CHUNK bytes). [`repair`] writes rebuilt volumes back.
+//! (N + K) × CHUNK bytes, while it is decoded, one decode at a time, and up
+//! to 16 MiB of rebuilt
+//! chunks kept for the next reads). [`repair`] writes rebuilt volumes back.
 use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
 use std::io::Write;
@@ -38,6 +40,8 @@ pub const TABLE_SUFFIX: &str = ".volumes.json";
 pub const TRAILER_MAGIC: &[u8; 8] = b"BNDLVOL1";
 /// Largest volume table read (a table of 32k volumes is ~4 MiB).
 const MAX_TABLE: u64 = 8 << 20;
+/// Memory for the rebuilt chunks kept for reuse.
+const REBUILT_BUDGET: u64 = 16 << 20;
 /// Memory for one stripe (all shards of it).
 const STRIPE_BUDGET: u64 = 64 << 20;
 
@@ -77,11 +81,11 @@ pub fn parity_name(package: &str, j: usize) -> String {
 }
 
 /// Bytes of each stripe's chunk for `n` data and `k` parity volumes of
-/// `volume_size`: a multiple of 64 (the coder's unit), at most 1 MiB, and
+/// `volume_size`: a multiple of 64 (the coder's unit), at most 256 KiB, and
 /// small enough that one stripe stays within [`STRIPE_BUDGET`].
 pub fn chunk_size(volume_size: u64, n: usize, k: usize) -> u64 {
     let by_budget = STRIPE_BUDGET / (n + k).max(1) as u64;
-    let c = by_budget.clamp(4096, 1 << 20).min(volume_size.max(64));
+    let c = by_budget.clamp(4096, 256 << 10).min(volume_size.max(64));
     c.div_ceil(64) * 64
 }
 
@@ -110,8 +114,13 @@ pub struct VolumeSet {
     pub table_source: String,
     data: Vec<Volume>,
     parity: Vec<Volume>,
-    /// The last stripe rebuilt: (stripe index, data volume -> chunk).
-    stripe: Mutex<Option<(u64, HashMap<usize, Vec<u8>>)>>,
+    /// The stripes rebuilt last, most recent at the back: (stripe index,
+    /// data volume -> chunk). Several, because concurrent readers (blob
+    /// uploads) read at different places; bounded by [`REBUILT_BUDGET`].
+    stripe: Mutex<std::collections::VecDeque<(u64, std::sync::Arc<HashMap<usize, Vec<u8>>>)>>,
+    /// Held while a stripe is decoded: one decoder's memory at a time,
+    /// however many readers wait for rebuilt bytes.
+    decoding: Mutex<()>,
 }
 
 /// Is `path` (by name) a volume of a split package, or its table?
@@ -281,7 +290,8 @@ impl VolumeSet {
             table_source,
             data,
             parity,
-            stripe: Mutex::new(None),
+            stripe: Mutex::new(std::collections::VecDeque::new()),
+            decoding: Mutex::new(()),
         };
         set.require_readable(&what)?;
         Ok(set)
@@ -358,7 +368,7 @@ impl VolumeSet {
                 v.file = None;
             }
         }
-        *self.stripe.lock().unwrap() = None;
+        self.stripe.lock().unwrap().clear();
         self.require_readable(&what)
     }
 
@@ -416,16 +426,49 @@ impl VolumeSet {
             let stripe = within / c;
             let at = (within % c) as usize;
             let n = buf.len().min(c as usize - at);
-            let mut cache = self.stripe.lock().unwrap();
-            if cache.as_ref().is_none_or(|(s, _)| *s != stripe) {
-                *cache = Some((stripe, self.rebuild_stripe(stripe)?));
-            }
-            let chunk = &cache.as_ref().unwrap().1[&vol];
+            let rebuilt = self.rebuilt(stripe)?;
+            let chunk = &rebuilt[&vol];
             buf[..n].copy_from_slice(&chunk[at..at + n]);
             buf = &mut buf[n..];
             within += n as u64;
         }
         Ok(())
+    }
+
+    /// Stripe `stripe`'s rebuilt chunks, from the cache or decoded now.
+    fn rebuilt(&self, stripe: u64) -> std::io::Result<std::sync::Arc<HashMap<usize, Vec<u8>>>> {
+        {
+            let mut cache = self.stripe.lock().unwrap();
+            if let Some(pos) = cache.iter().position(|(s, _)| *s == stripe) {
+                let hit = cache.remove(pos).expect("present");
+                let out = hit.1.clone();
+                cache.push_back(hit);
+                return Ok(out);
+            }
+        }
+        // Decoded outside the cache lock (readers of good volumes and of
+        // cached stripes go on), one stripe at a time.
+        let _one = self.decoding.lock().unwrap();
+        if let Some((_, hit)) = self
+            .stripe
+            .lock()
+            .unwrap()
+            .iter()
+            .find(|(s, _)| *s == stripe)
+        {
+            return Ok(hit.clone());
+        }
+        let fresh = std::sync::Arc::new(self.rebuild_stripe(stripe)?);
+        let per_stripe = (self.bad_data().len().max(1) as u64) * self.table.chunk_size;
+        let keep = (REBUILT_BUDGET / per_stripe).clamp(2, 64) as usize;
+        let mut cache = self.stripe.lock().unwrap();
+        if !cache.iter().any(|(s, _)| *s == stripe) {
+            cache.push_back((stripe, fresh.clone()));
+            while cache.len() > keep {
+                cache.pop_front();
+            }
+        }
+        Ok(fresh)
     }
 
     /// Chunk `stripe` of data volume `i` as coded: zero-padded to the chunk size.
