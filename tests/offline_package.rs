@@ -695,6 +695,55 @@ fn pack_refuses_a_three_mib_output_directory_up_front_and_a_failed_run_keeps_the
     let out = d.join("out");
     let m1 = product(&d.join("v1").tap_mkdir(), "keep", 6, 1, 4 << 10);
     pack_ok(d, &m1, &out, &[], &[]);
+
+    // A LOCAL chart repository on a file system too small for the charts:
+    // sync refuses before pushing anything.
+    let repo = d.join("tiny-repo");
+    std::fs::create_dir_all(&repo).unwrap();
+    let mount = Command::new("mount")
+        .args([
+            "-t",
+            "tmpfs",
+            "-o",
+            "size=16k",
+            "tmpfs",
+            repo.to_str().unwrap(),
+        ])
+        .output()
+        .expect("mount");
+    assert!(
+        mount.status.success(),
+        "{}",
+        String::from_utf8_lossy(&mount.stderr)
+    );
+    let reg = Registry::start(Mode::Plain);
+    let http = Http::new(&reg);
+    let cfg = d.join("tiny.yaml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "source:\n  intermediateBundlesPath: {}\ntarget:\n  containerPrefixRegistry: {}/site\n  repo:\n    kind: LOCAL\n    path: {}\n",
+            package_in(&out, "keep").display(),
+            reg.host(),
+            repo.display()
+        ),
+    )
+    .unwrap();
+    let s = run(d, &["sync", "-c", cfg.to_str().unwrap(), "--insecure"], &[]);
+    let left = std::fs::read_dir(&repo).unwrap().count();
+    let _ = Command::new("umount").arg(&repo).status();
+    assert!(
+        !s.status.success(),
+        "sync into a 16 KiB LOCAL repo: {}",
+        stdout(&s)
+    );
+    assert!(
+        stderr(&s).contains("needs") && stderr(&s).contains("are free"),
+        "{}",
+        stderr(&s)
+    );
+    assert_eq!(left, 0);
+    assert_registry_empty(&http, "a LOCAL repo without room");
     let bundle = out.join("keep_1.0.0.bundle.tar");
     let before = sha(&bundle);
     // The package's name taken by a directory: its rename fails last.

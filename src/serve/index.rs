@@ -165,16 +165,19 @@ pub fn normalize_registry(host: &str) -> String {
 /// The bundles of the command line, in the forms `sync`, `inspect` and
 /// `verify` take: `*.bundle.tar` files, offline packages (read in place),
 /// directories of either.
-pub fn list_bundles(paths: &[PathBuf]) -> anyhow::Result<Vec<BundleLocation>> {
+/// A package is checked whole against its package.json (every member
+/// hashed) first, and signed by `key` when one is required.
+pub fn list_bundles(
+    paths: &[PathBuf],
+    key: Option<(crate::package::sign::VerifyKey, PathBuf)>,
+) -> anyhow::Result<Vec<BundleLocation>> {
     let mut out = Vec::new();
+    let check = crate::package::read::PackageCheck {
+        contents: true,
+        volumes: true,
+        key,
+    };
     for p in paths {
-        // Serve only what verify would pass: a package is checked whole
-        // against its package.json (every member hashed) first.
-        let check = crate::package::read::PackageCheck {
-            contents: true,
-            volumes: true,
-            key: None,
-        };
         out.extend(crate::bundle::location::list_bundles_checked(p, &check)?);
     }
     Ok(out)
