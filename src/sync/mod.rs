@@ -75,7 +75,8 @@ pub struct SyncArgs {
     /// offline, before anything is read or pushed).
     #[arg(long, requires = "key")]
     pub verify_signature: bool,
-    /// Public key for --verify-signature (PEM P-256/Ed25519, or cosign.pub).
+    /// Public key for --verify-signature (PEM P-256/Ed25519, or cosign.pub);
+    /// overrides source.signatureKey.
     #[arg(long, value_name = "FILE")]
     pub key: Option<std::path::PathBuf>,
     #[command(flatten)]
@@ -90,7 +91,8 @@ pub async fn run(args: &SyncArgs) -> anyhow::Result<()> {
         ));
     }
     let mut config = SyncConfig::load(&args.config)?;
-    if args.verify_signature {
+    // --key alone asks for the check too: a key given is never ignored.
+    if args.verify_signature || args.key.is_some() {
         config.package_signature_key = args.key.clone();
     }
     crate::interrupt::install("sync");
