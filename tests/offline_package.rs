@@ -501,6 +501,35 @@ fn packages_signed_with_openssl_and_cosign_keys_verify_with_bundler_and_openssl(
     let s = sync(d, p256_pkg, &reg, &require);
     assert!(s.status.success(), "{}", stderr(&s));
     assert!(!http.catalog().is_empty());
+    // A signed split package: the signature is checked across volumes.
+    let split = d.join("out-split");
+    pack_ok(
+        d,
+        &m,
+        &split,
+        &["--sign-key", &k("ed.pem"), "--split", "64K"],
+        &[],
+    );
+    let first = split.join("signed_1.0.0_amd64.tar.001");
+    let v = verify(d, &["--key", &k("ed.pub"), first.to_str().unwrap()]);
+    assert!(v.status.success(), "{}", stderr(&v));
+    let v = verify(
+        d,
+        &[
+            "--key",
+            &k("p256.pub"),
+            split
+                .join("signed_1.0.0_amd64.tar.volumes.json")
+                .to_str()
+                .unwrap(),
+        ],
+    );
+    assert!(!v.status.success());
+    assert!(
+        stderr(&v).contains("signed by another key"),
+        "{}",
+        stderr(&v)
+    );
 }
 
 /// Files of a split package in `dir`: data volumes then parity volumes.

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use anyhow::{bail, Context};
 
 use super::sign::VerifyKey;
-use super::source::PackageFile;
+use super::source::{PackageFile, ReadAt};
 use super::toc::{PackageToc, PACKAGE_JSON, SIGNATURE};
 use super::volumes::VolumeSet;
 use crate::bundle::format::BUNDLE_JSON;
@@ -82,22 +82,7 @@ pub fn check_package(
     let toc_bytes = read_small(&file, entries[0].extent, PACKAGE_JSON, &what)?;
     let sig_entry = entries.get(1).filter(|e| e.name == SIGNATURE).cloned();
     if let Some((key, key_path)) = &check.key {
-        let Some(sig_entry) = &sig_entry else {
-            bail!(
-                "{what}: not signed, and a signature by {} ({}) is required: refused; ask for a package made with `pack --sign-key`",
-                key_path.display(),
-                key.fingerprint()
-            );
-        };
-        let sig = read_small(&file, sig_entry.extent, SIGNATURE, &what)?;
-        key.verify(&toc_bytes, &sig).map_err(|e| {
-            anyhow::anyhow!(
-                "{what}: {e} for key {} ({} {}): signed by another key, or {PACKAGE_JSON} was edited; refused, nothing was read",
-                key_path.display(),
-                key.kind(),
-                key.fingerprint()
-            )
-        })?;
+        verify_signature(&file, &entries, key, key_path, &what)?;
     }
     let toc = PackageToc::parse(&toc_bytes, &what)?;
     let members: Vec<TarEntry> = entries
@@ -118,7 +103,47 @@ pub fn check_package(
     })
 }
 
-fn read_small(file: &PackageFile, ext: Extent, name: &str, what: &str) -> anyhow::Result<Vec<u8>> {
+/// `package.json.sig` against `package.json` (the first two entries).
+fn verify_signature<F: ReadAt + ?Sized>(
+    file: &F,
+    entries: &[TarEntry],
+    key: &VerifyKey,
+    key_path: &Path,
+    what: &str,
+) -> anyhow::Result<()> {
+    let not_signed = || {
+        anyhow::anyhow!(
+            "{what}: not signed, and a signature by {} ({}) is required: refused; ask for a package made with `pack --sign-key`",
+            key_path.display(),
+            key.fingerprint()
+        )
+    };
+    let toc = entries
+        .first()
+        .filter(|e| e.name == PACKAGE_JSON)
+        .ok_or_else(not_signed)?;
+    let sig = entries
+        .get(1)
+        .filter(|e| e.name == SIGNATURE)
+        .ok_or_else(not_signed)?;
+    let toc_bytes = read_small(file, toc.extent, PACKAGE_JSON, what)?;
+    let sig = read_small(file, sig.extent, SIGNATURE, what)?;
+    key.verify(&toc_bytes, &sig).map_err(|e| {
+        anyhow::anyhow!(
+            "{what}: {e} for key {} ({} {}): signed by another key, or {PACKAGE_JSON} was edited; refused, nothing was read",
+            key_path.display(),
+            key.kind(),
+            key.fingerprint()
+        )
+    })
+}
+
+fn read_small<F: ReadAt + ?Sized>(
+    file: &F,
+    ext: Extent,
+    name: &str,
+    what: &str,
+) -> anyhow::Result<Vec<u8>> {
     if ext.size > MAX_SMALL_FILE {
         bail!("{what}: {name} is {} bytes: refused", ext.size);
     }
@@ -301,6 +326,13 @@ pub fn check_member_digests(path: &Path, file: PackageFile) -> anyhow::Result<()
 pub fn open_volumes(base: &Path, check: &PackageCheck) -> anyhow::Result<OpenedPackage> {
     let mut set = VolumeSet::open(base)?;
     let shown = set.first_volume();
+    if let Some((key, key_path)) = &check.key {
+        // The signature before anything else is read (headers, package.json
+        // and its signature; a missing volume's bytes come from parity).
+        let what = format!("split package {}", shown.display());
+        let entries = index_tar(&set, 0, set.stream_len(), &what)?;
+        verify_signature(&set, &entries, key, key_path, &what)?;
+    }
     if check.contents || check.volumes {
         let progress = crate::progress::Progress::new(crate::progress::Mode::Quiet);
         set.check_digests(&progress)?;

@@ -85,3 +85,9 @@ impl<T: ReadAt + ?Sized> ReadAt for Arc<T> {
         (**self).read_exact_at(buf, offset)
     }
 }
+
+impl ReadAt for VolumeSet {
+    fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
+        VolumeSet::read_exact_at(self, buf, offset)
+    }
+}
