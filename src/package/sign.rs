@@ -149,7 +149,7 @@ fn read_key_file(path: &std::path::Path, what: &str) -> anyhow::Result<(String, 
         })?;
     // Only the first PEM block: a file with a key and a certificate, say.
     let start = text.find("-----BEGIN ").unwrap_or(0);
-    let (label, der) = p256::pkcs8::der::pem::decode_vec(text[start..].as_bytes())
+    let (label, der) = p256::pkcs8::der::pem::decode_vec(&text.as_bytes()[start..])
         .map_err(|e| anyhow::anyhow!("{what} {}: malformed PEM: {e}", path.display()))?;
     Ok((label.to_string(), der))
 }

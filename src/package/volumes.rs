@@ -45,6 +45,9 @@ const REBUILT_BUDGET: u64 = 16 << 20;
 /// Memory for one stripe (all shards of it).
 const STRIPE_BUDGET: u64 = 64 << 20;
 
+/// The rebuilt chunks of one stripe, by data volume.
+type RebuiltStripe = std::sync::Arc<HashMap<usize, Vec<u8>>>;
+
 /// The volume table.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
@@ -117,7 +120,7 @@ pub struct VolumeSet {
     /// The stripes rebuilt last, most recent at the back: (stripe index,
     /// data volume -> chunk). Several, because concurrent readers (blob
     /// uploads) read at different places; bounded by [`REBUILT_BUDGET`].
-    stripe: Mutex<std::collections::VecDeque<(u64, std::sync::Arc<HashMap<usize, Vec<u8>>>)>>,
+    stripe: Mutex<std::collections::VecDeque<(u64, RebuiltStripe)>>,
     /// Held while a stripe is decoded: one decoder's memory at a time,
     /// however many readers wait for rebuilt bytes.
     decoding: Mutex<()>,
@@ -436,7 +439,7 @@ impl VolumeSet {
     }
 
     /// Stripe `stripe`'s rebuilt chunks, from the cache or decoded now.
-    fn rebuilt(&self, stripe: u64) -> std::io::Result<std::sync::Arc<HashMap<usize, Vec<u8>>>> {
+    fn rebuilt(&self, stripe: u64) -> std::io::Result<RebuiltStripe> {
         {
             let mut cache = self.stripe.lock().unwrap();
             if let Some(pos) = cache.iter().position(|(s, _)| *s == stripe) {
