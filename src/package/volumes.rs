@@ -803,3 +803,73 @@ pub fn repair(base: &Path, progress: &crate::progress::Progress) -> anyhow::Resu
     }
     Ok(written)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::{Rng, SeedableRng};
+
+    /// Write `stream` as volumes of `size` + `k` parity into `dir`.
+    fn split(dir: &Path, stream: &[u8], size: u64, k: usize) -> VolumeTable {
+        let quiet = crate::progress::Progress::new(crate::progress::Mode::Quiet);
+        let mut w = SplitWriter::new(&dir.join("p.tar"), size, k);
+        for chunk in stream.chunks(7777) {
+            w.write_all(chunk).unwrap();
+        }
+        let (table, pairs) = w.finish(&quiet).unwrap();
+        for (tmp, fin) in pairs {
+            std::fs::rename(tmp, fin).unwrap();
+        }
+        table
+    }
+
+    #[test]
+    fn reads_across_volumes_rebuild_any_k_lost_volumes_at_any_offset() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+        let stream: Vec<u8> = (0..1_234_567).map(|_| rng.random()).collect();
+        let table = split(dir.path(), &stream, 300_000, 2);
+        assert_eq!(table.data.len(), 5);
+        assert_eq!(table.data[4].size, 1_234_567 - 4 * 300_000);
+        let joined: Vec<u8> = (1..=5)
+            .flat_map(|i| std::fs::read(dir.path().join(data_name("p.tar", i, 5))).unwrap())
+            .collect();
+        assert_eq!(joined, stream, "data volumes are plain slices");
+        // Lose volume 2 and damage volume 5 (the short last one).
+        std::fs::remove_file(dir.path().join("p.tar.002")).unwrap();
+        let last = dir.path().join("p.tar.005");
+        let mut b = std::fs::read(&last).unwrap();
+        b[10] ^= 1;
+        std::fs::write(&last, b).unwrap();
+        let quiet = crate::progress::Progress::new(crate::progress::Mode::Quiet);
+        let mut set = VolumeSet::open(&dir.path().join("p.tar")).unwrap();
+        set.check_digests(&quiet).unwrap();
+        let problems = set.problems().join("; ");
+        assert!(
+            problems.contains("p.tar.002 is missing") && problems.contains("p.tar.005 is damaged"),
+            "{problems}"
+        );
+        for _ in 0..300 {
+            let off = rng.random_range(0..stream.len() as u64);
+            let len = rng.random_range(0..=(stream.len() as u64 - off).min(700_000)) as usize;
+            let mut buf = vec![0u8; len];
+            set.read_exact_at(&mut buf, off).unwrap();
+            assert!(
+                buf == stream[off as usize..off as usize + len],
+                "read {len} at {off}"
+            );
+        }
+        let mut past = [0u8; 2];
+        assert!(set
+            .read_exact_at(&mut past, stream.len() as u64 - 1)
+            .is_err());
+        // A third bad volume is more than two parity volumes rebuild.
+        std::fs::remove_file(dir.path().join("p.tar.par1")).unwrap();
+        let mut set = VolumeSet::open(&dir.path().join("p.tar")).unwrap();
+        let e = set.check_digests(&quiet).unwrap_err().to_string();
+        assert!(
+            e.contains("p.tar.002") && e.contains("p.tar.005") && e.contains("p.tar.par1"),
+            "{e}"
+        );
+    }
+}
