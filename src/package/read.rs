@@ -370,3 +370,48 @@ pub fn open_volumes(base: &Path, check: &PackageCheck) -> anyhow::Result<OpenedP
     }
     Ok(opened)
 }
+
+/// One line about a package for `inspect`: what `package.json` says, and
+/// whether it is signed and split.
+pub fn describe(path: &Path, file: PackageFile) -> String {
+    let what = format!("offline package {}", path.display());
+    let head = (|| -> anyhow::Result<Option<(PackageToc, bool)>> {
+        let entries = index_tar(&file, 0, file.len()?, &what)?;
+        if entries.first().map(|e| e.name.as_str()) != Some(PACKAGE_JSON) {
+            return Ok(None);
+        }
+        let toc = PackageToc::parse(
+            &read_small(&file, entries[0].extent, PACKAGE_JSON, &what)?,
+            &what,
+        )?;
+        Ok(Some((
+            toc,
+            entries.get(1).is_some_and(|e| e.name == SIGNATURE),
+        )))
+    })();
+    let split = match &file {
+        PackageFile::Volumes(v) => format!(
+            ", split into {} volumes of {} + {} parity",
+            v.table.data.len(),
+            crate::progress::human_bytes(v.table.volume_size),
+            v.table.parity.len()
+        ),
+        PackageFile::Plain(_) => String::new(),
+    };
+    match head {
+        Ok(Some((toc, signed))) => format!(
+            "package:  {} ({} {} {}, {} members in package.json, {}{split})",
+            path.display(),
+            toc.product,
+            toc.version,
+            toc.arch,
+            toc.members.len(),
+            if signed { "signed" } else { "not signed" }
+        ),
+        Ok(None) => format!(
+            "package:  {} (no package.json: written by an older bundler{split})",
+            path.display()
+        ),
+        Err(e) => format!("package:  {} ({e:#})", path.display()),
+    }
+}
