@@ -516,7 +516,10 @@ fn packages_signed_with_openssl_and_cosign_keys_verify_with_bundler_and_openssl(
     let i = run(d, &["inspect", first.to_str().unwrap()], &[]);
     assert!(i.status.success(), "{}", stderr(&i));
     let text = stdout(&i);
-    assert!(text.contains("signed 1.0.0 amd64") && text.contains(", signed, split into 1 volumes"), "{text}");
+    assert!(
+        text.contains("signed 1.0.0 amd64") && text.contains(", signed, split into 1 volumes"),
+        "{text}"
+    );
     let v = verify(
         d,
         &[

@@ -24,13 +24,13 @@ pub fn available(dir: &Path) -> anyhow::Result<u64> {
 pub fn require(dir: &Path, needed: u64, what: &str) -> anyhow::Result<()> {
     let free = available(dir)?;
     if needed > free {
-        return Err(crate::error::input_error(format!(
+        return Err(anyhow::anyhow!(
             "{what}: {} needs {} ({needed} bytes) but only {} ({free} bytes) are free there: \
              nothing was written; free some space or choose another directory",
             dir.display(),
             crate::progress::human_bytes(needed),
             crate::progress::human_bytes(free),
-        )));
+        ));
     }
     Ok(())
 }
