@@ -24,6 +24,7 @@ pub mod error;
 pub mod file_kind;
 pub mod interrupt;
 pub mod inventory;
+pub mod manifests;
 pub mod oci;
 pub mod outcome;
 pub mod pack;

@@ -247,6 +247,7 @@ async fn chart_bundle_plan(
         images: specs,
         blobs,
         delta: None,
+        manifests: None,
     };
     let path = ctx
         .args
@@ -332,6 +333,7 @@ pub(super) async fn images_bundle_plan(
         images: specs,
         blobs,
         delta: None,
+        manifests: None,
     };
     let path = ctx.args.output.join(format!(
         "{}-images_{}.bundle.tar",
