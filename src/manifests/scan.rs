@@ -242,11 +242,7 @@ fn check_token<'a>(s: &'a str, from: usize, to: usize, out: &mut Vec<(usize, &'a
                     .chars()
                     .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':'))
                 && !host.starts_with(['.', '-'])
-                && host.split(':').next().is_some_and(|h| {
-                    h.rsplit('.').next().is_some_and(|tld| {
-                        tld.chars().all(|c| c.is_ascii_alphanumeric()) && !tld.is_empty()
-                    })
-                }));
+                && host_and_port_ok(host));
         if !host_ok {
             return;
         }
@@ -256,6 +252,22 @@ fn check_token<'a>(s: &'a str, from: usize, to: usize, out: &mut Vec<(usize, &'a
         }
         out.push((from, tok));
     }
+}
+
+/// `name[:port]`: a non-empty name with a letter or a dot whose last label
+/// is alphanumeric, and a numeric port when there is a ':'
+/// (`8000:/v2/health` is not a registry).
+fn host_and_port_ok(host: &str) -> bool {
+    let (name, port) = match host.split_once(':') {
+        Some((n, p)) => (n, Some(p)),
+        None => (host, None),
+    };
+    let port_ok = port.is_none_or(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_digit()));
+    let tld_ok = name
+        .rsplit('.')
+        .next()
+        .is_some_and(|t| !t.is_empty() && t.chars().all(|c| c.is_ascii_alphanumeric()));
+    port_ok && tld_ok && name.chars().any(|c| c.is_ascii_alphabetic() || c == '.')
 }
 
 /// Replace every occurrence of the token `from` in `s` that stands alone
@@ -298,7 +310,7 @@ mod tests {
     #[test]
     fn tokens_in_text() {
         let t = "AUTOML='ccr.ccs.tencentyun.com/cube-studio/automl'\nORG='ccr.ccs.tencentyun.com/cube-studio/'\n\
-                 url: https://gcr.io/a/b:1 apiVersion: kubeflow.org/v1 x=gcr.io/kubeflow-ci/tf:1.0, /data/k8s/x mysql-service.infra:3306/kubeflow";
+                 url: https://gcr.io/a/b:1 apiVersion: kubeflow.org/v1 x=gcr.io/kubeflow-ci/tf:1.0, /data/k8s/x mysql-service.infra:3306/kubeflow \"triton\":\"8000:/v2/health/ready\"";
         let got: Vec<&str> = image_tokens(t).into_iter().map(|(_, t)| t).collect();
         assert_eq!(
             got,
