@@ -44,14 +44,16 @@ pub(super) fn find(
     let tree = Tree::load(entry)?;
     let (hints_text, hints) = match &entry.hints {
         Some(p) => {
-            let text = std::fs::read_to_string(p)
-                .with_context(|| format!("manifests {}: reading hints {}", entry.name, p.display()))?;
+            let text = std::fs::read_to_string(p).with_context(|| {
+                format!("manifests {}: reading hints {}", entry.name, p.display())
+            })?;
             let h = hints::parse(&text, &p.display().to_string())?;
             (text, h)
         }
         None => (String::new(), Vec::new()),
     };
-    let scratch = tempfile::tempdir().context("creating a scratch directory for kubectl kustomize")?;
+    let scratch =
+        tempfile::tempdir().context("creating a scratch directory for kubectl kustomize")?;
     let found = relocate::find(&tree, &hints, scratch.path())
         .with_context(|| format!("manifests {} ({})", entry.name, entry.path.display()))?;
     Ok((tree, hints_text, hints, found))
@@ -123,7 +125,11 @@ pub(super) async fn plan_manifests(
 
     // Distinct references, normalised, with the entry's own images.
     let mut refs: BTreeMap<Reference, String> = BTreeMap::new();
-    for lit in found.literals().into_iter().chain(entry.images.iter().cloned()) {
+    for lit in found
+        .literals()
+        .into_iter()
+        .chain(entry.images.iter().cloned())
+    {
         let r = Reference::parse(&lit)
             .with_context(|| format!("manifests {}: image {lit:?}", entry.name))?;
         refs.entry(r).or_insert(lit);

@@ -358,7 +358,9 @@ fn describe_source(entry: &ChartEntry) -> String {
 
 /// Split resolved images into bundle image specs and the blob sources
 /// (deduplicated by digest: every blob is stored once per bundle).
-pub(super) fn collect(images: &mut Vec<ResolvedImage>) -> (Vec<ImageSpec>, Vec<(Descriptor, BlobOrigin)>) {
+pub(super) fn collect(
+    images: &mut Vec<ResolvedImage>,
+) -> (Vec<ImageSpec>, Vec<(Descriptor, BlobOrigin)>) {
     let mut specs = Vec::new();
     let mut blobs: BTreeMap<Digest, (Descriptor, BlobOrigin)> = BTreeMap::new();
     for img in images.drain(..) {
