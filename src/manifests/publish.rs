@@ -32,6 +32,8 @@ use crate::progress::Progress;
 /// A manifests bundle read back: its record, tree and hints.
 pub struct Carried {
     pub record: ManifestsRecord,
+    /// Digest of each image the bundle holds, by reference.
+    pub digests: BTreeMap<Reference, Digest>,
     pub tree: Tree,
     pub hints: Vec<ManifestHint>,
 }
@@ -58,7 +60,14 @@ pub fn read_bundle(reader: &BundleReader) -> anyhow::Result<Option<Carried>> {
         Some(t) => hints::parse(&t, &format!("bundle {label}: hints.yaml"))?,
         None => Vec::new(),
     };
+    let mut digests = BTreeMap::new();
+    for img in reader.meta.iter().flat_map(|m| m.images.iter()) {
+        if let Ok(r) = Reference::parse(&img.reference) {
+            digests.insert(r, img.digest.clone());
+        }
+    }
     Ok(Some(Carried {
+        digests,
         tree: Tree {
             kind: record.kind,
             apply: record.apply.clone(),
@@ -143,12 +152,18 @@ async fn sync_one(
     progress: &Progress,
 ) -> anyhow::Result<(ManifestsLine, Option<SyncedManifests>)> {
     let rec = &c.record;
+    // An untagged image is pushed by digest only (sync never invents a
+    // `latest` tag), so its relocated reference is pinned to that digest.
     let target_of = |lit: &str| -> anyhow::Result<String> {
-        Ok(config
-            .rewrite
-            .rewrite(&Reference::parse(lit)?)?
-            .target
-            .to_string())
+        let r = Reference::parse(lit)?;
+        let mut t = config.rewrite.rewrite(&r)?.target;
+        if t.tag.is_none() && t.digest.is_none() {
+            let d = c.digests.get(&r).with_context(|| {
+                format!("{lit}: the bundle carries no image under this reference")
+            })?;
+            t = t.with_digest(d.clone());
+        }
+        Ok(t.to_string())
     };
     let scratch = tempfile::tempdir()?;
     let found = relocate::find(&c.tree, &c.hints, &scratch.path().join("original"))?;

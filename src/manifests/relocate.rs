@@ -210,7 +210,7 @@ fn relocate_kustomize(
     let top = out
         .top_kustomization()
         .context("the kustomize tree has no top kustomization")?;
-    let mut overrides: BTreeMap<String, (String, Option<String>)> = BTreeMap::new();
+    let mut overrides: BTreeMap<String, Override> = BTreeMap::new();
     let mut in_files: BTreeSet<&str> = BTreeSet::new();
     for (_, occ) in &found.sources {
         for o in occ {
@@ -218,7 +218,17 @@ fn relocate_kustomize(
                 let to = crate::oci::Reference::parse(&target_of(&o.literal)?)?;
                 let from = crate::oci::Reference::parse(&o.literal)?;
                 let new_tag = (to.tag != from.tag).then(|| to.tag.clone()).flatten();
-                overrides.insert(name_part(&o.literal).to_string(), (to.name(), new_tag));
+                let digest = (to.digest != from.digest)
+                    .then(|| to.digest.as_ref().map(|d| d.to_string()))
+                    .flatten();
+                overrides.insert(
+                    name_part(&o.literal).to_string(),
+                    Override {
+                        new_name: to.name(),
+                        new_tag,
+                        digest,
+                    },
+                );
             } else {
                 in_files.insert(&o.literal);
             }
@@ -259,12 +269,12 @@ fn relocate_kustomize(
         let text =
             std::str::from_utf8(&out.files[&top]).with_context(|| format!("{top}: not UTF-8"))?;
         let new = append_images_override(text, &overrides).with_context(|| top.clone())?;
-        for (name, (new_name, _)) in &overrides {
+        for (name, o) in &overrides {
             edits.push(Edit {
                 file: top.clone(),
                 at: "images:".into(),
                 from: name.clone(),
-                to: new_name.clone(),
+                to: o.new_name.clone(),
             });
         }
         out.files.insert(top, new.into_bytes());
@@ -272,20 +282,33 @@ fn relocate_kustomize(
     Ok(())
 }
 
-/// Append `{name, newName[, newTag]}` entries to the end of the top-level
+/// One `images:` entry sync appends.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Override {
+    pub new_name: String,
+    pub new_tag: Option<String>,
+    /// Set when the relocated reference is pinned and the original was not
+    /// (an untagged image: sync pushes it by digest, not as `latest`).
+    pub digest: Option<String>,
+}
+
+/// Append `{name, newName[, newTag][, digest]}` entries to the end of the top-level
 /// `images:` list of a kustomization (creating the key when absent); every
 /// other byte is kept.
 pub fn append_images_override(
     text: &str,
-    overrides: &BTreeMap<String, (String, Option<String>)>,
+    overrides: &BTreeMap<String, Override>,
 ) -> anyhow::Result<String> {
     let entry = |indent: &str| -> String {
         let mut s = String::new();
-        for (name, (new_name, tag)) in overrides {
+        for (name, o) in overrides {
             s.push_str(&format!("{indent}- name: {}\n", yaml_str(name)));
-            s.push_str(&format!("{indent}  newName: {}\n", yaml_str(new_name)));
-            if let Some(t) = tag {
+            s.push_str(&format!("{indent}  newName: {}\n", yaml_str(&o.new_name)));
+            if let Some(t) = &o.new_tag {
                 s.push_str(&format!("{indent}  newTag: {}\n", yaml_str(t)));
+            }
+            if let Some(d) = &o.digest {
+                s.push_str(&format!("{indent}  digest: {}\n", yaml_str(d)));
             }
         }
         s
@@ -352,7 +375,14 @@ mod tests {
     #[test]
     fn override_appended_after_existing_entries() {
         let k = "bases:\n  - ../base\n\nimages:\n- name: a/b\n  newTag: \"1\"\n# trailing comment\n\nvars: []\n";
-        let o = BTreeMap::from([("a/b".to_string(), ("r:5000/a/b".to_string(), None))]);
+        let o = BTreeMap::from([(
+            "a/b".to_string(),
+            Override {
+                new_name: "r:5000/a/b".to_string(),
+                new_tag: None,
+                digest: None,
+            },
+        )]);
         let got = append_images_override(k, &o).unwrap();
         assert_eq!(
             got,

@@ -70,6 +70,14 @@ pub fn split_documents(text: &str) -> Vec<(usize, usize)> {
 pub fn scan_documents(text: &str, what: &str) -> anyhow::Result<Vec<Occurrence>> {
     let mut out = Vec::new();
     for (i, (s, e)) in split_documents(text).into_iter().enumerate() {
+        // CRDs name no image; their schemas are most of the bytes of some
+        // trees (2.5 MB in the training-operator), so they are not parsed.
+        if text[s..e]
+            .lines()
+            .any(|l| l.trim_end() == "kind: CustomResourceDefinition")
+        {
+            continue;
+        }
         let v: Value = crate::yaml_bounds::from_str(&text[s..e])
             .map_err(|err| anyhow::anyhow!("{what}: document {}: {err:#}", i + 1))?;
         scan_value(&v, i, &mut out);
