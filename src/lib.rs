@@ -14,6 +14,7 @@
 //! - [`atomic_file`], [`interrupt`]: temp files, locks and modes safe for
 //!   concurrent runs; SIGINT/SIGTERM cleanup.
 //! - [`yaml_bounds`]: the alias-expansion bound every YAML read goes through.
+pub mod apply;
 pub mod atomic_file;
 pub mod bundle;
 pub mod chart;

@@ -684,3 +684,167 @@ fn ingress_nginx_digest_pins_are_kept_and_checked() {
         .join("out/ingress-nginx_v1.15.1.bundle.tar")
         .exists());
 }
+
+/// A minimal istio VirtualService CRD: cube-studio's install assumes istio
+/// is there (its guide installs it first); istio is not in the fixtures.
+const ISTIO_VIRTUALSERVICE_CRD: &str = "apiVersion: apiextensions.k8s.io/v1
+kind: CustomResourceDefinition
+metadata:
+  name: virtualservices.networking.istio.io
+spec:
+  group: networking.istio.io
+  names: {kind: VirtualService, plural: virtualservices, singular: virtualservice, listKind: VirtualServiceList}
+  scope: Namespaced
+  versions:
+  - name: v1alpha3
+    served: true
+    storage: true
+    schema:
+      openAPIV3Schema: {type: object, x-kubernetes-preserve-unknown-fields: true}
+";
+
+fn kubectl_env(api: &support::kube_api::KubeApi, args: &[&str]) -> std::process::Output {
+    kubectl()
+        .env("KUBECONFIG", api.kubeconfig())
+        .env("KUBECACHEDIR", api.dir.path().join("kube-cache"))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn deployment_images(api: &support::kube_api::KubeApi, ns: &str) -> Vec<String> {
+    let o = kubectl_env(
+        api,
+        &["get", "deployments", "-n", ns, "-o", "jsonpath={.items[*].spec.template.spec.containers[*].image}"],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    stdout(&o).split_whitespace().map(str::to_string).collect()
+}
+
+#[test]
+fn seed_004_install_packs_syncs_and_applies_server_side() {
+    let work = tempfile::tempdir().unwrap();
+    let expected = expected_images();
+    let names = ["dashboard", "kube-batch", "volcano", "cube", "training-operator"];
+    let all: BTreeSet<String> = names.iter().flat_map(|n| expected[n].clone()).collect();
+    let (archive, _) = standin_archive(work.path(), &all);
+    // bundle-manifests/cube-studio-install.yaml, with the fixtures' absolute
+    // path and a stand-in archive for every entry.
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("bundle-manifests/cube-studio-install.yaml");
+    let text = std::fs::read_to_string(src).unwrap();
+    let fixtures = support::fixtures().canonicalize().unwrap();
+    let mut y = String::new();
+    for l in text.lines() {
+        y.push_str(&l.replace("../../shared/fixtures", fixtures.to_str().unwrap()));
+        y.push('\n');
+        if l.starts_with("      version: ") {
+            y.push_str(&format!("      images: [{{archive: {}}}]\n", archive.display()));
+        }
+    }
+    let manifest = work.path().join("cube-studio-install.yaml");
+    std::fs::write(&manifest, y).unwrap();
+    let out = work.path().join("out");
+    let v = pack_json(work.path(), &manifest, &out);
+    let found: BTreeMap<String, u64> = v["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| (m["name"].as_str().unwrap().to_string(), m["images"].as_u64().unwrap()))
+        .collect();
+    for n in names {
+        assert_eq!(found[n], expected[n].len() as u64, "{n}: {v}");
+    }
+
+    let reg = Registry::start(Mode::Plain);
+    let host = reg.host();
+    let site = work.path().join("site");
+    std::fs::create_dir_all(&site).unwrap();
+    let local = site.join("manifests");
+    let cfg = sync_config(&site, &out, &reg, &format!("    kind: LOCAL\n    path: {}", local.display()));
+    let o = bundler(&site, &["sync", "--config", cfg.to_str().unwrap(), "--insecure"]);
+    assert!(o.status.success(), "sync failed: {}\n{}", stderr(&o), stdout(&o));
+
+    let api = support::kube_api::KubeApi::start();
+    // What the guide does before applying: namespaces, istio.
+    let crd = work.path().join("istio-crd.yaml");
+    std::fs::write(
+        &crd,
+        format!("apiVersion: v1\nkind: Namespace\nmetadata: {{name: infra}}\n---\napiVersion: v1\nkind: Namespace\nmetadata: {{name: kubeflow}}\n---\n{ISTIO_VIRTUALSERVICE_CRD}"),
+    )
+    .unwrap();
+    let o = kubectl_env(&api, &["apply", "--server-side", "-f", crd.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+
+    let apply = |name: &str, extra: &[&str]| {
+        let mut args = vec!["apply", name, "--config", cfg.to_str().unwrap(), "--insecure", "--json"];
+        args.extend_from_slice(extra);
+        std::process::Command::new(support::bundler_bin())
+            .current_dir(&site)
+            .env("KUBECONFIG", api.kubeconfig())
+            .env("KUBECACHEDIR", api.dir.path().join("kube-cache"))
+            .args(&args)
+            .output()
+            .unwrap()
+    };
+    // --dry-run: kubectl diff says what would change, nothing is applied.
+    let o = apply("dashboard", &["--dry-run"]);
+    assert!(o.status.success(), "{}\n{}", stderr(&o), stdout(&o));
+    let d: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    let changed: Vec<&str> = d["changed"].as_array().unwrap().iter().map(|c| c.as_str().unwrap()).collect();
+    assert!(changed.contains(&"apps.v1.Deployment.kube-system.kubernetes-dashboard-cluster"), "{d}");
+    assert!(deployment_images(&api, "kube-system").is_empty());
+
+    for (name, ns) in [("dashboard", "kube-system"), ("volcano", "kubeflow"), ("cube", "infra"), ("training-operator", "kubeflow")] {
+        let o = apply(name, &[]);
+        assert!(o.status.success(), "apply {name}: {}\n{}", stderr(&o), stdout(&o));
+        let s: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+        assert!(!s["applied"].as_array().unwrap().is_empty(), "{s}");
+        let imgs = deployment_images(&api, ns);
+        assert!(!imgs.is_empty(), "{name}: no Deployment in {ns}");
+        for i in &imgs {
+            assert!(i.starts_with(&format!("{host}/")), "{name}: {i} is not relocated");
+        }
+    }
+    // What the cluster holds names every relocated image; the generated
+    // ConfigMap (new hash suffix) carries the relocated config.py.
+    let o = kubectl_env(&api, &["get", "configmaps", "-n", "infra", "-o", "yaml"]);
+    let cms = stdout(&o);
+    assert!(cms.contains(&format!("{host}/ccr.ccs.tencentyun.com/cube-studio/tfserving:2.6.0-gpu")), "{cms}");
+    assert!(!cms.contains("'ccr.ccs.tencentyun.com/cube-studio/tfserving"), "config.py not relocated");
+
+    // Applied again: nothing changes.
+    let o = apply("cube", &["--dry-run"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let d: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(d["changed"], serde_json::json!([]), "{d}");
+
+    // kube-batch's CRDs are apiextensions.k8s.io/v1beta1: refused, as by
+    // any Kubernetes since 1.22.
+    let o = apply("kube-batch", &[]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("v1beta1"), "{}", stderr(&o));
+
+    // The relocated plain files also pass a client-side dry run.
+    for f in ["dashboard-v2.2.0/v2.2.0-cluster.yaml", "volcano-v1.4.0/volcano-development.yaml"] {
+        let o = kubectl_env(&api, &["apply", "--dry-run=client", "-f", local.join(f).to_str().unwrap()]);
+        assert!(o.status.success(), "{f}: {}", stderr(&o));
+    }
+
+    // OCI target: pushed as an artifact, pulled back by apply.
+    let site2 = work.path().join("site2");
+    std::fs::create_dir_all(&site2).unwrap();
+    let cfg2 = sync_config(&site2, &out, &reg, &format!("    kind: OCI\n    url: oci://{host}/manifests"));
+    let o = bundler(&site2, &["sync", "--config", cfg2.to_str().unwrap(), "--insecure"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = std::process::Command::new(support::bundler_bin())
+        .current_dir(&site2)
+        .env("KUBECONFIG", api.kubeconfig())
+        .env("KUBECACHEDIR", api.dir.path().join("kube-cache"))
+        .args(["apply", "training-operator", "--config", cfg2.to_str().unwrap(), "--insecure", "--dry-run", "--json"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let d: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(d["changed"], serde_json::json!([]), "{d}");
+    assert!(site2.join(".bundler/manifests/training-operator-1.3.0/overlays/standalone/kustomization.yaml").exists());
+}
