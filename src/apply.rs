@@ -119,7 +119,11 @@ pub async fn run(args: &ApplyArgs) -> anyhow::Result<()> {
     if !missing.is_empty() {
         bail!(
             "pre-flight: {} not in the registry: {}; nothing was applied (run bundler sync first)",
-            if missing.len() == 1 { "this image is" } else { "these images are" },
+            if missing.len() == 1 {
+                "this image is"
+            } else {
+                "these images are"
+            },
             missing.join(", ")
         );
     }
@@ -183,7 +187,9 @@ fn kubectl_command(args: &ApplyArgs, verb: &str, namespace: Option<&str>) -> Com
     if let Some(ctx) = &args.kube_context {
         c.arg("--context").arg(ctx);
     }
-    c.arg(verb).arg("--server-side").arg("--field-manager=bundler");
+    c.arg(verb)
+        .arg("--server-side")
+        .arg("--field-manager=bundler");
     if let Some(ns) = namespace {
         c.arg("--namespace").arg(ns);
     }
@@ -249,7 +255,10 @@ fn kubectl_apply(
             if stdout.trim().is_empty() {
                 String::new()
             } else {
-                format!(" (applied before the failure: {})", stdout.trim().replace('\n', ", "))
+                format!(
+                    " (applied before the failure: {})",
+                    stdout.trim().replace('\n', ", ")
+                )
             }
         );
     }

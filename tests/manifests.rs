@@ -210,11 +210,11 @@ fn trees() -> Vec<(&'static str, &'static str, PathBuf, Option<&'static str>)> {
     ]
 }
 
-fn write_bundle_manifest(dir: &Path, archive: &Path) -> PathBuf {
+fn write_bundle_manifest(dir: &Path, archive: &Path, names: &[&str]) -> PathBuf {
     let mut y = String::from(
         "apiVersion: bundler/v1\nkind: BundleManifest\nmetadata: {name: manifests-fixtures, version: \"1\"}\nspec:\n  manifests:\n",
     );
-    for (name, version, path, k) in trees() {
+    for (name, version, path, k) in trees().into_iter().filter(|t| names.contains(&t.0)) {
         y.push_str(&format!(
             "    - name: {name}\n      version: \"{version}\"\n      path: {}\n",
             path.display()
@@ -436,117 +436,24 @@ fn pack_json(dir: &Path, manifest: &Path, out: &Path) -> serde_json::Value {
     serde_json::from_str(&stdout(&o)).unwrap()
 }
 
-#[test]
-fn every_fixture_tree_packs_syncs_to_local_and_oci_and_relocates_only_images() {
-    let work = tempfile::tempdir().unwrap();
-    let expected = expected_images();
-    let all: BTreeSet<String> = expected.values().flatten().cloned().collect();
-    let (archive, digest) = standin_archive(work.path(), &all);
-    let manifest = write_bundle_manifest(work.path(), &archive);
-    let out = work.path().join("out");
-    let started = std::time::Instant::now();
-    let v = pack_json(work.path(), &manifest, &out);
-    eprintln!(
-        "pack of {} trees: {:.2} s",
-        trees().len(),
-        started.elapsed().as_secs_f64()
-    );
-    for m in v["manifests"].as_array().unwrap() {
-        let name = m["name"].as_str().unwrap();
-        eprintln!(
-            "  {name}: {} images in {} places, {} relocated, {:.2} s",
-            m["images"], m["places"], m["relocated"], m["seconds"]
-        );
-        assert_eq!(m["images"], expected[name].len(), "{name}: {m}");
-        assert_eq!(m["places"], m["relocated"], "{name}: {m}");
-    }
+/// The seed-004 entries (bundle-manifests/cube-studio-install.yaml); the
+/// other trees are covered by `other_fixture_trees_...`.
+const SEED: [&str; 5] = [
+    "dashboard",
+    "kube-batch",
+    "volcano",
+    "cube",
+    "training-operator",
+];
 
-    // The bundle: original files under original-manifests/, hashed.
-    let b = out.join("cube_2022.09.01.bundle.tar");
-    let listing = Command::new("tar").arg("tf").arg(&b).output().unwrap();
-    let names = stdout(&listing);
-    assert!(
-        names.contains("original-manifests/overlays/config/config.py"),
-        "{names}"
-    );
-    assert!(
-        names.contains("original-manifests/base/deploy.yaml"),
-        "{names}"
-    );
-    let bj = Command::new("tar")
-        .arg("xOf")
-        .arg(&b)
-        .arg("bundle.json")
-        .output()
-        .unwrap();
-    let bj: serde_json::Value = serde_json::from_slice(&bj.stdout).unwrap();
-    assert_eq!(bj["formatVersion"], "manifests-1.0");
-    assert!(
-        bj["files"]["original-manifests/overlays/kustomization.yml"].is_string(),
-        "{bj}"
-    );
-    assert!(bj["files"]["manifests.json"].is_string(), "{bj}");
-    assert_eq!(
-        bj["images"].as_array().unwrap().len(),
-        expected["cube"].len()
-    );
-
-    // Deterministic: a second pack writes the same bytes (two trees, to
-    // keep the test short: a kustomize tree and a plain file).
-    let out2 = work.path().join("out2");
-    let text = std::fs::read_to_string(&manifest).unwrap();
-    let keep: String = text
-        .split("    - name: ")
-        .enumerate()
-        .filter(|(i, e)| *i == 0 || e.starts_with("cube\n") || e.starts_with("dashboard\n"))
-        .map(|(i, e)| {
-            if i == 0 {
-                e.to_string()
-            } else {
-                format!("    - name: {e}")
-            }
-        })
-        .collect();
-    let small = work.path().join("small.yaml");
-    std::fs::write(&small, keep).unwrap();
-    pack_json(work.path(), &small, &out2);
-    for (name, version) in [("cube", "2022.09.01"), ("dashboard", "v2.2.0")] {
-        let f = format!("{name}_{version}.bundle.tar");
-        assert!(
-            std::fs::read(out.join(&f)).unwrap() == std::fs::read(out2.join(&f)).unwrap(),
-            "{f} differs between two packs"
-        );
-    }
-
-    // Sync to LOCAL: images pushed, trees relocated and written.
-    let reg = Registry::start(Mode::Plain);
-    let site = work.path().join("site");
-    std::fs::create_dir_all(&site).unwrap();
-    let local = site.join("manifests");
-    let cfg = sync_config(
-        &site,
-        &out,
-        &reg,
-        &format!("    kind: LOCAL\n    path: {}", local.display()),
-    );
-    let o = bundler(
-        &site,
-        &[
-            "sync",
-            "--config",
-            cfg.to_str().unwrap(),
-            "--insecure",
-            "--json",
-        ],
-    );
-    assert!(
-        o.status.success(),
-        "sync failed: {}\n{}",
-        stderr(&o),
-        stdout(&o)
-    );
+/// Each relocated copy sync wrote under `local`: built (`kubectl
+/// kustomize`) or read as kubectl reads it, it names only target images,
+/// each of which is in the registry, and it differs from the original only
+/// in image references.
+fn check_local_copies(names: &[&str], local: &Path, reg: &Registry, digest: &str, work: &Path) {
     let host = reg.host();
-    for (name, version, path, k) in trees() {
+    let expected = expected_images();
+    for (name, version, path, k) in trees().into_iter().filter(|t| names.contains(&t.0)) {
         let dir = local.join(format!("{name}-{version}"));
         let file = k
             .is_none()
@@ -580,7 +487,7 @@ fn every_fixture_tree_packs_syncs_to_local_and_oci_and_relocates_only_images() {
                 assert!(before == '/' || longer, "{name}: {img} not relocated");
             }
             // ...and its target is in the registry.
-            let t = target_of(&host, img, &digest);
+            let t = target_of(&host, img, digest);
             assert!(text.contains(&t), "{name}: {t} not in the relocated copy");
             let repo_ref = t.strip_prefix(&format!("{host}/")).unwrap();
             assert!(
@@ -594,36 +501,20 @@ fn every_fixture_tree_packs_syncs_to_local_and_oci_and_relocates_only_images() {
             path.parent().unwrap().to_path_buf()
         };
         if k.is_some() {
-            assert_only_images_changed(&orig_root, &dir, &host, &expected[name], &digest);
+            assert_only_images_changed(&orig_root, &dir, &host, &expected[name], digest);
         } else {
             // A file entry: its one file.
-            let tmp = work.path().join(format!("orig-{name}"));
+            let tmp = work.join(format!("orig-{name}"));
             std::fs::create_dir_all(&tmp).unwrap();
             std::fs::copy(&path, tmp.join(file.as_deref().unwrap())).unwrap();
-            assert_only_images_changed(&tmp, &dir, &host, &expected[name], &digest);
+            assert_only_images_changed(&tmp, &dir, &host, &expected[name], digest);
         }
     }
+}
 
-    // Sync to OCI: the same trees as OCI artifacts of bundler's own type.
-    let site2 = work.path().join("site2");
-    std::fs::create_dir_all(&site2).unwrap();
-    let cfg = sync_config(
-        &site2,
-        &out,
-        &reg,
-        &format!("    kind: OCI\n    url: oci://{host}/manifests"),
-    );
-    let o = bundler(
-        &site2,
-        &["sync", "--config", cfg.to_str().unwrap(), "--insecure"],
-    );
-    assert!(
-        o.status.success(),
-        "sync (OCI) failed: {}\n{}",
-        stderr(&o),
-        stdout(&o)
-    );
-    for (name, version, _, _) in trees() {
+/// Each tree is in the registry as an OCI artifact of bundler's own type.
+fn check_oci_artifacts(names: &[&str], reg: &Registry) {
+    for (name, version, _, _) in trees().into_iter().filter(|t| names.contains(&t.0)) {
         let raw = reg
             .raw_manifest(&format!("manifests/{name}:{version}"))
             .unwrap_or_else(|| panic!("{name} not pushed"));
@@ -637,6 +528,103 @@ fn every_fixture_tree_packs_syncs_to_local_and_oci_and_relocates_only_images() {
             "application/vnd.bundler.manifests.tree.v1.tar"
         );
     }
+}
+
+fn sync_ok(site: &Path, cfg: &Path) {
+    let o = bundler(
+        site,
+        &["sync", "--config", cfg.to_str().unwrap(), "--insecure"],
+    );
+    assert!(
+        o.status.success(),
+        "sync failed: {}\n{}",
+        stderr(&o),
+        stdout(&o)
+    );
+}
+
+#[test]
+fn other_fixture_trees_pack_sync_to_local_and_oci_and_relocate_only_images() {
+    let work = tempfile::tempdir().unwrap();
+    let expected = expected_images();
+    let names: Vec<&str> = trees()
+        .iter()
+        .map(|t| t.0)
+        .filter(|n| !SEED.contains(n))
+        .collect();
+    let all: BTreeSet<String> = names.iter().flat_map(|n| expected[n].clone()).collect();
+    let (archive, digest) = standin_archive(work.path(), &all);
+    let manifest = write_bundle_manifest(work.path(), &archive, &names);
+    let out = work.path().join("out");
+    let started = std::time::Instant::now();
+    let v = pack_json(work.path(), &manifest, &out);
+    eprintln!(
+        "pack of {} trees: {:.2} s",
+        names.len(),
+        started.elapsed().as_secs_f64()
+    );
+    for m in v["manifests"].as_array().unwrap() {
+        let name = m["name"].as_str().unwrap();
+        eprintln!(
+            "  {name}: {} images in {} places, {} relocated, {:.2} s",
+            m["images"], m["places"], m["relocated"], m["seconds"]
+        );
+        assert_eq!(m["images"], expected[name].len(), "{name}: {m}");
+        assert_eq!(m["places"], m["relocated"], "{name}: {m}");
+    }
+
+    // Deterministic: a second pack writes the same bytes (two trees, to
+    // keep the test short: a kustomize tree and a plain file).
+    let out2 = work.path().join("out2");
+    let text = std::fs::read_to_string(&manifest).unwrap();
+    let keep: String = text
+        .split("    - name: ")
+        .enumerate()
+        .filter(|(i, e)| {
+            *i == 0 || e.starts_with("metrics-server\n") || e.starts_with("dashboard-user\n")
+        })
+        .map(|(i, e)| {
+            if i == 0 {
+                e.to_string()
+            } else {
+                format!("    - name: {e}")
+            }
+        })
+        .collect();
+    let small = work.path().join("small.yaml");
+    std::fs::write(&small, keep).unwrap();
+    pack_json(work.path(), &small, &out2);
+    for (name, version) in [("metrics-server", "v0.9.0"), ("dashboard-user", "v2.2.0")] {
+        let f = format!("{name}_{version}.bundle.tar");
+        assert!(
+            std::fs::read(out.join(&f)).unwrap() == std::fs::read(out2.join(&f)).unwrap(),
+            "{f} differs between two packs"
+        );
+    }
+
+    let reg = Registry::start(Mode::Plain);
+    let site = work.path().join("site");
+    std::fs::create_dir_all(&site).unwrap();
+    let local = site.join("manifests");
+    let cfg = sync_config(
+        &site,
+        &out,
+        &reg,
+        &format!("    kind: LOCAL\n    path: {}", local.display()),
+    );
+    sync_ok(&site, &cfg);
+    check_local_copies(&names, &local, &reg, &digest, work.path());
+
+    let site2 = work.path().join("site2");
+    std::fs::create_dir_all(&site2).unwrap();
+    let cfg = sync_config(
+        &site2,
+        &out,
+        &reg,
+        &format!("    kind: OCI\n    url: oci://{}/manifests", reg.host()),
+    );
+    sync_ok(&site2, &cfg);
+    check_oci_artifacts(&names, &reg);
 }
 
 #[test]
@@ -715,7 +703,14 @@ fn kubectl_env(api: &support::kube_api::KubeApi, args: &[&str]) -> std::process:
 fn deployment_images(api: &support::kube_api::KubeApi, ns: &str) -> Vec<String> {
     let o = kubectl_env(
         api,
-        &["get", "deployments", "-n", ns, "-o", "jsonpath={.items[*].spec.template.spec.containers[*].image}"],
+        &[
+            "get",
+            "deployments",
+            "-n",
+            ns,
+            "-o",
+            "jsonpath={.items[*].spec.template.spec.containers[*].image}",
+        ],
     );
     assert!(o.status.success(), "{}", stderr(&o));
     stdout(&o).split_whitespace().map(str::to_string).collect()
@@ -725,12 +720,13 @@ fn deployment_images(api: &support::kube_api::KubeApi, ns: &str) -> Vec<String> 
 fn seed_004_install_packs_syncs_and_applies_server_side() {
     let work = tempfile::tempdir().unwrap();
     let expected = expected_images();
-    let names = ["dashboard", "kube-batch", "volcano", "cube", "training-operator"];
+    let names = SEED;
     let all: BTreeSet<String> = names.iter().flat_map(|n| expected[n].clone()).collect();
     let (archive, _) = standin_archive(work.path(), &all);
     // bundle-manifests/cube-studio-install.yaml, with the fixtures' absolute
     // path and a stand-in archive for every entry.
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("bundle-manifests/cube-studio-install.yaml");
+    let src =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("bundle-manifests/cube-studio-install.yaml");
     let text = std::fs::read_to_string(src).unwrap();
     let fixtures = support::fixtures().canonicalize().unwrap();
     let mut y = String::new();
@@ -738,7 +734,10 @@ fn seed_004_install_packs_syncs_and_applies_server_side() {
         y.push_str(&l.replace("../../shared/fixtures", fixtures.to_str().unwrap()));
         y.push('\n');
         if l.starts_with("      version: ") {
-            y.push_str(&format!("      images: [{{archive: {}}}]\n", archive.display()));
+            y.push_str(&format!(
+                "      images: [{{archive: {}}}]\n",
+                archive.display()
+            ));
         }
     }
     let manifest = work.path().join("cube-studio-install.yaml");
@@ -749,20 +748,63 @@ fn seed_004_install_packs_syncs_and_applies_server_side() {
         .as_array()
         .unwrap()
         .iter()
-        .map(|m| (m["name"].as_str().unwrap().to_string(), m["images"].as_u64().unwrap()))
+        .map(|m| {
+            (
+                m["name"].as_str().unwrap().to_string(),
+                m["images"].as_u64().unwrap(),
+            )
+        })
         .collect();
     for n in names {
         assert_eq!(found[n], expected[n].len() as u64, "{n}: {v}");
     }
+    // The cube bundle: original files under original-manifests/, hashed.
+    let b = out.join("cube_2022.09.01.bundle.tar");
+    let listing = Command::new("tar").arg("tf").arg(&b).output().unwrap();
+    let names = stdout(&listing);
+    assert!(
+        names.contains("original-manifests/overlays/config/config.py"),
+        "{names}"
+    );
+    assert!(
+        names.contains("original-manifests/base/deploy.yaml"),
+        "{names}"
+    );
+    let bj = Command::new("tar")
+        .arg("xOf")
+        .arg(&b)
+        .arg("bundle.json")
+        .output()
+        .unwrap();
+    let bj: serde_json::Value = serde_json::from_slice(&bj.stdout).unwrap();
+    assert_eq!(bj["formatVersion"], "manifests-1.0");
+    assert!(
+        bj["files"]["original-manifests/overlays/kustomization.yml"].is_string(),
+        "{bj}"
+    );
+    assert!(bj["files"]["manifests.json"].is_string(), "{bj}");
+    assert_eq!(
+        bj["images"].as_array().unwrap().len(),
+        expected["cube"].len()
+    );
 
     let reg = Registry::start(Mode::Plain);
     let host = reg.host();
     let site = work.path().join("site");
     std::fs::create_dir_all(&site).unwrap();
     let local = site.join("manifests");
-    let cfg = sync_config(&site, &out, &reg, &format!("    kind: LOCAL\n    path: {}", local.display()));
-    let o = bundler(&site, &["sync", "--config", cfg.to_str().unwrap(), "--insecure"]);
-    assert!(o.status.success(), "sync failed: {}\n{}", stderr(&o), stdout(&o));
+    let cfg = sync_config(
+        &site,
+        &out,
+        &reg,
+        &format!("    kind: LOCAL\n    path: {}", local.display()),
+    );
+    sync_ok(&site, &cfg);
+    let digest = {
+        let (_, d) = standin_archive(&work.path().join("digest"), &BTreeSet::new());
+        d
+    };
+    check_local_copies(&SEED, &local, &reg, &digest, work.path());
 
     let api = support::kube_api::KubeApi::start();
     // What the guide does before applying: namespaces, istio.
@@ -772,11 +814,21 @@ fn seed_004_install_packs_syncs_and_applies_server_side() {
         format!("apiVersion: v1\nkind: Namespace\nmetadata: {{name: infra}}\n---\napiVersion: v1\nkind: Namespace\nmetadata: {{name: kubeflow}}\n---\n{ISTIO_VIRTUALSERVICE_CRD}"),
     )
     .unwrap();
-    let o = kubectl_env(&api, &["apply", "--server-side", "-f", crd.to_str().unwrap()]);
+    let o = kubectl_env(
+        &api,
+        &["apply", "--server-side", "-f", crd.to_str().unwrap()],
+    );
     assert!(o.status.success(), "{}", stderr(&o));
 
     let apply = |name: &str, extra: &[&str]| {
-        let mut args = vec!["apply", name, "--config", cfg.to_str().unwrap(), "--insecure", "--json"];
+        let mut args = vec![
+            "apply",
+            name,
+            "--config",
+            cfg.to_str().unwrap(),
+            "--insecure",
+            "--json",
+        ];
         args.extend_from_slice(extra);
         std::process::Command::new(support::bundler_bin())
             .current_dir(&site)
@@ -790,27 +842,56 @@ fn seed_004_install_packs_syncs_and_applies_server_side() {
     let o = apply("dashboard", &["--dry-run"]);
     assert!(o.status.success(), "{}\n{}", stderr(&o), stdout(&o));
     let d: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
-    let changed: Vec<&str> = d["changed"].as_array().unwrap().iter().map(|c| c.as_str().unwrap()).collect();
-    assert!(changed.contains(&"apps.v1.Deployment.kube-system.kubernetes-dashboard-cluster"), "{d}");
+    let changed: Vec<&str> = d["changed"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c.as_str().unwrap())
+        .collect();
+    assert!(
+        changed.contains(&"apps.v1.Deployment.kube-system.kubernetes-dashboard-cluster"),
+        "{d}"
+    );
     assert!(deployment_images(&api, "kube-system").is_empty());
 
-    for (name, ns) in [("dashboard", "kube-system"), ("volcano", "kubeflow"), ("cube", "infra"), ("training-operator", "kubeflow")] {
+    for (name, ns) in [
+        ("dashboard", "kube-system"),
+        ("volcano", "kubeflow"),
+        ("cube", "infra"),
+        ("training-operator", "kubeflow"),
+    ] {
         let o = apply(name, &[]);
-        assert!(o.status.success(), "apply {name}: {}\n{}", stderr(&o), stdout(&o));
+        assert!(
+            o.status.success(),
+            "apply {name}: {}\n{}",
+            stderr(&o),
+            stdout(&o)
+        );
         let s: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
         assert!(!s["applied"].as_array().unwrap().is_empty(), "{s}");
         let imgs = deployment_images(&api, ns);
         assert!(!imgs.is_empty(), "{name}: no Deployment in {ns}");
         for i in &imgs {
-            assert!(i.starts_with(&format!("{host}/")), "{name}: {i} is not relocated");
+            assert!(
+                i.starts_with(&format!("{host}/")),
+                "{name}: {i} is not relocated"
+            );
         }
     }
     // What the cluster holds names every relocated image; the generated
     // ConfigMap (new hash suffix) carries the relocated config.py.
     let o = kubectl_env(&api, &["get", "configmaps", "-n", "infra", "-o", "yaml"]);
     let cms = stdout(&o);
-    assert!(cms.contains(&format!("{host}/ccr.ccs.tencentyun.com/cube-studio/tfserving:2.6.0-gpu")), "{cms}");
-    assert!(!cms.contains("'ccr.ccs.tencentyun.com/cube-studio/tfserving"), "config.py not relocated");
+    assert!(
+        cms.contains(&format!(
+            "{host}/ccr.ccs.tencentyun.com/cube-studio/tfserving:2.6.0-gpu"
+        )),
+        "{cms}"
+    );
+    assert!(
+        !cms.contains("'ccr.ccs.tencentyun.com/cube-studio/tfserving"),
+        "config.py not relocated"
+    );
 
     // Applied again: nothing changes.
     let o = apply("cube", &["--dry-run"]);
@@ -825,26 +906,52 @@ fn seed_004_install_packs_syncs_and_applies_server_side() {
     assert!(stderr(&o).contains("v1beta1"), "{}", stderr(&o));
 
     // The relocated plain files also pass a client-side dry run.
-    for f in ["dashboard-v2.2.0/v2.2.0-cluster.yaml", "volcano-v1.4.0/volcano-development.yaml"] {
-        let o = kubectl_env(&api, &["apply", "--dry-run=client", "-f", local.join(f).to_str().unwrap()]);
+    for f in [
+        "dashboard-v2.2.0/v2.2.0-cluster.yaml",
+        "volcano-v1.4.0/volcano-development.yaml",
+    ] {
+        let o = kubectl_env(
+            &api,
+            &[
+                "apply",
+                "--dry-run=client",
+                "-f",
+                local.join(f).to_str().unwrap(),
+            ],
+        );
         assert!(o.status.success(), "{f}: {}", stderr(&o));
     }
 
     // OCI target: pushed as an artifact, pulled back by apply.
     let site2 = work.path().join("site2");
     std::fs::create_dir_all(&site2).unwrap();
-    let cfg2 = sync_config(&site2, &out, &reg, &format!("    kind: OCI\n    url: oci://{host}/manifests"));
-    let o = bundler(&site2, &["sync", "--config", cfg2.to_str().unwrap(), "--insecure"]);
-    assert!(o.status.success(), "{}", stderr(&o));
+    let cfg2 = sync_config(
+        &site2,
+        &out,
+        &reg,
+        &format!("    kind: OCI\n    url: oci://{host}/manifests"),
+    );
+    sync_ok(&site2, &cfg2);
+    check_oci_artifacts(&SEED, &reg);
     let o = std::process::Command::new(support::bundler_bin())
         .current_dir(&site2)
         .env("KUBECONFIG", api.kubeconfig())
         .env("KUBECACHEDIR", api.dir.path().join("kube-cache"))
-        .args(["apply", "training-operator", "--config", cfg2.to_str().unwrap(), "--insecure", "--dry-run", "--json"])
+        .args([
+            "apply",
+            "training-operator",
+            "--config",
+            cfg2.to_str().unwrap(),
+            "--insecure",
+            "--dry-run",
+            "--json",
+        ])
         .output()
         .unwrap();
     assert!(o.status.success(), "{}", stderr(&o));
     let d: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
     assert_eq!(d["changed"], serde_json::json!([]), "{d}");
-    assert!(site2.join(".bundler/manifests/training-operator-1.3.0/overlays/standalone/kustomization.yaml").exists());
+    assert!(site2
+        .join(".bundler/manifests/training-operator-1.3.0/overlays/standalone/kustomization.yaml")
+        .exists());
 }
