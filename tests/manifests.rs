@@ -955,3 +955,92 @@ fn seed_004_install_packs_syncs_and_applies_server_side() {
         .join(".bundler/manifests/training-operator-1.3.0/overlays/standalone/kustomization.yaml")
         .exists());
 }
+
+/// An image no reader can see (a Docker Hub short name in a script in a
+/// ConfigMap) is carried and relocated through a hint addressed by file and
+/// YAML path; every other byte of the multi-document file stays.
+#[test]
+fn hints_reach_an_image_inside_a_configmap_script() {
+    let work = tempfile::tempdir().unwrap();
+    let tree = work.path().join("tree");
+    std::fs::create_dir_all(&tree).unwrap();
+    let original = "# the loader\napiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: loader\ndata:\n  run.sh: |\n    #!/bin/sh\n    docker pull busybox:1.36   # the tool image\n    docker run --rm busybox:1.36 true\n---\napiVersion: apps/v1\nkind: Deployment\nmetadata: {name: app}\nspec:\n  selector: {matchLabels: {app: a}}\n  template:\n    metadata: {labels: {app: a}}\n    spec:\n      containers:\n      - name: a\n        image: 'example.com/team/app:1.0'   # quoted on purpose\n";
+    std::fs::write(tree.join("app.yaml"), original).unwrap();
+    let refs: BTreeSet<String> = ["busybox:1.36", "example.com/team/app:1.0"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    let (archive, _) = standin_archive(work.path(), &refs);
+    let hints = work.path().join("hints.yaml");
+    let write_manifest = |hints_line: &str| {
+        let m = work.path().join("m.yaml");
+        std::fs::write(
+            &m,
+            format!(
+                "apiVersion: bundler/v1\nkind: BundleManifest\nmetadata: {{name: h, version: \"1\"}}\nspec:\n  manifests:\n    - name: app\n      version: \"1.0\"\n      path: {}\n{hints_line}      images: [{{archive: {}}}]\n",
+                tree.display(),
+                archive.display()
+            ),
+        )
+        .unwrap();
+        m
+    };
+    // Without the hint the script's image is invisible.
+    let m = write_manifest("");
+    let o = bundler(
+        work.path(),
+        &["pack", m.to_str().unwrap(), "--print-images"],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(!stdout(&o).contains("busybox"), "{}", stdout(&o));
+    // A hint that does not hold is refused, naming the file and path.
+    std::fs::write(
+        &hints,
+        "- file: app.yaml\n  path: data.run\\.sh\n  image: busybox:1.35\n",
+    )
+    .unwrap();
+    let m = write_manifest(&format!("      hints: {}\n", hints.display()));
+    let o = bundler(
+        work.path(),
+        &["pack", m.to_str().unwrap(), "--output", "out"],
+    );
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o)
+            .contains("app.yaml does not contain busybox:1.35 at data.run.sh as a whole reference"),
+        "{}",
+        stderr(&o)
+    );
+    // The right hint: carried, pushed, relocated where it points.
+    std::fs::write(
+        &hints,
+        "- file: app.yaml\n  path: [data, run.sh]\n  image: busybox:1.36\n",
+    )
+    .unwrap();
+    let out = work.path().join("out");
+    let v = pack_json(work.path(), &m, &out);
+    assert_eq!(v["manifests"][0]["images"], 2, "{v}");
+    let reg = Registry::start(Mode::Plain);
+    let host = reg.host();
+    let site = work.path().join("site");
+    std::fs::create_dir_all(&site).unwrap();
+    let cfg = sync_config(
+        &site,
+        &out,
+        &reg,
+        &format!("    kind: LOCAL\n    path: {}", site.join("m").display()),
+    );
+    sync_ok(&site, &cfg);
+    let got = std::fs::read_to_string(site.join("m/app-1.0/app.yaml")).unwrap();
+    let want = original
+        .replace(
+            "busybox:1.36",
+            &format!("{host}/docker.io/library/busybox:1.36"),
+        )
+        .replace(
+            "'example.com/team/app:1.0'",
+            &format!("'{host}/example.com/team/app:1.0'"),
+        );
+    assert_eq!(got, want);
+    assert!(reg.raw_manifest("docker.io/library/busybox:1.36").is_some());
+}
