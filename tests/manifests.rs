@@ -1043,4 +1043,74 @@ fn hints_reach_an_image_inside_a_configmap_script() {
         );
     assert_eq!(got, want);
     assert!(reg.raw_manifest("docker.io/library/busybox:1.36").is_some());
+
+    // Pre-flight: an image the copy needs is gone from the registry, so
+    // apply refuses and the cluster is left alone.
+    let digest = {
+        let raw = reg.raw_manifest("docker.io/library/busybox:1.36").unwrap();
+        support::images::blob(raw).digest
+    };
+    let del = Command::new("curl")
+        .args(["-sf", "-X", "DELETE"])
+        .arg(format!(
+            "http://{host}/v2/docker.io/library/busybox/manifests/{digest}"
+        ))
+        .output()
+        .unwrap();
+    assert!(del.status.success(), "{}", stderr(&del));
+    let api = support::kube_api::KubeApi::start();
+    let o = Command::new(support::bundler_bin())
+        .current_dir(&site)
+        .env("KUBECONFIG", api.kubeconfig())
+        .env("KUBECACHEDIR", api.dir.path().join("kube-cache"))
+        .args([
+            "apply",
+            "app",
+            "--config",
+            cfg.to_str().unwrap(),
+            "--insecure",
+        ])
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    let e = stderr(&o);
+    assert!(
+        e.contains("pre-flight") && e.contains("docker.io/library/busybox:1.36"),
+        "{e}"
+    );
+    assert!(deployment_images(&api, "default").is_empty());
+    assert!(
+        !api.requests().iter().any(|r| r.starts_with("PATCH")),
+        "{:?}",
+        api.requests()
+    );
+}
+
+/// Bad entries fail at load, naming the key and what to write.
+#[test]
+fn bad_manifests_entries_are_refused_with_the_key() {
+    let work = tempfile::tempdir().unwrap();
+    let file = cube_studio("dashboard/v2.2.0-cluster.yaml");
+    let cases = [
+        ("    - {name: a, version: \"1\"}\n".to_string(), "spec.manifests[0].path"),
+        (format!("    - {{name: a/b, version: \"1\", path: {}}}\n", file.display()), "spec.manifests[0].name"),
+        (format!("    - {{name: a, version: \"1\", path: {}, kustomize: overlays}}\n", file.display()), "kustomize: is set but path"),
+        (format!("    - {{name: a, version: \"1\", path: {}, kustomize: ../x}}\n", file.display()), "spec.manifests[0].kustomize"),
+        (format!("    - {{name: a, version: \"1\", path: {f}}}\n    - {{name: a, version: \"2\", path: {f}}}\n", f = file.display()), "already used"),
+        (format!("    - {{name: a, version: \"1\", path: {}}}\n", support::fixtures().join("manifests/cube-studio/install/kubernetes/kubeflow/train-operator/manifests/overlays").display()), "no .yaml, .yml or .json file"),
+    ];
+    for (entries, want) in cases {
+        let m = work.path().join("m.yaml");
+        std::fs::write(
+            &m,
+            format!("apiVersion: bundler/v1\nkind: BundleManifest\nmetadata: {{name: p, version: \"1\"}}\nspec:\n  manifests:\n{entries}"),
+        )
+        .unwrap();
+        let o = bundler(
+            work.path(),
+            &["pack", m.to_str().unwrap(), "--print-images"],
+        );
+        assert!(!o.status.success(), "{entries}");
+        assert!(stderr(&o).contains(want), "{entries}: {}", stderr(&o));
+    }
 }

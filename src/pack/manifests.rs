@@ -59,17 +59,40 @@ pub(super) fn find(
     Ok((tree, hints_text, hints, found))
 }
 
-/// `--print-images`: the entry's images and where they are.
-pub(super) fn print_listing(entry: &ManifestsEntry) -> anyhow::Result<()> {
+/// `--print-images` / `--dry-run`: an entry's images and where they are.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub(super) struct ManifestsListing {
+    manifests: String,
+    kind: crate::manifests::TreeKind,
+    apply: String,
+    images: Vec<ListedImage>,
+}
+
+#[derive(Debug, Serialize)]
+struct ListedImage {
+    reference: String,
+    from: Vec<String>,
+}
+
+impl ManifestsListing {
+    pub(super) fn print_text(&self) {
+        println!(
+            "manifests {} ({:?} {}): {} images",
+            self.manifests,
+            self.kind,
+            self.apply,
+            self.images.len()
+        );
+        for i in &self.images {
+            println!("  {}\n      from: {}", i.reference, i.from.join("; "));
+        }
+    }
+}
+
+pub(super) fn listing(entry: &ManifestsEntry) -> anyhow::Result<ManifestsListing> {
     let (tree, _, _, found) = find(entry)?;
-    println!(
-        "manifests {} {} ({:?} {}): {} images",
-        entry.name,
-        entry.version,
-        tree.kind,
-        tree.apply,
-        found.literals().len()
-    );
+    let mut images = Vec::new();
     for lit in found.literals() {
         let mut from: Vec<String> = Vec::new();
         for (src, occ) in &found.sources {
@@ -84,9 +107,17 @@ pub(super) fn print_listing(entry: &ManifestsEntry) -> anyhow::Result<()> {
         if found.hinted.contains(&lit) {
             from.push("hints".into());
         }
-        println!("  {lit}\n      from: {}", from.join("; "));
+        images.push(ListedImage {
+            reference: lit,
+            from,
+        });
     }
-    Ok(())
+    Ok(ManifestsListing {
+        manifests: format!("{} {}", entry.name, entry.version),
+        kind: tree.kind,
+        apply: tree.apply,
+        images,
+    })
 }
 
 pub(super) async fn plan_manifests(

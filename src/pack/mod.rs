@@ -223,7 +223,7 @@ pub async fn run(args: &PackArgs) -> anyhow::Result<()> {
     }
     for entry in &manifest.manifests {
         if ctx.listing_only {
-            manifests::print_listing(entry)?;
+            listing.manifests.push(manifests::listing(entry)?);
             continue;
         }
         let (p, s) = manifests::plan_manifests(&ctx, entry).await?;

@@ -25,6 +25,9 @@ pub(super) struct ImageListing {
     charts: Vec<ChartListing>,
     /// `spec.images`
     images: Vec<PlannedImage>,
+    /// `spec.manifests`
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub(super) manifests: Vec<super::manifests::ManifestsListing>,
 }
 
 #[derive(Debug, Serialize)]
@@ -57,6 +60,7 @@ impl ImageListing {
                 println!("  note: {n}");
             }
         }
+        self.manifests.iter().for_each(|m| m.print_text());
         if !self.images.is_empty() {
             println!("spec.images: {} images", self.images.len());
             self.images.iter().for_each(line);
