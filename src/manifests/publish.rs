@@ -177,73 +177,9 @@ async fn sync_one(
     }
     images.sort();
     images.dedup();
-    let mut misses = Vec::new();
-    for lit in &images {
-        let r = Reference::parse(lit)?;
-        if r.registry != registry.split('/').next().unwrap_or(registry) {
-            misses.push(format!("{lit} (not in {registry})"));
-            continue;
-        }
-        if !opts.dry_run
-            && client
-                .head_manifest(&r.registry, &r.repository, &r.manifest_reference())
-                .await?
-                .is_none()
-        {
-            misses.push(format!("{lit} (not in the registry)"));
-        }
-    }
-    if !misses.is_empty() {
-        let msg = format!(
-            "the relocated copy names images that are not in the target: {}",
-            misses.join(", ")
-        );
-        if !opts.allow_unrelocated {
-            bail!("{msg}; nothing was published (--allow-unrelocated publishes anyway)");
-        }
-        progress.println(format!("warning: {msg}"));
-    }
-    let dir_name = format!("{}-{}", rec.name, rec.version);
-    let (target_desc, outcome, location) = match target.kind {
-        RepoKind::Local => {
-            let base = target.path.clone().unwrap_or_else(|| PathBuf::from("."));
-            let dest = base.join(&dir_name);
-            let desc = dest.display().to_string();
-            if opts.dry_run {
-                (desc, "planned".to_string(), dest)
-            } else {
-                let o = publish_local(&relocated.tree, &base, &dest, opts.force)?;
-                (desc, o, std::path::absolute(&dest).unwrap_or(dest))
-            }
-        }
-        _ => {
-            let loc = target
-                .oci_location()
-                .context("target.repo: not an oci:// URL")?;
-            let repo = if loc.path.is_empty() {
-                rec.name.clone()
-            } else {
-                format!("{}/{}", loc.path, rec.name)
-            };
-            let tag = rec.version.replace('+', "_");
-            let desc = format!("oci://{}/{repo}:{tag}", loc.registry);
-            let o = if opts.dry_run {
-                "planned".to_string()
-            } else {
-                push_artifact(
-                    client,
-                    &loc.registry,
-                    &repo,
-                    &tag,
-                    rec,
-                    &relocated.tree,
-                    opts.force,
-                )
-                .await?
-            };
-            (desc.clone(), o, PathBuf::from(desc))
-        }
-    };
+    prove(&images, registry, client, opts, progress).await?;
+    let (target_desc, outcome, location) =
+        publish_to(target, rec, &relocated.tree, client, opts).await?;
     progress.println(format!(
         "manifests {} {} -> {target_desc}: {outcome}, {} images, {} edits",
         rec.name,
@@ -274,6 +210,88 @@ async fn sync_one(
         },
         state,
     ))
+}
+
+/// Every image the relocated copy names must be in the target registry
+/// (and, unless planning, there); otherwise nothing is published unless
+/// `--allow-unrelocated`.
+async fn prove(
+    images: &[String],
+    registry: &str,
+    client: &RegistryClient,
+    opts: &SyncOptions,
+    progress: &Progress,
+) -> anyhow::Result<()> {
+    let mut misses = Vec::new();
+    for lit in images {
+        let r = Reference::parse(lit)?;
+        if r.registry != registry.split('/').next().unwrap_or(registry) {
+            misses.push(format!("{lit} (not in {registry})"));
+            continue;
+        }
+        if !opts.dry_run
+            && client
+                .head_manifest(&r.registry, &r.repository, &r.manifest_reference())
+                .await?
+                .is_none()
+        {
+            misses.push(format!("{lit} (not in the registry)"));
+        }
+    }
+    if !misses.is_empty() {
+        let msg = format!(
+            "the relocated copy names images that are not in the target: {}",
+            misses.join(", ")
+        );
+        if !opts.allow_unrelocated {
+            bail!("{msg}; nothing was published (--allow-unrelocated publishes anyway)");
+        }
+        progress.println(format!("warning: {msg}"));
+    }
+    Ok(())
+}
+
+/// Write the relocated tree to the target: (description, outcome, where
+/// `apply` finds it).
+async fn publish_to(
+    target: &crate::config::load_image::RepoSpec,
+    rec: &ManifestsRecord,
+    tree: &Tree,
+    client: &RegistryClient,
+    opts: &SyncOptions,
+) -> anyhow::Result<(String, String, PathBuf)> {
+    let dir_name = format!("{}-{}", rec.name, rec.version);
+    Ok(match target.kind {
+        RepoKind::Local => {
+            let base = target.path.clone().unwrap_or_else(|| PathBuf::from("."));
+            let dest = base.join(&dir_name);
+            let desc = dest.display().to_string();
+            if opts.dry_run {
+                (desc, "planned".to_string(), dest)
+            } else {
+                let o = publish_local(tree, &base, &dest, opts.force)?;
+                (desc, o, std::path::absolute(&dest).unwrap_or(dest))
+            }
+        }
+        _ => {
+            let loc = target
+                .oci_location()
+                .context("target.repo: not an oci:// URL")?;
+            let repo = if loc.path.is_empty() {
+                rec.name.clone()
+            } else {
+                format!("{}/{}", loc.path, rec.name)
+            };
+            let tag = rec.version.replace('+', "_");
+            let desc = format!("oci://{}/{repo}:{tag}", loc.registry);
+            let o = if opts.dry_run {
+                "planned".to_string()
+            } else {
+                push_artifact(client, &loc.registry, &repo, &tag, rec, tree, opts.force).await?
+            };
+            (desc.clone(), o, PathBuf::from(desc))
+        }
+    })
 }
 
 /// Write `tree` to `dest` through a temp directory beside it.

@@ -120,15 +120,15 @@ pub(super) fn listing(entry: &ManifestsEntry) -> anyhow::Result<ManifestsListing
     })
 }
 
-pub(super) async fn plan_manifests(
-    ctx: &PackContext<'_>,
+/// Trial relocation: every place must be rewritten and the result must
+/// name no other registry, or the bundle would carry a product that sync
+/// cannot relocate. Returns the places rewritten.
+fn check_relocation(
     entry: &ManifestsEntry,
-) -> anyhow::Result<(BundlePlan, ManifestsSummary)> {
-    let started = Instant::now();
-    let (tree, hints_text, hints, found) = find(entry)?;
-    // Trial relocation: every place must be rewritten and the result must
-    // name no other registry, or the bundle would carry a product that sync
-    // cannot relocate.
+    tree: &Tree,
+    hints: &[hints::ManifestHint],
+    found: &Found,
+) -> anyhow::Result<usize> {
     let rules = RewriteRules {
         prefix_registry: Some(CHECK_REGISTRY.to_string()),
         ..RewriteRules::default()
@@ -136,7 +136,7 @@ pub(super) async fn plan_manifests(
     let target_of = |lit: &str| -> anyhow::Result<String> {
         Ok(rules.rewrite(&Reference::parse(lit)?)?.target.to_string())
     };
-    let relocated = relocate::relocate(&tree, &hints, &found, &target_of)
+    let relocated = relocate::relocate(tree, hints, found, &target_of)
         .with_context(|| format!("manifests {}: relocation check", entry.name))?;
     let scratch = tempfile::tempdir()?;
     let after = relocate::find(&relocated.tree, &[], scratch.path())
@@ -154,17 +154,15 @@ pub(super) async fn plan_manifests(
         );
     }
 
-    // Distinct references, normalised, with the entry's own images.
-    let mut refs: BTreeMap<Reference, String> = BTreeMap::new();
-    for lit in found
-        .literals()
-        .into_iter()
-        .chain(entry.images.iter().cloned())
-    {
-        let r = Reference::parse(&lit)
-            .with_context(|| format!("manifests {}: image {lit:?}", entry.name))?;
-        refs.entry(r).or_insert(lit);
-    }
+    Ok(after.count() + hints.len())
+}
+
+/// Each reference from the entry's archives, else from its registry.
+async fn resolve_images(
+    ctx: &PackContext<'_>,
+    entry: &ManifestsEntry,
+    refs: &BTreeMap<Reference, String>,
+) -> anyhow::Result<Vec<ResolvedImage>> {
     let mut local: Vec<ResolvedImage> = Vec::new();
     for a in &entry.image_archives {
         local.extend(resolve_archive_images(a, ctx.platforms.as_deref())?);
@@ -185,6 +183,29 @@ pub(super) async fn plan_manifests(
             ),
         }
     }
+    Ok(images)
+}
+
+pub(super) async fn plan_manifests(
+    ctx: &PackContext<'_>,
+    entry: &ManifestsEntry,
+) -> anyhow::Result<(BundlePlan, ManifestsSummary)> {
+    let started = Instant::now();
+    let (tree, hints_text, hints, found) = find(entry)?;
+    let relocated_places = check_relocation(entry, &tree, &hints, &found)?;
+
+    // Distinct references, normalised, with the entry's own images.
+    let mut refs: BTreeMap<Reference, String> = BTreeMap::new();
+    for lit in found
+        .literals()
+        .into_iter()
+        .chain(entry.images.iter().cloned())
+    {
+        let r = Reference::parse(&lit)
+            .with_context(|| format!("manifests {}: image {lit:?}", entry.name))?;
+        refs.entry(r).or_insert(lit);
+    }
+    let mut images = resolve_images(ctx, entry, &refs).await?;
     let (specs, blob_origins) = super::plan::collect(&mut images);
     let blobs = blob_origins
         .iter()
@@ -220,7 +241,7 @@ pub(super) async fn plan_manifests(
         kind: tree.kind,
         images: refs.len(),
         places: found.count(),
-        relocated: after.count() + hints.len(),
+        relocated: relocated_places,
         seconds: started.elapsed().as_secs_f64(),
     };
     ctx.progress.println(format!(
