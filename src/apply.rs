@@ -32,8 +32,10 @@ pub struct ApplyArgs {
     /// Namespace for objects that name none (default: the entry's).
     #[arg(long, short = 'n')]
     pub namespace: Option<String>,
+    /// kubeconfig context to use (kubectl --context).
     #[arg(long)]
     pub kube_context: Option<String>,
+    /// kubeconfig file (kubectl --kubeconfig; default $KUBECONFIG or ~/.kube/config).
     #[arg(long)]
     pub kubeconfig: Option<PathBuf>,
     /// Show what would change (`kubectl diff --server-side`); apply nothing.

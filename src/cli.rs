@@ -35,6 +35,7 @@ pub enum Command {
     #[command(after_help = UPGRADE_EXAMPLES)]
     Upgrade(crate::upgrade::UpgradeArgs),
     /// Apply a relocated manifests tree (kubectl apply --server-side) after checking its images are in the registry.
+    #[command(after_help = APPLY_EXAMPLES)]
     Apply(crate::apply::ApplyArgs),
     /// Show what a bundle holds: charts, images, digests, sizes, shared blobs.
     #[command(after_help = INSPECT_EXAMPLES)]
@@ -65,6 +66,10 @@ const UPGRADE_EXAMPLES: &str = "\
 Examples:
   bundler upgrade skoala -n skoala-system --dry-run
   bundler upgrade skoala -n skoala-system -c load-image.yaml --set replicas=2";
+const APPLY_EXAMPLES: &str = "\
+Examples:
+  bundler apply cube --config load-image.yaml --dry-run
+  bundler apply dashboard -c load-image.yaml --kube-context site --json";
 const INSPECT_EXAMPLES: &str = "\
 Examples:
   bundler inspect out/demo_1.0.0.bundle.tar
