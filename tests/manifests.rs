@@ -905,17 +905,18 @@ fn seed_004_install_packs_syncs_and_applies_server_side() {
     assert!(!o.status.success());
     assert!(stderr(&o).contains("v1beta1"), "{}", stderr(&o));
 
-    // The relocated plain files also pass a client-side dry run.
-    for f in [
-        "dashboard-v2.2.0/v2.2.0-cluster.yaml",
-        "volcano-v1.4.0/volcano-development.yaml",
+    // The relocated copies also pass a client-side dry run.
+    for (flag, f) in [
+        ("-f", "dashboard-v2.2.0/v2.2.0-cluster.yaml"),
+        ("-f", "volcano-v1.4.0/volcano-development.yaml"),
+        ("-k", "cube-2022.09.01/overlays"),
     ] {
         let o = kubectl_env(
             &api,
             &[
                 "apply",
                 "--dry-run=client",
-                "-f",
+                flag,
                 local.join(f).to_str().unwrap(),
             ],
         );
@@ -1043,6 +1044,20 @@ fn hints_reach_an_image_inside_a_configmap_script() {
         );
     assert_eq!(got, want);
     assert!(reg.raw_manifest("docker.io/library/busybox:1.36").is_some());
+    // A second sync finds the same copy there and leaves it.
+    let o = bundler(
+        &site,
+        &[
+            "sync",
+            "--config",
+            cfg.to_str().unwrap(),
+            "--insecure",
+            "--json",
+        ],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(v["manifests"][0]["outcome"], "unchanged", "{v}");
 
     // Pre-flight: an image the copy needs is gone from the registry, so
     // apply refuses and the cluster is left alone.
