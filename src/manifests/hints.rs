@@ -152,3 +152,39 @@ pub fn apply(hint: &ManifestHint, text: &str, to: &str) -> anyhow::Result<(Strin
     }
     Ok((out, total))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_and_application() {
+        assert_eq!(
+            parse_path("data.run\\.sh").unwrap(),
+            vec![Seg::Key("data".into()), Seg::Key("run.sh".into())]
+        );
+        assert_eq!(
+            parse_path("spec.containers[1].args").unwrap(),
+            vec![
+                Seg::Key("spec".into()),
+                Seg::Key("containers".into()),
+                Seg::Index(1),
+                Seg::Key("args".into())
+            ]
+        );
+        let h = parse(
+            "- {file: a.yaml, path: [data, x.sh], image: busybox}\n",
+            "h",
+        )
+        .unwrap();
+        let text = "data:\n  x.sh: docker pull busybox # busybox\n---\ndata: {y: busybox}\n";
+        let (out, n) = apply(&h[0], text, "r/busybox").unwrap();
+        // The comment is not part of the value: it stays.
+        assert_eq!(n, 1);
+        assert_eq!(
+            out,
+            "data:\n  x.sh: docker pull r/busybox # busybox\n---\ndata: {y: busybox}\n"
+        );
+        assert!(parse("- {file: ../a.yaml, image: busybox}", "h").is_err());
+    }
+}

@@ -162,7 +162,13 @@ fn relocate_yaml_file(
     let mut out = String::with_capacity(text.len() + 256);
     for (i, (s, e)) in split_documents(text).into_iter().enumerate() {
         let mut doc = text[s..e].to_string();
+        // One edit per (path, reference): it swaps every occurrence of the
+        // reference in that scalar (a script may name an image twice).
+        let mut done = std::collections::BTreeSet::new();
         for o in occ.iter().filter(|o| o.doc == i) {
+            if !done.insert((&o.path, &o.literal)) {
+                continue;
+            }
             let to = target_of(&o.literal)?;
             let mut n = 0;
             let at = format!("{} {}", o.object, yamledit::path_string(&o.path));
@@ -390,6 +396,25 @@ mod tests {
         );
         let none = append_images_override("resources: [a.yaml]", &o).unwrap();
         assert!(none.ends_with("images:\n- name: a/b\n  newName: r:5000/a/b\n"));
+    }
+
+    #[test]
+    fn a_reference_twice_in_one_script_is_one_edit() {
+        let text = "kind: ConfigMap\nmetadata: {name: c}\ndata:\n  run.sh: |\n    # keep me\n    docker pull gcr.io/a/b:1\n    docker run gcr.io/a/b:1\n";
+        let tree = Tree {
+            kind: TreeKind::File,
+            apply: "c.yaml".into(),
+            files: BTreeMap::from([("c.yaml".to_string(), text.as_bytes().to_vec())]),
+        };
+        let found = find(&tree, &[], Path::new("/nonexistent")).unwrap();
+        assert_eq!(found.count(), 2);
+        let to = |l: &str| Ok(format!("r:5000/{l}"));
+        let r = relocate(&tree, &[], &found, &to).unwrap();
+        assert_eq!(
+            String::from_utf8(r.tree.files["c.yaml"].clone()).unwrap(),
+            text.replace("gcr.io/a/b:1", "r:5000/gcr.io/a/b:1")
+        );
+        assert_eq!(r.edits.len(), 1);
     }
 
     #[test]
