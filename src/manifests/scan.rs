@@ -102,6 +102,9 @@ pub fn scan_value(v: &Value, doc: usize, out: &mut Vec<Occurrence>) {
 }
 
 const CONTAINER_LISTS: [&str; 3] = ["containers", "initContainers", "ephemeralContainers"];
+/// The lists kustomize's `images:` transformer rewrites (at any depth);
+/// not `ephemeralContainers`.
+const KUSTOMIZE_IMAGE_LISTS: [&str; 2] = ["containers", "initContainers"];
 
 fn key_at(path: &[Seg], back: usize) -> Option<&str> {
     match path.len().checked_sub(back).and_then(|i| path.get(i)) {
@@ -176,7 +179,9 @@ fn classify(
                     out,
                     s.trim(),
                     Place::Field,
-                    k == "image" && in_container_item(2),
+                    k == "image"
+                        && in_container_item(2)
+                        && key_at(path, 3).is_some_and(|l| KUSTOMIZE_IMAGE_LISTS.contains(&l)),
                 );
             }
             return;
@@ -342,7 +347,7 @@ mod tests {
 
     #[test]
     fn fields_args_env_configmap() {
-        let y = "kind: Deployment\nmetadata: {name: d}\nspec:\n  template:\n    spec:\n      initContainers:\n      - image: busybox\n      containers:\n      - image: \"nginx:1\"\n        args: [--executor-image, gcr.io/ml/argoexec:v2]\n        env:\n        - {name: X, value: 'quay.io/a/b:1'}\n---\nkind: ConfigMap\nmetadata: {name: c}\ndata:\n  cacheImage: gcr.io/google-containers/busybox\n  script: |\n    docker pull busybox\n---\nkind: CustomResourceDefinition\nspec: {image: {type: string}}\n";
+        let y = "kind: Deployment\nmetadata: {name: d}\nspec:\n  template:\n    spec:\n      ephemeralContainers:\n      - image: debug:1\n      initContainers:\n      - image: busybox\n      containers:\n      - image: \"nginx:1\"\n        args: [--executor-image, gcr.io/ml/argoexec:v2]\n        env:\n        - {name: X, value: 'quay.io/a/b:1'}\n---\nkind: ConfigMap\nmetadata: {name: c}\ndata:\n  cacheImage: gcr.io/google-containers/busybox\n  script: |\n    docker pull busybox\n---\nkind: CustomResourceDefinition\nspec: {image: {type: string}}\n";
         let occ = scan_documents(y, "t").unwrap();
         let lits: Vec<(&str, Place, bool)> = occ
             .iter()
@@ -351,6 +356,7 @@ mod tests {
         assert_eq!(
             lits,
             vec![
+                ("debug:1", Place::Field, false),
                 ("busybox", Place::Field, true),
                 ("nginx:1", Place::Field, true),
                 ("gcr.io/ml/argoexec:v2", Place::Text, false),
