@@ -27,6 +27,7 @@ pub mod inventory;
 pub mod oci;
 pub mod outcome;
 pub mod pack;
+pub mod paths;
 pub mod progress;
 pub mod serve;
 pub mod state;

@@ -1,0 +1,65 @@
+//! Where relative paths of the inputs resolve, said in words (issue 22).
+//!
+//! The rules (README, "Relative paths"): paths in a bundle manifest
+//! resolve against the manifest's directory; in `load-image.yaml`,
+//! `source.intermediateBundlesPath` and a LOCAL `target.repo.path` resolve
+//! against the working directory, as charts-syncer resolves them (it passes
+//! them to Go's file functions unchanged), while bundler's own state
+//! (`.bundler/`) goes next to the config. A path that does not exist is
+//! named as it resolved, lexically cleaned (`a/../b` is `b`), so the user
+//! sees which file was looked for.
+use std::path::{Component, Path, PathBuf};
+
+/// `path` joined to `base` when relative, with `.` and `..` removed
+/// lexically (symlinks are not followed: this is for messages).
+pub fn resolved(base: &Path, path: &Path) -> PathBuf {
+    let joined = if path.is_absolute() {
+        path.to_path_buf()
+    } else {
+        base.join(path)
+    };
+    lexical(&joined)
+}
+
+/// `.` and `..` components removed without touching the file system.
+pub fn lexical(path: &Path) -> PathBuf {
+    let mut out = PathBuf::new();
+    for c in path.components() {
+        match c {
+            Component::CurDir => {}
+            Component::ParentDir => {
+                if !out.pop() {
+                    out.push("..");
+                }
+            }
+            other => out.push(other.as_os_str()),
+        }
+    }
+    if out.as_os_str().is_empty() {
+        out.push(".");
+    }
+    out
+}
+
+/// The working directory made absolute for messages (`.` if unknown).
+pub fn cwd() -> PathBuf {
+    std::env::current_dir().unwrap_or_else(|_| PathBuf::from("."))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dot_dot_is_removed_lexically() {
+        assert_eq!(
+            resolved(Path::new("/w/products"), Path::new("../charts/./shop")),
+            PathBuf::from("/w/charts/shop")
+        );
+        assert_eq!(
+            resolved(Path::new("/w"), Path::new("/abs/x")),
+            PathBuf::from("/abs/x")
+        );
+        assert_eq!(lexical(Path::new("a/..")), PathBuf::from("."));
+    }
+}
