@@ -133,7 +133,10 @@ pub fn verify(reader: &BundleReader, progress: &Progress) -> anyhow::Result<Veri
                     "bundle {bundle}: blob {d} is corrupted: its content has digest {got}{}",
                     of(d)
                 )),
-                Err(e) => Some(format!("bundle {bundle}: blob {d}{}: read error: {e}", of(d))),
+                Err(e) => Some(format!(
+                    "bundle {bundle}: blob {d}{}: read error: {e}",
+                    of(d)
+                )),
             }
         })
         .collect();

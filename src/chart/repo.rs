@@ -76,9 +76,9 @@ pub async fn fetch_with_auth(
                         crate::paths::resolved(base_dir, p).display(),
                     )));
                 }
-                r => r.with_context(|| {
-                    format!("chart {}: reading {}", entry.name, path.display())
-                })?,
+                r => {
+                    r.with_context(|| format!("chart {}: reading {}", entry.name, path.display()))?
+                }
             };
             crate::file_kind::require_file(&path, &meta, "chart path", true)?;
             if meta.is_dir() {

@@ -387,22 +387,43 @@ mod tests {
         assert!(msg.contains(&format!("to {img}")), "{msg}");
         // Plan stage, one image whose message does not name it.
         let mut f = Failures::new(Stage::Plan);
-        f.add(img.into(), &anyhow::anyhow!("cannot reach registry 127.0.0.1:1"));
+        f.add(
+            img.into(),
+            &anyhow::anyhow!("cannot reach registry 127.0.0.1:1"),
+        );
         let msg = format!("{:#}", f.into_error());
         assert!(msg.contains(img) && !msg.contains("<image>"), "{msg}");
         // Two images, two causes: each cause names its own image.
         let mut f = Failures::new(Stage::Manifests);
-        f.add("r/a:1".into(), &anyhow::anyhow!("pushing manifest r/a:1: denied"));
-        f.add("r/b:1".into(), &anyhow::anyhow!("pushing manifest r/b:1: disk full"));
+        f.add(
+            "r/a:1".into(),
+            &anyhow::anyhow!("pushing manifest r/a:1: denied"),
+        );
+        f.add(
+            "r/b:1".into(),
+            &anyhow::anyhow!("pushing manifest r/b:1: disk full"),
+        );
         let msg = format!("{:#}", f.into_error());
         assert!(!msg.contains("<image>"), "{msg}");
-        assert!(msg.contains("manifest r/a:1: denied") && msg.contains("manifest r/b:1: disk full"), "{msg}");
+        assert!(
+            msg.contains("manifest r/a:1: denied") && msg.contains("manifest r/b:1: disk full"),
+            "{msg}"
+        );
         // Two images, one cause: the placeholder is explained by the list.
         let mut f = Failures::new(Stage::Manifests);
-        f.add("r/a:1".into(), &anyhow::anyhow!("pushing manifest r/a:1: denied"));
-        f.add("r/b:1".into(), &anyhow::anyhow!("pushing manifest r/b:1: denied"));
+        f.add(
+            "r/a:1".into(),
+            &anyhow::anyhow!("pushing manifest r/a:1: denied"),
+        );
+        f.add(
+            "r/b:1".into(),
+            &anyhow::anyhow!("pushing manifest r/b:1: denied"),
+        );
         let msg = format!("{:#}", f.into_error());
-        assert!(msg.contains("(<image> is each of 2 images: r/a:1, r/b:1)"), "{msg}");
+        assert!(
+            msg.contains("(<image> is each of 2 images: r/a:1, r/b:1)"),
+            "{msg}"
+        );
     }
 
     #[test]

@@ -71,10 +71,15 @@ mod tests {
         assert!(is_unreachable(
             "error sending request: client error (Connect): tcp connect error: Connection refused (os error 111)"
         ));
-        assert!(is_unreachable("dns error: failed to lookup address information"));
+        assert!(is_unreachable(
+            "dns error: failed to lookup address information"
+        ));
         assert!(!is_unreachable("403 Forbidden"));
         let a = unreachable("10.0.0.5:5000", false);
-        assert!(a.contains("10.0.0.5:5000") && a.contains("--insecure"), "{a}");
+        assert!(
+            a.contains("10.0.0.5:5000") && a.contains("--insecure"),
+            "{a}"
+        );
         assert!(!unreachable("h:1", true).contains("--insecure"));
     }
 }

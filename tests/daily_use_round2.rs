@@ -1,0 +1,283 @@
+//! Daily use, round 2 (issue 22): what a platform engineer reads when
+//! something goes wrong. Every failure names its image, an unreachable
+//! registry says what to check, a truncated copy says "copy it again" with
+//! the size the complete file has, a missing chart path is bad input (exit
+//! 2) named as it resolved, a mistyped config key gets the key it meant,
+//! piped logs carry no colour codes, and `verify` names the image a
+//! damaged blob belongs to. Real registries (`docker-registry`, one of them
+//! read-only), the example product packed offline.
+mod support;
+
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+use support::{bundler, stderr, stdout};
+
+struct Packed {
+    _work: tempfile::TempDir,
+    dir: PathBuf,
+    out: PathBuf,
+}
+
+fn pack_example() -> Packed {
+    let work = tempfile::tempdir().unwrap();
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("bundle-manifests/example.yaml");
+    let out = work.path().join("out");
+    let o = bundler(
+        work.path(),
+        &[
+            "pack",
+            manifest.to_str().unwrap(),
+            "--output",
+            out.to_str().unwrap(),
+        ],
+    );
+    assert!(o.status.success(), "pack: {}", stderr(&o));
+    Packed {
+        dir: work.path().to_path_buf(),
+        out,
+        _work: work,
+    }
+}
+
+/// A real docker-registry in read-only maintenance mode: reads answer,
+/// every push is refused (405), as a registry under maintenance does.
+struct ReadOnlyRegistry {
+    child: Child,
+    port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl ReadOnlyRegistry {
+    fn start() -> ReadOnlyRegistry {
+        let dir = tempfile::tempdir().unwrap();
+        let port = support::registry::free_port();
+        let cfg = format!(
+            "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\n  maintenance:\n    readonly:\n      enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n  secret: s\n",
+            dir.path().join("data").display()
+        );
+        std::fs::write(dir.path().join("config.yml"), cfg).unwrap();
+        let child = Command::new("docker-registry")
+            .arg("serve")
+            .arg(dir.path().join("config.yml"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("docker-registry");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "registry did not start"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        ReadOnlyRegistry {
+            child,
+            port,
+            _dir: dir,
+        }
+    }
+}
+
+impl Drop for ReadOnlyRegistry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A config syncing only the image-only bundle (one image) to `registry`.
+fn one_image_config(p: &Packed, registry: &str) -> PathBuf {
+    let src = p.dir.join("one-image");
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::copy(
+        p.out.join("demo-images_1.0.0.bundle.tar"),
+        src.join("demo-images_1.0.0.bundle.tar"),
+    )
+    .unwrap();
+    let config = p
+        .dir
+        .join(format!("to-{}.yaml", registry.replace(':', "_")));
+    std::fs::write(
+        &config,
+        format!(
+            "source:\n  intermediateBundlesPath: {}\ntarget:\n  containerPrefixRegistry: {registry}\n",
+            src.display()
+        ),
+    )
+    .unwrap();
+    config
+}
+
+fn sync(p: &Packed, config: &Path, extra: &[&str]) -> std::process::Output {
+    let mut cmd = Command::new(support::bundler_bin());
+    cmd.current_dir(&p.dir)
+        .args(["sync", "--config", config.to_str().unwrap()])
+        .args(extra);
+    for v in [
+        "HTTPS_PROXY",
+        "https_proxy",
+        "HTTP_PROXY",
+        "http_proxy",
+        "ALL_PROXY",
+        "all_proxy",
+    ] {
+        cmd.env_remove(v);
+    }
+    cmd.env_remove("BUNDLER_LOG");
+    cmd.output().unwrap()
+}
+
+#[test]
+fn a_single_failed_image_is_named_and_a_down_registry_says_what_to_check() {
+    let p = pack_example();
+    let image = "demo-sidecar";
+
+    // Nothing listens: the one image is named, and what to check is said.
+    let closed = format!("127.0.0.1:{}", support::registry::free_port());
+    let config = one_image_config(&p, &closed);
+    let o = sync(&p, &config, &[]);
+    assert_eq!(o.status.code(), Some(1));
+    let err = stderr(&o);
+    assert!(!err.contains("<image>"), "{err}");
+    assert!(
+        err.contains(&format!("{closed}/docker.io/library/{image}:1.0")),
+        "the image is named: {err}"
+    );
+    assert!(
+        err.contains(&format!("check: that a registry listens at {closed}")),
+        "{err}"
+    );
+    assert!(err.contains("plain HTTP needs `--insecure`"), "{err}");
+    assert!(err.contains("no proxy variable"), "{err}");
+    // With a proxy variable set, that it is set (never its value).
+    let mut cmd = Command::new(support::bundler_bin());
+    cmd.current_dir(&p.dir)
+        .args(["sync", "--insecure", "--config", config.to_str().unwrap()])
+        .env("HTTPS_PROXY", "http://user:proxy-secret@127.0.0.1:9")
+        .env("NO_PROXY", "example.com");
+    let o = cmd.output().unwrap();
+    let err = stderr(&o);
+    assert!(err.contains("HTTPS_PROXY is set"), "{err}");
+    assert!(!err.contains("proxy-secret"), "{err}");
+
+    // A registry that refuses pushes: the blob failure names the image.
+    let ro = ReadOnlyRegistry::start();
+    let host = format!("127.0.0.1:{}", ro.port);
+    let config = one_image_config(&p, &host);
+    let o = sync(&p, &config, &["--insecure", "-v"]);
+    assert_eq!(o.status.code(), Some(1), "{}", stdout(&o));
+    let err = stderr(&o);
+    assert!(err.contains("no manifest or tag was written"), "{err}");
+    assert!(!err.contains("<image>"), "{err}");
+    assert!(
+        err.contains(&format!("to {host}/docker.io/library/{image}")),
+        "{err}"
+    );
+    // Piped (not a terminal): the -v log lines are plain text.
+    assert!(err.contains("WARN"), "a warning was logged: {err}");
+    assert!(!err.contains('\u{1b}'), "no ANSI escape codes: {err:?}");
+}
+
+#[test]
+fn incomplete_copies_missing_paths_typos_and_damaged_blobs_are_explained() {
+    let p = pack_example();
+
+    // A bundle cut short: "copy it again", with the complete size.
+    let whole = p.out.join("demo_1.0.0.bundle.tar");
+    let size = std::fs::metadata(&whole).unwrap().len();
+    let cut = p.dir.join("cut.bundle.tar");
+    let bytes = std::fs::read(&whole).unwrap();
+    std::fs::write(&cut, &bytes[..bytes.len() - 9000]).unwrap();
+    for verb in ["verify", "inspect"] {
+        let o = bundler(&p.dir, &[verb, cut.to_str().unwrap()]);
+        assert_eq!(o.status.code(), Some(1), "{verb}");
+        let err = stderr(&o);
+        assert!(err.contains("the file is incomplete"), "{verb}: {err}");
+        assert!(err.contains("copy it again"), "{verb}: {err}");
+        assert!(
+            err.contains(&format!("the complete file is at least {size} bytes")),
+            "{verb}: {err}"
+        );
+        assert!(!err.contains("hostile"), "{verb}: {err}");
+    }
+    // The same inside the offline package.
+    let pkg = p.out.join("demo_1.0.0_amd64.tar");
+    let pkg_bytes = std::fs::read(&pkg).unwrap();
+    let cut_pkg = p.dir.join("cut-package.tar");
+    std::fs::write(&cut_pkg, &pkg_bytes[..pkg_bytes.len() - 20000]).unwrap();
+    let o = bundler(&p.dir, &["verify", cut_pkg.to_str().unwrap()]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("copy it again"), "{}", stderr(&o));
+
+    // A chart path that does not exist: bad input (exit 2), resolved path.
+    let products = p.dir.join("products");
+    std::fs::create_dir_all(&products).unwrap();
+    let manifest = products.join("shop.yaml");
+    std::fs::write(
+        &manifest,
+        "apiVersion: bundler/v1\nkind: BundleManifest\nmetadata: {name: shop, version: 1.0.0}\nspec:\n  charts:\n    - name: shop\n      version: 1.0.0\n      path: ../charts/./shop\n",
+    )
+    .unwrap();
+    let o = bundler(&p.dir, &["pack", manifest.to_str().unwrap(), "-o", "o"]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    let err = stderr(&o);
+    let resolved = p.dir.join("charts/shop");
+    assert!(
+        err.contains(&format!("path {} does not exist", resolved.display())),
+        "{err}"
+    );
+
+    // A mistyped key: the key it meant, and no pointer into the test tree.
+    let typo = p.dir.join("typo.yaml");
+    std::fs::write(
+        &typo,
+        "source:\n  intermediateBundlesPath: out\ntarget:\n  containerPrefixRegistery: 10.0.0.5\n",
+    )
+    .unwrap();
+    let o = bundler(&p.dir, &["sync", "--config", typo.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2));
+    let err = stderr(&o);
+    assert!(
+        err.contains("typo.yaml:4:3") && err.contains("did you mean `containerPrefixRegistry`?"),
+        "{err}"
+    );
+    assert!(!err.contains("tests/fixtures"), "{err}");
+    assert!(!err.contains("container_prefix_registry"), "{err}");
+
+    // A damaged layer: verify names the image it belongs to.
+    let reader = bundler::bundle::reader::BundleReader::open(&whole).unwrap();
+    let web = reader
+        .images
+        .iter()
+        .find(|i| i.reference.to_string().contains("demo/web"))
+        .expect("the web image");
+    let layer = web
+        .blobs
+        .iter()
+        .find(|b| b.media_type.contains("layer"))
+        .unwrap()
+        .digest
+        .clone();
+    let ext = reader.blob(&layer).unwrap();
+    let web_ref = web.reference.to_string();
+    drop(reader);
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&whole)
+        .unwrap();
+    let mut b = [0u8; 1];
+    f.read_exact_at(&mut b, ext.offset).unwrap();
+    f.write_all_at(&[b[0] ^ 0xff], ext.offset).unwrap();
+    let o = bundler(&p.dir, &["verify", whole.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1));
+    let err = stderr(&o);
+    assert!(
+        err.contains(&format!("blob {layer} is corrupted"))
+            && err.contains(&format!("layer of {web_ref}")),
+        "{err}"
+    );
+}
