@@ -281,3 +281,60 @@ fn incomplete_copies_missing_paths_typos_and_damaged_blobs_are_explained() {
         "{err}"
     );
 }
+
+/// skopeo inspect of `reference` in `reg` with its test credentials: is it there?
+fn present(reg: &support::registry::Registry, reference: &str) -> bool {
+    Command::new("skopeo")
+        .args(["inspect", "--raw"])
+        .args(
+            reg.skopeo_flags(false)
+                .iter()
+                .map(|f| f.replace("--src-", "--")),
+        )
+        .arg(format!("docker://{}/{reference}", reg.host()))
+        .output()
+        .unwrap()
+        .status
+        .success()
+}
+
+#[test]
+fn chart_and_image_credentials_each_serve_their_own_purpose() {
+    use support::registry::{Mode, Registry, PASSWORD, USER};
+    let p = pack_example();
+    let reg = Registry::start(Mode::BasicAuth);
+    let host = reg.host();
+    let config_with = |repo_password: &str, name: &str| {
+        let config = p.dir.join(name);
+        std::fs::write(
+            &config,
+            format!(
+                "source:\n  intermediateBundlesPath: {}\ntarget:\n  containerPrefixRegistry: {host}\n  repo:\n    kind: OCI\n    url: oci://{host}/charts\n    auth:\n      username: \"{USER}\"\n      password: \"{repo_password}\"\n  containers:\n    auth:\n      username: \"{USER}\"\n      password: \"{PASSWORD}\"\n",
+                p.out.display()
+            ),
+        )
+        .unwrap();
+        config
+    };
+
+    // A wrong chart-repo password on the image registry's own host: the
+    // images go up with theirs, the chart push fails and says which key.
+    let wrong = config_with("not-the-password", "wrong-repo.yaml");
+    let o = sync(&p, &wrong, &["--insecure"]);
+    assert_eq!(o.status.code(), Some(1), "{}", stdout(&o));
+    let err = stderr(&o);
+    assert!(err.contains("target.repo.auth"), "{err}");
+    assert!(err.contains(&format!("user \"{USER}\"")), "{err}");
+    assert!(!err.contains("not-the-password"), "{err}");
+    assert!(present(&reg, "docker.io/library/demo-sidecar:1.0"));
+    assert!(
+        !present(&reg, "charts/demo:1.0.0"),
+        "no chart was published with the image credentials"
+    );
+
+    // The right one: published.
+    let right = config_with(PASSWORD, "right-repo.yaml");
+    let o = sync(&p, &right, &["--insecure"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(present(&reg, "charts/demo:1.0.0"));
+}

@@ -173,11 +173,13 @@ pub async fn run(args: &SyncArgs) -> anyhow::Result<()> {
         force: args.force,
         auto_create_repository: args.auto_create_repository.unwrap_or(false),
     };
+    // Charts go up with their own credentials (target.repo.auth).
+    let chart_client = chart_client(args, &config)?;
     let published = charts::publish_all(
         &selected,
         prepared,
         &config,
-        &client,
+        &chart_client,
         &publish_opts,
         &progress,
         &mut summary.charts,
@@ -231,6 +233,19 @@ fn registry_client(args: &SyncArgs, config: &SyncConfig) -> anyhow::Result<Regis
             ..env_tuning(ClientOptions::default())
         },
         charts::credential_store(config),
+    )
+}
+
+/// The client chart pushes use: same transport, the chart repository's
+/// credentials (`charts::chart_credential_store`).
+fn chart_client(args: &SyncArgs, config: &SyncConfig) -> anyhow::Result<RegistryClient> {
+    RegistryClient::new(
+        ClientOptions {
+            insecure: args.transport.insecure(),
+            ca_file: args.transport.ca_file.clone(),
+            ..env_tuning(ClientOptions::default())
+        },
+        charts::chart_credential_store(config),
     )
 }
 
