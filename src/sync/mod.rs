@@ -86,6 +86,7 @@ pub async fn run(args: &SyncArgs) -> anyhow::Result<()> {
     crate::interrupt::install("sync");
     crate::interrupt::doing(format!("syncing with {}", args.config.display()));
     let progress = Progress::auto(args.json || args.print_images);
+    progress.counting_acknowledged();
     let platforms = parse_platforms(&args.platform)?;
 
     // 1. Everything that needs no network.
