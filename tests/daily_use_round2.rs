@@ -338,3 +338,150 @@ fn chart_and_image_credentials_each_serve_their_own_purpose() {
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     assert!(present(&reg, "charts/demo:1.0.0"));
 }
+
+/// The example product copied into `dir` (chart, archives, manifest,
+/// hints), so a test can change any of it.
+fn copy_example(dir: &Path) -> PathBuf {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    std::fs::create_dir_all(dir.join("bundle-manifests")).unwrap();
+    for sub in ["examples", "bundle-manifests/hints"] {
+        let o = Command::new("cp")
+            .args(["-r", root.join(sub).to_str().unwrap()])
+            .arg(dir.join(sub).parent().unwrap())
+            .output()
+            .unwrap();
+        assert!(o.status.success());
+    }
+    std::fs::create_dir_all(dir.join("bundle-manifests")).unwrap();
+    let manifest = dir.join("bundle-manifests/example.yaml");
+    std::fs::copy(root.join("bundle-manifests/example.yaml"), &manifest).unwrap();
+    manifest
+}
+
+/// An OCI layout dir at `dir` holding one small image named `ref_name`.
+fn layout_named(dir: &Path, ref_name: &str, content: &[u8]) {
+    use support::images::{image, layer, write_layout, AMD64, OCI_MANIFEST};
+    let (m, blobs) = image(&AMD64, &[layer("f", content)]);
+    write_layout(
+        dir,
+        &[(ref_name, &m, OCI_MANIFEST)],
+        &blobs.iter().collect::<Vec<_>>(),
+    );
+}
+
+fn add_to_manifest(manifest: &Path, after: &str, line: &str) {
+    let text = std::fs::read_to_string(manifest).unwrap();
+    assert!(text.contains(after));
+    std::fs::write(
+        manifest,
+        text.replacen(after, &format!("{after}\n{line}"), 1),
+    )
+    .unwrap();
+}
+
+#[test]
+fn archive_images_are_matched_by_bare_tag_warned_when_unused_and_serve_pinned_names() {
+    let work = tempfile::tempdir().unwrap();
+    let dir = work.path();
+    let manifest = copy_example(dir);
+    let pack = |out: &str| bundler(dir, &["pack", manifest.to_str().unwrap(), "-o", out]);
+    let archives = "        - archive: ../examples/images/demo-sidecar.docker.tar";
+
+    // A bare tag that two chart images carry (web and worker are 1.0.0):
+    // refused, saying how the archive is named; nothing fetched, nothing written.
+    layout_named(&dir.join("bare-ambiguous"), "1.0.0", b"which one?");
+    add_to_manifest(&manifest, archives, "        - archive: ../bare-ambiguous");
+    let o = pack("out-a");
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    let err = stderr(&o);
+    assert!(err.contains("is named only `1.0.0`"), "{err}");
+    assert!(
+        err.contains("more than one image of chart demo has the tag `1.0.0`"),
+        "{err}"
+    );
+    assert!(err.contains("registry.example.com/demo/web:1.0.0"), "{err}");
+    assert!(
+        !err.contains("dns error") && !err.contains("library/1.0.0"),
+        "{err}"
+    );
+    assert!(!dir.join("out-a/demo_1.0.0.bundle.tar").exists());
+    let text = std::fs::read_to_string(&manifest).unwrap();
+    std::fs::write(
+        &manifest,
+        text.replace("        - archive: ../bare-ambiguous\n", ""),
+    )
+    .unwrap();
+
+    // A bare tag that one chart image has (an `images:` entry): that is its
+    // name; packed from the archive (the registry does not resolve here).
+    layout_named(&dir.join("bare-extra"), "2.0", b"the extra image");
+    add_to_manifest(
+        &manifest,
+        archives,
+        "        - registry.example.com/demo/extra:2.0\n        - archive: ../bare-extra",
+    );
+    // An old version left in an archive: packed, warned, listed apart.
+    layout_named(
+        &dir.join("old-web"),
+        "registry.example.com/demo/web:0.9.0",
+        b"old",
+    );
+    add_to_manifest(&manifest, archives, "        - archive: ../old-web");
+    // A pinned chart image the archive holds under its tag.
+    let values = dir.join("examples/charts/demo/values.yaml");
+    let v = std::fs::read_to_string(&values).unwrap();
+    let pinned = "1.0.0@sha256:df0d6996f2985391146f2b84ce60d3db57b80687c0e62f46ee0aa8fb1b8f1140";
+    std::fs::write(
+        &values,
+        v.replacen("tag: \"1.0.0\"", &format!("tag: \"{pinned}\""), 1),
+    )
+    .unwrap();
+
+    let o = pack("out");
+    assert!(o.status.success(), "{}", stderr(&o));
+    let err = stderr(&o);
+    assert!(
+        err.contains("registry.example.com/demo/web:0.9.0 from archive")
+            && err.contains("is named by no hint"),
+        "{err}"
+    );
+    assert!(!err.contains("demo/extra:2.0 from archive"), "{err}");
+    let bundle = dir.join("out/demo_1.0.0.bundle.tar");
+    let o = bundler(dir, &["inspect", "--json", bundle.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let images: Vec<&str> = v["images"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["reference"].as_str().unwrap())
+        .collect();
+    assert!(
+        images.contains(&"registry.example.com/demo/extra:2.0"),
+        "{images:?}"
+    );
+    assert!(
+        images.contains(&"registry.example.com/demo/web:1.0.0"),
+        "{images:?}"
+    );
+    let apart: Vec<&str> = v["notNamedByHints"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i.as_str().unwrap())
+        .collect();
+    assert!(
+        apart.contains(&"registry.example.com/demo/web:0.9.0"),
+        "{apart:?}"
+    );
+    assert!(
+        !apart.contains(&"registry.example.com/demo/web:1.0.0"),
+        "{apart:?}"
+    );
+    let o = bundler(dir, &["inspect", bundle.to_str().unwrap()]);
+    assert!(
+        stdout(&o).contains("not named by any hint"),
+        "{}",
+        stdout(&o)
+    );
+}

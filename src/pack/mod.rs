@@ -30,6 +30,7 @@ use crate::oci::media::{Descriptor, Platform};
 use crate::oci::registry::{ClientOptions, RegistryClient};
 use crate::progress::Progress;
 
+mod archive_names;
 mod package;
 mod plan;
 mod resolve;

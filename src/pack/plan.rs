@@ -153,7 +153,9 @@ async fn find_chart_images(
         } else {
             ctx.base_dir.join(a)
         };
-        for img in resolve_archive_images(&path, ctx.platforms.as_deref())? {
+        let mut imgs = resolve_archive_images(&path, ctx.platforms.as_deref())?;
+        super::archive_names::name_plain_tags(&path, &mut imgs, Some((&chart.name, &planned)))?;
+        for img in imgs {
             planned.add(
                 img.spec.reference.clone(),
                 ImageOrigin::Archive { path: path.clone() },
@@ -161,6 +163,7 @@ async fn find_chart_images(
             local.push(img);
         }
     }
+    super::archive_names::warn_unreferenced(&chart.name, &planned);
     for n in &planned.notes {
         progress.println(format!(
             "chart {}: not expressible as a hint: {n}",
@@ -206,6 +209,8 @@ async fn chart_bundle_plan(
     for r in &refs {
         match take_local(&mut local, r)? {
             Some(img) => images.push(img),
+            // `repo:tag@sha256:…` and the archive's `repo:tag` are one image.
+            None if super::archive_names::carried_from_archive(&images, r) => {}
             None => {
                 images.push(resolve_registry_image(&ctx.client, r, ctx.platforms.as_deref()).await?)
             }
@@ -315,7 +320,9 @@ pub(super) async fn images_bundle_plan(
                 } else {
                     ctx.base_dir.join(path)
                 };
-                images.extend(resolve_archive_images(&path, ctx.platforms.as_deref())?);
+                let mut imgs = resolve_archive_images(&path, ctx.platforms.as_deref())?;
+                super::archive_names::name_plain_tags(&path, &mut imgs, None)?;
+                images.extend(imgs);
             }
         }
     }
