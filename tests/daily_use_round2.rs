@@ -485,3 +485,95 @@ fn archive_images_are_matched_by_bare_tag_warned_when_unused_and_serve_pinned_na
         stdout(&o)
     );
 }
+
+/// podman, as the README's runtime table says: `podman load` keeps every
+/// name but rebuilds the manifests (new digests); `podman pull
+/// oci-archive:images.tar:REF` keeps the digest of an OCI-typed image, and
+/// fails on a docker-typed one (containers/image skips docker-typed
+/// `index.json` entries).
+#[test]
+fn podman_load_keeps_names_and_podman_pull_oci_archive_keeps_digests() {
+    if Command::new("podman").arg("--version").output().is_err() {
+        eprintln!("podman is not installed: skipped");
+        return;
+    }
+    let p = pack_example();
+    let bundle = p.out.join("demo_1.0.0.bundle.tar");
+    let reader = bundler::bundle::reader::BundleReader::open(&bundle).unwrap();
+    let ext = reader.entries[bundler::bundle::format::IMAGES_TAR];
+    let images_tar = p.dir.join("images.tar");
+    let f = std::fs::File::open(&bundle).unwrap();
+    let mut buf = vec![0u8; ext.size as usize];
+    f.read_exact_at(&mut buf, ext.offset).unwrap();
+    std::fs::write(&images_tar, &buf).unwrap();
+    let recorded: Vec<(String, String)> = reader
+        .images
+        .iter()
+        .map(|i| (i.reference.to_string(), i.root.digest.to_string()))
+        .collect();
+    let podman = |store: &str| {
+        let mut c = Command::new("podman");
+        c.arg("--root")
+            .arg(p.dir.join(store).join("root"))
+            .arg("--runroot")
+            .arg(p.dir.join(store).join("run"))
+            .args(["--storage-driver", "vfs"]);
+        c
+    };
+    let listed = |store: &str| -> Vec<(String, String)> {
+        let o = podman(store)
+            .args([
+                "images",
+                "--digests",
+                "--format",
+                "{{.Repository}}:{{.Tag}} {{.Digest}}",
+            ])
+            .output()
+            .unwrap();
+        stdout(&o)
+            .lines()
+            .filter_map(|l| l.split_once(' '))
+            .map(|(r, d)| (r.to_string(), d.to_string()))
+            .collect()
+    };
+
+    let o = podman("load")
+        .args(["load", "-i"])
+        .arg(&images_tar)
+        .output()
+        .unwrap();
+    if !o.status.success() && stderr(&o).contains("permission") {
+        eprintln!("podman cannot run here: skipped ({})", stderr(&o));
+        return;
+    }
+    assert!(o.status.success(), "{}", stderr(&o));
+    let loaded = listed("load");
+    for (name, digest) in &recorded {
+        let got = loaded.iter().find(|(r, _)| r == name);
+        let got = got.unwrap_or_else(|| panic!("podman load lost {name}: {loaded:?}"));
+        assert_ne!(&got.1, digest, "podman load rebuilds {name}'s manifest");
+    }
+
+    let worker = "registry.example.com/demo/worker:1.0.0";
+    let o = podman("pull")
+        .arg("pull")
+        .arg(format!("oci-archive:{}:{worker}", images_tar.display()))
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let pulled = listed("pull");
+    let want = &recorded.iter().find(|(r, _)| r == worker).unwrap().1;
+    assert!(
+        pulled.iter().any(|(r, d)| r == worker && d == want),
+        "podman pull oci-archive: keeps {worker} at {want}: {pulled:?}"
+    );
+    // The docker-typed image (from a `docker save` archive) is not found.
+    let sidecar = "docker.io/library/demo-sidecar:1.0";
+    let o = podman("pull")
+        .arg("pull")
+        .arg(format!("oci-archive:{}:{sidecar}", images_tar.display()))
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("no descriptor found"), "{}", stderr(&o));
+}
