@@ -20,6 +20,7 @@ pub mod chart;
 pub mod cli;
 pub mod config;
 pub mod diff;
+pub mod diff_charts;
 pub mod error;
 pub mod file_kind;
 pub mod interrupt;

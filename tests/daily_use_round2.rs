@@ -577,3 +577,154 @@ fn podman_load_keeps_names_and_podman_pull_oci_archive_keeps_digests() {
     assert!(!o.status.success());
     assert!(stderr(&o).contains("no descriptor found"), "{}", stderr(&o));
 }
+
+/// `diff OLD NEW` reports chart changes next to image changes: a new chart
+/// version, a chart added, hint templates that came and went.
+#[test]
+fn diff_reports_chart_versions_added_charts_and_hint_changes() {
+    let old = pack_example();
+    let work = tempfile::tempdir().unwrap();
+    let dir = work.path();
+    let manifest = copy_example(dir);
+    // demo 1.1.0, one hint fewer (the sidecar's) and one rewritten.
+    let chart_yaml = dir.join("examples/charts/demo/Chart.yaml");
+    let c = std::fs::read_to_string(&chart_yaml).unwrap();
+    std::fs::write(&chart_yaml, c.replace("version: 1.0.0", "version: 1.1.0")).unwrap();
+    let m = std::fs::read_to_string(&manifest).unwrap();
+    std::fs::write(
+        &manifest,
+        m.replacen("      version: 1.0.0", "      version: 1.1.0", 1),
+    )
+    .unwrap();
+    let hints = dir.join("bundle-manifests/hints/demo.yaml");
+    std::fs::write(
+        &hints,
+        "- \"{{ .web.image.registry }}/{{ .web.image.repository }}:{{ .web.image.tag }}\"\n- \"{{ .worker.image.registry }}/{{ .worker.image.repository }}:{{ .worker.image.tag }}\"\n- \"{{ .sidecar.image }}\"\n- \"{{ .worker.image.registry }}/{{ .worker.image.repository }}:{{ .web.image.tag }}\"\n",
+    )
+    .unwrap();
+    // A second chart, `extra`, only in the new product.
+    let o = Command::new("cp")
+        .args(["-r"])
+        .arg(dir.join("examples/charts/demo"))
+        .arg(dir.join("examples/charts/extra"))
+        .output()
+        .unwrap();
+    assert!(o.status.success());
+    let extra_yaml = dir.join("examples/charts/extra/Chart.yaml");
+    let c = std::fs::read_to_string(&extra_yaml).unwrap();
+    std::fs::write(
+        &extra_yaml,
+        c.replace("name: demo", "name: extra")
+            .replace("version: 1.1.0", "version: 0.1.0"),
+    )
+    .unwrap();
+    let m = std::fs::read_to_string(&manifest).unwrap();
+    std::fs::write(
+        &manifest,
+        m.replacen(
+            "  images:\n    # Image-only",
+            "    - name: extra\n      version: 0.1.0\n      path: ../examples/charts/extra\n      hints: hints/demo.yaml\n      images:\n        - archive: ../examples/images/demo-web.oci.tar\n        - archive: ../examples/images/demo-worker.oci\n        - archive: ../examples/images/demo-sidecar.docker.tar\n  images:\n    # Image-only",
+            1,
+        ),
+    )
+    .unwrap();
+    let o = bundler(dir, &["pack", manifest.to_str().unwrap(), "-o", "out"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+
+    let old_pkg = old.out.join("demo_1.0.0_amd64.tar");
+    let new_pkg = dir.join("out/demo_1.0.0_amd64.tar");
+    let o = bundler(
+        dir,
+        &["diff", old_pkg.to_str().unwrap(), new_pkg.to_str().unwrap()],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let text = stdout(&o);
+    assert!(text.contains("chart ~ demo 1.0.0 -> 1.1.0"), "{text}");
+    assert!(text.contains("chart + extra 0.1.0"), "{text}");
+    assert!(
+        text.contains("    hint + {{ .worker.image.registry }}/{{ .worker.image.repository }}:{{ .web.image.tag }}"),
+        "{text}"
+    );
+    assert!(
+        text.contains("charts: 1 added, 0 removed, 1 changed, 0 unchanged"),
+        "{text}"
+    );
+    // And the other way round, as JSON: the chart was removed.
+    let o = bundler(
+        dir,
+        &[
+            "diff",
+            "--json",
+            new_pkg.to_str().unwrap(),
+            old_pkg.to_str().unwrap(),
+        ],
+    );
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["charts"]["removed"][0]["name"], "extra", "{v}");
+    assert_eq!(v["charts"]["changed"][0]["oldVersion"], "1.1.0", "{v}");
+    assert_eq!(v["charts"]["changed"][0]["newVersion"], "1.0.0", "{v}");
+}
+
+/// `serve` without `--config` says that its charts are the original ones.
+#[test]
+fn serve_start_line_says_which_charts_it_serves() {
+    use std::io::BufRead;
+    let p = pack_example();
+    let start_line = |extra: &[&str]| -> (String, String) {
+        let mut child = Command::new(support::bundler_bin())
+            .current_dir(&p.dir)
+            .args(["serve", p.out.to_str().unwrap(), "--listen", "127.0.0.1:0"])
+            .args(extra)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let _ = child.kill();
+        let _ = child.wait();
+        let mut json = String::new();
+        let mut child = Command::new(support::bundler_bin())
+            .current_dir(&p.dir)
+            .args([
+                "serve",
+                p.out.to_str().unwrap(),
+                "--listen",
+                "127.0.0.1:0",
+                "--json",
+            ])
+            .args(extra)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        std::io::BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut json)
+            .unwrap();
+        let _ = child.kill();
+        let _ = child.wait();
+        (line, json)
+    };
+    let (line, json) = start_line(&[]);
+    assert!(
+        line.contains("the original charts, not relocated"),
+        "{line}"
+    );
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(v["chartsAre"], "original", "{json}");
+    let config = p.dir.join("load-image.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "source:\n  intermediateBundlesPath: {}\ntarget:\n  containerPrefixRegistry: 127.0.0.1:5000\n  repo:\n    kind: LOCAL\n    path: ./repo\n",
+            p.out.display()
+        ),
+    )
+    .unwrap();
+    let (line, json) = start_line(&["--config", config.to_str().unwrap()]);
+    assert!(line.contains("relocated for"), "{line}");
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(v["chartsAre"], "relocated", "{json}");
+}
