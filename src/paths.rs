@@ -63,3 +63,47 @@ mod tests {
         assert_eq!(lexical(Path::new("a/..")), PathBuf::from("."));
     }
 }
+
+/// When the config is not in the working directory: one line per relative
+/// path of `load-image.yaml`, saying where it resolved (issue 22). Paths in
+/// the config resolve against the working directory, as charts-syncer
+/// reads them; bundler's own state (`.bundler/`) goes next to the config.
+pub fn config_path_notes(config: &crate::config::load_image::SyncConfig) -> Vec<String> {
+    let cwd = cwd();
+    let config_dir = config
+        .file
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .map(|p| resolved(&cwd, p))
+        .unwrap_or_else(|| cwd.clone());
+    let same = |a: &Path, b: &Path| match (a.canonicalize(), b.canonicalize()) {
+        (Ok(x), Ok(y)) => x == y,
+        _ => lexical(a) == lexical(b),
+    };
+    if same(&config_dir, &cwd) {
+        return Vec::new();
+    }
+    let mut notes = Vec::new();
+    let mut note = |key: &str, p: &Path| {
+        if p.is_relative() {
+            notes.push(format!(
+                "{key}: {} resolves to {} (relative to the working directory, as charts-syncer \
+                 reads it; the config is in {})",
+                p.display(),
+                resolved(&cwd, p).display(),
+                config_dir.display()
+            ));
+        }
+    };
+    if let crate::config::load_image::Source::Bundles(p) = &config.source {
+        note("source.intermediateBundlesPath", p);
+    }
+    if let Some(p) = config.target_repo.as_ref().and_then(|r| r.path.as_ref()) {
+        note("target.repo.path", p);
+    }
+    notes.push(format!(
+        "sync records (.bundler/) go next to the config: {}",
+        config_dir.join(".bundler").display()
+    ));
+    notes
+}

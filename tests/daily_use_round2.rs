@@ -728,3 +728,62 @@ fn serve_start_line_says_which_charts_it_serves() {
     let v: serde_json::Value = serde_json::from_str(&json).unwrap();
     assert_eq!(v["chartsAre"], "relocated", "{json}");
 }
+
+/// A config outside the working directory: sync says where each relative
+/// path resolved (the working directory, as charts-syncer reads them) and
+/// that its records go next to the config; a missing path is named as it
+/// resolved. End state: the LOCAL repo is where the note said.
+#[test]
+fn relative_config_paths_are_reported_where_they_resolved() {
+    let p = pack_example();
+    let site = p.dir.join("site");
+    std::fs::create_dir_all(&site).unwrap();
+    let config = site.join("load-image.yaml");
+    let reg = support::registry::Registry::start(support::registry::Mode::Plain);
+    std::fs::write(
+        &config,
+        format!(
+            "source:\n  intermediateBundlesPath: out\ntarget:\n  containerPrefixRegistry: {}\n  repo:\n    kind: LOCAL\n    path: ./local-repo\n",
+            reg.host()
+        ),
+    )
+    .unwrap();
+    let o = sync(&p, Path::new("site/load-image.yaml"), &["--insecure"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let err = stderr(&o);
+    let cwd = p.dir.canonicalize().unwrap();
+    assert!(
+        err.contains(&format!(
+            "source.intermediateBundlesPath: out resolves to {}",
+            p.dir.join("out").display()
+        )) || err.contains(&format!("resolves to {}", cwd.join("out").display())),
+        "{err}"
+    );
+    assert!(
+        err.contains("target.repo.path: ./local-repo resolves to"),
+        "{err}"
+    );
+    assert!(err.contains("next to the config"), "{err}");
+    assert!(
+        p.dir.join("local-repo/index.yaml").exists(),
+        "the LOCAL repo is in the working directory"
+    );
+    assert!(
+        site.join(".bundler/synced.json").exists(),
+        "the records are next to the config"
+    );
+
+    // From another directory: the path is named as it resolved there.
+    let elsewhere = p.dir.join("elsewhere");
+    std::fs::create_dir_all(&elsewhere).unwrap();
+    let o = bundler(
+        &elsewhere,
+        &["sync", "--insecure", "--config", "../site/load-image.yaml"],
+    );
+    assert_eq!(o.status.code(), Some(1));
+    let err = stderr(&o);
+    assert!(
+        err.contains(&format!("resolves to {}", elsewhere.join("out").display())),
+        "{err}"
+    );
+}

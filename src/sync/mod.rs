@@ -89,6 +89,10 @@ pub async fn run(args: &SyncArgs) -> anyhow::Result<()> {
     progress.counting_acknowledged();
     let platforms = parse_platforms(&args.platform)?;
 
+    // Where relative paths went, when the config is elsewhere (issue 22).
+    for n in crate::paths::config_path_notes(&config) {
+        progress.println(n);
+    }
     // 1. Everything that needs no network.
     let selected = bundles::open_selected(&config, &progress)?;
     if args.verify {
