@@ -787,3 +787,66 @@ fn relative_config_paths_are_reported_where_they_resolved() {
         "{err}"
     );
 }
+
+/// `upgrade` against a TLS registry whose CA is not trusted, without
+/// `--insecure`: the TLS problem is said once, with the flags that fix it,
+/// not once per image and check, and not "sync the images first".
+#[test]
+fn upgrade_says_a_tls_problem_once_with_the_flag_that_fixes_it() {
+    use support::kube_api::{real_helm, KubeApi};
+    let reg = support::registry::Registry::start(support::registry::Mode::Tls);
+    let api = KubeApi::start();
+    let chart = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/charts/demo");
+    // Every image of the release in the TLS registry (the sidecar's too).
+    let sidecar = format!("sidecar.image={}/demo/sidecar:1.0", reg.host());
+    api.helm(
+        3,
+        &[
+            "install",
+            "demo",
+            chart.to_str().unwrap(),
+            "-n",
+            "shop",
+            "--create-namespace",
+            "--set",
+            &sidecar,
+        ],
+    );
+    let work = tempfile::tempdir().unwrap();
+    // ROUND2_BIN runs another build (an older one) for a before/after.
+    let bin = std::env::var_os("ROUND2_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(support::bundler_bin);
+    let mut cmd = Command::new(bin);
+    cmd.current_dir(work.path()).args([
+        "upgrade",
+        "demo",
+        "-n",
+        "shop",
+        "--chart",
+        chart.to_str().unwrap(),
+        "--registry",
+        &reg.host(),
+    ]);
+    for (k, v) in api.env() {
+        cmd.env(k, v);
+    }
+    cmd.env("BUNDLER_HELM", real_helm(3))
+        .env_remove("BUNDLER_LOG");
+    let o = cmd.output().unwrap();
+    let all = format!("{}{}", stdout(&o), stderr(&o));
+    eprintln!("{all}");
+    assert_eq!(o.status.code(), Some(1), "{all}");
+    assert_eq!(
+        all.matches("TLS certificate").count(),
+        1,
+        "the TLS problem is said once: {all}"
+    );
+    assert!(
+        all.contains("--insecure") && all.contains("--ca-file"),
+        "{all}"
+    );
+    assert!(!all.contains("sync the images first"), "{all}");
+    assert!(all.contains("nothing was changed"), "{all}");
+    assert_eq!(api.revision("demo", "shop"), Some(1));
+}
