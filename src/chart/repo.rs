@@ -73,7 +73,11 @@ pub async fn fetch_with_auth(
                         "chart {}: path {} does not exist (`path:` in a bundle manifest \
                          is relative to the manifest's directory)",
                         entry.name,
-                        crate::paths::resolved(base_dir, p).display(),
+                        crate::paths::resolved(
+                            &crate::paths::cwd(),
+                            &crate::paths::resolved(base_dir, p)
+                        )
+                        .display(),
                     )));
                 }
                 r => {
