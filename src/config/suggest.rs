@@ -44,9 +44,9 @@ pub fn unknown_key(msg: &str) -> Option<String> {
     Some(match best {
         // Close enough to be a typo: a third of the name at most.
         Some((d, k)) if d <= (typed.len().max(3) / 3).max(2) => {
-            format!("unknown key `{typed}`: did you mean `{k}`? (keys here: {keys})")
+            format!("unknown field `{typed}`: did you mean `{k}`? (expected one of {keys})")
         }
-        _ => format!("unknown key `{typed}` (keys here: {keys})"),
+        _ => format!("unknown field `{typed}`, expected one of {keys}"),
     })
 }
 
