@@ -220,12 +220,19 @@ impl Progress {
         });
         let _ = first;
         let sent = self.inner.done_bytes.fetch_add(n, Ordering::Relaxed) + n;
+        if self.inner.mode == Mode::Quiet {
+            return; // nothing shown: no rate, no reads of /proc
+        }
         let now = Instant::now();
-        // The bar's text is set a few times a second, not per chunk.
+        // The bar's text is set a few times a second, not per chunk; plain
+        // lines (one every 5 s) need a sample a second.
+        let every = match self.inner.mode {
+            Mode::Bars => Duration::from_millis(200),
+            _ => Duration::from_secs(1),
+        };
         let refresh = {
             let mut w = self.inner.window.lock().unwrap();
-            let due =
-                w.1.is_none_or(|t| now.duration_since(t) >= Duration::from_millis(200));
+            let due = w.1.is_none_or(|t| now.duration_since(t) >= every);
             if due {
                 w.1 = Some(now);
             }

@@ -191,9 +191,14 @@ impl Failures {
             if images.len() > 1 {
                 // The cause is shown once with `<image>` standing for each.
                 message.push_str(&format!(
-                    "\n    (<image> is each of {}: {})",
+                    "\n    ({}: {}{})",
                     count(images.len(), "image", "images"),
-                    list(&images)
+                    list(&images),
+                    if cause.contains("<image>") {
+                        "; `<image>` above stands for each"
+                    } else {
+                        ""
+                    }
                 ));
             }
         }
@@ -421,7 +426,7 @@ mod tests {
         );
         let msg = format!("{:#}", f.into_error());
         assert!(
-            msg.contains("(<image> is each of 2 images: r/a:1, r/b:1)"),
+            msg.contains("(2 images: r/a:1, r/b:1; `<image>` above stands for each)"),
             "{msg}"
         );
     }
