@@ -46,24 +46,6 @@ pub fn cwd() -> PathBuf {
     std::env::current_dir().unwrap_or_else(|_| PathBuf::from("."))
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn dot_dot_is_removed_lexically() {
-        assert_eq!(
-            resolved(Path::new("/w/products"), Path::new("../charts/./shop")),
-            PathBuf::from("/w/charts/shop")
-        );
-        assert_eq!(
-            resolved(Path::new("/w"), Path::new("/abs/x")),
-            PathBuf::from("/abs/x")
-        );
-        assert_eq!(lexical(Path::new("a/..")), PathBuf::from("."));
-    }
-}
-
 /// When the config is not in the working directory: one line per relative
 /// path of `load-image.yaml`, saying where it resolved (issue 22). Paths in
 /// the config resolve against the working directory, as charts-syncer
@@ -106,4 +88,22 @@ pub fn config_path_notes(config: &crate::config::load_image::SyncConfig) -> Vec<
         config_dir.join(".bundler").display()
     ));
     notes
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dot_dot_is_removed_lexically() {
+        assert_eq!(
+            resolved(Path::new("/w/products"), Path::new("../charts/./shop")),
+            PathBuf::from("/w/charts/shop")
+        );
+        assert_eq!(
+            resolved(Path::new("/w"), Path::new("/abs/x")),
+            PathBuf::from("/abs/x")
+        );
+        assert_eq!(lexical(Path::new("a/..")), PathBuf::from("."));
+    }
 }
