@@ -251,6 +251,10 @@ impl Progress {
             total.set_position(done);
             total.set_message(self.rate_text(now, done));
         } else if self.inner.mode == Mode::Lines {
+            let total = self.inner.total_bytes.load(Ordering::Relaxed);
+            if n == 0 && done >= total {
+                return; // a tick after everything arrived: nothing to say
+            }
             let mut last = self.inner.last_line.lock().unwrap();
             if last.elapsed() >= Duration::from_secs(5) {
                 *last = Instant::now();
