@@ -90,6 +90,21 @@ pub fn config_path_notes(config: &crate::config::load_image::SyncConfig) -> Vec<
     notes
 }
 
+/// A path a bundle manifest names must exist: when it does not, that is
+/// bad input (exit 2), named absolute as it resolved.
+pub fn require_manifest_path(what: &str, path: &Path) -> anyhow::Result<()> {
+    match std::fs::symlink_metadata(path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            Err(crate::error::input_error(format!(
+                "{what} {} does not exist (paths in a bundle manifest are relative to the \
+                 manifest's directory)",
+                resolved(&cwd(), path).display()
+            )))
+        }
+        _ => Ok(()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -230,6 +230,23 @@ fn incomplete_copies_missing_paths_typos_and_damaged_blobs_are_explained() {
         "{err}"
     );
 
+    // The same for an archive and a hints file.
+    std::fs::write(
+        &manifest,
+        "apiVersion: bundler/v1\nkind: BundleManifest\nmetadata: {name: shop, version: 1.0.0}\nspec:\n  images:\n    - archive: ../images/./gone.tar\n",
+    )
+    .unwrap();
+    let o = bundler(&p.dir, &["pack", manifest.to_str().unwrap(), "-o", "o"]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains(&format!(
+            "image archive {} does not exist",
+            p.dir.join("images/gone.tar").display()
+        )),
+        "{}",
+        stderr(&o)
+    );
+
     // A mistyped key: the key it meant, and no pointer into the test tree.
     let typo = p.dir.join("typo.yaml");
     std::fs::write(

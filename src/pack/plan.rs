@@ -153,6 +153,7 @@ async fn find_chart_images(
         } else {
             ctx.base_dir.join(a)
         };
+        crate::paths::require_manifest_path("image archive", &path)?;
         let mut imgs = resolve_archive_images(&path, ctx.platforms.as_deref())?;
         super::archive_names::name_plain_tags(&path, &mut imgs, Some((&chart.name, &planned)))?;
         for img in imgs {
@@ -320,6 +321,7 @@ pub(super) async fn images_bundle_plan(
                 } else {
                     ctx.base_dir.join(path)
                 };
+                crate::paths::require_manifest_path("image archive", &path)?;
                 let mut imgs = resolve_archive_images(&path, ctx.platforms.as_deref())?;
                 super::archive_names::name_plain_tags(&path, &mut imgs, None)?;
                 images.extend(imgs);
