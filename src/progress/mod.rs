@@ -103,7 +103,12 @@ impl Progress {
     /// see [`unacked`]), or says "sent" where that cannot be known. A
     /// ticker keeps rate and ETA current while the last bytes drain.
     pub fn counting_acknowledged(&self) {
-        let word = if unacked::unacked_bytes().is_some() {
+        if self.inner.mode == Mode::Quiet {
+            return; // nothing shown (--json): no reads of /proc either
+        }
+        // The socket tables are read only while something is shown (they
+        // count in `bytesRead`, which --json runs measure without them).
+        let word = if unacked::available() {
             "acknowledged"
         } else {
             "sent"

@@ -11,6 +11,12 @@
 //! not readable) this answers `None` and progress counts bytes sent.
 use std::collections::HashSet;
 
+/// Whether the send queues can be read here (Linux /proc).
+pub fn available() -> bool {
+    std::path::Path::new("/proc/self/net/tcp").exists()
+        && std::path::Path::new("/proc/self/fd").exists()
+}
+
 /// Sum of the send queues of this process's TCP sockets, in bytes.
 pub fn unacked_bytes() -> Option<u64> {
     let inodes = own_socket_inodes()?;
