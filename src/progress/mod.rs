@@ -104,10 +104,9 @@ impl Progress {
     /// ticker keeps rate and ETA current while the last bytes drain.
     pub fn counting_acknowledged(&self) {
         if self.inner.mode == Mode::Quiet {
-            return; // nothing shown (--json): no reads of /proc either
+            return; // nothing shown (--json): nothing to ask
         }
-        // The socket tables are read only while something is shown (they
-        // count in `bytesRead`, which --json runs measure without them).
+        // The send queues are asked only while something is shown.
         let word = if unacked::available() {
             "acknowledged"
         } else {
