@@ -119,6 +119,11 @@ pub struct PackArgs {
     /// Path of the helm binary used to discover images in rendered templates.
     #[arg(long, env = "BUNDLER_HELM")]
     pub helm: Option<std::path::PathBuf>,
+    /// Kubernetes version for `helm template` (`.Capabilities.KubeVersion`),
+    /// e.g. 1.33.0: images whose tag follows the cluster version render
+    /// as they will on the site.
+    #[arg(long, value_name = "VERSION")]
+    pub kube_version: Option<String>,
     /// Print a JSON summary on stdout.
     #[arg(long)]
     pub json: bool,

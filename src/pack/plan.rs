@@ -12,7 +12,8 @@ use super::{BlobOrigin, BundlePlan, PackContext, PackSummary, ResolvedImage};
 use crate::bundle::format::ChartInfo;
 use crate::bundle::writer::{BundleSpec, ImageSpec};
 use crate::chart::discover::ImageOrigin;
-use crate::chart::plan::{plan_chart_images, ChartImages, HintsSource, PlannedImage};
+use crate::chart::learn_controls::Learned;
+use crate::chart::plan::{plan_chart_images_learned, ChartImages, HintsSource, PlannedImage};
 use crate::chart::render_check::{self, ReleaseDefaults, RenderedManifests};
 use crate::chart::Chart;
 use crate::config::manifest::{ChartEntry, ImageSource};
@@ -122,7 +123,8 @@ async fn find_chart_images(
             manifest.file.display()
         )
     })?;
-    let release = ReleaseDefaults::from(entry.release.as_ref());
+    let mut release = ReleaseDefaults::from(entry.release.as_ref());
+    release.kube_version = ctx.args.kube_version.clone();
     let rendered = ctx
         .helm
         .as_deref()
@@ -137,11 +139,13 @@ async fn find_chart_images(
             chart.name, chart.version
         ));
     }
-    let mut planned = plan_chart_images(
+    let learned = learn_chart_controls(ctx, entry, &chart, &release, &rendered)?;
+    let mut planned = plan_chart_images_learned(
         entry,
         &chart,
         &ctx.base_dir,
         rendered_images.as_deref(),
+        learned.as_ref(),
         &manifest.file,
     )?;
     // Images the entry's archives provide come from disk; the archives'
@@ -182,6 +186,49 @@ async fn find_chart_images(
         planned,
         local,
     })
+}
+
+/// For a chart with no hints that renders: which values control each
+/// rendered image, learned by rendering ([`crate::chart::learn_controls`]).
+fn learn_chart_controls(
+    ctx: &PackContext<'_>,
+    entry: &ChartEntry,
+    chart: &Chart,
+    release: &ReleaseDefaults,
+    rendered: &Option<anyhow::Result<RenderedManifests>>,
+) -> anyhow::Result<Option<Learned>> {
+    let (Some(helm), Some(Ok(base))) = (ctx.helm.as_deref(), rendered) else {
+        return Ok(None);
+    };
+    if entry.hints.is_some() || chart.file(".relok8s-images.yaml").is_some() {
+        return Ok(None);
+    }
+    let started = std::time::Instant::now();
+    let guessed = crate::chart::discover::discover_with_rendered(chart, Some(&base.images()))?;
+    let merged = crate::chart::hints::MergedValues::of(chart)?;
+    let mut hint_paths = Vec::new();
+    for t in &guessed.hints.templates {
+        if let Ok(r) = crate::chart::hints::resolve_one(t, &merged.values) {
+            hint_paths.extend(r.parts.into_iter().map(|p| p.path));
+        }
+    }
+    let learned =
+        crate::chart::learn_controls::learn(chart, helm, release, &base.text, &hint_paths)
+            .with_context(|| {
+                format!(
+                    "learning the image values of chart {} {}",
+                    chart.name, chart.version
+                )
+            })?;
+    tracing::debug!(
+        "chart {} {}: learned the controls of {} image sites with {} renders in {:?}",
+        chart.name,
+        chart.version,
+        learned.sites.len(),
+        learned.renders,
+        started.elapsed()
+    );
+    Ok(Some(learned))
 }
 
 /// Resolve a chart's images (archives first, then registries), prove the
@@ -227,6 +274,9 @@ async fn chart_bundle_plan(
     }
     for m in &proof.misses {
         progress.println(format!("  missed: {m}"));
+    }
+    for w in &proof.warnings {
+        eprintln!("warning: {w}");
     }
     let spec_images = collect(&mut images);
     let (specs, blob_origins) = spec_images;
