@@ -225,6 +225,12 @@ fn match_segments(
                     if matches!(part.role, PartRole::Registry) && v == c.new_registry {
                         s += 2;
                     }
+                    // A bare name that gains a `/` changes meaning in
+                    // charts that take a name with a `/` as a whole
+                    // reference (dapr's `image.name`): keep its shape.
+                    if !part.value.is_empty() && !part.value.contains('/') && v.contains('/') {
+                        s -= 3;
+                    }
                     acc.push(v.to_string());
                     go(c, si + 1, pi + 1, e, acc, s);
                     acc.pop();
