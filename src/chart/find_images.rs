@@ -139,12 +139,21 @@ fn walk(doc: &Doc, v: &Value, path: &mut Vec<String>, out: &mut Vec<ImageSite>) 
             if path.last().map(String::as_str) == Some("metadata") {
                 return;
             }
-            if let Some(image) = map_image(m) {
-                out.push(site(doc, path, image, SiteKind::Map, None));
-            }
+            let is_map_image = match map_image(m) {
+                Some(image) => {
+                    out.push(site(doc, path, image, SiteKind::Map, None));
+                    true
+                }
+                None => false,
+            };
             for (k, child) in m {
                 let Some(k) = k.as_str() else { continue };
-                if k == "image" {
+                // In a `{repository, image, version}` map, `image` is a
+                // part of the map's reference.
+                if is_map_image && matches!(k, "image" | "name" | "repository" | "registry") {
+                    continue;
+                }
+                if k == "image" || k == "imageName" {
                     if let Value::String(s) = child {
                         if !s.trim().is_empty() {
                             path.push(k.to_string());
