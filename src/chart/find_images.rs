@@ -64,12 +64,24 @@ pub struct ImageSite {
 
 /// Every image site of a multi-document `helm template` output.
 pub fn image_sites(text: &str) -> Vec<ImageSite> {
+    image_sites_where(text, |_| true)
+}
+
+/// [`image_sites`] of the documents whose text passes `keep` (a perturbed
+/// render only needs the documents where a sentinel shows). Documents are
+/// numbered as in [`image_sites`], so keys stay comparable.
+pub fn image_sites_where(text: &str, keep: impl Fn(&str) -> bool) -> Vec<ImageSite> {
     let mut out = Vec::new();
     let mut per_source: std::collections::HashMap<String, usize> = Default::default();
     for (source, doc) in documents(text) {
         let n = per_source.entry(source.to_string()).or_default();
         let doc_key = format!("{source}#{n}");
         *n += 1;
+        // CRDs are big and quote example images nobody runs: skip them
+        // before parsing.
+        if is_crd(doc) || !keep(doc) {
+            continue;
+        }
         let Ok(v) = serde_yaml_ng::from_str::<Value>(doc) else {
             continue;
         };
@@ -97,6 +109,11 @@ pub fn image_sites(text: &str) -> Vec<ImageSite> {
         walk(&doc, &v, &mut Vec::new(), &mut out);
     }
     out
+}
+
+fn is_crd(doc: &str) -> bool {
+    doc.lines()
+        .any(|l| l.trim_end() == "kind: CustomResourceDefinition")
 }
 
 struct Doc {

@@ -158,8 +158,22 @@ pub fn learn(
     base: &str,
     hint_paths: &[Vec<String>],
 ) -> anyhow::Result<Learned> {
+    learn_with(
+        chart,
+        Renderer::new(chart, helm, release)?,
+        base,
+        hint_paths,
+    )
+}
+
+/// [`learn`] with the chart already packaged for `helm template`.
+pub fn learn_with(
+    chart: &Chart,
+    mut renderer: Renderer,
+    base: &str,
+    hint_paths: &[Vec<String>],
+) -> anyhow::Result<Learned> {
     let merged = MergedValues::of(chart)?;
-    let mut renderer = Renderer::new(chart, helm, release)?;
     renderer.always = guard_paths(&merged)
         .into_iter()
         .map(|p| (set_path(&merged, &p), "true".to_string()))
@@ -315,22 +329,17 @@ fn perturb(
         .enumerate()
         .map(|(i, s)| (s.key.as_str(), i))
         .collect();
+    let perturbed = image_sites_loose(&text);
     tracing::debug!(
-        "perturbed {} values ({}), {} sites",
+        "perturbed {} values, {} image sites show a sentinel",
         cands.len(),
-        sets.iter()
-            .map(|(k, v)| format!("{k}={v}"))
-            .collect::<Vec<_>>()
-            .join(" "),
-        image_sites_loose(&text)
+        perturbed
             .iter()
-            .filter(|s| s.image.contains(".snt"))
-            .map(|s| format!("{} {}", s.location, s.image))
-            .collect::<Vec<_>>()
-            .join("; ")
+            .filter(|s| s.image.contains("x.snt"))
+            .count()
     );
     let mut out = Vec::new();
-    for p in image_sites_loose(&text) {
+    for p in perturbed {
         let Some(&i) = by_key.get(p.key.as_str()) else {
             continue;
         };
@@ -345,10 +354,9 @@ fn perturb(
     out
 }
 
-/// Image sites of a perturbed render. Sentinels make a text reference's
-/// registry look like a host (`zs1x.snt/...`), so the same finder works.
+/// Image sites of a perturbed render, in the documents a sentinel reached.
 fn image_sites_loose(text: &str) -> Vec<ImageSite> {
-    image_sites(text)
+    super::find_images::image_sites_where(text, |d| d.contains("x.snt"))
 }
 
 /// `zs{i}x.snt`: a valid registry host, path component and tag, and no

@@ -219,8 +219,9 @@ pub async fn run(args: &PackArgs) -> anyhow::Result<()> {
     // the run before bytes move.
     let mut plans: Vec<BundlePlan> = Vec::new();
     let mut listing = plan::ImageListing::default();
-    for entry in &manifest.charts {
-        plans.extend(plan::plan_chart(&ctx, entry, &mut listing, &mut summary).await?);
+    let found = plan::find_all_charts(&ctx, &manifest.charts).await?;
+    for (entry, found) in manifest.charts.iter().zip(found) {
+        plans.extend(plan::plan_chart(&ctx, entry, found, &mut listing, &mut summary).await?);
     }
     if ctx.listing_only {
         return plan::print_listing(&ctx, listing);

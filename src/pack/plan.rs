@@ -12,7 +12,7 @@ use super::{BlobOrigin, BundlePlan, PackContext, PackSummary, ResolvedImage};
 use crate::bundle::format::ChartInfo;
 use crate::bundle::writer::{BundleSpec, ImageSpec};
 use crate::chart::discover::ImageOrigin;
-use crate::chart::learn_controls::Learned;
+use crate::chart::learn_controls::{Learned, Renderer};
 use crate::chart::plan::{plan_chart_images_learned, ChartImages, HintsSource, PlannedImage};
 use crate::chart::render_check::{self, ReleaseDefaults, RenderedManifests};
 use crate::chart::Chart;
@@ -67,7 +67,7 @@ impl ImageListing {
 }
 
 /// A chart fetched and searched for images, before its images are resolved.
-struct FoundChart {
+pub(super) struct FoundChart {
     chart: Chart,
     tgz: Vec<u8>,
     release: ReleaseDefaults,
@@ -77,15 +77,33 @@ struct FoundChart {
     local: Vec<ResolvedImage>,
 }
 
+/// How many charts are fetched, rendered and learned at once (helm runs
+/// are CPU-bound; a few overlap fetches and renders without crowding).
+const CHARTS_IN_PARALLEL: usize = 4;
+
+/// Fetch, render and learn every chart, a few at a time; in manifest
+/// order, the first failure wins.
+pub(super) async fn find_all_charts(
+    ctx: &PackContext<'_>,
+    entries: &[ChartEntry],
+) -> anyhow::Result<Vec<FoundChart>> {
+    use futures_util::{StreamExt, TryStreamExt};
+    futures_util::stream::iter(entries)
+        .map(|e| find_chart_images(ctx, e))
+        .buffered(CHARTS_IN_PARALLEL)
+        .try_collect()
+        .await
+}
+
 /// Plan one chart's bundle. When only listing, the chart goes into
 /// `listing` instead and nothing is resolved.
 pub(super) async fn plan_chart(
     ctx: &PackContext<'_>,
     entry: &ChartEntry,
+    found: FoundChart,
     listing: &mut ImageListing,
     summary: &mut PackSummary,
 ) -> anyhow::Result<Option<BundlePlan>> {
-    let found = find_chart_images(ctx, entry).await?;
     if ctx.listing_only {
         let (chart, planned) = (&found.chart, &found.planned);
         listing.charts.push(ChartListing {
@@ -125,10 +143,30 @@ async fn find_chart_images(
     })?;
     let mut release = ReleaseDefaults::from(entry.release.as_ref());
     release.kube_version = ctx.args.kube_version.clone();
-    let rendered = ctx
-        .helm
-        .as_deref()
-        .map(|h| render_check::render_chart(&chart, h, &release));
+    // helm runs off the async threads, so that charts render in parallel.
+    let has_hints = entry.hints.is_some() || chart.file(".relok8s-images.yaml").is_some();
+    let (rendered, learned) = {
+        let (chart, release, helm) = (chart.clone(), release.clone(), ctx.helm.clone());
+        tokio::task::spawn_blocking(move || {
+            let Some(helm) = helm else {
+                return (None, Ok(None));
+            };
+            // One packaged copy serves the render at defaults and learning.
+            let renderer = match Renderer::new(&chart, &helm, &release) {
+                Ok(r) => r,
+                Err(e) => return (Some(Err(e)), Ok(None)),
+            };
+            let rendered = renderer.render(&[]).map(|t| RenderedManifests::parse(&t));
+            let learned = match (&rendered, has_hints) {
+                (Ok(base), false) => learn_chart_controls(renderer, &chart, base).map(Some),
+                _ => Ok(None),
+            };
+            (Some(rendered), learned)
+        })
+        .await
+        .context("rendering the chart")?
+    };
+    let learned = learned?;
     let rendered_images = match &rendered {
         Some(Ok(r)) => Some(r.images()),
         _ => None,
@@ -139,7 +177,6 @@ async fn find_chart_images(
             chart.name, chart.version
         ));
     }
-    let learned = learn_chart_controls(ctx, entry, &chart, &release, &rendered)?;
     let mut planned = plan_chart_images_learned(
         entry,
         &chart,
@@ -191,18 +228,10 @@ async fn find_chart_images(
 /// For a chart with no hints that renders: which values control each
 /// rendered image, learned by rendering ([`crate::chart::learn_controls`]).
 fn learn_chart_controls(
-    ctx: &PackContext<'_>,
-    entry: &ChartEntry,
+    renderer: Renderer,
     chart: &Chart,
-    release: &ReleaseDefaults,
-    rendered: &Option<anyhow::Result<RenderedManifests>>,
-) -> anyhow::Result<Option<Learned>> {
-    let (Some(helm), Some(Ok(base))) = (ctx.helm.as_deref(), rendered) else {
-        return Ok(None);
-    };
-    if entry.hints.is_some() || chart.file(".relok8s-images.yaml").is_some() {
-        return Ok(None);
-    }
+    base: &RenderedManifests,
+) -> anyhow::Result<Learned> {
     let started = std::time::Instant::now();
     let guessed = crate::chart::discover::discover_with_rendered(chart, Some(&base.images()))?;
     let merged = crate::chart::hints::MergedValues::of(chart)?;
@@ -213,7 +242,7 @@ fn learn_chart_controls(
         }
     }
     let learned =
-        crate::chart::learn_controls::learn(chart, helm, release, &base.text, &hint_paths)
+        crate::chart::learn_controls::learn_with(chart, renderer, &base.text, &hint_paths)
             .with_context(|| {
                 format!(
                     "learning the image values of chart {} {}",
@@ -228,7 +257,7 @@ fn learn_chart_controls(
         learned.renders,
         started.elapsed()
     );
-    Ok(Some(learned))
+    Ok(learned)
 }
 
 /// Resolve a chart's images (archives first, then registries), prove the
