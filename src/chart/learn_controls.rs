@@ -90,15 +90,18 @@ pub struct Renderer {
     release: ReleaseDefaults,
     /// Values every render sets (guards).
     always: Vec<(String, String)>,
+    /// Where what is learned with this renderer is kept.
+    cache_key: String,
 }
 
 impl Renderer {
     pub fn new(chart: &Chart, helm: &Path, release: &ReleaseDefaults) -> anyhow::Result<Self> {
         let dir = tempfile::tempdir().context("creating a temporary directory")?;
         let tgz = dir.path().join(super::package::archive_name(chart));
-        std::fs::write(&tgz, super::package::package_tgz(chart)?)
-            .with_context(|| format!("writing {}", tgz.display()))?;
+        let bytes = super::package::package_tgz(chart)?;
+        std::fs::write(&tgz, &bytes).with_context(|| format!("writing {}", tgz.display()))?;
         Ok(Renderer {
+            cache_key: super::learn_cache::key(&bytes, helm, release),
             helm: helm.to_path_buf(),
             _dir: dir,
             tgz,
@@ -173,6 +176,9 @@ pub fn learn_with(
     base: &str,
     hint_paths: &[Vec<String>],
 ) -> anyhow::Result<Learned> {
+    if let Some(l) = super::learn_cache::load(&renderer.cache_key) {
+        return Ok(l);
+    }
     let merged = MergedValues::of(chart)?;
     renderer.always = guard_paths(&merged)
         .into_iter()
@@ -235,7 +241,9 @@ pub fn learn_with(
             SiteControl { site, template }
         })
         .collect();
-    Ok(Learned { sites, renders })
+    let learned = Learned { sites, renders };
+    super::learn_cache::store(&renderer.cache_key, &learned);
+    Ok(learned)
 }
 
 /// A part of a site's text that a value prints: `[start, end)` of the

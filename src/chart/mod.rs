@@ -15,6 +15,7 @@ pub mod discover;
 pub mod find_images;
 pub mod helmignore;
 pub mod hints;
+pub mod learn_cache;
 pub mod learn_controls;
 pub mod load;
 pub mod package;
