@@ -868,7 +868,12 @@ fn dry_run_lists_images_with_origins_and_writes_nothing() {
     assert!(o.status.success(), "{}", stderr(&o));
     let text = stdout(&o);
     assert!(text.contains("docker.io/grafana/grafana:12.3.1"), "{text}");
-    assert!(text.contains("discovered at values path image"), "{text}");
+    assert!(
+        text.contains(
+            "learned by rendering with its values changed: {{ .image.registry }}/{{ .image.repository }}:{{ or .image.tag \"12.3.1\" }}"
+        ),
+        "{text}"
+    );
     assert!(text.contains("rendered by helm template"), "{text}");
     assert!(!work.path().join("out").exists());
 }

@@ -194,6 +194,14 @@ pub fn learn_with(
         (0..sites.len()).any(|i| !sites[i].test_hook && !spans[i].iter().any(|s| s.start == 0))
     };
     let leaves = leaves(&merged);
+    // Empty tags of guessed hints go with them: the template's default
+    // (appVersion, `v` + appVersion) is then the `or` default, so the hint
+    // names the tag's value path too.
+    let empty_tags = leaves.iter().filter(|c| {
+        c.value.is_empty()
+            && hint_paths.contains(&c.path)
+            && matches!(c.path.last().map(String::as_str), Some("tag" | "version"))
+    });
     let (likely, others): (Vec<Candidate>, Vec<Candidate>) = leaves
         .iter()
         .filter(|c| !c.value.is_empty() && c.value.len() >= 2)
@@ -203,10 +211,11 @@ pub fn learn_with(
         .partition(|c| {
             hint_paths.contains(&c.path) || image_like_path(&c.path) || c.value.contains('/')
         });
-    let found = perturb(&renderer, &likely, &sites, &mut renders, true);
+    let likely: Vec<Candidate> = likely.into_iter().chain(empty_tags.cloned()).collect();
+    let found = perturb(&renderer, &likely, &sites, &mut renders);
     merge_spans(&mut spans, found);
     if needs(&spans) {
-        let found = perturb(&renderer, &others, &sites, &mut renders, true);
+        let found = perturb(&renderer, &others, &sites, &mut renders);
         merge_spans(&mut spans, found);
     }
 
@@ -223,8 +232,8 @@ pub fn learn_with(
             .partition(|c| c.path.first().map(String::as_str) == Some("global"));
         let (mut r_g, mut r_o) = (0, 0);
         let (found_g, found_o) = std::thread::scope(|s| {
-            let g = s.spawn(|| perturb(&renderer, &globals, &sites, &mut r_g, false));
-            let o = perturb(&renderer, &others, &sites, &mut r_o, false);
+            let g = s.spawn(|| perturb(&renderer, &globals, &sites, &mut r_g));
+            let o = perturb(&renderer, &others, &sites, &mut r_o);
             (g.join().unwrap_or_default(), o)
         });
         renders += r_g + r_o;
@@ -302,13 +311,13 @@ fn escape_literal(s: &str) -> String {
 
 /// Set each candidate to its own sentinel in one render (halving the batch
 /// when it does not render) and return the spans found, per site index.
-/// `exact`: round 1, where the replaced text must be the value itself.
+/// A candidate with a value must print as that value; an empty one
+/// stands for whatever the template printed in its place.
 fn perturb(
     renderer: &Renderer,
     cands: &[Candidate],
     sites: &[ImageSite],
     renders: &mut usize,
-    exact: bool,
 ) -> Vec<(usize, Span)> {
     if cands.is_empty() {
         return Vec::new();
@@ -327,8 +336,8 @@ fn perturb(
                 return Vec::new();
             }
             let (a, b) = cands.split_at(cands.len() / 2);
-            let mut out = perturb(renderer, a, sites, renders, exact);
-            out.extend(perturb(renderer, b, sites, renders, exact));
+            let mut out = perturb(renderer, a, sites, renders);
+            out.extend(perturb(renderer, b, sites, renders));
             return out;
         }
     };
@@ -355,7 +364,7 @@ fn perturb(
             continue;
         }
         let pieces = split_sentinels(&p.image, cands.len());
-        for span in align(&sites[i].image, &pieces, cands, exact) {
+        for span in align(&sites[i].image, &pieces, cands) {
             out.push((i, span));
         }
     }
@@ -419,14 +428,13 @@ fn split_sentinels(s: &str, n: usize) -> Vec<Piece> {
 
 /// Match the pieces of a perturbed text against the site's text at
 /// default values: literal pieces must appear as they are; each sentinel
-/// stands for the text between them. In round 1 (`exact`) that text must
-/// be the value itself; otherwise it is the default the template used.
-fn align(base: &str, pieces: &[Piece], cands: &[Candidate], exact: bool) -> Vec<Span> {
+/// stands for the text between them: the value itself when it has one,
+/// else the default the template printed in its place.
+fn align(base: &str, pieces: &[Piece], cands: &[Candidate]) -> Vec<Span> {
     fn go(
         base: &str,
         pieces: &[Piece],
         cands: &[Candidate],
-        exact: bool,
         pos: usize,
         acc: &mut Vec<Span>,
         steps: &mut usize,
@@ -441,10 +449,11 @@ fn align(base: &str, pieces: &[Piece], cands: &[Candidate], exact: bool) -> Vec<
         match first {
             Piece::Lit(l) => {
                 base[pos..].starts_with(l.as_str())
-                    && go(base, rest, cands, exact, pos + l.len(), acc, steps)
+                    && go(base, rest, cands, pos + l.len(), acc, steps)
             }
             Piece::Sent(i) => {
                 let c = &cands[*i];
+                let exact = !c.value.is_empty();
                 let ends: Vec<usize> = if exact {
                     if base[pos..].starts_with(c.value.as_str()) {
                         vec![pos + c.value.len()]
@@ -463,7 +472,7 @@ fn align(base: &str, pieces: &[Piece], cands: &[Candidate], exact: bool) -> Vec<
                         path: c.path.clone(),
                         default: (!exact).then(|| base[pos..e].to_string()),
                     });
-                    if go(base, rest, cands, exact, e, acc, steps) {
+                    if go(base, rest, cands, e, acc, steps) {
                         return true;
                     }
                     acc.pop();
@@ -474,7 +483,7 @@ fn align(base: &str, pieces: &[Piece], cands: &[Candidate], exact: bool) -> Vec<
     }
     let mut acc = Vec::new();
     let mut steps = 0;
-    if go(base, pieces, cands, exact, 0, &mut acc, &mut steps) {
+    if go(base, pieces, cands, 0, &mut acc, &mut steps) {
         // An empty default that printed nothing cannot be relocated into.
         acc.retain(|s| s.end > s.start);
         acc
@@ -661,21 +670,21 @@ mod tests {
             cand("global.tag", "1.18.3"),
         ];
         let p = split_sentinels("zs0x.snt/zs1x.snt:zs2x.snt", 3);
-        let spans = align("ghcr.io/dapr/operator:1.18.3", &p, &cands, true);
+        let spans = align("ghcr.io/dapr/operator:1.18.3", &p, &cands);
         assert_eq!(
             template_of("ghcr.io/dapr/operator:1.18.3", &spans).unwrap(),
             "{{ .global.registry }}/{{ .op.image.name }}:{{ .global.tag }}"
         );
         // A value the template does not print as it is does not align.
         let p = split_sentinels("zs0x.snt/zs1x.snt:zs2x.snt", 3);
-        assert!(align("ghcr.io/dapr/other:1.18.3", &p, &cands, true).is_empty());
+        assert!(align("ghcr.io/dapr/other:1.18.3", &p, &cands).is_empty());
     }
 
     #[test]
     fn null_values_carry_the_template_default() {
         let cands = vec![cand("image.registry", "")];
         let p = split_sentinels("zs0x.snt/bitnami/nginx:1.0", 1);
-        let spans = align("docker.io/bitnami/nginx:1.0", &p, &cands, false);
+        let spans = align("docker.io/bitnami/nginx:1.0", &p, &cands);
         assert_eq!(
             template_of("docker.io/bitnami/nginx:1.0", &spans).unwrap(),
             "{{ or .image.registry \"docker.io\" }}/bitnami/nginx:1.0"

@@ -145,6 +145,7 @@ pub fn plan_chart_images_learned(
             ),
         }
     };
+    let learned_templates = learned.map(Learned::templates).unwrap_or_default();
     let mut out = ChartImages {
         hints: Hints::default(),
         source: source.clone(),
@@ -164,6 +165,11 @@ pub fn plan_chart_images_learned(
             (HintsSource::Shipped, _) | (HintsSource::Given, None) => ImageOrigin::ChartHints {
                 hint: resolved.template.clone(),
             },
+            (HintsSource::Discovered, _) if learned_templates.contains(&resolved.template) => {
+                ImageOrigin::Learned {
+                    hint: resolved.template.clone(),
+                }
+            }
             (HintsSource::Discovered, _) => ImageOrigin::Values {
                 path: value_path_of(&resolved),
                 hint: resolved.template.clone(),
