@@ -409,6 +409,14 @@ fn tags_are_what_the_chart_renders() {
         stdout(&o)
     );
     assert!(!stdout(&o).contains("kubectl:1.0"), "{}", stdout(&o));
+    // ... and says that the tag follows the cluster, and what to set.
+    assert!(
+        stdout(&o).contains("follows the cluster version")
+            && stdout(&o).contains("kubectl:1.99")
+            && stdout(&o).contains("--kube-version"),
+        "{}",
+        stdout(&o)
+    );
 }
 
 /// 8. A `helm.sh/hook: test` pod with a literal image: pack and sync warn,

@@ -26,6 +26,8 @@ struct Entry {
     test_hook: bool,
     key: String,
     template: Option<String>,
+    #[serde(default)]
+    other_kube_version: Option<(String, String)>,
 }
 
 fn dir() -> Option<PathBuf> {
@@ -89,6 +91,7 @@ pub fn load(key: &str) -> Option<Learned> {
                 test_hook: e.test_hook,
             },
             template: e.template,
+            other_kube_version: e.other_kube_version,
         })
         .collect();
     Some(Learned { sites, renders: 0 })
@@ -113,6 +116,7 @@ pub fn store(key: &str, learned: &Learned) {
             test_hook: s.site.test_hook,
             key: s.site.key.clone(),
             template: s.template.clone(),
+            other_kube_version: s.other_kube_version.clone(),
         })
         .collect();
     let Ok(bytes) = serde_json::to_vec(&entries) else {

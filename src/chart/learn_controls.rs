@@ -48,6 +48,9 @@ pub struct SiteControl {
     pub site: ImageSite,
     /// The hint template, when some value controls the image's name.
     pub template: Option<String>,
+    /// What the site renders for another cluster version, when its tag
+    /// follows `.Capabilities.KubeVersion` rather than a value.
+    pub other_kube_version: Option<(String, String)>,
 }
 
 /// What rendering taught about a chart.
@@ -112,6 +115,14 @@ impl Renderer {
 
     /// The manifests with `sets` (`--set-string` paths and values).
     pub fn render(&self, sets: &[(String, String)]) -> anyhow::Result<String> {
+        self.render_for(sets, self.release.kube_version.as_deref())
+    }
+
+    fn render_for(
+        &self,
+        sets: &[(String, String)],
+        kube_version: Option<&str>,
+    ) -> anyhow::Result<String> {
         let mut cmd = std::process::Command::new(&self.helm);
         cmd.arg("template")
             .arg(self.release.name.as_deref().unwrap_or("release"))
@@ -119,7 +130,7 @@ impl Renderer {
         if let Some(ns) = &self.release.namespace {
             cmd.arg("--namespace").arg(ns);
         }
-        if let Some(kv) = &self.release.kube_version {
+        if let Some(kv) = kube_version {
             cmd.arg("--kube-version").arg(kv);
         }
         for (k, v) in self.always.iter().chain(sets) {
@@ -242,17 +253,63 @@ pub fn learn_with(
         merge_spans(&mut spans, found_o);
     }
 
+    let other = kube_dependent(&renderer, &sites, &spans, &mut renders);
     let sites = sites
         .into_iter()
         .zip(spans)
-        .map(|(site, spans)| {
+        .zip(other)
+        .map(|((site, spans), other_kube_version)| {
             let template = template_of(&site.image, &spans);
-            SiteControl { site, template }
+            SiteControl {
+                site,
+                template,
+                other_kube_version,
+            }
         })
         .collect();
     let learned = Learned { sites, renders };
     super::learn_cache::store(&renderer.cache_key, &learned);
     Ok(learned)
+}
+
+/// Sites whose tag no value prints may take it from the cluster version
+/// (`kubectl:{{ .Capabilities.KubeVersion.Minor }}`): render once more for
+/// another version and report those that change.
+fn kube_dependent(
+    renderer: &Renderer,
+    sites: &[ImageSite],
+    spans: &[Vec<Span>],
+    renders: &mut usize,
+) -> Vec<Option<(String, String)>> {
+    let mut out = vec![None; sites.len()];
+    let literal_tag = |i: usize| {
+        let (name_end, _) = hints::name_and_tag_end(&sites[i].image);
+        name_end < sites[i].image.len() && !spans[i].iter().any(|s| s.end > name_end)
+    };
+    if !(0..sites.len()).any(|i| !sites[i].test_hook && literal_tag(i)) {
+        return out;
+    }
+    let other = match renderer.release.kube_version.as_deref() {
+        Some("1.99.0") => "1.98.0",
+        _ => "1.99.0",
+    };
+    *renders += 1;
+    let Ok(text) = renderer.render_for(&[], Some(other)) else {
+        return out;
+    };
+    let by_key: BTreeMap<String, String> = image_sites(&text)
+        .into_iter()
+        .map(|s| (s.key, s.image))
+        .collect();
+    for (i, s) in sites.iter().enumerate() {
+        match by_key.get(&s.key) {
+            Some(img) if literal_tag(i) && *img != s.image => {
+                out[i] = Some((other.to_string(), img.clone()));
+            }
+            _ => {}
+        }
+    }
+    out
 }
 
 /// A part of a site's text that a value prints: `[start, end)` of the
@@ -325,7 +382,7 @@ fn perturb(
     let sets: Vec<(String, String)> = cands
         .iter()
         .enumerate()
-        .map(|(i, c)| (c.set_path.clone(), sentinel(i)))
+        .map(|(i, c)| (c.set_path.clone(), sentinel(i, c)))
         .collect();
     *renders += 1;
     let text = match renderer.render(&sets) {
@@ -377,9 +434,27 @@ fn image_sites_loose(text: &str) -> Vec<ImageSite> {
 }
 
 /// `zs{i}x.snt`: a valid registry host, path component and tag, and no
-/// sentinel is a substring of another.
-fn sentinel(i: usize) -> String {
-    format!("zs{i}x.snt")
+/// sentinel is a substring of another. For tags and versions,
+/// `9.9.{i}-zs{i}x.snt`: also a semantic version, for the charts that
+/// `semverCompare` their image tag.
+fn sentinel(i: usize, c: &Candidate) -> String {
+    let key = c
+        .path
+        .last()
+        .map(|k| k.to_ascii_lowercase())
+        .unwrap_or_default();
+    let v = c.value.trim_start_matches('v');
+    let versionish = key.contains("tag")
+        || key.contains("version")
+        || (v.split('.').count() >= 2
+            && v.split('.')
+                .next()
+                .is_some_and(|m| !m.is_empty() && m.chars().all(|c| c.is_ascii_digit())));
+    if versionish {
+        format!("9.9.{i}-zs{i}x.snt")
+    } else {
+        format!("zs{i}x.snt")
+    }
 }
 
 /// A perturbed text as literal pieces and sentinel indexes.
@@ -402,7 +477,13 @@ fn split_sentinels(s: &str, n: usize) -> Vec<Piece> {
             if !digits.is_empty() && tail[digits.len()..].starts_with("x.snt") {
                 if let Ok(i) = digits.parse::<usize>() {
                     if i < n {
-                        best = Some((at, at + 2 + digits.len() + 5, i));
+                        let semver = format!("9.9.{i}-");
+                        let start = if rest[..at].ends_with(&semver) {
+                            at - semver.len()
+                        } else {
+                            at
+                        };
+                        best = Some((start, at + 2 + digits.len() + 5, i));
                         break;
                     }
                 }
@@ -669,7 +750,7 @@ mod tests {
             cand("op.image.name", "operator"),
             cand("global.tag", "1.18.3"),
         ];
-        let p = split_sentinels("zs0x.snt/zs1x.snt:zs2x.snt", 3);
+        let p = split_sentinels("zs0x.snt/zs1x.snt:9.9.2-zs2x.snt", 3);
         let spans = align("ghcr.io/dapr/operator:1.18.3", &p, &cands);
         assert_eq!(
             template_of("ghcr.io/dapr/operator:1.18.3", &spans).unwrap(),

@@ -259,6 +259,14 @@ fn combine_learned(
             }
         ));
     }
+    for s in &learned.sites {
+        if let Some((version, image)) = &s.other_kube_version {
+            notes.push(format!(
+                "{} ({}, {}): its tag follows the cluster version (.Capabilities.KubeVersion), not a value; for Kubernetes {version} the chart renders {image}: pack with --kube-version set to the site's version",
+                s.site.image, s.site.location, s.site.source
+            ));
+        }
+    }
     let hints = Hints { templates };
     let mut explained = Vec::new();
     for h in hints.resolve(chart)? {
