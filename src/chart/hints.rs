@@ -512,6 +512,29 @@ mod tests {
     }
 
     #[test]
+    fn or_defaults_stand_for_null_and_absent_values() {
+        let v: Value =
+            serde_yaml_ng::from_str("image: {registry: null, repository: acme/app, tag: ''}")
+                .unwrap();
+        let r = resolve_one(
+            "{{ or .image.registry \"docker.io\" }}/{{ .image.repository }}:{{ or .image.tag \"v1.0\" }}/{{ or .global.imageRegistry \"x\" }}",
+            &v,
+        );
+        assert!(r.is_err(), "a trailing path is not a reference");
+        let r = resolve_one(
+            "{{ or .global.imageRegistry \"docker.io\" }}/{{ .image.repository }}:{{ or .image.tag \"v1.0\" }}",
+            &v,
+        )
+        .unwrap();
+        assert_eq!(r.reference.to_string(), "docker.io/acme/app:v1.0");
+        assert_eq!(r.parts[0].path, vec!["global", "imageRegistry"]);
+        assert_eq!(r.parts[0].value, "docker.io");
+        assert_eq!(r.parts[2].role, PartRole::Tag);
+        assert!(parse_template("{{ or .a }}").is_err());
+        assert!(parse_template("{{ or .a b }}").is_err());
+    }
+
+    #[test]
     fn yaml_round_trip() {
         let h =
             Hints::parse("- \"{{ .image.repository }}:{{ .image.tag }}\"\n- '{{ .a.image }}'\n")
