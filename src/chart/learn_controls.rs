@@ -346,7 +346,7 @@ fn template_of(text: &str, spans: &[Span]) -> Option<String> {
     let mut out = String::new();
     let mut pos = 0;
     for s in &spans {
-        out.push_str(&escape_literal(&text[pos..s.start]));
+        out.push_str(&text[pos..s.start]);
         match &s.default {
             None => out.push_str(&format!("{{{{ .{} }}}}", s.path.join("."))),
             Some(d) => out.push_str(&format!(
@@ -357,13 +357,8 @@ fn template_of(text: &str, spans: &[Span]) -> Option<String> {
         }
         pos = s.end;
     }
-    out.push_str(&escape_literal(&text[pos..]));
+    out.push_str(&text[pos..]);
     Some(out)
-}
-
-/// Literal text of a template cannot hold `{{`.
-fn escape_literal(s: &str) -> String {
-    s.to_string()
 }
 
 /// Set each candidate to its own sentinel in one render (halving the batch
