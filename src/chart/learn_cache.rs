@@ -28,6 +28,8 @@ struct Entry {
     template: Option<String>,
     #[serde(default)]
     other_kube_version: Option<(String, String)>,
+    #[serde(default)]
+    inconclusive: bool,
 }
 
 fn dir() -> Option<PathBuf> {
@@ -60,7 +62,7 @@ pub fn key(tgz: &[u8], helm: &Path, release: &ReleaseDefaults) -> String {
         .map(|p| stamp(&p))
         .unwrap_or_default();
     let text = format!(
-        "learn-v1\n{}\n{:?}\n{:?}\n{:?}\n{}\n{exe}\n",
+        "learn-v2\n{}\n{:?}\n{:?}\n{:?}\n{}\n{exe}\n",
         Digest::of(tgz),
         release.name,
         release.namespace,
@@ -92,6 +94,7 @@ pub fn load(key: &str) -> Option<Learned> {
             },
             template: e.template,
             other_kube_version: e.other_kube_version,
+            inconclusive: e.inconclusive,
         })
         .collect();
     Some(Learned { sites, renders: 0 })
@@ -117,6 +120,7 @@ pub fn store(key: &str, learned: &Learned) {
             key: s.site.key.clone(),
             template: s.template.clone(),
             other_kube_version: s.other_kube_version.clone(),
+            inconclusive: s.inconclusive,
         })
         .collect();
     let Ok(bytes) = serde_json::to_vec(&entries) else {

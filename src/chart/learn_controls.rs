@@ -51,6 +51,10 @@ pub struct SiteControl {
     /// What the site renders for another cluster version, when its tag
     /// follows `.Capabilities.KubeVersion` rather than a value.
     pub other_kube_version: Option<(String, String)>,
+    /// No perturbed value showed in it at all (its values could not be
+    /// perturbed, or the template prints only literals): a guess from the
+    /// values' shapes may still serve it.
+    pub inconclusive: bool,
 }
 
 /// What rendering taught about a chart.
@@ -264,6 +268,7 @@ pub fn learn_with(
                 site,
                 template,
                 other_kube_version,
+                inconclusive: spans.is_empty(),
             }
         })
         .collect();

@@ -226,9 +226,11 @@ fn combine_learned(
         learned_paths.extend(r.parts.iter().map(|p| p.path.clone()));
         learned_images.push(r.reference);
     }
+    // Rendered images learning said something about: their guesses go.
     let rendered_images: Vec<Reference> = learned
         .sites
         .iter()
+        .filter(|s| !s.inconclusive)
         .filter_map(|s| Reference::parse(&s.site.image).ok())
         .collect();
     let mut templates = learned_templates.clone();
@@ -244,8 +246,24 @@ fn combine_learned(
             templates.push(t);
         }
     }
+    let hints = Hints { templates };
+    let mut explained = Vec::new();
+    for h in hints.resolve(chart)? {
+        explained.extend(discover::images_of_hint(&merged, &h, rendered));
+    }
     let mut notes = d.notes;
     for s in learned.uncontrolled() {
+        if s.image.parse::<Reference>().is_ok_and(|r| {
+            explained.iter().any(|e| discover::same_image(e, &r))
+                && !learned_images.iter().any(|l| discover::same_image(l, &r))
+        }) && learned
+            .sites
+            .iter()
+            .any(|c| c.site.key == s.key && c.inconclusive)
+        {
+            // A guessed hint serves it; the relocation check proves it.
+            continue;
+        }
         notes.push(format!(
             "{} ({}, {} in {}): no value controls its registry (a literal in the template){}",
             s.image,
@@ -266,11 +284,6 @@ fn combine_learned(
                 s.site.image, s.site.location, s.site.source
             ));
         }
-    }
-    let hints = Hints { templates };
-    let mut explained = Vec::new();
-    for h in hints.resolve(chart)? {
-        explained.extend(discover::images_of_hint(&merged, &h, rendered));
     }
     let mut extra = Vec::new();
     for i in rendered.unwrap_or(&[]) {
