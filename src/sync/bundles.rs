@@ -249,7 +249,14 @@ fn select_platform(
 /// checked whole against its `package.json` (every member hashed) and, when
 /// a key is required, its signature, before anything is pushed.
 fn list_bundles(path: &Path, config: &SyncConfig) -> anyhow::Result<Vec<BundleLocation>> {
-    let meta = std::fs::metadata(path).with_context(|| format!("source.intermediateBundlesPath {} does not exist (relative paths are from the current directory)", path.display()))?;
+    let meta = std::fs::metadata(path).with_context(|| {
+        format!(
+            "source.intermediateBundlesPath {} does not exist: it resolves to {} \
+             (relative paths are from the current directory, as in charts-syncer)",
+            path.display(),
+            crate::paths::resolved(&crate::paths::cwd(), path).display()
+        )
+    })?;
     crate::file_kind::require_file(path, &meta, "source.intermediateBundlesPath", true)?;
     let key = match &config.package_signature_key {
         Some(k) => Some((
