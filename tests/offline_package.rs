@@ -153,7 +153,10 @@ fn a_package_cut_at_any_entry_boundary_or_mid_entry_is_refused_with_nothing_push
             // Past package.json: the refusal names what is wrong.
             let e = stderr(&s);
             assert!(
-                e.contains("missing") || e.contains("truncated") || e.contains("ends at"),
+                e.contains("missing")
+                    || e.contains("truncated")
+                    || e.contains("incomplete")
+                    || e.contains("ends at"),
                 "cut {what}: {e}"
             );
         }
