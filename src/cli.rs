@@ -34,6 +34,8 @@ pub enum Command {
     /// Back up a release's values, check its images, run helm upgrade, roll back on failure.
     #[command(after_help = UPGRADE_EXAMPLES)]
     Upgrade(crate::upgrade::UpgradeArgs),
+    /// What the site runs: chart versions and images deployed vs carried vs in the registry, and drift.
+    Status(crate::status::StatusArgs),
     /// Show what a bundle holds: charts, images, digests, sizes, shared blobs.
     #[command(after_help = INSPECT_EXAMPLES)]
     Inspect(crate::bundle::inspect::InspectArgs),
@@ -185,6 +187,7 @@ pub fn main() -> i32 {
         Command::Pack(a) => a.json,
         Command::Sync(a) => a.json,
         Command::Upgrade(a) => a.json,
+        Command::Status(a) => a.json,
         Command::Inspect(_) | Command::Verify(_) | Command::Serve(_) => false,
         Command::Inventory(_) | Command::Diff(_) => false,
     };
@@ -192,6 +195,7 @@ pub fn main() -> i32 {
         Command::Pack(a) => runtime().and_then(|rt| rt.block_on(crate::pack::run(&a))),
         Command::Sync(a) => runtime().and_then(|rt| rt.block_on(crate::sync::run(&a))),
         Command::Upgrade(a) => runtime().and_then(|rt| rt.block_on(crate::upgrade::run(&a))),
+        Command::Status(a) => runtime().and_then(|rt| rt.block_on(crate::status::run(&a))),
         Command::Inspect(a) => crate::bundle::inspect::run(&a),
         Command::Verify(a) => crate::bundle::verify::run(&a),
         Command::Inventory(a) => runtime().and_then(|rt| rt.block_on(crate::inventory::run(&a))),

@@ -16,6 +16,7 @@
 //! - [`yaml_bounds`]: the alias-expansion bound every YAML read goes through.
 pub mod atomic_file;
 pub mod bundle;
+pub mod carried;
 pub mod chart;
 pub mod cli;
 pub mod config;
@@ -30,6 +31,7 @@ pub mod pack;
 pub mod progress;
 pub mod serve;
 pub mod state;
+pub mod status;
 pub mod sync;
 pub mod transfer;
 pub mod upgrade;
