@@ -35,6 +35,7 @@ pub enum Command {
     #[command(after_help = UPGRADE_EXAMPLES)]
     Upgrade(crate::upgrade::UpgradeArgs),
     /// What the site runs: chart versions and images deployed vs carried vs in the registry, and drift.
+    #[command(after_help = STATUS_EXAMPLES)]
     Status(crate::status::StatusArgs),
     /// Show what a bundle holds: charts, images, digests, sizes, shared blobs.
     #[command(after_help = INSPECT_EXAMPLES)]
@@ -52,6 +53,10 @@ pub enum Command {
     Serve(crate::serve::ServeArgs),
 }
 
+const STATUS_EXAMPLES: &str = "\
+Examples:
+  bundler status                                   # every release the sync record knows
+  bundler status skoala@global skoala-init@worker1 --kubeconfig site.kubeconfig --json";
 const PACK_EXAMPLES: &str = "\
 Examples:
   bundler pack bundle-manifests/example.yaml --output out/

@@ -29,8 +29,10 @@ pub struct StatusArgs {
     /// Namespace of the releases; default: the bundle's, else where helm lists them.
     #[arg(long, short = 'n')]
     pub namespace: Option<String>,
+    /// kubeconfig context for every helm and kubectl call.
     #[arg(long)]
     pub kube_context: Option<String>,
+    /// kubeconfig file for every helm and kubectl call.
     #[arg(long)]
     pub kubeconfig: Option<std::path::PathBuf>,
     /// The helm binary.
