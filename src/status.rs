@@ -272,6 +272,7 @@ async fn one_release(
         &Expectation {
             carried: carried.as_deref(),
             pinned_ok: &[],
+            forced: &[],
         },
         access,
     )

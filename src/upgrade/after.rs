@@ -37,6 +37,7 @@ pub async fn prove(
     let expect = Expectation {
         carried: p.carried.as_ref().map(|c| &c.images[..]),
         pinned_ok: &p.kept_images,
+        forced: &p.forced_images,
     };
     let checks = proof::check(&state, &expect, &registry_access(&args.transport, config)).await?;
     let what = match &p.carried {

@@ -46,6 +46,9 @@ pub struct Plan {
     /// Rendered images that are not the package's but were kept by
     /// `--keep-pinned-images`: the post-upgrade check lets them through.
     pub kept_images: Vec<String>,
+    /// Images the pre-flight found missing or could not check, let through
+    /// by `--force`: the post-upgrade check accepts them absent too.
+    pub forced_images: Vec<String>,
 }
 
 impl Plan {
@@ -217,8 +220,7 @@ pub async fn prepare(
         "pre-flight of {release}: {} image(s) in the rendered chart, checking {registry}",
         images.len()
     ));
-    let missing = preflight_images(cx, release, &registry, &images).await?;
-    let kept_images = match &carried {
+    let kept_images: Vec<String> = match &carried {
         Some(c) if args.keep_pinned_images && !stale_pins.is_empty() => images
             .iter()
             .filter(|i| Reference::parse(i).map_or(true, |r| c.find(&r).is_none()))
@@ -226,6 +228,13 @@ pub async fn prepare(
             .collect(),
         _ => Vec::new(),
     };
+    let kept_pins = (!kept_images.is_empty()).then_some(&stale_pins[..]);
+    let missing = preflight_images(cx, release, &registry, &images, kept_pins).await?;
+    let forced_images: Vec<String> = images
+        .iter()
+        .filter(|i| missing.iter().any(|m| m.starts_with(&format!("{i} ("))))
+        .cloned()
+        .collect();
     if args.dry_run {
         // the command shown names what a real run would write
         swap_backup_arg(&mut value_flags, "<the values backup>");
@@ -258,6 +267,7 @@ pub async fn prepare(
         carried,
         stale_pins,
         kept_images,
+        forced_images,
     })
 }
 
@@ -357,6 +367,7 @@ async fn preflight_images(
     release: &str,
     registry: &str,
     images: &[String],
+    kept_pins: Option<&[StalePin]>,
 ) -> anyhow::Result<Vec<String>> {
     let (args, out) = (cx.args, cx.out);
     let store = cx
@@ -396,6 +407,24 @@ async fn preflight_images(
         ));
         Ok(missing.into_iter().chain(unchecked).collect())
     } else {
+        if let Some(pins) = kept_pins {
+            // the images are missing because old pins are replayed, not because sync was skipped
+            let pins: Vec<String> = pins
+                .iter()
+                .map(|p| {
+                    format!(
+                        "{}={:?} (the bundle carries {:?})",
+                        p.path, p.pinned, p.carried
+                    )
+                })
+                .collect();
+            bail!(
+                "pre-flight failed, nothing was changed: {problems}--keep-pinned-images replays values pinned \
+                 at install that name other images than the bundle carries: {}; drop --keep-pinned-images to \
+                 run the bundle's images, or push the pinned images to {registry} as well",
+                pins.join(", ")
+            )
+        }
         bail!(
             "pre-flight failed, nothing was changed: {problems}sync the images first (bundler sync --config {}), \
              or pass --force to upgrade anyway",

@@ -30,7 +30,8 @@ pub struct ImageCheck {
     /// Where in the manifest (`Deployment/skoala-ui containers[0]`, every place).
     pub locations: Vec<String>,
     /// `ok`; `pinned` (kept by `--keep-pinned-images`, present); `present`
-    /// (no record of what the package carries: presence only);
+    /// (no record of what the package carries: presence only); `forced`
+    /// (absent or unchecked, let through by `--force`);
     /// `not-carried`, `digest-mismatch`, `missing`, `unchecked`: failures.
     pub result: String,
     /// The digest the package recorded for this image.
@@ -48,7 +49,7 @@ pub struct ImageCheck {
 
 impl ImageCheck {
     pub fn passed(&self) -> bool {
-        matches!(self.result.as_str(), "ok" | "pinned" | "present")
+        matches!(self.result.as_str(), "ok" | "pinned" | "present" | "forced")
     }
 
     /// One line for people.
@@ -77,6 +78,8 @@ pub struct Expectation<'a> {
     pub carried: Option<&'a [CarriedImage]>,
     /// Images that `--keep-pinned-images` let through (rendered in the pre-flight).
     pub pinned_ok: &'a [String],
+    /// Images `--force` let through absent or unchecked.
+    pub forced: &'a [String],
 }
 
 /// Registry access for the digest checks.
@@ -212,6 +215,11 @@ async fn check_one(
             c.result = "unchecked".into();
             c.detail = Some(crate::error::redact(&format!("{e:#}")));
         }
+    }
+    if matches!(c.result.as_str(), "missing" | "unchecked") && expect.forced.contains(&image) {
+        let why = c.detail.take().unwrap_or_default();
+        c.detail = Some(format!("{why}; let through by --force"));
+        c.result = "forced".into();
     }
     c
 }
