@@ -471,3 +471,61 @@ fn seed002_pinned_tags_are_upgraded_and_proven_helm_v4() {
 fn seed002_pinned_tags_are_upgraded_and_proven_helm_v3() {
     seed002_flow(3);
 }
+
+/// `--keep-pinned-images` replays the install's pins: refused by the
+/// pre-flight with advice about the pin (not "sync the images first") while
+/// the pinned images are not in the registry; once they are, the release
+/// keeps them and the post-upgrade check lets exactly those through.
+#[test]
+fn keep_pinned_images_replays_the_pins_and_says_so() {
+    let site = Seed002::new(4);
+    let t = site.target.host();
+    let kc = site.kubeconfig.display().to_string();
+    let upgrade = || {
+        site.bundler(&[
+            "upgrade", "skoala@global", "--kubeconfig", &kc, "--insecure", "--timeout", "60s",
+            "--keep-pinned-images",
+        ])
+    };
+    let out = upgrade();
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let err = support::stderr(&out);
+    assert!(err.contains(&format!("{t}/skoala/ui:{UI_OLD}")), "{err}");
+    assert!(
+        err.contains(&format!(
+            "ui.image.tag=\"{UI_OLD}\" (the bundle carries \"{UI_NEW}\")"
+        )),
+        "{err}"
+    );
+    assert!(err.contains("drop --keep-pinned-images"), "{err}");
+    assert!(!err.contains("sync the images first"), "{err}");
+    assert!(
+        support::stdout(&out).contains(&format!(
+            "= ui.image.tag: \"{UI_OLD}\" kept (pinned at install; the bundle carries {UI_NEW}; --keep-pinned-images)"
+        )),
+        "{}",
+        text(&out)
+    );
+    assert_eq!(site.global.revision("skoala", "skoala-system"), Some(1));
+
+    // the pinned images reach the registry (an earlier package carried them)
+    for repo_tag in [format!("skoala/ui:{UI_OLD}"), format!("skoala/hive:{OLD}")] {
+        let layout = site
+            .dir()
+            .join(format!("layout-{}", repo_tag.replace(['/', ':'], "_")));
+        site.target
+            .skopeo_copy_in(&format!("oci:{}:t", layout.display()), &repo_tag);
+    }
+    let out = upgrade();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let stdout = support::stdout(&out);
+    assert!(
+        stdout.contains(&format!("pinned          {t}/skoala/ui:{UI_OLD} (Deployment/skoala-ui containers[0]): kept by --keep-pinned-images")),
+        "{stdout}"
+    );
+    assert_eq!(site.running(&site.global, "skoala-ui"), format!("{t}/skoala/ui:{UI_OLD}"));
+    assert_eq!(site.running(&site.global, "hive"), format!("{t}/skoala/hive:{OLD}"));
+    // and status says the site does not run the package
+    let out = site.bundler(&["status", "skoala@global", "--kubeconfig", &kc, "--insecure"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+}
