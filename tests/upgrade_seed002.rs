@@ -483,7 +483,13 @@ fn keep_pinned_images_replays_the_pins_and_says_so() {
     let kc = site.kubeconfig.display().to_string();
     let upgrade = || {
         site.bundler(&[
-            "upgrade", "skoala@global", "--kubeconfig", &kc, "--insecure", "--timeout", "60s",
+            "upgrade",
+            "skoala@global",
+            "--kubeconfig",
+            &kc,
+            "--insecure",
+            "--timeout",
+            "60s",
             "--keep-pinned-images",
         ])
     };
@@ -523,8 +529,14 @@ fn keep_pinned_images_replays_the_pins_and_says_so() {
         stdout.contains(&format!("pinned          {t}/skoala/ui:{UI_OLD} (Deployment/skoala-ui containers[0]): kept by --keep-pinned-images")),
         "{stdout}"
     );
-    assert_eq!(site.running(&site.global, "skoala-ui"), format!("{t}/skoala/ui:{UI_OLD}"));
-    assert_eq!(site.running(&site.global, "hive"), format!("{t}/skoala/hive:{OLD}"));
+    assert_eq!(
+        site.running(&site.global, "skoala-ui"),
+        format!("{t}/skoala/ui:{UI_OLD}")
+    );
+    assert_eq!(
+        site.running(&site.global, "hive"),
+        format!("{t}/skoala/hive:{OLD}")
+    );
     // and status says the site does not run the package
     let out = site.bundler(&["status", "skoala@global", "--kubeconfig", &kc, "--insecure"]);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
