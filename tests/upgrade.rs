@@ -825,6 +825,15 @@ fn unknown_release_and_missing_inputs() {
         "{}",
         text(&out)
     );
+    // ... said the same with --install, in the very directory sync ran in (issue 19)
+    let out = site.bundler(&["upgrade", "shop2", "--install"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(
+        support::stderr(&out).contains("no synced chart is for release shop2: ")
+            && !support::stderr(&out).contains("run in the directory"),
+        "{}",
+        text(&out)
+    );
     // --chart names one chart
     let out = site.bundler(&["upgrade", "web", "side", "--chart", "x"]);
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
@@ -932,6 +941,16 @@ fn oci_chart_with_credentials(major: u32) {
         }],
     )
     .unwrap();
+    // a dry run prints no path of helm's private config, which is gone after it
+    let out = site.bundler(&["upgrade", "web", "-c", "oci.yaml", "--dry-run"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let said = support::stdout(&out);
+    assert!(!said.contains("bundler-helm-"), "{said}");
+    assert!(
+        said.contains("--registry-config <private dir made at run time>/registry.json"),
+        "{said}"
+    );
+    assert!(!site.dir().join("backups").exists(), "{said}");
     let out = site.bundler(&["-vv", "upgrade", "web", "-c", "oci.yaml"]);
     let all = text(&out);
     assert_eq!(out.status.code(), Some(0), "{all}");

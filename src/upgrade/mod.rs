@@ -204,6 +204,15 @@ pub async fn run(args: &UpgradeArgs) -> anyhow::Result<()> {
     let plans = make_plans(&mut cx, &helm, &releases, &own_values).await?;
     let mut summaries: Vec<ReleaseSummary> = plans.iter().map(summary_of).collect();
     if args.dry_run {
+        // helm's private config dir goes away with this run: name it, not its path
+        if let Some(dir) = cx.access.private_dir() {
+            let dir = dir.to_string_lossy().into_owned();
+            for s in summaries.iter_mut() {
+                s.upgrade_command = s
+                    .upgrade_command
+                    .replace(&dir, "<private dir made at run time>");
+            }
+        }
         for s in &summaries {
             out.say(format!("dry run: would run\n  {}", s.upgrade_command));
         }
@@ -685,7 +694,7 @@ fn restore_command(p: &Plan) -> String {
         p.backup.as_ref(),
     ) {
         let mut up = strings(&["upgrade", &p.release]);
-        up.extend(old_chart_args(p, &name, &v));
+        up.extend(old_chart_args(&p.chart, &name, &v));
         up.extend(strings(&[
             "-n",
             &p.namespace,
@@ -705,8 +714,7 @@ fn restore_command(p: &Plan) -> String {
 /// CHART (and `--repo URL`) naming the old chart `name` `version` where
 /// this run's chart came from: the same OCI repository or chart repository,
 /// the LOCAL `.tgz` beside the new one; `REPO/name` only when nothing says.
-fn old_chart_args(p: &Plan, name: &str, version: &str) -> Vec<String> {
-    let c = &p.chart;
+fn old_chart_args(c: &ChartTarget, name: &str, version: &str) -> Vec<String> {
     if let Some(url) = &c.repo_url {
         return vec![name.to_string(), "--repo".into(), url.clone()];
     }
@@ -748,4 +756,37 @@ fn print_json(
         println!("{}", redact(&serde_json::to_string_pretty(&s)?));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn restore_by_hand_names_where_the_old_chart_is() {
+        let t = |chart: &str, repo_url: Option<&str>| ChartTarget {
+            chart: chart.into(),
+            repo_url: repo_url.map(str::to_string),
+            version: Some("1.2.0".into()),
+        };
+        assert_eq!(
+            old_chart_args(&t("oci://reg:5000/charts/shop", None), "shop", "1.1.0"),
+            vec!["oci://reg:5000/charts/shop"]
+        );
+        assert_eq!(
+            old_chart_args(&t("shop", Some("https://h/chartrepo/p")), "shop", "1.1.0"),
+            vec!["shop", "--repo", "https://h/chartrepo/p"]
+        );
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("shop-1.1.0.tgz"), b"x").unwrap();
+        let new = dir.path().join("shop-1.2.0.tgz").display().to_string();
+        assert_eq!(
+            old_chart_args(&t(&new, None), "shop", "1.1.0"),
+            vec![dir.path().join("shop-1.1.0.tgz").display().to_string()]
+        );
+        assert_eq!(
+            old_chart_args(&t(&new, None), "shop", "0.9.0"),
+            vec!["REPO/shop"]
+        );
+    }
 }
