@@ -83,6 +83,12 @@ fn write_skoala_init(dir: &Path, src: &str, version: &str) -> PathBuf {
         format!("global:\n  imageRegistry: \"\"\nimage:\n  registry: {src}\n  repository: skoala/skoala-init\n  tag: \"{version}\"\n"),
     )
     .unwrap();
+    // the database migration runs as a hook: its image is checked too
+    std::fs::write(
+        c.join("templates/migrate.yaml"),
+        "apiVersion: batch/v1\nkind: Job\nmetadata:\n  name: skoala-init-migrate\n  annotations: {helm.sh/hook: \"post-install,post-upgrade\", helm.sh/hook-delete-policy: before-hook-creation}\nspec:\n  template:\n    spec:\n      restartPolicy: Never\n      containers:\n        - name: migrate\n          image: \"{{ .Values.global.imageRegistry | default .Values.image.registry }}/{{ .Values.image.repository }}:{{ .Values.image.tag }}\"\n",
+    )
+    .unwrap();
     std::fs::write(
         c.join("templates/init.yaml"),
         "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: skoala-init\n  labels: {helm.sh/chart: \"{{ .Chart.Name }}-{{ .Chart.Version }}\"}\nspec:\n  selector: {matchLabels: {app: skoala-init}}\n  template:\n    metadata: {labels: {app: skoala-init}}\n    spec:\n      containers:\n        - name: init\n          image: \"{{ .Values.global.imageRegistry | default .Values.image.registry }}/{{ .Values.image.repository }}:{{ .Values.image.tag }}\"\n",
@@ -357,6 +363,15 @@ fn seed002_flow(major: u32) {
         }
     }
     assert_eq!(checked, 3, "{summary}");
+    let init_checks = &summary["releases"][1]["imageChecks"][0]["locations"];
+    assert_eq!(
+        init_checks,
+        &serde_json::json!([
+            "Deployment/skoala-init containers[0]",
+            "Job/skoala-init-migrate containers[0]"
+        ]),
+        "the hook's image is checked: {summary}"
+    );
 
     // the end state: each cluster runs exactly the package's images
     assert_eq!(

@@ -4,8 +4,8 @@
 //! `--wait`) became ready; it says nothing about *which* images run. A
 //! stale pinned value, a template that hard-codes an image, or a value of
 //! this run can all leave the site on images the package does not carry.
-//! So after each upgrade the release's manifest (`helm get manifest`, what
-//! helm applied) is read, every image of every workload and every `image`
+//! So after each upgrade the release's manifest (`helm get manifest` and
+//! `helm get hooks`, what helm applied) is read, every image of every workload and every `image`
 //! field of custom resources is taken, and each must be an image the
 //! bundle carries for this chart version, present in the target registry
 //! with the digest the bundle recorded. `status` runs the same check any
@@ -89,7 +89,7 @@ pub struct RegistryAccess {
     pub store: CredentialStore,
 }
 
-/// `helm get manifest`, `helm get values` (user) and `--all` of a release.
+/// `helm get manifest` and `hooks`, `helm get values` (user) and `--all` of a release.
 pub struct ReleaseState {
     pub manifest: String,
     pub user_values: Value,
@@ -97,9 +97,17 @@ pub struct ReleaseState {
 }
 
 pub async fn read_release(helm: &Helm, release: &str, ns: &str) -> anyhow::Result<ReleaseState> {
-    let manifest = helm
+    let mut manifest = helm
         .query_ok(&helm.on_cluster(strings(&["get", "manifest", release, "-n", ns])))
         .await?;
+    // hooks (a pre-install Job that migrates a database) run images too
+    let hooks = helm
+        .query_ok(&helm.on_cluster(strings(&["get", "hooks", release, "-n", ns])))
+        .await?;
+    if !hooks.trim().is_empty() {
+        manifest.push_str("\n---\n");
+        manifest.push_str(&hooks);
+    }
     let user = helm
         .query_ok(&helm.on_cluster(strings(&["get", "values", release, "-n", ns, "-o", "yaml"])))
         .await?;
