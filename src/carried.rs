@@ -38,6 +38,9 @@ pub struct CarriedChart {
     pub bundle_digest: String,
     /// The bundle file (or package entry) it came from, for messages.
     pub bundle: String,
+    /// The target image registry of the sync (what `global.imageRegistry` gets).
+    #[serde(default)]
+    pub registry: String,
     pub images: Vec<CarriedImage>,
     /// One entry per hint, resolved against the relocated chart.
     pub image_values: Vec<ImageValues>,
@@ -133,6 +136,7 @@ impl CarriedChart {
             product: reader.meta.as_ref().and_then(|m| m.product.clone()),
             bundle_digest: Digest::of(&bundle_json).to_string(),
             bundle: reader.label.clone(),
+            registry: config.image_registry().unwrap_or_default(),
             images,
             image_values,
         })
@@ -141,6 +145,25 @@ impl CarriedChart {
     /// The carried image `image` (a rendered reference) is, if any.
     pub fn find(&self, image: &Reference) -> Option<&CarriedImage> {
         find_image(&self.images, image)
+    }
+
+    /// The images as they are named when `global.imageRegistry` is
+    /// `registry` instead of the sync target's (`upgrade --registry`, e.g.
+    /// the same registry under another name).
+    pub fn images_at(&self, registry: &str) -> Vec<CarriedImage> {
+        let from = format!("{}/", self.registry);
+        self.images
+            .iter()
+            .map(|c| match c.image.strip_prefix(&from) {
+                Some(rest) if !self.registry.is_empty() && registry != self.registry => {
+                    CarriedImage {
+                        image: format!("{registry}/{rest}"),
+                        ..c.clone()
+                    }
+                }
+                _ => c.clone(),
+            })
+            .collect()
     }
 
     pub fn path_for(config: &Path, name: &str, version: &str) -> PathBuf {

@@ -34,8 +34,9 @@ pub async fn prove(
     out: &Out,
 ) -> anyhow::Result<Vec<ImageCheck>> {
     let state = proof::read_release(&p.helm, &p.release, &p.namespace).await?;
+    let carried = p.carried.as_ref().map(|c| c.images_at(&p.registry));
     let expect = Expectation {
-        carried: p.carried.as_ref().map(|c| &c.images[..]),
+        carried: carried.as_deref(),
         pinned_ok: &p.kept_images,
         forced: &p.forced_images,
     };
