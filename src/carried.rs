@@ -281,5 +281,16 @@ mod tests {
             user_path(&["sub".into(), "global".into(), "imageRegistry".into()]),
             "global.imageRegistry"
         );
+        // upgrade --registry: the same images under the registry's other name
+        let c = CarriedChart {
+            registry: "reg:5000".into(),
+            ..c
+        };
+        assert_eq!(
+            c.images_at("harbor.site")[0].image,
+            "harbor.site/skoala/ui:v0.19.1"
+        );
+        assert_eq!(c.images_at("harbor.site")[0].digest, d);
+        assert_eq!(c.images_at("reg:5000"), c.images);
     }
 }
