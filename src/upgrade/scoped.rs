@@ -122,13 +122,13 @@ mod tests {
         assert!(format!("{e}").contains("--set RELEASE:replicas=2"), "{e}");
         let e = split(&["nosuch:replicas=2".into()], &[], &releases).unwrap_err();
         assert!(format!("{e}").contains("say which one"), "{e}");
-        let e = split(&[], &[f.clone()], &releases).unwrap_err();
+        let e = split(&[], std::slice::from_ref(&f), &releases).unwrap_err();
         assert!(format!("{e}").contains("-f RELEASE:"), "{e}");
 
         // one release: the plain form is that release's; a URL-ish value is not a prefix
         let one = split(
             &["image.registry=10.0.0.1:5000".into()],
-            &[f.clone()],
+            std::slice::from_ref(&f),
             &["skoala".to_string()],
         )
         .unwrap();
