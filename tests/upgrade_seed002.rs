@@ -284,8 +284,25 @@ fn json(o: &Output) -> serde_json::Value {
     serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("{e}: {}", text(o)))
 }
 
-fn seed002_flow(major: u32) {
+/// Files under backups/ (a dry run adds none).
+fn backup_files(dir: &Path) -> usize {
+    let Ok(rd) = std::fs::read_dir(dir.join("backups")) else {
+        return 0;
+    };
+    rd.map(|e| std::fs::read_dir(e.unwrap().path()).unwrap().count())
+        .sum()
+}
+
+/// The flow; with `keep_pinned_first`, skoala is first upgraded with
+/// `--keep-pinned-images` (one revision more before the real upgrade).
+fn seed002_flow(major: u32, keep_pinned_first: bool) {
     let site = Seed002::new(major);
+    let base = if keep_pinned_first {
+        keep_pinned_images_replays_the_pins_and_says_so(&site);
+        1
+    } else {
+        0
+    };
     let t = site.target.host();
     let kc = site.kubeconfig.display().to_string();
     let upgrade = |extra: &[&str]| {
@@ -313,6 +330,7 @@ fn seed002_flow(major: u32) {
     );
 
     // a dry run: the pins show, nothing is written (no backup, no temp path)
+    let backups = backup_files(site.dir());
     let out = upgrade(&["--dry-run"]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     let stdout = support::stdout(&out);
@@ -322,12 +340,16 @@ fn seed002_flow(major: u32) {
         )),
         "{stdout}"
     );
-    assert!(
-        !site.dir().join("backups").exists(),
+    assert_eq!(
+        backup_files(site.dir()),
+        backups,
         "a dry run writes no backup"
     );
     assert!(stdout.contains("-f '<the values backup>'"), "{stdout}");
-    assert_eq!(site.global.revision("skoala", "skoala-system"), Some(1));
+    assert_eq!(
+        site.global.revision("skoala", "skoala-system"),
+        Some(1 + base)
+    );
 
     // the upgrade, with a value meant for skoala-init only
     let out = upgrade(&["--set", "skoala-init:note=init-only", "--json"]);
@@ -386,7 +408,7 @@ fn seed002_flow(major: u32) {
         site.running(&site.worker, "skoala-init"),
         format!("{t}/skoala/skoala-init:{NEW}")
     );
-    let skoala_values = site.global.values("skoala", "skoala-system", 2);
+    let skoala_values = site.global.values("skoala", "skoala-system", 2 + base);
     assert!(!skoala_values.contains("init-only"), "{skoala_values}");
     assert!(site
         .worker
@@ -412,7 +434,7 @@ fn seed002_flow(major: u32) {
     let report = json(&out);
     assert_eq!(report["matches"], true, "{report}");
     let rec = &report["releases"][0]["record"];
-    assert_eq!(rec["revision"], "2", "{report}");
+    assert_eq!(rec["revision"], (2 + base).to_string(), "{report}");
     assert_eq!(rec["product"]["version"], NEW, "{report}");
     assert!(
         rec["packageDigest"]
@@ -460,7 +482,11 @@ fn seed002_flow(major: u32) {
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     let said = support::stdout(&out);
     assert!(
-        said.contains("changed outside bundler: revision 3 was written after bundler's revision 2"),
+        said.contains(&format!(
+            "changed outside bundler: revision {} was written after bundler's revision {}",
+            3 + base,
+            2 + base
+        )),
         "{said}"
     );
     assert!(
@@ -479,21 +505,19 @@ fn seed002_flow(major: u32) {
 
 #[test]
 fn seed002_pinned_tags_are_upgraded_and_proven_helm_v4() {
-    seed002_flow(4);
+    seed002_flow(4, false);
 }
 
 #[test]
 fn seed002_pinned_tags_are_upgraded_and_proven_helm_v3() {
-    seed002_flow(3);
+    seed002_flow(3, true);
 }
 
-/// `--keep-pinned-images` replays the install's pins: refused by the
+/// (helm v3 run) `--keep-pinned-images` replays the install's pins: refused by the
 /// pre-flight with advice about the pin (not "sync the images first") while
 /// the pinned images are not in the registry; once they are, the release
 /// keeps them and the post-upgrade check lets exactly those through.
-#[test]
-fn keep_pinned_images_replays_the_pins_and_says_so() {
-    let site = Seed002::new(4);
+fn keep_pinned_images_replays_the_pins_and_says_so(site: &Seed002) {
     let t = site.target.host();
     let kc = site.kubeconfig.display().to_string();
     let upgrade = || {
