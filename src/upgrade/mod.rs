@@ -222,13 +222,13 @@ pub async fn run(args: &UpgradeArgs) -> anyhow::Result<()> {
     crate::outcome::record(&summary(args, &helm, "planned", summaries.clone()));
 
     // ---- 5. upgrade in order, 7. prove each; 6. on failure roll back in reverse ----
-    let cx = AfterContext {
+    let after_cx = AfterContext {
         args,
         config: config.as_ref(),
         timeout,
         out: &out,
     };
-    match upgrade_in_order(&plans, &mut summaries, &cx).await? {
+    match upgrade_in_order(&plans, &mut summaries, &after_cx).await? {
         None => {
             settle(&plans, &mut summaries).await;
             out.say(stand_line(&summaries));
