@@ -351,6 +351,29 @@ fn seed002_flow(major: u32, keep_pinned_first: bool) {
         Some(1 + base)
     );
 
+    let status = |extra: &[&str]| {
+        let mut a = vec![
+            "status",
+            "skoala@global",
+            "skoala-init@worker",
+            "--kubeconfig",
+            &kc,
+            "--insecure",
+        ];
+        a.extend_from_slice(extra);
+        site.bundler(&a)
+    };
+    // before bundler's upgrade: the site does not run the package
+    let out = status(&[]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let said = support::stdout(&out);
+    assert!(
+        said.contains(&format!(
+            "runs chart skoala-init-{OLD}, the package carries skoala-init-{NEW}"
+        )) && said.contains("no bundler deploy record in the cluster"),
+        "{said}"
+    );
+
     // the upgrade, with a value meant for skoala-init only
     let out = upgrade(&["--set", "skoala-init:note=init-only", "--json"]);
     println!("== bundler upgrade\n{}", text(&out)); // the run, for `--nocapture`
@@ -416,18 +439,6 @@ fn seed002_flow(major: u32, keep_pinned_first: bool) {
         .contains("note: init-only"));
 
     // status, from the record in the clusters: exit 0
-    let status = |extra: &[&str]| {
-        let mut a = vec![
-            "status",
-            "skoala@global",
-            "skoala-init@worker",
-            "--kubeconfig",
-            &kc,
-            "--insecure",
-        ];
-        a.extend_from_slice(extra);
-        site.bundler(&a)
-    };
     println!("== bundler status\n{}", text(&status(&[])));
     let out = status(&["--json"]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
