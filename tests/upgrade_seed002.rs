@@ -363,6 +363,18 @@ fn seed002_flow(major: u32, keep_pinned_first: bool) {
         a.extend_from_slice(extra);
         site.bundler(&a)
     };
+    // a value this run sets itself is not a stale pin: it wins (helm applies
+    // --set-string after --set, so bundler does not pin that path)
+    let out = upgrade(&["--dry-run", "--force", "--set", "skoala:ui.image.tag=v9"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let stdout = support::stdout(&out);
+    assert!(
+        stdout.contains(&format!("~ ui.image.tag: \"{UI_OLD}\" -> \"v9\"\n")),
+        "{stdout}"
+    );
+    assert!(!stdout.contains("--set-string ui.image.tag"), "{stdout}");
+    assert!(stdout.contains("--set-string hive.image.tag"), "{stdout}");
+
     // before bundler's upgrade: the site does not run the package
     let out = status(&[]);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));

@@ -169,10 +169,19 @@ pub async fn prepare(
     let current_values = values::parse_values(&current_text, "`helm get values` output")?;
 
     // ---- 3. the values diff (stale image pins take the bundle's) ----
-    let stale_pins = carried
+    // helm applies --set-string after every -f and --set, so a path this
+    // run's own values set is left to them: the user's word of today wins
+    let own_overlay = own_values_overlay(own)?;
+    let stale_pins: Vec<StalePin> = carried
         .as_ref()
         .map(|c| pins::stale_pins(&current_values, c))
-        .unwrap_or_default();
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|p| {
+            let path: Vec<String> = p.path.split('.').map(str::to_string).collect();
+            crate::chart::hints::lookup(&own_overlay, &path).is_none()
+        })
+        .collect();
     let replaced: &[StalePin] = if args.keep_pinned_images {
         &[]
     } else {
@@ -269,6 +278,24 @@ pub async fn prepare(
         kept_images,
         forced_images,
     })
+}
+
+/// This release's own `-f` files and `--set` values of this run, merged.
+fn own_values_overlay(own: &ReleaseValues) -> anyhow::Result<serde_yaml_ng::Value> {
+    let mut v = serde_yaml_ng::Value::Mapping(Default::default());
+    for f in &own.files {
+        let text =
+            std::fs::read_to_string(f).with_context(|| format!("reading {}", f.display()))?;
+        values::merge(
+            &mut v,
+            values::parse_values(&text, &f.display().to_string())
+                .map_err(|e| input_error(format!("{e:#}")))?,
+        );
+    }
+    for s in &own.set {
+        values::apply_set(&mut v, s);
+    }
+    Ok(v)
 }
 
 /// Stands for the backup path in a dry run, which writes no backup.
