@@ -387,7 +387,28 @@ fn seed002_flow(major: u32, keep_pinned_first: bool) {
     );
 
     // the upgrade, with a value meant for skoala-init only
-    let out = upgrade(&["--set", "skoala-init:note=init-only", "--json"]);
+    // (the helm v3 run says the same with an upgrade plan file)
+    let out = if keep_pinned_first {
+        let plan = site.dir().join("upgrade-plan.yaml");
+        std::fs::write(
+            &plan,
+            "releases:\n  - name: skoala\n    context: global\n  - name: skoala-init\n    context: worker\n    set: [note=init-only]\n",
+        )
+        .unwrap();
+        site.bundler(&[
+            "upgrade",
+            "--plan",
+            plan.to_str().unwrap(),
+            "--kubeconfig",
+            &kc,
+            "--insecure",
+            "--timeout",
+            "60s",
+            "--json",
+        ])
+    } else {
+        upgrade(&["--set", "skoala-init:note=init-only", "--json"])
+    };
     println!("== bundler upgrade\n{}", text(&out)); // the run, for `--nocapture`
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     let log = support::stderr(&out);

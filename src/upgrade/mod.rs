@@ -11,6 +11,7 @@ pub mod cluster;
 pub mod helm;
 pub mod pins;
 pub mod plan;
+pub mod plan_file;
 pub mod proof;
 pub mod record;
 pub mod scoped;
@@ -103,7 +104,7 @@ impl Out {
 pub struct UpgradeArgs {
     /// The releases to upgrade, in this order (e.g. skoala skoala-init);
     /// NAME@CONTEXT reaches that release through another kubeconfig context.
-    #[arg(required_unless_present = "all", conflicts_with = "all")]
+    #[arg(required_unless_present_any = ["all", "plan"], conflicts_with_all = ["all", "plan"])]
     pub releases: Vec<String>,
     /// Every chart of the synced package that has a release (with
     /// --install: also those without), in the package's order.
@@ -139,6 +140,9 @@ pub struct UpgradeArgs {
     /// Extra helm values files; with several releases each names its own: RELEASE:FILE.
     #[arg(short = 'f', long = "values", value_name = "[RELEASE:]FILE")]
     pub values: Vec<std::path::PathBuf>,
+    /// An upgrade plan: the releases in order, each with its context and own values (YAML).
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["all", "set", "values"])]
+    pub plan: Option<std::path::PathBuf>,
     /// Replay backed-up image values that pin another image than the bundle carries.
     #[arg(long)]
     pub keep_pinned_images: bool,
@@ -188,10 +192,16 @@ pub async fn run(args: &UpgradeArgs) -> anyhow::Result<()> {
     out.say(format!("helm {} ({})", helm.version, helm.path.display()));
 
     // ---- steps 1-4 for every release, before any change ----
-    let releases = if args.all {
-        every_synced_release(&helm, &state, args, &out).await?
+    let (releases, own_values) = if let Some(f) = &args.plan {
+        plan_file::load(f)?
     } else {
-        args.releases.clone()
+        let releases = if args.all {
+            every_synced_release(&helm, &state, args, &out).await?
+        } else {
+            args.releases.clone()
+        };
+        let own = scoped::split(&args.set, &args.values, &releases)?;
+        (releases, own)
     };
     let mut cx = plan::RunContext {
         args,
@@ -200,7 +210,6 @@ pub async fn run(args: &UpgradeArgs) -> anyhow::Result<()> {
         out: &out,
         access: access::Access::default(),
     };
-    let own_values = scoped::split(&args.set, &args.values, &releases)?;
     let plans = make_plans(&mut cx, &helm, &releases, &own_values).await?;
     let mut summaries: Vec<ReleaseSummary> = plans.iter().map(summary_of).collect();
     if args.dry_run {
@@ -289,7 +298,9 @@ struct Failure {
 fn check_flags(args: &UpgradeArgs) -> anyhow::Result<Duration> {
     let timeout = helm::parse_duration(&args.timeout)
         .map_err(|e| input_error(format!("--timeout {}: {e:#}", args.timeout)))?;
-    if (args.chart.is_some() || args.version.is_some()) && (args.all || args.releases.len() > 1) {
+    if (args.chart.is_some() || args.version.is_some())
+        && (args.all || args.plan.is_some() || args.releases.len() > 1)
+    {
         return Err(input_error(
             "--chart and --version name one chart: give them with one release only",
         ));
