@@ -14,6 +14,7 @@
 //! - [`atomic_file`], [`interrupt`]: temp files, locks and modes safe for
 //!   concurrent runs; SIGINT/SIGTERM cleanup.
 //! - [`yaml_bounds`]: the alias-expansion bound every YAML read goes through.
+pub mod apply;
 pub mod atomic_file;
 pub mod bundle;
 pub mod carried;
@@ -25,6 +26,7 @@ pub mod error;
 pub mod file_kind;
 pub mod interrupt;
 pub mod inventory;
+pub mod manifests;
 pub mod oci;
 pub mod outcome;
 pub mod pack;

@@ -25,6 +25,9 @@ pub(super) struct ImageListing {
     charts: Vec<ChartListing>,
     /// `spec.images`
     images: Vec<PlannedImage>,
+    /// `spec.manifests`
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub(super) manifests: Vec<super::manifests::ManifestsListing>,
 }
 
 #[derive(Debug, Serialize)]
@@ -57,6 +60,7 @@ impl ImageListing {
                 println!("  note: {n}");
             }
         }
+        self.manifests.iter().for_each(|m| m.print_text());
         if !self.images.is_empty() {
             println!("spec.images: {} images", self.images.len());
             self.images.iter().for_each(line);
@@ -247,6 +251,7 @@ async fn chart_bundle_plan(
         images: specs,
         blobs,
         delta: None,
+        manifests: None,
     };
     let path = ctx
         .args
@@ -332,6 +337,7 @@ pub(super) async fn images_bundle_plan(
         images: specs,
         blobs,
         delta: None,
+        manifests: None,
     };
     let path = ctx.args.output.join(format!(
         "{}-images_{}.bundle.tar",
@@ -356,7 +362,9 @@ fn describe_source(entry: &ChartEntry) -> String {
 
 /// Split resolved images into bundle image specs and the blob sources
 /// (deduplicated by digest: every blob is stored once per bundle).
-fn collect(images: &mut Vec<ResolvedImage>) -> (Vec<ImageSpec>, Vec<(Descriptor, BlobOrigin)>) {
+pub(super) fn collect(
+    images: &mut Vec<ResolvedImage>,
+) -> (Vec<ImageSpec>, Vec<(Descriptor, BlobOrigin)>) {
     let mut specs = Vec::new();
     let mut blobs: BTreeMap<Digest, (Descriptor, BlobOrigin)> = BTreeMap::new();
     for img in images.drain(..) {

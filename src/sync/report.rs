@@ -33,6 +33,9 @@ pub struct SyncSummary {
     /// Rendered images not in the target (accepted with --allow-unrelocated).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub unrelocated: Vec<crate::chart::render_check::Miss>,
+    /// Manifests trees relocated and published (crate::manifests).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub manifests: Vec<crate::manifests::publish::ManifestsLine>,
     pub seconds: f64,
 }
 
