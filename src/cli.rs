@@ -34,6 +34,9 @@ pub enum Command {
     /// Back up a release's values, check its images, run helm upgrade, roll back on failure.
     #[command(after_help = UPGRADE_EXAMPLES)]
     Upgrade(crate::upgrade::UpgradeArgs),
+    /// What the site runs: chart versions and images deployed vs carried vs in the registry, and drift.
+    #[command(after_help = STATUS_EXAMPLES)]
+    Status(crate::status::StatusArgs),
     /// Apply a relocated manifests tree (kubectl apply --server-side) after checking its images are in the registry.
     #[command(after_help = APPLY_EXAMPLES)]
     Apply(crate::apply::ApplyArgs),
@@ -55,6 +58,10 @@ pub enum Command {
     Repair(crate::package::repair::RepairArgs),
 }
 
+const STATUS_EXAMPLES: &str = "\
+Examples:
+  bundler status                                   # every release the sync record knows
+  bundler status skoala@global skoala-init@worker1 --kubeconfig site.kubeconfig --json";
 const PACK_EXAMPLES: &str = "\
 Examples:
   bundler pack bundle-manifests/example.yaml --output out/
@@ -197,6 +204,7 @@ pub fn main() -> i32 {
         Command::Pack(a) => a.json,
         Command::Sync(a) => a.json,
         Command::Upgrade(a) => a.json,
+        Command::Status(a) => a.json,
         Command::Apply(a) => a.json,
         Command::Inspect(_) | Command::Verify(_) | Command::Serve(_) => false,
         Command::Inventory(_) | Command::Diff(_) | Command::Repair(_) => false,
@@ -205,6 +213,7 @@ pub fn main() -> i32 {
         Command::Pack(a) => runtime().and_then(|rt| rt.block_on(crate::pack::run(&a))),
         Command::Sync(a) => runtime().and_then(|rt| rt.block_on(crate::sync::run(&a))),
         Command::Upgrade(a) => runtime().and_then(|rt| rt.block_on(crate::upgrade::run(&a))),
+        Command::Status(a) => runtime().and_then(|rt| rt.block_on(crate::status::run(&a))),
         Command::Apply(a) => runtime().and_then(|rt| rt.block_on(crate::apply::run(&a))),
         Command::Inspect(a) => crate::bundle::inspect::run(&a),
         Command::Verify(a) => crate::bundle::verify::run(&a),

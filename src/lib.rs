@@ -19,6 +19,7 @@
 pub mod apply;
 pub mod atomic_file;
 pub mod bundle;
+pub mod carried;
 pub mod chart;
 pub mod cli;
 pub mod config;
@@ -37,6 +38,7 @@ pub mod paths;
 pub mod progress;
 pub mod serve;
 pub mod state;
+pub mod status;
 pub mod sync;
 pub mod transfer;
 pub mod upgrade;

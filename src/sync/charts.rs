@@ -62,6 +62,7 @@ pub async fn publish_all(
                 chart,
                 tgz,
                 release,
+                carried,
             }),
         ) = (&b.chart, prep)
         else {
@@ -101,6 +102,13 @@ pub async fn publish_all(
             release,
             target_repo,
         ));
+        // what upgrade proves the release runs (stale pins, post-upgrade check)
+        carried.record(&config.file).with_context(|| {
+            format!(
+                "recording what bundle {} carries for {name} {version}",
+                b.reader.label
+            )
+        })?;
     }
     Ok(synced)
 }
@@ -123,6 +131,8 @@ pub struct PreparedChart {
     chart: crate::chart::Chart,
     tgz: Vec<u8>,
     release: Option<crate::bundle::format::ReleaseInfo>,
+    /// Images and image values paths, for `upgrade`.
+    carried: crate::carried::CarriedChart,
 }
 
 /// A LOCAL target gets every chart archive and a new index.yaml: refuse
@@ -177,6 +187,7 @@ fn prepare_chart(
     let relocation = relocate_bundle_chart(&b.reader, &mut chart, config, platform_map)
         .with_context(|| format!("relocating chart {name} {version} from {}", b.reader.label))?;
     tracing::debug!("relocated {name} {version}:\n{}", relocation.diff);
+    let carried = crate::carried::CarriedChart::of(&b.reader, &chart, config, platform_map)?;
     let tgz = crate::chart::package::package_tgz(&chart)?;
     let release = b
         .reader
@@ -188,6 +199,7 @@ fn prepare_chart(
         chart,
         tgz,
         release,
+        carried,
     }))
 }
 
