@@ -328,6 +328,16 @@ async fn push_manifest(
     job: &ImageJob,
     progress: &Progress,
 ) -> anyhow::Result<()> {
+    push_manifest_inner(client, job, progress)
+        .await
+        .map_err(|e| crate::sync::concurrent::explain_manifest_failure(e, &job.target))
+}
+
+async fn push_manifest_inner(
+    client: &RegistryClient,
+    job: &ImageJob,
+    progress: &Progress,
+) -> anyhow::Result<()> {
     let (registry, repo) = (job.target.registry.as_str(), job.target.repository.as_str());
     let root = &job.image.root;
     for child in &job.image.children {

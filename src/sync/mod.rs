@@ -19,6 +19,7 @@
 //! failures grouped by cause.
 pub mod bundles;
 pub mod charts;
+pub mod concurrent;
 pub mod plan;
 pub mod report;
 
