@@ -71,3 +71,62 @@ fn concurrent_syncs_of_one_product_all_succeed() {
         }
     }
 }
+
+/// Bytes of every blob and manifest of a product's layout: what one sync
+/// of it must send, each byte once.
+fn layout_bytes(p: &Product) -> u64 {
+    std::fs::read_dir(p.layout.join("blobs/sha256"))
+        .unwrap()
+        .map(|e| e.unwrap().metadata().unwrap().len())
+        .sum()
+}
+
+/// Issue 25 item 3: the proxy forwards the request that completes the
+/// largest layer's upload, the registry commits it, and the answer is held
+/// back past the client's commit timeout (then the connection closes).
+/// The sync must find the blob in place instead of uploading it again:
+/// every byte crosses the proxy exactly once.
+fn slow_commit_is_waited_for(env: &[(&str, &str)]) {
+    let work = tempfile::tempdir().unwrap();
+    let d = work.path();
+    let product = make_product(d, "slow", 1, 1, 3 << 20, 31);
+    let out = pack_ok(d, &product.manifest, &d.join("bundles"));
+    let reg = Registry::start(Mode::Plain);
+    let proxy =
+        support::faulty_proxy::FaultyProxy::start(reg.port, support::faulty_proxy::Faults::none());
+    let layer = largest_layer(&product);
+    let hex = layer.trim_start_matches("sha256:");
+    proxy.hold_answer_next_of("PUT", hex, 1, std::time::Duration::from_secs(4));
+    let cfg = sync_config(d, &out, &proxy.host(), None);
+    let mut cmd = sync_cmd(d, &cfg, &[]);
+    cmd.env("BUNDLER_STALL_TIMEOUT", "1");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let o = cmd.output().unwrap();
+    assert!(o.status.success(), "sync: {}", stderr(&o));
+    assert_eq!(proxy.held(), 1, "the completing PUT was not held");
+    assert_eq!(
+        proxy.stats().bytes_up,
+        layout_bytes(&product),
+        "a blob went up twice: {}",
+        stderr(&o)
+    );
+    let err = stderr(&o);
+    assert!(err.contains("the commit was slow"), "{err}");
+    let http = Http::new(&reg);
+    assert_synced(&http, &product.images);
+}
+
+#[test]
+fn slow_commit_of_a_monolithic_put_is_waited_for_not_uploaded_again() {
+    slow_commit_is_waited_for(&[]);
+}
+
+#[test]
+fn slow_commit_of_a_chunked_upload_is_waited_for_not_uploaded_again() {
+    slow_commit_is_waited_for(&[
+        ("BUNDLER_CHUNK_THRESHOLD", "1048576"),
+        ("BUNDLER_CHUNK_SIZE", "1048576"),
+    ]);
+}

@@ -28,6 +28,8 @@ pub(super) struct StreamShared {
     pub(super) sent: Arc<AtomicU64>,
     /// Set when the stream refused to finish (digest mismatch, short file).
     pub(super) failure: Arc<Mutex<Option<String>>>,
+    /// When the last byte was handed to the HTTP stack.
+    pub(super) body_out: Arc<Mutex<Option<std::time::Instant>>>,
 }
 
 enum Reader {
@@ -96,6 +98,7 @@ pub(super) async fn range_stream(
         if st.remaining == 0 {
             // Empty range: only the digest check is left.
             st.done = true;
+            *st.shared.body_out.lock().unwrap() = Some(std::time::Instant::now());
             if let Some(exp) = &st.expect {
                 let got = hex::encode(st.hasher.lock().unwrap().clone().finalize());
                 if got != exp.hex() {
@@ -140,6 +143,9 @@ pub(super) async fn range_stream(
             }
         }
         st.shared.sent.fetch_add(n as u64, Ordering::Relaxed);
+        if st.remaining == 0 {
+            *st.shared.body_out.lock().unwrap() = Some(std::time::Instant::now());
+        }
         Some((Ok::<Bytes, std::io::Error>(chunk), st))
     });
     Ok(stream)

@@ -50,6 +50,7 @@ use bytes::Bytes;
 
 use super::auth::{Challenge, CredentialStore, Credentials};
 use super::Digest;
+pub use commit_wait::{COMMIT_WAIT_ENV, DEFAULT_COMMIT_WAIT};
 pub use limits::{PayloadTooLarge, MIN_CHUNK_SIZE};
 pub use manifests::RefsUnknown;
 pub use stall::{Stalled, DEFAULT_STALL_TIMEOUT, STALL_MIN_BYTES, STALL_TIMEOUT_ENV};
@@ -58,6 +59,7 @@ use transport::CONNECT_TIMEOUT;
 mod blobs;
 mod body;
 mod chunked;
+mod commit_wait;
 mod limits;
 mod manifests;
 mod stall;
@@ -207,6 +209,9 @@ struct Inner {
     stall: Duration,
     /// Largest request body per host, once one refused a larger one (413).
     body_limits: Mutex<HashMap<String, u64>>,
+    /// How long a blob whose completing answer was lost may take to
+    /// appear (`commit_wait`).
+    commit_wait: Duration,
 }
 
 impl std::fmt::Debug for RegistryClient {
@@ -300,6 +305,7 @@ impl RegistryClient {
                 stats: Counters::default(),
                 stall,
                 body_limits: Mutex::new(HashMap::new()),
+                commit_wait: commit_wait::commit_wait_from_env(),
             }),
         })
     }
