@@ -16,6 +16,7 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Mutex;
+use std::time::Instant;
 
 use anyhow::Context;
 use bytes::Bytes;
@@ -28,6 +29,7 @@ use crate::oci::{Digest, Reference};
 use crate::progress::Progress;
 use crate::sync::plan::{self, BlobAction, Plan};
 use crate::sync::report::{Failures, Stage};
+use crate::sync::timeline::Timeline;
 
 /// One image to push: which bundle it is in, what it is, where it goes.
 #[derive(Clone, Debug)]
@@ -81,6 +83,9 @@ struct BlobRun<'a> {
     /// Configs read and checked before the phase, by step.
     small: HashMap<usize, Bytes>,
     failures: Mutex<Failures>,
+    /// First upload started, last upload ended (the timeline's
+    /// `blobs.uploads`).
+    upload_span: Mutex<(Option<Instant>, Option<Instant>)>,
 }
 
 /// Phase 1: every blob of the plan. On any failure no manifest may follow;
@@ -91,8 +96,11 @@ pub async fn push_blobs(
     plan: &Plan,
     concurrency: usize,
     progress: &Progress,
+    timeline: &Timeline,
 ) -> Result<BlobReport, Failures> {
+    let t = Instant::now();
     let small = read_small_blobs(readers, plan)?;
+    timeline.ended("blobs.readConfigs", t);
     progress.add_total(plan.upload_bytes());
     let run = BlobRun {
         client,
@@ -104,6 +112,7 @@ pub async fn push_blobs(
         stop: AtomicBool::new(false),
         small,
         failures: Mutex::new(Failures::new(Stage::Blobs)),
+        upload_span: Mutex::new((None, None)),
     };
     // Mounts that wait for an upload of this run, by that upload's step.
     let mut after: HashMap<usize, Vec<usize>> = HashMap::new();
@@ -112,8 +121,15 @@ pub async fn push_blobs(
             after.entry(u).or_default().push(i);
         }
     }
+    // Largest first: the permits are handed out in this order (tokio's
+    // semaphore is fair), so the last blob to start is a small one and
+    // the slots drain together (as a plain parallel PUT of the same files
+    // sorted by size does), instead of one big layer finishing alone.
+    let mut order: Vec<usize> = (0..plan.steps.len()).collect();
+    order.sort_by_key(|&i| std::cmp::Reverse(plan.steps[i].desc.size));
     let mut tasks = FuturesUnordered::new();
-    for (i, s) in plan.steps.iter().enumerate() {
+    for i in order {
+        let s = &plan.steps[i];
         match &s.action {
             BlobAction::Upload => {
                 let dependents = after.remove(&i).unwrap_or_default();
@@ -125,6 +141,9 @@ pub async fn push_blobs(
     }
     while tasks.next().await.is_some() {}
     drop(tasks);
+    if let (Some(a), Some(b)) = *run.upload_span.lock().unwrap_or_else(|e| e.into_inner()) {
+        timeline.span("blobs.uploads", a, b);
+    }
     let mut failures = run.failures.into_inner().unwrap_or_else(|e| e.into_inner());
     let report = BlobReport {
         uploaded: run.counters.uploaded.load(Ordering::Relaxed),
@@ -232,11 +251,12 @@ async fn one_step(run: &BlobRun<'_>, i: usize) -> anyhow::Result<bool> {
         Some(b) => BlobSource::Bytes(b.clone()),
         None => bundle_source(reader, &s.desc.digest)?,
     };
+    let began = Instant::now();
     let outcome = if mount_from.is_some() {
         // No progress bar: a mount moves no bytes (if the registry refuses
         // it, the client uploads instead, which the summary counts).
         run.client
-            .push_blob(
+            .push_planned_blob(
                 &s.registry,
                 &s.repo,
                 &s.desc.digest,
@@ -249,7 +269,7 @@ async fn one_step(run: &BlobRun<'_>, i: usize) -> anyhow::Result<bool> {
         let mut t = run.progress.transfer(&label, s.desc.size);
         let r = run
             .client
-            .push_blob(
+            .push_planned_blob(
                 &s.registry,
                 &s.repo,
                 &s.desc.digest,
@@ -273,6 +293,11 @@ async fn one_step(run: &BlobRun<'_>, i: usize) -> anyhow::Result<bool> {
             e
         }
     })?;
+    if permit.is_some() {
+        let mut span = run.upload_span.lock().unwrap_or_else(|e| e.into_inner());
+        span.0 = Some(span.0.map_or(began, |a| a.min(began)));
+        span.1 = Some(Instant::now());
+    }
     drop(permit);
     run.counters.count(outcome);
     if mount_from.is_some() {

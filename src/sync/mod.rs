@@ -22,6 +22,7 @@ pub mod charts;
 pub mod concurrent;
 pub mod plan;
 pub mod report;
+pub mod timeline;
 
 use anyhow::Context;
 
@@ -34,6 +35,7 @@ use crate::progress::Progress;
 use crate::state::SyncState;
 use crate::transfer;
 use report::{ChartLine, ImageLine, SyncSummary};
+use timeline::Timeline;
 
 #[derive(clap::Args, Debug)]
 pub struct SyncArgs {
@@ -88,6 +90,7 @@ pub async fn run(args: &SyncArgs) -> anyhow::Result<()> {
     crate::interrupt::doing(format!("syncing with {}", args.config.display()));
     let progress = Progress::auto(args.json || args.print_images);
     let platforms = parse_platforms(&args.platform)?;
+    let timeline = Timeline::new(started);
 
     // 1. Everything that needs no network.
     let selected = bundles::open_selected(&config, &progress)?;
@@ -109,6 +112,7 @@ pub async fn run(args: &SyncArgs) -> anyhow::Result<()> {
         return Ok(());
     }
     let target_desc = charts::describe_target(&config);
+    timeline.ended("open", started);
     if args.dry_run {
         return print_dry_run(args, &selected, &target_desc, summary, started);
     }
@@ -122,8 +126,10 @@ pub async fn run(args: &SyncArgs) -> anyhow::Result<()> {
         let items: Vec<_> = (chosen.jobs.iter())
             .map(|j| (&selected[j.bundle].reader, &j.image, &j.target))
             .collect();
+        let t = std::time::Instant::now();
         crate::bundle::delta::check::check_external(&client, &config.rewrite, &items, &progress)
             .await?;
+        timeline.ended("externalBlobs", t);
         if args.auto_create_repository.unwrap_or(false) {
             charts::create_image_projects(
                 &config,
@@ -142,8 +148,10 @@ pub async fn run(args: &SyncArgs) -> anyhow::Result<()> {
             args,
             &progress,
             &mut summary,
+            &timeline,
         )
         .await;
+        summary.timeline = timeline.phases();
         summary.bytes_uploaded = client.stats().bytes_uploaded;
         summary.retries = client.stats().retries;
         summary.bytes_read = report::bytes_read();
@@ -154,10 +162,12 @@ pub async fn run(args: &SyncArgs) -> anyhow::Result<()> {
 
     // 3b. Prove it: the charts to publish render only images in the target.
     if let Some(target) = config.image_registry() {
+        let t = std::time::Instant::now();
         let inputs = charts::proof_inputs(&prepared);
         summary.unrelocated =
             crate::chart::render_check::prove_all_synced(&inputs, &target, &client, &progress)
                 .await?;
+        timeline.ended("renderCheck", t);
         crate::outcome::record(&summary);
         let refused = "no chart was published";
         crate::chart::render_check::refuse_misses(
@@ -174,6 +184,7 @@ pub async fn run(args: &SyncArgs) -> anyhow::Result<()> {
         force: args.force,
         auto_create_repository: args.auto_create_repository.unwrap_or(false),
     };
+    let t = std::time::Instant::now();
     let published = charts::publish_all(
         &selected,
         prepared,
@@ -186,6 +197,7 @@ pub async fn run(args: &SyncArgs) -> anyhow::Result<()> {
     .await;
     summary.seconds = started.elapsed().as_secs_f64();
     crate::outcome::record(&summary);
+    timeline.ended("charts", t);
     let synced = published?;
     progress.finish();
     if !synced.is_empty() {
@@ -195,7 +207,10 @@ pub async fn run(args: &SyncArgs) -> anyhow::Result<()> {
         .images
         .iter()
         .map(|l| (l.from.as_str(), l.to.as_str()));
+    let t = std::time::Instant::now();
     crate::inventory::write_after_sync(&client, &config, pushed, &progress).await;
+    timeline.ended("inventory", t);
+    summary.timeline = timeline.phases();
 
     let stats = client.stats();
     summary.bytes_uploaded = stats.bytes_uploaded;
@@ -244,8 +259,9 @@ async fn push_images(
     args: &SyncArgs,
     progress: &Progress,
     summary: &mut SyncSummary,
+    timeline: &Timeline,
 ) -> anyhow::Result<()> {
-    let plan = plan::make(client, jobs, args.concurrency)
+    let plan = plan::make(client, jobs, args.concurrency, timeline)
         .await
         .map_err(|f| {
             summary.images_failed = f.images();
@@ -274,7 +290,8 @@ async fn push_images(
     if changed == 0 {
         return Ok(());
     }
-    let blobs = transfer::push_blobs(client, readers, &plan, args.concurrency, progress)
+    let t = std::time::Instant::now();
+    let blobs = transfer::push_blobs(client, readers, &plan, args.concurrency, progress, timeline)
         .await
         .map_err(|f| {
             summary.images_failed = f.images();
@@ -283,7 +300,10 @@ async fn push_images(
     summary.blobs_uploaded = blobs.uploaded;
     summary.blobs_mounted = blobs.mounted;
     summary.blobs_skipped += blobs.skipped;
+    timeline.ended("blobs", t);
+    let t = std::time::Instant::now();
     let pushed = transfer::push_manifests(client, &plan, args.concurrency, progress).await;
+    timeline.ended("manifests", t);
     match pushed {
         Ok(n) => {
             summary.images_pushed = n;

@@ -160,10 +160,13 @@ pub async fn make(
     client: &RegistryClient,
     jobs: Vec<ImageJob>,
     concurrency: usize,
+    timeline: &super::timeline::Timeline,
 ) -> Result<Plan, Failures> {
     let par = head_parallelism(concurrency);
     let mut failures = Failures::new(super::report::Stage::Plan);
+    let t = std::time::Instant::now();
     let unchanged = head_manifests(client, &jobs, par, &mut failures).await;
+    timeline.ended("plan.manifestHeads", t);
     if !failures.is_empty() {
         return Err(failures);
     }
@@ -174,7 +177,9 @@ pub async fn make(
         }
     }
     let needed = blob_steps(&jobs, &unchanged);
+    let t = std::time::Instant::now();
     head_blobs(client, &jobs, &needed, &mut known, par, &mut failures).await;
+    timeline.ended("plan.blobHeads", t);
     if !failures.is_empty() {
         return Err(failures);
     }
