@@ -22,6 +22,7 @@ pub mod config;
 pub mod diff;
 pub mod error;
 pub mod file_kind;
+pub mod graceful;
 pub mod interrupt;
 pub mod inventory;
 pub mod oci;

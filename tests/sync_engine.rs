@@ -130,3 +130,81 @@ fn slow_commit_of_a_chunked_upload_is_waited_for_not_uploaded_again() {
         ("BUNDLER_CHUNK_SIZE", "1048576"),
     ]);
 }
+
+/// Issue 25 item 4: SIGTERM while a PATCH of a chunked upload is on its
+/// way. docker-registry keeps a session's offset in the signed state of
+/// the URL each PATCH answers with, so a PATCH cut off mid-body leaves the
+/// saved URL stale and the blob had to start over; now the chunk in flight
+/// is let finish (its URL saved) before the process exits 143, and the
+/// next run resumes mid-blob: every byte crosses the proxy once.
+#[test]
+fn a_sync_stopped_mid_chunk_finishes_that_chunk_and_the_rerun_resumes_mid_blob() {
+    use std::time::{Duration, Instant};
+    let work = tempfile::tempdir().unwrap();
+    let d = work.path();
+    let product = make_product(d, "resume", 1, 1, 3 << 20, 37);
+    let out = pack_ok(d, &product.manifest, &d.join("bundles"));
+    let reg = Registry::start(Mode::Plain);
+    let proxy = support::faulty_proxy::FaultyProxy::start(
+        reg.port,
+        support::faulty_proxy::Faults {
+            latency: Duration::from_millis(600),
+            ..support::faulty_proxy::Faults::none()
+        },
+    );
+    let cfg = sync_config(d, &out, &proxy.host(), None);
+    // The 3 MiB layer goes up in 256 KiB PATCHes, each held 0.6 s.
+    let chunked = [
+        ("BUNDLER_CHUNK_THRESHOLD", "1048576"),
+        ("BUNDLER_CHUNK_SIZE", "262144"),
+        ("BUNDLER_LOG", "bundler=info"),
+    ];
+    let mut cmd = sync_cmd(d, &cfg, &[]);
+    cmd.envs(chunked);
+    let child = cmd.spawn().unwrap();
+    // Once a chunk is in (its session saved), the next PATCH is waiting in
+    // the proxy's latency: stop the run then.
+    let state_dir = d.join(".upload-state");
+    let started = Instant::now();
+    while std::fs::read_dir(&state_dir).map_or(true, |mut r| r.next().is_none()) {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "no chunk went up"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(1500));
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let o = child.wait_with_output().unwrap();
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(143), "{err}");
+    assert!(
+        err.contains("finishing the upload chunks in flight"),
+        "{err}"
+    );
+
+    proxy.set_faults(support::faulty_proxy::Faults::none());
+    let mut cmd = sync_cmd(d, &cfg, &[]);
+    cmd.envs(chunked);
+    let o = cmd.output().unwrap();
+    let err = stderr(&o);
+    assert!(o.status.success(), "{err}");
+    let resumed = err
+        .lines()
+        .find(|l| l.contains("resuming upload"))
+        .unwrap_or_else(|| panic!("the rerun did not resume: {err}"));
+    let at: u64 = resumed
+        .split(" at ")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("{resumed}"));
+    assert!(at > 0 && at < 3 << 20, "{resumed}");
+    assert_eq!(
+        proxy.stats().bytes_up,
+        layout_bytes(&product),
+        "bytes went up twice: {err}"
+    );
+    assert_synced(&Http::new(&reg), &product.images);
+}

@@ -170,6 +170,12 @@ impl RegistryClient {
         let mut attempt = 0u32;
         let mut chunks_this_run = 0u64;
         while pos.offset < size {
+            // A stop lets this chunk finish (and its URL be saved), but
+            // starts no new one (see `crate::graceful`).
+            let Some(in_flight) = crate::graceful::hold() else {
+                crate::graceful::park_if_stopping().await;
+                continue;
+            };
             let end = (pos.offset + self.chunk_size_for(up.registry)).min(size);
             let failure = match self
                 .patch_chunk(up, &resume, &pos, end, attempt, progress)
@@ -197,6 +203,9 @@ impl RegistryClient {
                     continue;
                 }
             };
+            // The chunk failed: nothing in flight to wait for any more.
+            drop(in_flight);
+            crate::graceful::park_if_stopping().await;
             attempt += 1;
             if attempt >= max {
                 bail!(
