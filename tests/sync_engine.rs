@@ -208,3 +208,117 @@ fn a_sync_stopped_mid_chunk_finishes_that_chunk_and_the_rerun_resumes_mid_blob()
     );
     assert_synced(&Http::new(&reg), &product.images);
 }
+
+/// A load-image.yaml sending images to `main` and to each of `mirrors`
+/// (`(registry, credentials)`).
+fn fanout_config(
+    dir: &Path,
+    bundles: &Path,
+    main: &str,
+    mirrors: &[(String, Option<(&str, &str)>)],
+) -> std::path::PathBuf {
+    let mut s = format!(
+        "source:\n  intermediateBundlesPath: {}\ntarget:\n  containerPrefixRegistry: {main}\n  repo:\n    kind: LOCAL\n    path: ./local-repo\n  mirrors:\n",
+        bundles.display()
+    );
+    for (reg, auth) in mirrors {
+        s.push_str(&format!("    - containerPrefixRegistry: {reg}\n"));
+        if let Some((u, p)) = auth {
+            s.push_str(&format!(
+                "      containers:\n        auth: {{username: \"{u}\", password: \"{p}\"}}\n"
+            ));
+        }
+    }
+    let cfg = dir.join("load-fanout.yaml");
+    std::fs::write(&cfg, s).unwrap();
+    cfg
+}
+
+fn json_of(o: &std::process::Output) -> serde_json::Value {
+    serde_json::from_slice(&o.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}\n{}", support::stdout(o), stderr(o)))
+}
+
+/// Issue 25 item 5: `target.mirrors` sends every image to three
+/// registries (one with its own credentials) from one read of the bundle:
+/// the bytes read stay those of a sync to one registry.
+#[test]
+fn fan_out_to_three_registries_reads_each_byte_once() {
+    let work = tempfile::tempdir().unwrap();
+    let d = work.path();
+    let product = make_product(d, "fan", 3, 1, 2 << 20, 41);
+    let out = pack_ok(d, &product.manifest, &d.join("bundles"));
+    // One registry alone: the bytes read of a plain sync.
+    let single = Registry::start(Mode::Plain);
+    let one = d.join("one");
+    std::fs::create_dir_all(&one).unwrap();
+    let cfg = sync_config(&one, &out, &single.host(), None);
+    let o = sync_cmd(&one, &cfg, &["--json"]).output().unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let read_one = json_of(&o)["bytesRead"].as_u64().unwrap();
+
+    let (a, b) = (Registry::start(Mode::Plain), Registry::start(Mode::Plain));
+    let c = Registry::start(Mode::BasicAuth);
+    let three = d.join("three");
+    std::fs::create_dir_all(&three).unwrap();
+    let creds = (support::registry::USER, support::registry::PASSWORD);
+    let cfg = fanout_config(
+        &three,
+        &out,
+        &a.host(),
+        &[(b.host(), None), (c.host(), Some(creds))],
+    );
+    let o = sync_cmd(&three, &cfg, &["--json"]).output().unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v = json_of(&o);
+    for reg in [&a, &b, &c] {
+        assert_synced(&Http::new(reg), &product.images);
+    }
+    let targets = v["targets"].as_array().unwrap();
+    assert_eq!(targets.len(), 3, "{v}");
+    assert!(
+        targets
+            .iter()
+            .all(|t| t["ok"] == true && t["imagesPushed"] == 3),
+        "{v}"
+    );
+    let read_three = v["bytesRead"].as_u64().unwrap();
+    let unique = layout_bytes(&product);
+    eprintln!("bytes read: 1 target {read_one}, 3 targets {read_three}; unique {unique}");
+    assert!(
+        (read_three as f64) < read_one as f64 + 0.1 * unique as f64,
+        "3 targets read {read_three} bytes, 1 target {read_one} (unique {unique})"
+    );
+}
+
+/// A mirror that is down fails alone: the main target and the other
+/// mirror get every image, the run fails naming the one that is down, and
+/// the per-target summary says which.
+#[test]
+fn a_mirror_that_is_down_fails_alone() {
+    let work = tempfile::tempdir().unwrap();
+    let d = work.path();
+    let product = make_product(d, "half", 2, 1, 256 << 10, 43);
+    let out = pack_ok(d, &product.manifest, &d.join("bundles"));
+    let (a, b) = (Registry::start(Mode::Plain), Registry::start(Mode::Plain));
+    let down = format!("127.0.0.1:{}", support::registry::free_port());
+    let cfg = fanout_config(
+        d,
+        &out,
+        &a.host(),
+        &[(down.clone(), None), (b.host(), None)],
+    );
+    let o = sync_cmd(d, &cfg, &["--json"]).output().unwrap();
+    let err = stderr(&o);
+    assert!(!o.status.success(), "{err}");
+    assert!(err.contains(&format!("1 target failed: {down}")), "{err}");
+    for reg in [&a, &b] {
+        assert_synced(&Http::new(reg), &product.images);
+    }
+    let v = json_of(&o);
+    let targets = v["targets"].as_array().unwrap();
+    let line = |r: &str| targets.iter().find(|t| t["registry"] == r).unwrap();
+    assert_eq!(line(&down)["ok"], false, "{v}");
+    assert_eq!(line(&a.host())["ok"], true, "{v}");
+    assert_eq!(line(&b.host())["imagesPushed"], 2, "{v}");
+}

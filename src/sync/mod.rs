@@ -20,6 +20,7 @@
 pub mod bundles;
 pub mod charts;
 pub mod concurrent;
+pub mod fanout;
 pub mod plan;
 pub mod report;
 pub mod timeline;
@@ -141,16 +142,29 @@ pub async fn run(args: &SyncArgs) -> anyhow::Result<()> {
             .await?;
         }
         let readers: Vec<&BundleReader> = selected.iter().map(|b| &b.reader).collect();
-        let result = push_images(
-            &client,
-            &readers,
-            chosen.jobs,
-            args,
-            &progress,
-            &mut summary,
-            &timeline,
-        )
-        .await;
+        let result = if config.mirrors.is_empty() {
+            push_images(
+                &client,
+                &readers,
+                chosen.jobs,
+                args,
+                &progress,
+                &mut summary,
+                &timeline,
+            )
+            .await
+        } else {
+            fanout::push_images(
+                &client,
+                &readers,
+                chosen.jobs,
+                args.concurrency,
+                &progress,
+                &mut summary,
+                &timeline,
+            )
+            .await
+        };
         summary.timeline = timeline.phases();
         summary.bytes_uploaded = client.stats().bytes_uploaded;
         summary.retries = client.stats().retries;
@@ -220,6 +234,9 @@ pub async fn run(args: &SyncArgs) -> anyhow::Result<()> {
     if args.json {
         println!("{}", serde_json::to_string_pretty(&summary)?);
     } else {
+        for t in &summary.targets {
+            println!("{}", t.text());
+        }
         println!("{}", summary.text());
     }
     Ok(())

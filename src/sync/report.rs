@@ -30,6 +30,9 @@ pub struct SyncSummary {
     pub bytes_read: Option<u64>,
     pub retries: u64,
     pub charts: Vec<ChartLine>,
+    /// Per target registry, with `target.mirrors` (see `sync::fanout`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub targets: Vec<super::fanout::TargetLine>,
     /// Where the time went, phase by phase (see `sync::timeline`).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub timeline: Vec<super::timeline::Phase>,

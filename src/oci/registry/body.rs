@@ -35,6 +35,7 @@ pub(super) struct StreamShared {
 enum Reader {
     File(tokio::fs::File),
     Mem(Bytes, usize),
+    Fed(Box<super::feed::FedReader>),
 }
 
 pub(super) struct BodyState {
@@ -71,8 +72,15 @@ pub(super) async fn range_stream(
     shared: StreamShared,
 ) -> anyhow::Result<impl futures_util::Stream<Item = Result<Bytes, std::io::Error>> + Send + 'static>
 {
+    let fed = match source {
+        BlobSource::Fed {
+            tap, path, offset, ..
+        } => super::feed::FedReader::at(tap, path.clone(), *offset, start).await,
+        _ => None,
+    };
     let reader = match source {
-        BlobSource::FileRange { path, offset, .. } => {
+        _ if fed.is_some() => Reader::Fed(Box::new(fed.expect("checked"))),
+        BlobSource::FileRange { path, offset, .. } | BlobSource::Fed { path, offset, .. } => {
             let mut f = tokio::fs::File::open(path)
                 .await
                 .with_context(|| format!("opening {}", path.display()))?;
@@ -126,6 +134,15 @@ pub(super) async fn range_stream(
                 *pos += n;
                 c
             }
+            Reader::Fed(r) => match r.read(n).await {
+                Ok(b) => b,
+                Err(e) => {
+                    st.done = true;
+                    let msg = format!("reading the blob source: {e} (the file is shorter than its index says: truncated or corrupt)");
+                    *st.shared.failure.lock().unwrap() = Some(msg.clone());
+                    return Some((Err(std::io::Error::other(msg)), st));
+                }
+            },
         };
         st.hasher.lock().unwrap().update(&chunk);
         st.remaining -= n as u64;
@@ -159,7 +176,7 @@ pub(super) async fn hash_prefix(source: &BlobSource, len: u64) -> anyhow::Result
             h.update(&b[..len as usize]);
             Ok(h)
         }
-        BlobSource::FileRange { path, offset, .. } => {
+        BlobSource::FileRange { path, offset, .. } | BlobSource::Fed { path, offset, .. } => {
             let path = path.clone();
             let offset = *offset;
             tokio::task::spawn_blocking(move || -> anyhow::Result<Sha256> {

@@ -51,6 +51,7 @@ use bytes::Bytes;
 use super::auth::{Challenge, CredentialStore, Credentials};
 use super::Digest;
 pub use commit_wait::{COMMIT_WAIT_ENV, DEFAULT_COMMIT_WAIT};
+pub use feed::{feed, FeedSender, FeedTap};
 pub use limits::{PayloadTooLarge, MIN_CHUNK_SIZE};
 pub use manifests::RefsUnknown;
 pub use stall::{Stalled, DEFAULT_STALL_TIMEOUT, STALL_MIN_BYTES, STALL_TIMEOUT_ENV};
@@ -60,6 +61,7 @@ mod blobs;
 mod body;
 mod chunked;
 mod commit_wait;
+mod feed;
 mod limits;
 mod manifests;
 mod stall;
@@ -143,12 +145,20 @@ pub enum BlobSource {
     },
     /// Small blobs already in memory (configs, synthesized manifests).
     Bytes(Bytes),
+    /// A byte range of a file read once for several uploads (see `feed`):
+    /// taken from `tap` while it is fed, else from the file.
+    Fed {
+        tap: Arc<FeedTap>,
+        path: PathBuf,
+        offset: u64,
+        len: u64,
+    },
 }
 
 impl BlobSource {
     pub fn len(&self) -> u64 {
         match self {
-            BlobSource::FileRange { len, .. } => *len,
+            BlobSource::FileRange { len, .. } | BlobSource::Fed { len, .. } => *len,
             BlobSource::Bytes(b) => b.len() as u64,
         }
     }
