@@ -119,7 +119,7 @@ pub async fn push_images(
     let manifests = transfer::push_manifests_except(
         client,
         &plan,
-        concurrency,
+        plan::head_parallelism(concurrency),
         progress,
         &blobs.failed_registries,
     )

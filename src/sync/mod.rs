@@ -319,7 +319,9 @@ async fn push_images(
     summary.blobs_skipped += blobs.skipped;
     timeline.ended("blobs", t);
     let t = std::time::Instant::now();
-    let pushed = transfer::push_manifests(client, &plan, args.concurrency, progress).await;
+    // Small documents: as many at once as the plan's HEADs.
+    let par = plan::head_parallelism(args.concurrency);
+    let pushed = transfer::push_manifests(client, &plan, par, progress).await;
     timeline.ended("manifests", t);
     match pushed {
         Ok(n) => {
