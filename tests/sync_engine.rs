@@ -177,12 +177,8 @@ fn a_sync_stopped_mid_chunk_finishes_that_chunk_and_the_rerun_resumes_mid_blob()
     // SAFETY: signalling our own child.
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
     let o = child.wait_with_output().unwrap();
-    let err = stderr(&o);
-    assert_eq!(o.status.code(), Some(143), "{err}");
-    assert!(
-        err.contains("finishing the upload chunks in flight"),
-        "{err}"
-    );
+    let stopped = stderr(&o);
+    assert_eq!(o.status.code(), Some(143), "{stopped}");
 
     proxy.set_faults(support::faulty_proxy::Faults::none());
     let mut cmd = sync_cmd(d, &cfg, &[]);
@@ -207,6 +203,10 @@ fn a_sync_stopped_mid_chunk_finishes_that_chunk_and_the_rerun_resumes_mid_blob()
         "bytes went up twice: {err}"
     );
     assert_synced(&Http::new(&reg), &product.images);
+    assert!(
+        stopped.contains("finishing the upload chunks in flight"),
+        "{stopped}"
+    );
 }
 
 /// A load-image.yaml sending images to `main` and to each of `mirrors`
