@@ -3,8 +3,9 @@
 one blob look like a slow commit (issue 25): every request whose request
 line contains DIGEST_HEX and that has a body (the monolithic PUT) is
 forwarded except for its last 64 KiB, which are held for --hold seconds
-(the registry hashing and moving a huge layer) before they go on; the
-registry's answer then comes back late. A client with a shorter answer
+(the registry hashing and moving a huge layer) before they go on, and the
+closing PUT of a chunked upload of it (no body) is held as long before it
+is forwarded; the registry's answer then comes back late. A client with a shorter answer
 timeout gives up meanwhile, although the blob is committed a moment later;
 a client that then uploads again meets the same wait.
 
@@ -62,7 +63,12 @@ def serve(client, up_port, digest, hold):
             method = head[0].split(b" ")[0]
             n = length(head)
             uw.write(b"".join(head) + b"\r\n")
-            if n > HOLD_TAIL and digest in head[0]:
+            if n == 0 and method == b"PUT" and digest in head[0]:
+                # A chunked upload's closing PUT: the commit starts when it
+                # arrives; hold it.
+                time.sleep(hold)
+                uw.flush()
+            elif n > HOLD_TAIL and digest in head[0]:
                 copy(cr, uw, n - HOLD_TAIL)
                 uw.flush()
                 tail = cr.read(HOLD_TAIL)

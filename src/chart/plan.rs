@@ -94,6 +94,7 @@ pub fn plan_chart_images(
 ) -> anyhow::Result<ChartImages> {
     let (hints, source, hints_file, notes, extra) = if let Some(h) = &entry.hints {
         let path = resolve(base_dir, h);
+        crate::paths::require_manifest_path("hints file", &path)?;
         crate::file_kind::check_path(&path, "hints file", false)?;
         let text = std::fs::read_to_string(&path)
             .with_context(|| format!("reading hints file {}", path.display()))?;

@@ -175,7 +175,7 @@ pub struct SyncConfig {
     pub mirrors: Vec<Mirror>,
 }
 
-const HINT: &str = "see the README (bundler sync) for the load-image.yaml schema, and tests/fixtures/configs/ for examples";
+const HINT: &str = "see the README (bundler sync) for the load-image.yaml schema";
 
 // ---- raw schema -------------------------------------------------------------
 

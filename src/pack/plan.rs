@@ -25,6 +25,9 @@ pub(super) struct ImageListing {
     charts: Vec<ChartListing>,
     /// `spec.images`
     images: Vec<PlannedImage>,
+    /// `spec.manifests`
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub(super) manifests: Vec<super::manifests::ManifestsListing>,
 }
 
 #[derive(Debug, Serialize)]
@@ -57,6 +60,7 @@ impl ImageListing {
                 println!("  note: {n}");
             }
         }
+        self.manifests.iter().for_each(|m| m.print_text());
         if !self.images.is_empty() {
             println!("spec.images: {} images", self.images.len());
             self.images.iter().for_each(line);
@@ -153,7 +157,10 @@ async fn find_chart_images(
         } else {
             ctx.base_dir.join(a)
         };
-        for img in resolve_archive_images(&path, ctx.platforms.as_deref())? {
+        crate::paths::require_manifest_path("image archive", &path)?;
+        let mut imgs = resolve_archive_images(&path, ctx.platforms.as_deref())?;
+        super::archive_names::name_plain_tags(&path, &mut imgs, Some((&chart.name, &planned)))?;
+        for img in imgs {
             planned.add(
                 img.spec.reference.clone(),
                 ImageOrigin::Archive { path: path.clone() },
@@ -161,6 +168,7 @@ async fn find_chart_images(
             local.push(img);
         }
     }
+    super::archive_names::warn_unreferenced(&chart.name, &planned);
     for n in &planned.notes {
         progress.println(format!(
             "chart {}: not expressible as a hint: {n}",
@@ -206,6 +214,8 @@ async fn chart_bundle_plan(
     for r in &refs {
         match take_local(&mut local, r)? {
             Some(img) => images.push(img),
+            // `repo:tag@sha256:…` and the archive's `repo:tag` are one image.
+            None if super::archive_names::carried_from_archive(&images, r) => {}
             None => {
                 images.push(resolve_registry_image(&ctx.client, r, ctx.platforms.as_deref()).await?)
             }
@@ -247,6 +257,7 @@ async fn chart_bundle_plan(
         images: specs,
         blobs,
         delta: None,
+        manifests: None,
     };
     let path = ctx
         .args
@@ -315,7 +326,10 @@ pub(super) async fn images_bundle_plan(
                 } else {
                     ctx.base_dir.join(path)
                 };
-                images.extend(resolve_archive_images(&path, ctx.platforms.as_deref())?);
+                crate::paths::require_manifest_path("image archive", &path)?;
+                let mut imgs = resolve_archive_images(&path, ctx.platforms.as_deref())?;
+                super::archive_names::name_plain_tags(&path, &mut imgs, None)?;
+                images.extend(imgs);
             }
         }
     }
@@ -332,6 +346,7 @@ pub(super) async fn images_bundle_plan(
         images: specs,
         blobs,
         delta: None,
+        manifests: None,
     };
     let path = ctx.args.output.join(format!(
         "{}-images_{}.bundle.tar",
@@ -356,7 +371,9 @@ fn describe_source(entry: &ChartEntry) -> String {
 
 /// Split resolved images into bundle image specs and the blob sources
 /// (deduplicated by digest: every blob is stored once per bundle).
-fn collect(images: &mut Vec<ResolvedImage>) -> (Vec<ImageSpec>, Vec<(Descriptor, BlobOrigin)>) {
+pub(super) fn collect(
+    images: &mut Vec<ResolvedImage>,
+) -> (Vec<ImageSpec>, Vec<(Descriptor, BlobOrigin)>) {
     let mut specs = Vec::new();
     let mut blobs: BTreeMap<Digest, (Descriptor, BlobOrigin)> = BTreeMap::new();
     for img in images.drain(..) {
