@@ -33,7 +33,9 @@ use crate::oci::auth::{CredentialStore, Credentials};
 use crate::oci::reference::RewriteRules;
 use repo::repo_spec;
 
+mod mirrors;
 mod repo;
+pub use mirrors::Mirror;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum RepoKind {
@@ -172,6 +174,8 @@ pub struct SyncConfig {
     /// `source.requireSignature` with `source.signatureKey`: the public
     /// key the offline package must be signed with (issue 21).
     pub package_signature_key: Option<PathBuf>,
+    /// `target.mirrors`: further image registries (see `mirrors`).
+    pub mirrors: Vec<Mirror>,
 }
 
 const HINT: &str = "see the README (bundler sync) for the load-image.yaml schema";
@@ -248,6 +252,7 @@ struct RawTarget {
     #[serde(default, alias = "repo_name", deserialize_with = "lenient_string")]
     repo_name: Option<String>,
     containers: Option<RawContainers>,
+    mirrors: Option<Vec<mirrors::RawMirror>>,
 }
 
 #[derive(Deserialize)]
@@ -445,6 +450,7 @@ impl SyncConfig {
             skip_images_for: filters.skip_images_for,
             repo_name: target.repo_name,
             package_signature_key,
+            mirrors: target.mirrors,
         })
     }
     /// (`containerPrefixRegistry`, else `containerRegistry`).
@@ -459,6 +465,11 @@ impl SyncConfig {
     /// image registry host and as the default, then docker `config.json`.
     pub fn credential_store(&self) -> CredentialStore {
         let mut explicit = HashMap::new();
+        for m in &self.mirrors {
+            if let (Some(c), Some(host)) = (&m.containers_auth, m.registry()) {
+                explicit.insert(host, c.clone());
+            }
+        }
         if let (Some(c), Some(host)) = (&self.containers_auth, self.image_registry()) {
             let host = host.split('/').next().unwrap_or(&host).to_string();
             explicit.insert(host, c.clone());
@@ -626,6 +637,7 @@ struct Target {
     rewrite: RewriteRules,
     containers_auth: Option<Credentials>,
     repo_name: Option<String>,
+    mirrors: Vec<Mirror>,
 }
 
 fn parse_target(doc: &Doc, tgt: Option<RawTarget>, env: &EnvLookup) -> anyhow::Result<Target> {
@@ -663,11 +675,13 @@ fn parse_target(doc: &Doc, tgt: Option<RawTarget>, env: &EnvLookup) -> anyhow::R
         repository: non_empty(tgt.container_repository).map(|s| s.trim_matches('/').to_string()),
     };
     check_rewrite_rules(doc, &rewrite)?;
+    let mirrors = mirrors::parse_mirrors(doc, tgt.mirrors, &rewrite)?;
     Ok(Target {
         repo,
         rewrite,
         containers_auth: target_containers_auth(tgt.containers.as_ref(), env),
         repo_name: non_empty(tgt.repo_name),
+        mirrors,
     })
 }
 

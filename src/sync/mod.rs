@@ -19,8 +19,11 @@
 //! failures grouped by cause.
 pub mod bundles;
 pub mod charts;
+pub mod concurrent;
+pub mod fanout;
 pub mod plan;
 pub mod report;
+pub mod timeline;
 
 use anyhow::Context;
 
@@ -33,6 +36,7 @@ use crate::progress::Progress;
 use crate::state::SyncState;
 use crate::transfer;
 use report::{ChartLine, ImageLine, SyncSummary};
+use timeline::Timeline;
 
 #[derive(clap::Args, Debug)]
 pub struct SyncArgs {
@@ -100,6 +104,7 @@ pub async fn run(args: &SyncArgs) -> anyhow::Result<()> {
     let progress = Progress::auto(args.json || args.print_images);
     progress.counting_acknowledged();
     let platforms = parse_platforms(&args.platform)?;
+    let timeline = Timeline::new(started);
 
     // Where relative paths went, when the config is elsewhere (issue 22).
     for n in crate::paths::config_path_notes(&config) {
@@ -128,6 +133,7 @@ pub async fn run(args: &SyncArgs) -> anyhow::Result<()> {
         return Ok(());
     }
     let target_desc = charts::describe_target(&config);
+    timeline.ended("open", started);
     if args.dry_run {
         for b in &selected {
             if let Some(c) = crate::manifests::publish::read_bundle(&b.reader)? {
@@ -147,8 +153,10 @@ pub async fn run(args: &SyncArgs) -> anyhow::Result<()> {
         let items: Vec<_> = (chosen.jobs.iter())
             .map(|j| (&selected[j.bundle].reader, &j.image, &j.target))
             .collect();
+        let t = std::time::Instant::now();
         crate::bundle::delta::check::check_external(&client, &config.rewrite, &items, &progress)
             .await?;
+        timeline.ended("externalBlobs", t);
         if args.auto_create_repository.unwrap_or(false) {
             charts::create_image_projects(
                 &config,
@@ -160,15 +168,30 @@ pub async fn run(args: &SyncArgs) -> anyhow::Result<()> {
             .await?;
         }
         let readers: Vec<&BundleReader> = selected.iter().map(|b| &b.reader).collect();
-        let result = push_images(
-            &client,
-            &readers,
-            chosen.jobs,
-            args,
-            &progress,
-            &mut summary,
-        )
-        .await;
+        let result = if config.mirrors.is_empty() {
+            push_images(
+                &client,
+                &readers,
+                chosen.jobs,
+                args,
+                &progress,
+                &mut summary,
+                &timeline,
+            )
+            .await
+        } else {
+            fanout::push_images(
+                &client,
+                &readers,
+                chosen.jobs,
+                args.concurrency,
+                &progress,
+                &mut summary,
+                &timeline,
+            )
+            .await
+        };
+        summary.timeline = timeline.phases();
         summary.bytes_uploaded = client.stats().bytes_uploaded;
         summary.retries = client.stats().retries;
         summary.bytes_read = report::bytes_read();
@@ -179,10 +202,12 @@ pub async fn run(args: &SyncArgs) -> anyhow::Result<()> {
 
     // 3b. Prove it: the charts to publish render only images in the target.
     if let Some(target) = config.image_registry() {
+        let t = std::time::Instant::now();
         let inputs = charts::proof_inputs(&prepared);
         summary.unrelocated =
             crate::chart::render_check::prove_all_synced(&inputs, &target, &client, &progress)
                 .await?;
+        timeline.ended("renderCheck", t);
         crate::outcome::record(&summary);
         let refused = "no chart was published";
         crate::chart::render_check::refuse_misses(
@@ -212,6 +237,7 @@ pub async fn run(args: &SyncArgs) -> anyhow::Result<()> {
     };
     // Charts go up with their own credentials (target.repo.auth).
     let chart_client = chart_client(args, &config)?;
+    let t = std::time::Instant::now();
     let published = charts::publish_all(
         &selected,
         prepared,
@@ -224,6 +250,7 @@ pub async fn run(args: &SyncArgs) -> anyhow::Result<()> {
     .await;
     summary.seconds = started.elapsed().as_secs_f64();
     crate::outcome::record(&summary);
+    timeline.ended("charts", t);
     let synced = published?;
     progress.finish();
     if !synced.is_empty() {
@@ -233,7 +260,10 @@ pub async fn run(args: &SyncArgs) -> anyhow::Result<()> {
         .images
         .iter()
         .map(|l| (l.from.as_str(), l.to.as_str()));
+    let t = std::time::Instant::now();
     crate::inventory::write_after_sync(&client, &config, pushed, &progress).await;
+    timeline.ended("inventory", t);
+    summary.timeline = timeline.phases();
 
     let stats = client.stats();
     summary.bytes_uploaded = stats.bytes_uploaded;
@@ -243,6 +273,9 @@ pub async fn run(args: &SyncArgs) -> anyhow::Result<()> {
     if args.json {
         println!("{}", serde_json::to_string_pretty(&summary)?);
     } else {
+        for t in &summary.targets {
+            println!("{}", t.text());
+        }
         println!("{}", summary.text());
     }
     Ok(())
@@ -295,8 +328,9 @@ async fn push_images(
     args: &SyncArgs,
     progress: &Progress,
     summary: &mut SyncSummary,
+    timeline: &Timeline,
 ) -> anyhow::Result<()> {
-    let plan = plan::make(client, jobs, args.concurrency)
+    let plan = plan::make(client, jobs, args.concurrency, timeline)
         .await
         .map_err(|f| {
             summary.images_failed = f.images();
@@ -325,7 +359,8 @@ async fn push_images(
     if changed == 0 {
         return Ok(());
     }
-    let blobs = transfer::push_blobs(client, readers, &plan, args.concurrency, progress)
+    let t = std::time::Instant::now();
+    let blobs = transfer::push_blobs(client, readers, &plan, args.concurrency, progress, timeline)
         .await
         .map_err(|f| {
             summary.images_failed = f.images();
@@ -334,7 +369,12 @@ async fn push_images(
     summary.blobs_uploaded = blobs.uploaded;
     summary.blobs_mounted = blobs.mounted;
     summary.blobs_skipped += blobs.skipped;
-    let pushed = transfer::push_manifests(client, &plan, args.concurrency, progress).await;
+    timeline.ended("blobs", t);
+    let t = std::time::Instant::now();
+    // Small documents: as many at once as the plan's HEADs.
+    let par = plan::head_parallelism(args.concurrency);
+    let pushed = transfer::push_manifests(client, &plan, par, progress).await;
+    timeline.ended("manifests", t);
     match pushed {
         Ok(n) => {
             summary.images_pushed = n;
