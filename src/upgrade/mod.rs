@@ -6,6 +6,7 @@
 //! the components of one product (skoala and skoala-init) only work at
 //! matching versions.
 pub mod access;
+pub mod backup;
 pub mod helm;
 pub mod plan;
 pub mod values;
