@@ -434,3 +434,363 @@ fn repeated_directory_entries_index_in_linear_time() {
     let e = bundler::bundle::reader::index_tar(&f, 0, 2048, "dup.tar").unwrap_err();
     assert!(e.to_string().contains("duplicate entry"), "{e}");
 }
+
+// ---- upgrade: backups, secrets, pending releases, another chart ----
+
+mod upgrade_site {
+    use std::os::unix::process::CommandExt;
+    use std::path::Path;
+    use std::process::{Command, Output};
+
+    use bundler::bundle::format::ReleaseInfo;
+    use bundler::state::{SyncState, SyncedChart};
+
+    use crate::support;
+    use support::kube_api::{real_helm, KubeApi};
+    use support::registry::{Mode, Registry};
+
+    /// A chart `name` at `version` (a Deployment `<release>-web` whose
+    /// image is under `global.imageRegistry`), packaged by the real helm.
+    pub fn write_chart(dir: &Path, name: &str, version: &str) {
+        let chart = dir.join(format!("src/{name}-{version}"));
+        std::fs::create_dir_all(chart.join("templates")).unwrap();
+        std::fs::write(
+            chart.join("Chart.yaml"),
+            format!("apiVersion: v2\nname: {name}\nversion: {version}\n"),
+        )
+        .unwrap();
+        std::fs::write(
+            chart.join("values.yaml"),
+            "global:\n  imageRegistry: docker.io\n",
+        )
+        .unwrap();
+        std::fs::write(
+            chart.join("templates/web.yaml"),
+            "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: {{ .Release.Name }}-web\nspec:\n  selector: {matchLabels: {app: {{ .Release.Name }}}}\n  template:\n    metadata: {labels: {app: {{ .Release.Name }}}}\n    spec:\n      containers:\n        - name: web\n          image: \"{{ .Values.global.imageRegistry }}/demo/web:1.0\"\n",
+        )
+        .unwrap();
+        let out = Command::new(real_helm(4))
+            .arg("package")
+            .arg(&chart)
+            .arg("-d")
+            .arg(dir.join("charts"))
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", support::stderr(&out));
+    }
+
+    pub struct Site {
+        pub reg: Registry,
+        pub api: KubeApi,
+        pub work: tempfile::TempDir,
+    }
+
+    impl Site {
+        /// demo 0.1.0 and 0.2.0 synced (LOCAL) for release `web`, its
+        /// image in the registry; `web` installed from `chart` 0.1.0 in
+        /// `ns` with `values`, standing at revision 2.
+        pub fn new(chart: &str, ns: &str, values: &str) -> Site {
+            let reg = Registry::start(Mode::Plain);
+            let api = KubeApi::start();
+            let work = tempfile::tempdir().unwrap();
+            let w = work.path();
+            for v in ["0.1.0", "0.2.0"] {
+                write_chart(w, "demo", v);
+            }
+            if chart != "demo" {
+                write_chart(w, chart, "0.1.0");
+            }
+            support::images::push_simple(&reg, w, "demo/web:1.0", &[b"layer of web"]);
+            let config = w.join("load-image.yaml");
+            std::fs::write(
+                &config,
+                format!(
+                    "source:\n  intermediateBundlesPath: bundles\ntarget:\n  containerRegistry: {}\n  repo:\n    kind: LOCAL\n    path: ./local-repo\n",
+                    reg.host()
+                ),
+            )
+            .unwrap();
+            let synced = |version: &str| SyncedChart {
+                name: "demo".into(),
+                version: version.into(),
+                kind: "LOCAL".into(),
+                chart_ref: w
+                    .join(format!("charts/demo-{version}.tgz"))
+                    .display()
+                    .to_string(),
+                repo_url: None,
+                registry: reg.host(),
+                release: Some(ReleaseInfo {
+                    name: "web".into(),
+                    namespace: None,
+                }),
+                synced_at: "2024-01-02T00:00:00Z".into(),
+            };
+            SyncState::record(&config, vec![synced("0.1.0"), synced("0.2.0")]).unwrap();
+            let site = Site { reg, api, work };
+            let tgz = site.tgz(chart, "0.1.0");
+            let vf = site.dir().join("current-values.yaml");
+            std::fs::write(&vf, values).unwrap();
+            for verb in ["install", "upgrade"] {
+                site.api.helm(
+                    4,
+                    &[
+                        verb,
+                        "web",
+                        &tgz,
+                        "-n",
+                        ns,
+                        "--create-namespace",
+                        "-f",
+                        vf.to_str().unwrap(),
+                        "--wait=watcher",
+                        "--timeout",
+                        "60s",
+                    ],
+                );
+            }
+            std::fs::remove_file(&vf).unwrap();
+            site
+        }
+
+        pub fn dir(&self) -> &Path {
+            self.work.path()
+        }
+
+        pub fn tgz(&self, name: &str, version: &str) -> String {
+            self.dir()
+                .join(format!("charts/{name}-{version}.tgz"))
+                .display()
+                .to_string()
+        }
+
+        pub fn command(&self, args: &[&str]) -> Command {
+            let mut cmd = Command::new(support::bundler_bin());
+            cmd.current_dir(self.dir()).args(args).arg("--insecure");
+            for (k, v) in self.api.env() {
+                cmd.env(k, v);
+            }
+            cmd.env("BUNDLER_HELM", real_helm(4));
+            cmd.env_remove("BUNDLER_LOG");
+            // SAFETY: umask only, between fork and exec.
+            unsafe {
+                cmd.pre_exec(|| {
+                    libc::umask(0o022);
+                    Ok(())
+                });
+            }
+            cmd
+        }
+
+        pub fn bundler(&self, args: &[&str]) -> Output {
+            self.command(args).output().expect("run bundler")
+        }
+
+        /// Files in backups/web (names), sorted.
+        pub fn backups(&self) -> Vec<String> {
+            let mut v: Vec<String> = std::fs::read_dir(self.dir().join("backups/web"))
+                .map(|d| {
+                    d.map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                        .collect()
+                })
+                .unwrap_or_default();
+            v.sort();
+            v
+        }
+    }
+
+    pub fn text(o: &Output) -> String {
+        format!(
+            "status {:?}\n--- stdout\n{}\n--- stderr\n{}",
+            o.status.code(),
+            support::stdout(o),
+            support::stderr(o)
+        )
+    }
+}
+
+const SECRET_VALUES: &str = "auth:\n  user: app\n  pass: Old-PlainPass-77\ndb:\n  url: postgres://app:Old-DbPass-55@db:5432/shop\nenv:\n  - name: DB_PASSWORD\n    value: Old-EnvPass-33\n  - name: MODE\n    value: fast\nreplicas: 2\n";
+const NEW_SECRET_VALUES: &str = "auth:\n  pass: New-PlainPass-88\ndb:\n  url: postgres://app:New-DbPass-66@db:5432/shop\nenv:\n  - name: DB_PASSWORD\n    value: New-EnvPass-44\n  - name: MODE\n    value: slow\n";
+
+/// Items 4 and 5: under umask 022 the values backup is 0600 in a 0700
+/// directory, and neither the terminal nor `--json` shows a secret (old or
+/// new) while the diff still says which secrets changed.
+#[test]
+fn upgrade_backups_are_private_and_the_diff_masks_secrets() {
+    use std::os::unix::fs::PermissionsExt;
+    let site = upgrade_site::Site::new("demo", "shop", SECRET_VALUES);
+    std::fs::write(site.dir().join("new.yaml"), NEW_SECRET_VALUES).unwrap();
+    let out = site.bundler(&["upgrade", "web", "-f", "new.yaml", "--json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", upgrade_site::text(&out));
+    let all = upgrade_site::text(&out);
+    for secret in [
+        "Old-PlainPass-77",
+        "New-PlainPass-88",
+        "Old-DbPass-55",
+        "New-DbPass-66",
+        "Old-EnvPass-33",
+        "New-EnvPass-44",
+    ] {
+        assert!(!all.contains(secret), "{secret} shown:\n{all}");
+    }
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let diff: Vec<&str> = json["releases"][0]["valuesDiff"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l.as_str().unwrap())
+        .collect();
+    assert!(
+        diff.iter().any(|l| l.starts_with("~ auth.pass: ")),
+        "{diff:?}"
+    );
+    assert!(
+        diff.iter().any(|l| l.starts_with("~ db.url: ")
+            && l.contains("postgres://app:[masked")
+            && l.contains("@db:5432/shop")),
+        "{diff:?}"
+    );
+    assert!(
+        diff.iter()
+            .any(|l| l.starts_with("~ env: ") && l.contains("slow")),
+        "{diff:?}"
+    );
+    // The backup: helm's values of revision 2, private whatever the umask.
+    let dir = site.dir().join("backups/web");
+    let names = site.backups();
+    assert_eq!(names.len(), 1, "{names:?}");
+    let file = dir.join(&names[0]);
+    assert!(std::fs::read_to_string(&file)
+        .unwrap()
+        .contains("Old-PlainPass-77"));
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&file), 0o600, "backup file");
+    assert_eq!(mode(&dir), 0o700, "backup directory");
+    assert_eq!(site.api.revision("web", "shop"), Some(3));
+}
+
+/// Item 8: a backup that cannot be written whole (the file size limit
+/// stands in for a full disk) leaves no backup file at all, and nothing
+/// is changed.
+#[test]
+fn a_backup_that_does_not_fit_leaves_nothing_and_changes_nothing() {
+    let site = upgrade_site::Site::new("demo", "shop", SECRET_VALUES);
+    let mut cmd = site.command(&["upgrade", "web"]);
+    // SAFETY: setrlimit and signal disposition only, between fork and exec.
+    unsafe {
+        cmd.pre_exec(|| {
+            let lim = libc::rlimit {
+                rlim_cur: 64,
+                rlim_max: 64,
+            };
+            libc::setrlimit(libc::RLIMIT_FSIZE, &lim);
+            libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+            Ok(())
+        });
+    }
+    let out = cmd.output().unwrap();
+    assert_ne!(out.status.code(), Some(0), "{}", upgrade_site::text(&out));
+    let err = support::stderr(&out);
+    assert!(err.contains("values backup"), "{err}");
+    let names = site.backups();
+    assert!(names.is_empty(), "left behind: {names:?}");
+    assert_eq!(site.api.revision("web", "shop"), Some(2));
+}
+
+/// Item 6: helm killed mid-upgrade leaves `web` pending-upgrade at
+/// revision 3. The next upgrade stops before anything else (no backup, no
+/// helm call that changes) and names the exact rollback; `--recover` backs
+/// up revision 2's values, rolls back to it and upgrades.
+#[test]
+fn a_pending_release_is_detected_first_and_recovered_on_request() {
+    let site = upgrade_site::Site::new("demo", "shop", "replicas: 2\n");
+    site.api.never_ready("app=web");
+    let mut helm = Command::new(support::kube_api::real_helm(4));
+    helm.args([
+        "upgrade",
+        "web",
+        &site.tgz("demo", "0.2.0"),
+        "-n",
+        "shop",
+        "--wait=watcher",
+        "--timeout",
+        "120s",
+    ]);
+    for (k, v) in site.api.env() {
+        helm.env(k, v);
+    }
+    let mut child = helm
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    loop {
+        let h = site.api.history("web", "shop");
+        if h.last().is_some_and(|l| l.1 == "pending-upgrade") {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(60), "{h:?}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    site.api.never_ready("");
+    let before = site.api.history("web", "shop");
+    assert_eq!(before.last().unwrap().0, 3);
+
+    let out = site.bundler(&["upgrade", "web"]);
+    assert_eq!(out.status.code(), Some(2), "{}", upgrade_site::text(&out));
+    let err = support::stderr(&out);
+    assert!(err.contains("is pending-upgrade at revision 3"), "{err}");
+    assert!(err.contains("rollback web 2 -n shop"), "{err}");
+    assert!(err.contains("--recover"), "{err}");
+    assert!(site.backups().is_empty(), "{:?}", site.backups());
+    assert_eq!(site.api.history("web", "shop"), before);
+
+    let out = site.bundler(&["upgrade", "web", "--recover", "--timeout", "60s"]);
+    assert_eq!(out.status.code(), Some(0), "{}", upgrade_site::text(&out));
+    let names = site.backups();
+    assert!(
+        names.len() == 2 && names.iter().all(|n| n.contains("-rev")),
+        "{names:?}"
+    );
+    assert!(names.iter().any(|n| n.ends_with("-rev2.yaml")), "{names:?}");
+    let h = site.api.history("web", "shop");
+    assert_eq!(h.len(), 5, "{h:?}");
+    assert_eq!(
+        h[3].2, "demo-0.1.0",
+        "rolled back to revision 2's chart: {h:?}"
+    );
+    assert_eq!(h[4], (5, "deployed".into(), "demo-0.2.0".into()));
+}
+
+/// Item 7: a release `web` that runs another chart (critical-dns, in
+/// another namespace) is not replaced by the product's chart unless
+/// `--force`.
+#[test]
+fn a_release_running_another_chart_is_not_replaced_without_force() {
+    let site = upgrade_site::Site::new("critical-dns", "dns", "replicas: 2\n");
+    let out = site.bundler(&["upgrade", "web"]);
+    assert_eq!(out.status.code(), Some(2), "{}", upgrade_site::text(&out));
+    let err = support::stderr(&out);
+    assert!(
+        err.contains("runs chart critical-dns (critical-dns-0.1.0), not demo"),
+        "{err}"
+    );
+    assert!(err.contains("--force"), "{err}");
+    assert!(site.backups().is_empty());
+    let h = site.api.history("web", "dns");
+    assert_eq!(
+        h.last().unwrap(),
+        &(2, "deployed".into(), "critical-dns-0.1.0".into())
+    );
+
+    let out = site.bundler(&["upgrade", "web", "--force"]);
+    assert_eq!(out.status.code(), Some(0), "{}", upgrade_site::text(&out));
+    let h = site.api.history("web", "dns");
+    assert_eq!(
+        h.last().unwrap(),
+        &(3, "deployed".into(), "demo-0.2.0".into())
+    );
+}

@@ -72,6 +72,7 @@ pub async fn prepare(cx: &mut RunContext<'_>, release: &str, helm: Helm) -> anyh
         args.install,
     )
     .await?;
+    let current = super::pending::resolve(cx, helm, release, current).await?;
     let ns = match &current {
         Some(c) => {
             out.say(format!(
@@ -91,6 +92,7 @@ pub async fn prepare(cx: &mut RunContext<'_>, release: &str, helm: Helm) -> anyh
 
     // chart, version, registry
     let mut chart = choose_chart(args, release, synced, cx.config)?;
+    super::chart_guard::check(args, release, current.as_ref(), synced, &chart)?;
     let registry = args
         .registry
         .clone()
