@@ -480,7 +480,7 @@ mod upgrade_site {
     }
 
     pub struct Site {
-        pub reg: Registry,
+        pub _reg: Registry,
         pub api: KubeApi,
         pub work: tempfile::TempDir,
     }
@@ -527,7 +527,11 @@ mod upgrade_site {
                 synced_at: "2024-01-02T00:00:00Z".into(),
             };
             SyncState::record(&config, vec![synced("0.1.0"), synced("0.2.0")]).unwrap();
-            let site = Site { reg, api, work };
+            let site = Site {
+                _reg: reg,
+                api,
+                work,
+            };
             let tgz = site.tgz(chart, "0.1.0");
             let vf = site.dir().join("current-values.yaml");
             std::fs::write(&vf, values).unwrap();
