@@ -798,3 +798,210 @@ fn a_release_running_another_chart_is_not_replaced_without_force() {
         &(3, "deployed".into(), "demo-0.2.0".into())
     );
 }
+
+// ---- serve, reachable by anyone on the network ----
+
+use support::serve::{curl, fixture, Served};
+
+/// Item 9: a connection that sends nothing is closed within seconds of
+/// being accepted; one address holding 200 connections gets 128, the rest
+/// are closed at once, the log says so once, and a client at another
+/// address is served meanwhile.
+#[test]
+fn serve_closes_silent_connections_and_caps_each_peer() {
+    use std::io::Read;
+    let f = fixture();
+    let s = Served::start(&[f.bundles.to_str().unwrap()]);
+    let addr: std::net::SocketAddr = s.addr.parse().unwrap();
+
+    let started = Instant::now();
+    let mut idle = std::net::TcpStream::connect(addr).unwrap();
+    idle.set_read_timeout(Some(Duration::from_secs(40)))
+        .unwrap();
+    let mut buf = [0u8; 16];
+    let n = idle.read(&mut buf).unwrap_or(usize::MAX);
+    let took = started.elapsed();
+    eprintln!("silent connection: read {n} after {took:?}");
+    assert_eq!(n, 0, "the silent connection was not closed");
+    assert!(took < Duration::from_secs(20), "{took:?}");
+
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let flood: Vec<tokio::net::TcpStream> = rt.block_on(async {
+        let mut v = Vec::new();
+        for _ in 0..200 {
+            let sock = tokio::net::TcpSocket::new_v4().unwrap();
+            sock.bind("127.0.0.2:0".parse().unwrap()).unwrap();
+            v.push(sock.connect(addr).await.unwrap());
+        }
+        v
+    });
+    // Those past the cap are closed at once: EOF well before the idle bound.
+    std::thread::sleep(Duration::from_millis(1500));
+    let flood: Vec<std::net::TcpStream> = {
+        let _g = rt.enter();
+        flood.into_iter().map(|t| t.into_std().unwrap()).collect()
+    };
+    let closed = flood
+        .iter()
+        .filter(|s| {
+            s.set_nonblocking(true).unwrap();
+            matches!((&**s).read(&mut [0u8; 1]), Ok(0))
+        })
+        .count();
+    eprintln!("of 200 connections from 127.0.0.2, {closed} were closed at once");
+    assert_eq!(closed, 72, "200 - 128");
+    let r = curl(&[], &format!("http://{}/v2/", s.addr));
+    assert_eq!(r.status, 200);
+    drop(flood);
+    let log = s.log();
+    assert_eq!(
+        log.matches("holds 128 connections").count(),
+        1,
+        "said once: {log}"
+    );
+}
+
+/// Item 10: a bundle whose chart file does not match bundle.json is not
+/// served (sync and verify refuse it); bytes of a checked blob changed in
+/// place (the bundle rewritten over the same inode) are not served under
+/// the old digest.
+#[test]
+fn serve_checks_chart_files_and_rechecks_blobs_changed_in_place() {
+    let work = tempfile::tempdir().unwrap();
+    let d = work.path();
+    let (product, base) = base_bundle(d);
+    let bad = d.join("bad").join(&product.bundle_name);
+    std::fs::create_dir_all(bad.parent().unwrap()).unwrap();
+    rewrite_bundle(&base, &bad, false, |outer, _| {
+        let v = outer
+            .iter_mut()
+            .find(|(n, _)| n == "original-chart/values.yaml")
+            .unwrap();
+        v.1.extend_from_slice(b"injected: true\n");
+    });
+    let e = Served::try_start(&[bad.to_str().unwrap()])
+        .err()
+        .expect("a chart file that fails bundle.json must not be served");
+    assert!(e.contains("original-chart/values.yaml is corrupted"), "{e}");
+
+    let f = fixture();
+    let s = Served::start(&[f.bundles.to_str().unwrap()]);
+    let url = format!(
+        "http://{}/v2/docker.io/library/busybox/blobs/{}",
+        s.addr, f.amd_layer.digest
+    );
+    let r = curl(&[], &url);
+    assert_eq!((r.status, r.body.len()), (200, f.amd_layer.bytes.len()));
+    // `cp` over the bundle (and the offline package holding it): same
+    // inode, one byte of the blob changed.
+    std::thread::sleep(Duration::from_millis(20));
+    let probe = &f.amd_layer.bytes[1000..1064];
+    let mut changed = 0;
+    for p in std::fs::read_dir(&f.bundles).unwrap() {
+        let p = p.unwrap().path();
+        let mut bytes = std::fs::read(&p).unwrap();
+        if let Some(at) = bytes.windows(64).position(|w| w == probe) {
+            bytes[at] ^= 0xff;
+            std::fs::write(&p, &bytes).unwrap();
+            changed += 1;
+        }
+    }
+    assert!(changed > 0);
+    let r = curl(&[], &url);
+    eprintln!(
+        "after the change: {} {} bytes, original bytes: {}",
+        r.status,
+        r.body.len(),
+        r.body == f.amd_layer.bytes
+    );
+    assert_eq!(r.status, 500, "changed bytes served under the old digest");
+    assert!(String::from_utf8_lossy(&r.body).contains(&f.amd_layer.digest));
+}
+
+fn htpasswd_entry(user: &str, password: &str) -> String {
+    let o = Command::new("htpasswd")
+        .args(["-B", "-C", "10", "-b", "-n", user, password])
+        .output()
+        .unwrap();
+    assert!(o.status.success());
+    String::from_utf8(o.stdout).unwrap().trim().to_string() + "\n"
+}
+
+/// Item 11: a wrong password takes as long for an unknown user as for a
+/// known one (user names cannot be listed by timing), and an authenticated
+/// client keeps getting blobs fast while 100 clients send wrong passwords.
+#[test]
+fn serve_auth_does_not_tell_users_apart_and_bcrypt_load_does_not_starve_pulls() {
+    let f = fixture();
+    let ht = f.work.path().join("htpasswd");
+    std::fs::write(&ht, htpasswd_entry("ann", "right-pass")).unwrap();
+    let s = Served::start(&[
+        f.bundles.to_str().unwrap(),
+        "--htpasswd",
+        ht.to_str().unwrap(),
+    ]);
+    let v2 = format!("http://{}/v2/", s.addr);
+    let median = |user: &str| {
+        let mut t: Vec<Duration> = (0..5)
+            .map(|_| {
+                let started = Instant::now();
+                let r = curl(&["-u", &format!("{user}:wrong-pass")], &v2);
+                assert_eq!(r.status, 401);
+                started.elapsed()
+            })
+            .collect();
+        t.sort();
+        t[2]
+    };
+    let known = median("ann");
+    let unknown = median("nobody");
+    eprintln!("wrong password: known user {known:?}, unknown user {unknown:?}");
+    assert!(
+        unknown * 2 > known,
+        "unknown {unknown:?} vs known {known:?}: user names can be told apart"
+    );
+
+    // 100 clients sending wrong passwords, one authenticated puller (that
+    // logged in before they came).
+    let blob = format!(
+        "http://{}/v2/docker.io/library/busybox/blobs/{}",
+        s.addr, f.amd_layer.digest
+    );
+    assert_eq!(curl(&["-u", "ann:right-pass"], &blob).status, 200);
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let addr = s.addr.clone();
+    let attackers: Vec<_> = (0..100)
+        .map(|i| {
+            let (stop, addr) = (stop.clone(), addr.clone());
+            std::thread::spawn(move || {
+                use std::io::{Read, Write};
+                use base64::Engine;
+                let cred = base64::engine::general_purpose::STANDARD.encode(format!("ann:bad{i}"));
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    if let Ok(mut c) = std::net::TcpStream::connect(&addr) {
+                        let _ = write!(c, "GET /v2/ HTTP/1.1\r\nHost: x\r\nAuthorization: Basic {cred}\r\nConnection: close\r\n\r\n");
+                        let _ = c.read_to_end(&mut Vec::new());
+                    }
+                }
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(500));
+    let mut slowest = Duration::ZERO;
+    for _ in 0..5 {
+        let started = Instant::now();
+        let r = curl(&["-u", "ann:right-pass"], &blob);
+        slowest = slowest.max(started.elapsed());
+        assert_eq!(r.status, 200);
+        assert_eq!(r.body, f.amd_layer.bytes);
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for a in attackers {
+        a.join().unwrap();
+    }
+    eprintln!("authenticated blob GET under load: slowest {slowest:?}");
+    assert!(slowest < Duration::from_secs(3), "{slowest:?}");
+}

@@ -6,10 +6,10 @@
 //! - an unknown user is checked against a dummy hash of the same cost, so
 //!   a wrong password takes as long for an unknown user as for a known one
 //!   (user names cannot be listed by timing);
-//! - bcrypt runs on its own small pool ([`BCRYPT_THREADS`] threads, at most
-//!   [`MAX_WAITING`] checks queued; past that a request is refused without
-//!   one), never on the blocking pool that reads blobs: a crowd of wrong
-//!   passwords cannot starve authenticated pulls;
+//! - bcrypt runs on its own small pool ([`BCRYPT_THREADS`] threads; checks
+//!   wait their turn in order, at most [`MAX_WAIT`], then are refused),
+//!   never on the blocking pool that reads blobs: a crowd of wrong
+//!   passwords slows down new logins, not authenticated pulls;
 //! - a header that matched is remembered for [`CACHE_TTL`] by a keyed hash
 //!   of the header (never the password itself): many clients pulling many
 //!   blobs cost one bcrypt each per minute.
@@ -24,8 +24,8 @@ use sha2::{Digest as _, Sha256};
 
 /// Threads that run bcrypt.
 const BCRYPT_THREADS: usize = 2;
-/// bcrypt checks waiting or running at once.
-const MAX_WAITING: usize = 64;
+/// How long a check waits for a bcrypt thread before it is refused.
+const MAX_WAIT: Duration = Duration::from_secs(10);
 /// How long a matched header is remembered.
 const CACHE_TTL: Duration = Duration::from_secs(60);
 /// Most headers remembered at once.
@@ -91,7 +91,7 @@ impl Htpasswd {
             accepted: Mutex::new(HashMap::new()),
             key: rand::random(),
             pool,
-            waiting: std::sync::Arc::new(tokio::sync::Semaphore::new(MAX_WAITING)),
+            waiting: std::sync::Arc::new(tokio::sync::Semaphore::new(BCRYPT_THREADS)),
         })
     }
 
@@ -120,9 +120,13 @@ impl Htpasswd {
         cache.insert(fp, (Instant::now(), user.to_string()));
     }
 
-    /// bcrypt on the pool; None when too many checks are waiting already.
+    /// bcrypt on the pool, in turn (the semaphore is fair); None when the
+    /// turn does not come within [`MAX_WAIT`].
     async fn verify(&self, password: String, hash: String) -> Option<bool> {
-        let _permit = self.waiting.clone().try_acquire_owned().ok()?;
+        let _permit = tokio::time::timeout(MAX_WAIT, self.waiting.clone().acquire_owned())
+            .await
+            .ok()?
+            .ok()?;
         let (tx, rx) = tokio::sync::oneshot::channel();
         self.pool.spawn(move || {
             let _ = tx.send(bcrypt::verify(password, &hash).unwrap_or(false));

@@ -251,9 +251,12 @@ async fn accept_loop(
         let acceptor = acceptor.clone();
         tokio::spawn(async move {
             let _slot = slot;
-            // Silent since accept: closed (see guard).
-            if tokio::time::timeout(idle, stream.readable()).await.is_err() {
-                return;
+            // Silent since accept: closed (see guard). `peek` waits for a
+            // real byte (readiness alone may be reported early).
+            let mut first = [0u8; 1];
+            match tokio::time::timeout(idle, stream.peek(&mut first)).await {
+                Ok(Ok(n)) if n > 0 => {}
+                _ => return,
             }
             let svc =
                 hyper::service::service_fn(move |req| routes::handle(state.clone(), remote, req));
