@@ -1005,3 +1005,161 @@ fn serve_auth_does_not_tell_users_apart_and_bcrypt_load_does_not_starve_pulls() 
     eprintln!("authenticated blob GET under load: slowest {slowest:?}");
     assert!(slowest < Duration::from_secs(3), "{slowest:?}");
 }
+
+// ---- credentials and transport ----
+
+/// Item 12: a credential helper that answers and exits but leaves a child
+/// holding its stdout does not hang pack: its answer is used at its exit
+/// plus a short grace, and pack goes on with the credentials.
+#[test]
+fn a_credential_helper_leaving_a_child_on_its_stdout_does_not_hang_pack() {
+    use std::os::unix::fs::PermissionsExt;
+    use support::registry::{Mode, Registry, PASSWORD, USER};
+    let work = tempfile::tempdir().unwrap();
+    let d = work.path();
+    let reg = Registry::start(Mode::BasicAuth);
+    support::images::push_simple(&reg, d, "team/app:1", &[b"helper layer"]);
+    let bin = d.join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let helper = bin.join("docker-credential-w20");
+    std::fs::write(
+        &helper,
+        format!(
+            "#!/bin/sh\nread host\necho '{{\"ServerURL\":\"'$host'\",\"Username\":\"{USER}\",\"Secret\":\"{PASSWORD}\"}}'\nsleep 120 &\nexit 0\n"
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&helper, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let docker = d.join("docker");
+    std::fs::create_dir_all(&docker).unwrap();
+    std::fs::write(
+        docker.join("config.json"),
+        format!("{{\"credHelpers\": {{\"{}\": \"w20\"}}}}", reg.host()),
+    )
+    .unwrap();
+    let manifest = registry_manifest(d, "helper", &[format!("{}/team/app:1", reg.host())]);
+    let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap());
+    let mut c = Command::new(bundler_bin());
+    c.current_dir(d)
+        .args([
+            "pack",
+            manifest.to_str().unwrap(),
+            "-o",
+            "out",
+            "--insecure",
+        ])
+        .env("DOCKER_CONFIG", &docker)
+        .env("PATH", path)
+        .env_remove("BUNDLER_LOG")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped());
+    let started = Instant::now();
+    let mut child = c.spawn().unwrap();
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if started.elapsed() > Duration::from_secs(60) {
+            let _ = child.kill();
+            panic!("pack hangs on the credential helper's child");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut err = String::new();
+    std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut err).unwrap();
+    eprintln!(
+        "pack with the helper: {:?} in {:?}",
+        status,
+        started.elapsed()
+    );
+    assert!(status.success(), "{err}");
+    assert!(std::fs::read_dir(d.join("out")).unwrap().any(|e| e
+        .unwrap()
+        .file_name()
+        .to_string_lossy()
+        .ends_with(".bundle.tar")));
+}
+
+/// Item 13: an HTTPS registry (verified with --ca-file) whose token realm
+/// is plain `http://` on another port: bundler refuses and the realm never
+/// sees a request (the password would cross in clear text).
+#[test]
+fn a_plain_http_token_realm_of_an_https_registry_gets_no_password() {
+    use std::io::{Read, Write as _};
+    use support::registry::{free_port, make_certs, PASSWORD, USER};
+    let work = tempfile::tempdir().unwrap();
+    let d = work.path();
+    let (ca, cert, key) = make_certs(d);
+    // The realm: records whatever reaches it.
+    let realm = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let realm_port = realm.local_addr().unwrap().port();
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let seen2 = seen.clone();
+    std::thread::spawn(move || {
+        for c in realm.incoming() {
+            let Ok(mut c) = c else { return };
+            c.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+            let mut buf = [0u8; 4096];
+            let n = c.read(&mut buf).unwrap_or(0);
+            seen2
+                .lock()
+                .unwrap()
+                .push_str(&String::from_utf8_lossy(&buf[..n]));
+            let _ = c.write_all(b"HTTP/1.1 401 Unauthorized\r\nContent-Length: 0\r\n\r\n");
+        }
+    });
+    let port = free_port();
+    std::fs::create_dir_all(d.join("data")).unwrap();
+    std::fs::write(
+        d.join("config.yml"),
+        format!(
+            "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: 127.0.0.1:{port}\n  secret: s\n  tls:\n    certificate: {}\n    key: {}\nauth:\n  token:\n    realm: http://127.0.0.1:{realm_port}/token\n    service: test-registry\n    issuer: test-issuer\n    rootcertbundle: {}\n",
+            d.join("data").display(),
+            cert.display(),
+            key.display(),
+            cert.display()
+        ),
+    )
+    .unwrap();
+    let mut registry = Command::new("docker-registry")
+        .arg("serve")
+        .arg(d.join("config.yml"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "docker-registry did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let docker = d.join("docker");
+    std::fs::create_dir_all(&docker).unwrap();
+    use base64::Engine;
+    let auth = base64::engine::general_purpose::STANDARD.encode(format!("{USER}:{PASSWORD}"));
+    std::fs::write(
+        docker.join("config.json"),
+        format!("{{\"auths\": {{\"127.0.0.1:{port}\": {{\"auth\": \"{auth}\"}}}}}}"),
+    )
+    .unwrap();
+    let manifest = registry_manifest(d, "realm", &[format!("127.0.0.1:{port}/team/app:1")]);
+    let o = Command::new(bundler_bin())
+        .current_dir(d)
+        .args(["pack", manifest.to_str().unwrap(), "-o", "out", "--ca-file"])
+        .arg(&ca)
+        .env("DOCKER_CONFIG", &docker)
+        .env_remove("BUNDLER_LOG")
+        .output()
+        .unwrap();
+    let _ = registry.kill();
+    let _ = registry.wait();
+    let err = support::stderr(&o);
+    assert!(!o.status.success(), "{err}");
+    assert!(
+        err.contains("plain HTTP") && err.contains("--insecure"),
+        "{err}"
+    );
+    let seen = seen.lock().unwrap().clone();
+    assert!(seen.is_empty(), "the plain-HTTP realm got: {seen}");
+    assert!(!err.contains(PASSWORD));
+}
