@@ -1163,3 +1163,108 @@ fn a_plain_http_token_realm_of_an_https_registry_gets_no_password() {
     assert!(seen.is_empty(), "the plain-HTTP realm got: {seen}");
     assert!(!err.contains(PASSWORD));
 }
+
+// ---- consistency ----
+
+/// Item 16: `sync --dry-run` of a delta whose external blobs the target
+/// lacks fails like the real run would (naming what is missing), and
+/// leaves the target untouched.
+#[test]
+fn a_dry_run_of_a_delta_checks_its_external_blobs() {
+    use support::registry::{Mode, Registry};
+    let work = tempfile::tempdir().unwrap();
+    let d = work.path();
+    let src = Registry::start(Mode::Plain);
+    let base = support::images::pseudo_random(16, 300_000);
+    support::images::push_simple(&src, d, "prod/a:1", &[&base, b"a only"]);
+    support::images::push_simple(&src, d, "prod/b:1", &[&base, b"b only"]);
+    let pack = |name: &str, refs: &[&str], against: Option<&Path>| {
+        let refs: Vec<String> = refs.iter().map(|r| format!("{}/{r}", src.host())).collect();
+        let m = registry_manifest(d, name, &refs);
+        let out = d.join(format!("out-{name}"));
+        let mut args = vec![
+            "pack".to_string(),
+            m.display().to_string(),
+            "-o".into(),
+            out.display().to_string(),
+            "--insecure".into(),
+        ];
+        if let Some(a) = against {
+            args.extend(["--against".into(), a.display().to_string()]);
+        }
+        let o = run(d, &args.iter().map(String::as_str).collect::<Vec<_>>(), &[]);
+        assert!(o.status.success(), "{}", support::stderr(&o));
+        out
+    };
+    let v1 = pack("v1", &["prod/a:1"], None);
+    let v1_pkg = std::fs::read_dir(&v1)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| !p.to_string_lossy().ends_with(".bundle.tar"))
+        .unwrap();
+    let v2 = pack("v2", &["prod/a:1", "prod/b:1"], Some(&v1_pkg));
+    let target = Registry::start(Mode::Plain);
+    let site = d.join("site");
+    std::fs::create_dir_all(&site).unwrap();
+    let cfg = sync_config(&site, &v2, &target.host(), None);
+    let o = run(
+        &site,
+        &[
+            "sync",
+            "--config",
+            cfg.to_str().unwrap(),
+            "--dry-run",
+            "--insecure",
+        ],
+        &[],
+    );
+    let err = support::stderr(&o);
+    assert_ne!(o.status.code(), Some(0), "dry run of a delta: {err}");
+    let base_digest = support::images::layer("file0", &base).0.digest;
+    assert!(err.contains(&base_digest), "{err}");
+    let http = Http::new(&target);
+    assert!(http.catalog().is_empty(), "the dry run changed the target");
+}
+
+/// Item 17: temp files of killed runs (`.NAME.partial-PID-N`, PID no
+/// longer running) in the LOCAL chart repository and in `.bundler/` are
+/// removed by the next sync; a live process's stay.
+#[test]
+fn sync_removes_stale_partial_files_of_dead_processes() {
+    use support::registry::{Mode, Registry};
+    let work = tempfile::tempdir().unwrap();
+    let d = work.path();
+    let (product, base) = base_bundle(d);
+    let bundles = base.parent().unwrap().to_path_buf();
+    let target = Registry::start(Mode::Plain);
+    let site = d.join("site");
+    let repo = site.join("local-repo");
+    let state = site.join(".bundler");
+    std::fs::create_dir_all(&repo).unwrap();
+    std::fs::create_dir_all(&state).unwrap();
+    let mut child = Command::new("true").spawn().unwrap();
+    let dead = child.id();
+    child.wait().unwrap();
+    let stale = [
+        repo.join(format!(".index.yaml.partial-{dead}-0")),
+        repo.join(format!(".shop-1.0.0.tgz.partial-{dead}-3")),
+        state.join(format!(".synced.json.partial-{dead}-1")),
+    ];
+    let live = repo.join(format!(".index.yaml.partial-{}-0", std::process::id()));
+    for p in stale.iter().chain([&live]) {
+        std::fs::write(p, b"half").unwrap();
+    }
+    let cfg = sync_config(&site, &bundles, &target.host(), None);
+    let o = run(
+        &site,
+        &["sync", "--config", cfg.to_str().unwrap(), "--insecure"],
+        &[],
+    );
+    assert!(o.status.success(), "{}", support::stderr(&o));
+    assert!(repo.join("shop-1.0.0.tgz").exists(), "{:?}", tree(&site));
+    for p in &stale {
+        assert!(!p.exists(), "{} stayed: {:?}", p.display(), tree(&site));
+    }
+    assert!(live.exists(), "a live process's temp file was removed");
+    let _ = product;
+}
