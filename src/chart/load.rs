@@ -118,6 +118,14 @@ impl Chart {
                 super::tgz::short_name(&w[0].0)
             );
         }
+        // values.yaml is read by every verb (and by helm): alias and
+        // nesting bombs in it are refused when the chart loads, before any
+        // of them parses it or hands it to helm.
+        if let Some((_, v)) = files.iter().find(|(p, _)| p == "values.yaml") {
+            if let Ok(text) = std::str::from_utf8(v) {
+                crate::yaml_bounds::check(text).context("values.yaml")?;
+            }
+        }
         let chart_yaml = files
             .iter()
             .find(|(p, _)| p == "Chart.yaml")
