@@ -37,6 +37,9 @@ pub struct DiffReport {
     /// Layers a delta would carry / leave out.
     pub layers_carried: usize,
     pub layers_external: usize,
+    /// Charts added, removed, changed in version or hints.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub charts: Option<crate::diff_charts::ChartDiff>,
 }
 
 #[derive(Debug, Serialize)]
@@ -60,10 +63,16 @@ pub struct ChangedLine {
 pub fn run(args: &DiffArgs) -> anyhow::Result<()> {
     let old = Holdings::load(std::slice::from_ref(&args.old))?;
     let new = Holdings::load(std::slice::from_ref(&args.new))?;
-    let r = diff(&old, &new);
+    let mut r = diff(&old, &new);
+    r.charts = Some(crate::diff_charts::compare(&args.old, &args.new)?);
     if args.json {
         println!("{}", serde_json::to_string_pretty(&r)?);
         return Ok(());
+    }
+    if let Some(c) = &r.charts {
+        for l in c.lines() {
+            println!("{l}");
+        }
     }
     for a in &r.added {
         println!("+ {}  {}", a.reference, a.digest);

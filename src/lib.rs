@@ -14,19 +14,23 @@
 //! - [`atomic_file`], [`interrupt`]: temp files, locks and modes safe for
 //!   concurrent runs; SIGINT/SIGTERM cleanup.
 //! - [`yaml_bounds`]: the alias-expansion bound every YAML read goes through.
+pub mod apply;
 pub mod atomic_file;
 pub mod bundle;
 pub mod chart;
 pub mod cli;
 pub mod config;
 pub mod diff;
+pub mod diff_charts;
 pub mod error;
 pub mod file_kind;
 pub mod interrupt;
 pub mod inventory;
+pub mod manifests;
 pub mod oci;
 pub mod outcome;
 pub mod pack;
+pub mod paths;
 pub mod progress;
 pub mod serve;
 pub mod state;

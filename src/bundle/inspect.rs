@@ -53,6 +53,10 @@ pub struct InspectReport {
     pub chart_files: usize,
     pub hints: usize,
     pub images: Vec<InspectImage>,
+    /// Images no hint names: carried, but the relocated chart does not
+    /// point at them (see [`super::unhinted`]).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub not_named_by_hints: Vec<String>,
     /// Size of the bundle file.
     pub total_bytes: u64,
     /// Bytes of distinct config/layer blobs (each stored once).
@@ -151,6 +155,7 @@ pub fn inspect(reader: &BundleReader) -> anyhow::Result<InspectReport> {
             .count(),
         hints,
         images,
+        not_named_by_hints: super::unhinted::images_no_hint_names(reader),
         total_bytes,
         unique_blob_bytes,
         image_blob_bytes,
@@ -237,6 +242,9 @@ fn print_report(r: &InspectReport) {
             "chart:    {} {} ({} files)",
             c.name, c.version, r.chart_files
         ),
+        None if r.format_version.as_deref() == Some(crate::manifests::MANIFESTS_FORMAT_VERSION) => {
+            println!("chart:    none (manifests bundle: original-manifests/, described by manifests.json)")
+        }
         None => println!("chart:    none (image-only bundle)"),
     }
     println!("hints:    {}", r.hints);
@@ -272,6 +280,15 @@ fn print_report(r: &InspectReport) {
         );
         if let Some(si) = &img.source_index {
             println!("    from index {si}");
+        }
+    }
+    if !r.not_named_by_hints.is_empty() {
+        println!(
+            "not named by any hint ({}; carried, but the relocated chart does not point at them):",
+            r.not_named_by_hints.len()
+        );
+        for i in &r.not_named_by_hints {
+            println!("  {i}");
         }
     }
     if let Some(d) = &r.delta {

@@ -171,7 +171,7 @@ pub struct SyncConfig {
     pub repo_name: Option<String>,
 }
 
-const HINT: &str = "see the README (bundler sync) for the load-image.yaml schema, and tests/fixtures/configs/ for examples";
+const HINT: &str = "see the README (bundler sync) for the load-image.yaml schema";
 
 // ---- raw schema -------------------------------------------------------------
 

@@ -30,6 +30,8 @@ use crate::oci::media::{Descriptor, Platform};
 use crate::oci::registry::{ClientOptions, RegistryClient};
 use crate::progress::Progress;
 
+mod archive_names;
+mod manifests;
 mod package;
 mod plan;
 mod resolve;
@@ -82,6 +84,9 @@ struct PackSummary {
     relocation: Vec<Proof>,
     /// Rendered images that would not be relocated.
     unrelocated: Vec<Miss>,
+    /// Per `spec.manifests` entry: images found and relocated.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    manifests: Vec<manifests::ManifestsSummary>,
 }
 
 #[derive(Debug, Serialize)]
@@ -119,6 +124,11 @@ pub struct PackArgs {
     /// Path of the helm binary used to discover images in rendered templates.
     #[arg(long, env = "BUNDLER_HELM")]
     pub helm: Option<std::path::PathBuf>,
+    /// Kubernetes version for `helm template` (`.Capabilities.KubeVersion`),
+    /// e.g. 1.33.0: images whose tag follows the cluster version render
+    /// as they will on the site.
+    #[arg(long, value_name = "VERSION")]
+    pub kube_version: Option<String>,
     /// Print a JSON summary on stdout.
     #[arg(long)]
     pub json: bool,
@@ -214,8 +224,18 @@ pub async fn run(args: &PackArgs) -> anyhow::Result<()> {
     // the run before bytes move.
     let mut plans: Vec<BundlePlan> = Vec::new();
     let mut listing = plan::ImageListing::default();
-    for entry in &manifest.charts {
-        plans.extend(plan::plan_chart(&ctx, entry, &mut listing, &mut summary).await?);
+    let found = plan::find_all_charts(&ctx, &manifest.charts).await?;
+    for (entry, found) in manifest.charts.iter().zip(found) {
+        plans.extend(plan::plan_chart(&ctx, entry, found, &mut listing, &mut summary).await?);
+    }
+    for entry in &manifest.manifests {
+        if ctx.listing_only {
+            listing.manifests.push(manifests::listing(entry)?);
+            continue;
+        }
+        let (p, s) = manifests::plan_manifests(&ctx, entry).await?;
+        summary.manifests.push(s);
+        plans.push(p);
     }
     if ctx.listing_only {
         return plan::print_listing(&ctx, listing);
@@ -229,7 +249,8 @@ pub async fn run(args: &PackArgs) -> anyhow::Result<()> {
     )?;
     plans.extend(plan::images_bundle_plan(&ctx).await?);
     if let Some(against) = &against {
-        for p in &mut plans {
+        // Manifests bundles are always whole (see crate::manifests).
+        for p in plans.iter_mut().filter(|p| p.spec.manifests.is_none()) {
             p.spec.delta = against.plan(&p.spec);
         }
     }

@@ -86,8 +86,13 @@ pub async fn run(args: &SyncArgs) -> anyhow::Result<()> {
     crate::interrupt::install("sync");
     crate::interrupt::doing(format!("syncing with {}", args.config.display()));
     let progress = Progress::auto(args.json || args.print_images);
+    progress.counting_acknowledged();
     let platforms = parse_platforms(&args.platform)?;
 
+    // Where relative paths went, when the config is elsewhere (issue 22).
+    for n in crate::paths::config_path_notes(&config) {
+        progress.println(n);
+    }
     // 1. Everything that needs no network.
     let selected = bundles::open_selected(&config, &progress)?;
     if args.verify {
@@ -125,6 +130,12 @@ pub async fn run(args: &SyncArgs) -> anyhow::Result<()> {
                 &progress,
             )
             .await?;
+        }
+        for b in &selected {
+            if let Some(c) = crate::manifests::publish::read_bundle(&b.reader)? {
+                let r = &c.record;
+                println!("manifests {} {} -> {target_desc}", r.name, r.version);
+            }
         }
         return print_dry_run(args, &selected, &target_desc, summary, started);
     }
@@ -183,6 +194,17 @@ pub async fn run(args: &SyncArgs) -> anyhow::Result<()> {
         )?;
     }
 
+    // 3c. Manifests trees: relocated, proven and published.
+    let readers: Vec<&BundleReader> = selected.iter().map(|b| &b.reader).collect();
+    let manifests_opts = crate::manifests::publish::SyncOptions {
+        force: args.force,
+        allow_unrelocated: args.allow_unrelocated,
+        dry_run: false,
+    };
+    summary.manifests =
+        crate::manifests::publish::sync_all(&readers, &config, &client, &manifests_opts, &progress)
+            .await?;
+
     // 4. Charts, relocated in step 1.
     let publish_opts = PublishOptions {
         insecure: args.transport.insecure(),
@@ -190,11 +212,13 @@ pub async fn run(args: &SyncArgs) -> anyhow::Result<()> {
         force: args.force,
         auto_create_repository: args.auto_create_repository.unwrap_or(false),
     };
+    // Charts go up with their own credentials (target.repo.auth).
+    let chart_client = chart_client(args, &config)?;
     let published = charts::publish_all(
         &selected,
         prepared,
         &config,
-        &client,
+        &chart_client,
         &publish_opts,
         &progress,
         &mut summary.charts,
@@ -248,6 +272,19 @@ fn registry_client(args: &SyncArgs, config: &SyncConfig) -> anyhow::Result<Regis
             ..env_tuning(ClientOptions::default())
         },
         charts::credential_store(config),
+    )
+}
+
+/// The client chart pushes use: same transport, the chart repository's
+/// credentials (`charts::chart_credential_store`).
+fn chart_client(args: &SyncArgs, config: &SyncConfig) -> anyhow::Result<RegistryClient> {
+    RegistryClient::new(
+        ClientOptions {
+            insecure: args.transport.insecure(),
+            ca_file: args.transport.ca_file.clone(),
+            ..env_tuning(ClientOptions::default())
+        },
+        charts::chart_credential_store(config),
     )
 }
 
