@@ -11,8 +11,6 @@
 //!
 //! The outcome is remembered per digest, so each blob is hashed once.
 use std::collections::HashMap;
-use std::fs::File;
-use std::os::unix::fs::FileExt;
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
@@ -23,6 +21,7 @@ use tokio::sync::OnceCell;
 
 use super::index::BlobLoc;
 use crate::oci::Digest;
+use crate::package::source::PackageFile;
 
 /// Bytes per positioned read.
 const CHUNK: u64 = 256 << 10;
@@ -46,9 +45,22 @@ struct Stamp {
 }
 
 impl Stamp {
-    fn of(file: &File) -> Option<Stamp> {
+    fn of(file: &PackageFile) -> Option<Stamp> {
         use std::os::unix::fs::MetadataExt;
-        let m = file.metadata().ok()?;
+        let f = match file {
+            PackageFile::Plain(f) => f,
+            // A split package's volumes: read through parity, which
+            // repairs or refuses damage itself; one stamp for all.
+            PackageFile::Volumes(_) => {
+                return Some(Stamp {
+                    dev: 0,
+                    ino: 0,
+                    size: 0,
+                    mtime: (0, 0),
+                })
+            }
+        };
+        let m = f.metadata().ok()?;
         Some(Stamp {
             dev: m.dev(),
             ino: m.ino(),
@@ -66,29 +78,35 @@ pub struct Verifier {
 impl Verifier {
     /// The outcome cell of `d` as read from `file` now: a fresh one when
     /// the file changed since the last check.
-    fn cell(&self, d: &Digest, file: &File) -> Arc<OnceCell<Outcome>> {
+    fn cell(&self, d: &Digest, file: &PackageFile) -> Arc<OnceCell<Outcome>> {
         let now = Stamp::of(file);
         let mut cells = self.cells.lock().unwrap();
         let entry = cells
             .entry(d.clone())
             .or_insert_with(|| (now, Arc::default()));
-        if entry.0 != now || now.is_none() {
+        if entry.0 != now {
             *entry = (now, Arc::default());
         }
         entry.1.clone()
     }
 
     /// What is known about `d` in `file` (None: not checked yet).
-    pub fn known(&self, d: &Digest, file: &File) -> Option<Outcome> {
+    pub fn known(&self, d: &Digest, file: &PackageFile) -> Option<Outcome> {
         self.cell(d, file).get().cloned()
     }
 
-    pub fn mark_ok(&self, d: &Digest, file: &File) {
+    pub fn mark_ok(&self, d: &Digest, file: &PackageFile) {
         let _ = self.cell(d, file).set(Ok(()));
     }
 
     /// Hash the blob now unless it was (one hash however many callers).
-    pub async fn ensure(&self, d: &Digest, file: Arc<File>, loc: BlobLoc, label: &str) -> Outcome {
+    pub async fn ensure(
+        &self,
+        d: &Digest,
+        file: Arc<crate::package::source::PackageFile>,
+        loc: BlobLoc,
+        label: &str,
+    ) -> Outcome {
         let cell = self.cell(d, &file);
         let label = label.to_string();
         let want = d.clone();
@@ -115,7 +133,7 @@ impl Verifier {
         &self,
         d: &Digest,
         size: u64,
-        file: &File,
+        file: &PackageFile,
     ) -> Option<Arc<OnceCell<Outcome>>> {
         let cell = self.cell(d, file);
         (cell.get().is_none() && size > CHECK_FIRST_MAX).then_some(cell)
@@ -180,7 +198,7 @@ pub fn parse_range(header: Option<&str>, size: u64) -> RangeAsk {
 }
 
 struct Streaming {
-    file: Arc<File>,
+    file: Arc<crate::package::source::PackageFile>,
     pos: u64,
     end: u64,
     check: Option<Check>,
@@ -197,7 +215,7 @@ struct Check {
 /// whole blob is hashed on the way and the last chunk is held back unless
 /// it matches.
 pub fn stream(
-    file: Arc<File>,
+    file: Arc<crate::package::source::PackageFile>,
     offset: u64,
     len: u64,
     check: Option<(Digest, Arc<OnceCell<Outcome>>, String)>,
