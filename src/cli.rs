@@ -55,9 +55,14 @@ pub enum Command {
     /// Serve the bundles' images (OCI registry API, read-only) and charts (/charts/) straight from the files.
     Serve(crate::serve::ServeArgs),
     /// Rebuild the missing or damaged volumes of a split offline package from its parity volumes.
+    #[command(after_help = REPAIR_EXAMPLES)]
     Repair(crate::package::repair::RepairArgs),
 }
 
+const REPAIR_EXAMPLES: &str = "\
+Examples:
+  bundler repair /media/usb/skoala_0.28.1_amd64.tar.001   # any volume, or the table
+  bundler repair site-dir/                               # every split package in the directory";
 const STATUS_EXAMPLES: &str = "\
 Examples:
   bundler status                                   # every release the sync record knows

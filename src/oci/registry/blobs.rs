@@ -193,7 +193,9 @@ impl RegistryClient {
         (size > self.inner.opts.chunk_threshold
             && matches!(
                 up.source,
-                BlobSource::FileRange { .. } | BlobSource::PackageRange { .. } | BlobSource::Fed { .. }
+                BlobSource::FileRange { .. }
+                    | BlobSource::PackageRange { .. }
+                    | BlobSource::Fed { .. }
             ))
             || self.body_limit(up.registry).is_some_and(|l| size > l)
     }
