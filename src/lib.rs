@@ -14,6 +14,8 @@
 //! - [`atomic_file`], [`interrupt`]: temp files, locks and modes safe for
 //!   concurrent runs; SIGINT/SIGTERM cleanup.
 //! - [`yaml_bounds`]: the alias-expansion bound every YAML read goes through.
+//! - [`referrers`]: signatures, attestations and SBOMs carried with the
+//!   images (pack, sync, serve, inspect) and `--require-signature`.
 pub mod atomic_file;
 pub mod bundle;
 pub mod chart;
@@ -28,6 +30,7 @@ pub mod oci;
 pub mod outcome;
 pub mod pack;
 pub mod progress;
+pub mod referrers;
 pub mod serve;
 pub mod state;
 pub mod sync;

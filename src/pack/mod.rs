@@ -32,6 +32,7 @@ use crate::progress::Progress;
 
 mod package;
 mod plan;
+mod referrers;
 mod resolve;
 mod write;
 
@@ -138,6 +139,10 @@ pub struct PackArgs {
     /// package, bundles, or a directory of bundles), by exact digest.
     #[arg(long, value_name = "FILE", num_args = 1..)]
     pub against: Vec<std::path::PathBuf>,
+    /// What to carry of what refers to each image (cosign signatures,
+    /// attestations, SBOMs, OCI referrers): all, signatures only, or none.
+    #[arg(long, value_enum, default_value_t = crate::referrers::Mode::All)]
+    pub referrers: crate::referrers::Mode,
     #[command(flatten)]
     pub transport: crate::oci::TransportArgs,
 }
@@ -157,6 +162,8 @@ struct PackContext<'a> {
     /// --print-images / --dry-run: plan and print, write nothing.
     listing_only: bool,
     product: ProductInfo,
+    /// Finds what refers to each image (`--referrers`).
+    referrers: crate::referrers::discover::Discoverer,
 }
 
 impl<'a> PackContext<'a> {
@@ -182,6 +189,7 @@ impl<'a> PackContext<'a> {
             ca_file: args.transport.ca_file.clone(),
             ..PublishOptions::default()
         };
+        let referrers = crate::referrers::discover::Discoverer::new(client.clone(), args.referrers);
         Ok(PackContext {
             args,
             manifest,
@@ -196,6 +204,7 @@ impl<'a> PackContext<'a> {
                 name: manifest.name.clone(),
                 version: manifest.version.clone(),
             },
+            referrers,
         })
     }
 }

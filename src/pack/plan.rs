@@ -228,8 +228,9 @@ async fn chart_bundle_plan(
     for m in &proof.misses {
         progress.println(format!("  missed: {m}"));
     }
-    let spec_images = collect(&mut images);
-    let (specs, blob_origins) = spec_images;
+    let (referrers, referrer_blobs) = super::referrers::discover(ctx, &images).await?;
+    let (specs, mut blob_origins) = collect(&mut images);
+    add_origins(&mut blob_origins, referrer_blobs);
     let mut blobs = BTreeMap::new();
     for (d, _) in &blob_origins {
         blobs.insert(d.digest.clone(), d.size);
@@ -247,6 +248,7 @@ async fn chart_bundle_plan(
         images: specs,
         blobs,
         delta: None,
+        referrers,
     };
     let path = ctx
         .args
@@ -319,7 +321,9 @@ pub(super) async fn images_bundle_plan(
             }
         }
     }
-    let (specs, blob_origins) = collect(&mut images);
+    let (referrers, referrer_blobs) = super::referrers::discover(ctx, &images).await?;
+    let (specs, mut blob_origins) = collect(&mut images);
+    add_origins(&mut blob_origins, referrer_blobs);
     let mut blobs = BTreeMap::new();
     for (d, _) in &blob_origins {
         blobs.insert(d.digest.clone(), d.size);
@@ -332,6 +336,7 @@ pub(super) async fn images_bundle_plan(
         images: specs,
         blobs,
         delta: None,
+        referrers,
     };
     let path = ctx.args.output.join(format!(
         "{}-images_{}.bundle.tar",
@@ -351,6 +356,15 @@ fn describe_source(entry: &ChartEntry) -> String {
     match &entry.source {
         ChartSource::Repo(u) | ChartSource::Oci(u) => u.clone(),
         ChartSource::Path(p) => p.display().to_string(),
+    }
+}
+
+/// Add the referrers' blob sources (a blob an image has too is kept once).
+fn add_origins(origins: &mut Vec<(Descriptor, BlobOrigin)>, more: Vec<(Descriptor, BlobOrigin)>) {
+    for (d, o) in more {
+        if !origins.iter().any(|(x, _)| x.digest == d.digest) {
+            origins.push((d, o));
+        }
     }
 }
 

@@ -51,6 +51,7 @@ use bytes::Bytes;
 use super::auth::{Challenge, CredentialStore, Credentials};
 use super::Digest;
 pub use limits::{PayloadTooLarge, MIN_CHUNK_SIZE};
+pub use referrers::PutManifest;
 pub use stall::{Stalled, DEFAULT_STALL_TIMEOUT, STALL_MIN_BYTES, STALL_TIMEOUT_ENV};
 use transport::CONNECT_TIMEOUT;
 
@@ -59,6 +60,7 @@ mod body;
 mod chunked;
 mod limits;
 mod manifests;
+mod referrers;
 mod stall;
 mod tags;
 mod token;

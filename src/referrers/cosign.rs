@@ -1,0 +1,221 @@
+//! Offline, key-based cosign signature checks (`sync --require-signature
+//! --key cosign.pub`), against the bundle's own copy of each signature.
+//!
+//! What is checked, as `cosign verify --key --insecure-ignore-tlog` does for
+//! the `.sig` layout (and its OCI 1.1 referrer form): each layer of type
+//! `application/vnd.dev.cosign.simplesigning.v1+json` is a payload; its
+//! `dev.cosignproject.cosign/signature` annotation is a base64 ASN.1 DER
+//! ECDSA P-256 / SHA-256 signature over the payload bytes; the payload's
+//! `critical.image.docker-manifest-digest` must be the image's digest.
+//! No network, no transparency log, no certificates: key-based only.
+//!
+//! Why `p256` (RustCrypto) and not the `sigstore` crate: `sigstore` 0.15's
+//! cosign verification is built around pulling signatures from a registry
+//! with `oci-client` (it does not read them from a file), and pulls in
+//! Fulcio/Rekor/TUF clients, OpenSSL or aws-lc and a second HTTP stack:
+//! hundreds of crates for one ECDSA check over bytes we already hold.
+//! `p256` is the maintained pure-Rust P-256 implementation (the one
+//! `sigstore` itself uses for ECDSA), with PEM/SPKI key parsing, on the
+//! `sha2` 0.10 this project already uses.
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use base64::Engine;
+use p256::ecdsa::signature::Verifier;
+use p256::ecdsa::{Signature, VerifyingKey};
+use p256::pkcs8::DecodePublicKey;
+
+use super::carried::{self, BundleReferrers};
+use super::{Kind, COSIGN_SIGNATURE_ANNOTATION, SIMPLESIGNING_MEDIA_TYPE};
+use crate::bundle::reader::BundleReader;
+use crate::oci::Digest;
+
+/// A cosign public key (`cosign.pub`: PEM `PUBLIC KEY`, ECDSA P-256).
+#[derive(Clone, Debug)]
+pub struct PublicKey {
+    key: VerifyingKey,
+    /// `sha256:<hex>` of the key's DER SubjectPublicKeyInfo (what
+    /// `openssl pkey -pubin -outform DER | sha256sum` prints).
+    pub fingerprint: String,
+    pub path: PathBuf,
+}
+
+impl PublicKey {
+    pub fn load(path: &Path) -> anyhow::Result<PublicKey> {
+        let pem = std::fs::read_to_string(path)
+            .with_context(|| format!("--key {}: cannot read it", path.display()))?;
+        Self::from_pem(&pem, path)
+    }
+
+    pub fn from_pem(pem: &str, path: &Path) -> anyhow::Result<PublicKey> {
+        let key = VerifyingKey::from_public_key_pem(pem.trim()).map_err(|e| {
+            crate::error::input_error(format!(
+                "--key {}: not a PEM ECDSA P-256 public key ({e}); give the cosign.pub \
+                 that `cosign generate-key-pair` wrote",
+                path.display()
+            ))
+        })?;
+        let body: String = pem
+            .lines()
+            .filter(|l| !l.starts_with("-----"))
+            .map(str::trim)
+            .collect();
+        let der = base64::engine::general_purpose::STANDARD
+            .decode(body)
+            .with_context(|| format!("--key {}: PEM body is not base64", path.display()))?;
+        Ok(PublicKey {
+            key,
+            fingerprint: Digest::of(&der).to_string(),
+            path: path.to_path_buf(),
+        })
+    }
+
+    /// Whether `signature` (base64 DER, or base64 raw r||s) signs `payload`.
+    pub fn verifies(&self, payload: &[u8], signature_b64: &str) -> bool {
+        let Ok(raw) = base64::engine::general_purpose::STANDARD.decode(signature_b64.trim()) else {
+            return false;
+        };
+        let sig = Signature::from_der(&raw).or_else(|_| Signature::from_slice(&raw));
+        match sig {
+            Ok(s) => self.key.verify(payload, &s).is_ok(),
+            Err(_) => false,
+        }
+    }
+}
+
+/// The digest a simple-signing payload signs
+/// (`critical.image.docker-manifest-digest`), when it is one.
+pub fn payload_subject(payload: &[u8]) -> Option<Digest> {
+    let v: serde_json::Value = serde_json::from_slice(payload).ok()?;
+    v.pointer("/critical/image/docker-manifest-digest")?
+        .as_str()?
+        .parse()
+        .ok()
+}
+
+/// Why an image has no valid signature.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Unsigned {
+    /// No signature refers to it.
+    NoSignature,
+    /// Signatures exist, none by this key (how many were tried).
+    OtherKey(usize),
+    /// A signature by this key signs another digest.
+    WrongSubject(Digest),
+}
+
+impl std::fmt::Display for Unsigned {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Unsigned::NoSignature => f.write_str("no cosign signature in the bundle"),
+            Unsigned::OtherKey(n) => write!(
+                f,
+                "{n} signature{} in the bundle, none valid for this key",
+                if *n == 1 { "" } else { "s" }
+            ),
+            Unsigned::WrongSubject(d) => {
+                write!(f, "signed by this key, but the payload names {d}")
+            }
+        }
+    }
+}
+
+/// Check the signatures the bundle carries for `subjects` (an image's
+/// digest, and the index it was picked from): `Ok` when one verifies
+/// with `key` and signs one of the subjects.
+pub fn check_signed(
+    reader: &BundleReader,
+    referrers: &BundleReferrers,
+    subjects: &[Digest],
+    key: &PublicKey,
+) -> anyhow::Result<Result<(), Unsigned>> {
+    let mut tried = 0usize;
+    let mut wrong: Option<Digest> = None;
+    for subject in subjects {
+        for rec in referrers.of(subject).filter(|r| r.kind == Kind::Signature) {
+            let view = carried::view(reader, rec)?;
+            for layer in view.layers.iter().filter(|l| {
+                l.media_type == SIMPLESIGNING_MEDIA_TYPE
+                    || l.annotations
+                        .as_ref()
+                        .is_some_and(|a| a.contains_key(COSIGN_SIGNATURE_ANNOTATION))
+            }) {
+                let Some(sig) = layer
+                    .annotations
+                    .as_ref()
+                    .and_then(|a| a.get(COSIGN_SIGNATURE_ANNOTATION))
+                else {
+                    continue;
+                };
+                tried += 1;
+                let payload = reader.read_blob(&layer.digest).with_context(|| {
+                    format!(
+                        "bundle {}: signature payload of {}",
+                        reader.label, rec.digest
+                    )
+                })?;
+                if !key.verifies(&payload, sig) {
+                    continue;
+                }
+                match payload_subject(&payload) {
+                    Some(d) if subjects.contains(&d) => return Ok(Ok(())),
+                    Some(d) => wrong = Some(d),
+                    None => {}
+                }
+            }
+        }
+    }
+    Ok(Err(match (wrong, tried) {
+        (Some(d), _) => Unsigned::WrongSubject(d),
+        (None, 0) => Unsigned::NoSignature,
+        (None, n) => Unsigned::OtherKey(n),
+    }))
+}
+
+/// `--require-signature`: every image (ref, the digests that may be
+/// signed, its bundle) has a valid signature by `key`, or the run stops
+/// naming each image that has none. Nothing has been pushed yet.
+pub fn require(
+    images: &[(String, Vec<Digest>, &BundleReader, &BundleReferrers)],
+    key: &PublicKey,
+) -> anyhow::Result<()> {
+    let mut failures = Vec::new();
+    for (reference, subjects, reader, referrers) in images {
+        if let Err(why) = check_signed(reader, referrers, subjects, key)? {
+            failures.push(format!("  - {reference} ({}): {why}", subjects[0]));
+        }
+    }
+    if failures.is_empty() {
+        return Ok(());
+    }
+    Err(crate::error::input_error(format!(
+        "--require-signature: {} image{} without a valid cosign signature for key {} ({}); \
+         nothing was pushed:\n{}",
+        failures.len(),
+        if failures.len() == 1 { "" } else { "s" },
+        key.path.display(),
+        key.fingerprint,
+        failures.join("\n")
+    )))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn payload_subject_reads_the_signed_digest() {
+        let d = Digest::of(b"x");
+        let p = format!(
+            r#"{{"critical":{{"identity":{{"docker-reference":"r"}},"image":{{"docker-manifest-digest":"{d}"}},"type":"cosign container image signature"}},"optional":null}}"#
+        );
+        assert_eq!(payload_subject(p.as_bytes()), Some(d));
+        assert_eq!(payload_subject(b"{}"), None);
+    }
+
+    #[test]
+    fn a_key_that_is_not_p256_pem_is_refused_clearly() {
+        let e = PublicKey::from_pem("not a key", Path::new("k.pub")).unwrap_err();
+        assert!(format!("{e:#}").contains("k.pub"), "{e:#}");
+    }
+}
