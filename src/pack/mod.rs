@@ -227,7 +227,7 @@ pub async fn run(args: &PackArgs) -> anyhow::Result<()> {
         plans.extend(plan::plan_chart(&ctx, entry, &mut listing, &mut summary).await?);
     }
     if ctx.listing_only {
-        return plan::print_listing(&ctx, listing);
+        return plan::print_listing(&ctx, listing).await;
     }
     // With --json, a failure prints the summary so far (the misses too).
     crate::outcome::record(&summary);

@@ -25,6 +25,9 @@ pub(super) struct ImageListing {
     charts: Vec<ChartListing>,
     /// `spec.images`
     images: Vec<PlannedImage>,
+    /// By image reference: what refers to it (`--referrers`), listed under it.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    referrers: BTreeMap<String, Vec<super::referrers::ListedReferrer>>,
 }
 
 #[derive(Debug, Serialize)]
@@ -44,6 +47,23 @@ impl ImageListing {
         let line = |p: &PlannedImage| {
             let origins: Vec<String> = p.origins.iter().map(|o| o.to_string()).collect();
             println!("  {}\n      from: {}", p.reference, origins.join("; "));
+            for r in self
+                .referrers
+                .get(&p.reference.to_string())
+                .into_iter()
+                .flatten()
+            {
+                println!(
+                    "      {} {}{} (refers to {})",
+                    r.kind,
+                    r.digest,
+                    r.tag
+                        .as_ref()
+                        .map(|t| format!(" tag {t}"))
+                        .unwrap_or_default(),
+                    r.subject
+                );
+            }
         };
         for c in &self.charts {
             println!(
@@ -267,7 +287,7 @@ async fn chart_bundle_plan(
 
 /// `--print-images` / `--dry-run`: add `spec.images` to the listing and
 /// print it.
-pub(super) fn print_listing(
+pub(super) async fn print_listing(
     ctx: &PackContext<'_>,
     mut listing: ImageListing,
 ) -> anyhow::Result<()> {
@@ -287,6 +307,27 @@ pub(super) fn print_listing(
                     });
                 }
             }
+        }
+    }
+    // What refers to each registry image (manifests read, no blob). The
+    // listing does not depend on it: an image registry out of reach is
+    // noted, not fatal.
+    let registry_images: Vec<Reference> = (listing.charts.iter().flat_map(|c| c.images.iter()))
+        .chain(listing.images.iter())
+        .filter(|p| {
+            !p.origins
+                .iter()
+                .any(|o| matches!(o, ImageOrigin::Archive { .. }))
+        })
+        .map(|p| p.reference.clone())
+        .collect();
+    for r in registry_images {
+        match super::referrers::list(ctx, &r).await {
+            Ok(found) if !found.is_empty() => {
+                listing.referrers.insert(r.to_string(), found);
+            }
+            Ok(_) => {}
+            Err(e) => eprintln!("note: {r}: referrers not listed: {e:#}"),
         }
     }
     ctx.progress.finish();

@@ -71,6 +71,14 @@ pub struct SyncArgs {
     /// Publish charts even when they render images that are not in the target registry.
     #[arg(long)]
     pub allow_unrelocated: bool,
+    /// Refuse to push any image without a valid cosign signature for
+    /// --key, checked offline against the bundle's own copy before
+    /// anything is pushed (also `requireSignature: {key: ...}` in the config).
+    #[arg(long, requires = "key")]
+    pub require_signature: bool,
+    /// The cosign public key (cosign.pub, PEM ECDSA P-256) for --require-signature.
+    #[arg(long, value_name = "COSIGN_PUB")]
+    pub key: Option<std::path::PathBuf>,
     #[command(flatten)]
     pub transport: crate::oci::TransportArgs,
 }
@@ -94,6 +102,9 @@ pub async fn run(args: &SyncArgs) -> anyhow::Result<()> {
         verify_all(&selected, &progress)?;
     }
     let chosen = bundles::select_images(&selected, &config, &platforms)?;
+    if !args.skip_images {
+        require_signatures(args, &config, &selected, &chosen.jobs)?;
+    }
     let prepared = charts::prepare_all(&selected, &config, &chosen.platform_map)?;
     let mut summary = SyncSummary {
         dry_run: args.dry_run,
@@ -134,7 +145,8 @@ pub async fn run(args: &SyncArgs) -> anyhow::Result<()> {
             .await?;
         }
         let readers: Vec<&BundleReader> = selected.iter().map(|b| &b.reader).collect();
-        let result = push_images(
+        let jobs = chosen.jobs.clone();
+        let mut result = push_images(
             &client,
             &readers,
             chosen.jobs,
@@ -143,6 +155,14 @@ pub async fn run(args: &SyncArgs) -> anyhow::Result<()> {
             &mut summary,
         )
         .await;
+        // Referrers after their images (a registry may refuse a referrer
+        // whose subject is not there yet).
+        if result.is_ok() {
+            match crate::referrers::push::push_all(&client, &readers, &jobs, &progress).await {
+                Ok(r) => summary.referrers = (r.pushed > 0 || r.left_behind > 0).then_some(r),
+                Err(e) => result = Err(e),
+            }
+        }
         summary.bytes_uploaded = client.stats().bytes_uploaded;
         summary.retries = client.stats().retries;
         summary.bytes_read = report::bytes_read();
@@ -207,6 +227,57 @@ pub async fn run(args: &SyncArgs) -> anyhow::Result<()> {
         println!("{}", summary.text());
     }
     Ok(())
+}
+
+/// `--require-signature --key` (or `requireSignature.key`): every image to
+/// push has a valid cosign signature for the key in its bundle, checked
+/// offline before anything moves.
+fn require_signatures(
+    args: &SyncArgs,
+    config: &SyncConfig,
+    selected: &[bundles::SelectedBundle],
+    jobs: &[transfer::ImageJob],
+) -> anyhow::Result<()> {
+    let key_path = match (
+        args.require_signature,
+        &args.key,
+        &config.require_signature_key,
+    ) {
+        (true, Some(k), _) => k.clone(),
+        (_, _, Some(k)) => k.clone(),
+        _ => return Ok(()),
+    };
+    let key = crate::referrers::cosign::PublicKey::load(&key_path)?;
+    let mut loaded = std::collections::HashMap::new();
+    for j in jobs {
+        if let std::collections::hash_map::Entry::Vacant(e) = loaded.entry(j.bundle) {
+            let reader = &selected[j.bundle].reader;
+            e.insert(crate::referrers::carried::BundleReferrers::load(reader)?);
+        }
+    }
+    let images: Vec<_> = jobs
+        .iter()
+        .map(|j| {
+            let reader = &selected[j.bundle].reader;
+            // A platform picked from an index by --platform: the index
+            // (what the bundle holds) may be what was signed.
+            let mut subjects = vec![j.image.root.digest.clone()];
+            subjects.extend(
+                reader
+                    .images
+                    .iter()
+                    .filter(|i| i.children.iter().any(|c| c.digest == j.image.root.digest))
+                    .map(|i| i.root.digest.clone()),
+            );
+            (
+                j.image.reference.to_string(),
+                subjects,
+                reader,
+                &loaded[&j.bundle],
+            )
+        })
+        .collect();
+    crate::referrers::cosign::require(&images, &key)
 }
 
 /// `--verify`: every blob of every bundle read and checked first.
