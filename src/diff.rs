@@ -61,9 +61,22 @@ pub fn run(args: &DiffArgs) -> anyhow::Result<()> {
     let old = Holdings::load(std::slice::from_ref(&args.old))?;
     let new = Holdings::load(std::slice::from_ref(&args.new))?;
     let r = diff(&old, &new);
+    let referrers = crate::referrers::describe::diff_paths(&args.old, &args.new)?;
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&r)?);
+        let mut v = serde_json::to_value(&r)?;
+        if let (Some(obj), Some(rd)) = (v.as_object_mut(), &referrers) {
+            obj.extend(
+                serde_json::to_value(rd)?
+                    .as_object()
+                    .cloned()
+                    .unwrap_or_default(),
+            );
+        }
+        println!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(());
+    }
+    if let Some(rd) = &referrers {
+        rd.print();
     }
     for a in &r.added {
         println!("+ {}  {}", a.reference, a.digest);

@@ -109,6 +109,23 @@ pub fn for_image(
     Ok(out)
 }
 
+/// Fill in `inspect`'s per-image referrers (only when the bundle carries
+/// any: a bundle without them reports as before).
+pub fn annotate(
+    report: &mut crate::bundle::inspect::InspectReport,
+    reader: &BundleReader,
+    key: Option<&PublicKey>,
+) -> anyhow::Result<()> {
+    let referrers = BundleReferrers::load(reader)?;
+    if referrers.records.is_empty() && key.is_none() {
+        return Ok(());
+    }
+    for (line, img) in report.images.iter_mut().zip(reader.images.iter()) {
+        line.referrers = Some(for_image(reader, &referrers, img, key)?);
+    }
+    Ok(())
+}
+
 /// Predicate types an attestation names: the annotations cosign and
 /// Sigstore bundles carry, else the in-toto statement inside its DSSE
 /// envelope.
@@ -169,6 +186,20 @@ pub struct ReferrerLine {
 pub struct ReferrersDiff {
     pub referrers_added: Vec<ReferrerLine>,
     pub referrers_removed: Vec<ReferrerLine>,
+}
+
+impl ReferrersDiff {
+    /// `diff`'s text lines: `+`/`-` per referrer.
+    pub fn print(&self) {
+        for (sign, lines) in [("+", &self.referrers_added), ("-", &self.referrers_removed)] {
+            for l in lines {
+                println!(
+                    "{sign} {} {} of {} (refers to {})",
+                    l.kind, l.digest, l.image, l.subject
+                );
+            }
+        }
+    }
 }
 
 pub fn diff_paths(old: &Path, new: &Path) -> anyhow::Result<Option<ReferrersDiff>> {
