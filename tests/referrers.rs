@@ -22,8 +22,8 @@ use support::{bundler, cosign, images, stderr, stdout};
 const SIG_REPO: &str = "signed/app";
 
 /// The source registry with a signed two-platform image (`.sig`, `.att`
-/// and a Sigstore-bundle referrer on its index), an unsigned image and an
-/// image signed by another key.
+/// and a Sigstore-bundle referrer on its index), an unsigned image, an
+/// image signed by another key, and one signed by a Sigstore bundle only.
 struct Source {
     work: tempfile::TempDir,
     src: Registry,
@@ -57,6 +57,17 @@ fn source() -> Source {
     images::push_simple(&src, work.path(), "plain/app:1.0", &[b"nobody signed me"]);
     let foreign = images::push_simple(&src, work.path(), "foreign/app:1.0", &[b"signed elsewhere"]);
     cosign::sign(&host, "foreign/app", &foreign, &other_key);
+    // cosign v3's default: a Sigstore bundle referrer, no `.sig` tag.
+    let bundled = images::push_simple(&src, work.path(), "bundled/app:1.0", &[b"v3 signed"]);
+    let size = src.raw_manifest("bundled/app:1.0").unwrap().len();
+    cosign::bundle_referrer(
+        &host,
+        "bundled/app",
+        &bundled,
+        images::OCI_MANIFEST,
+        size,
+        &key,
+    );
     Source {
         work,
         src,
@@ -351,7 +362,11 @@ fn harbor_takes_the_referrer_through_its_api_after_the_subject() {
 #[test]
 fn require_signature_refuses_unsigned_and_other_key_images_before_any_push() {
     let s = source();
-    let bundle = s.pack_ok("mixed", &[SIG_REPO, "plain/app", "foreign/app"], &[]);
+    let bundle = s.pack_ok(
+        "mixed",
+        &[SIG_REPO, "plain/app", "foreign/app", "bundled/app"],
+        &[],
+    );
     let target = Registry::start(Mode::Plain);
     let site = tempfile::tempdir().unwrap();
     let catalog = || {
@@ -388,6 +403,7 @@ fn require_signature_refuses_unsigned_and_other_key_images_before_any_push() {
             "{err}"
         );
         assert!(!err.contains(&format!("/{SIG_REPO}:1.0 (")), "{err}");
+        assert!(!err.contains("/bundled/app:1.0 ("), "{err}");
         assert_eq!(catalog(), Vec::<serde_json::Value>::new());
     }
     // Without the gate everything goes, signatures included.

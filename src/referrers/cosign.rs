@@ -120,48 +120,52 @@ impl std::fmt::Display for Unsigned {
     }
 }
 
-/// Check the signatures the bundle carries for `subjects` (an image's
-/// digest, and the index it was picked from): `Ok` when one verifies
-/// with `key` and signs one of the subjects.
+/// Check the signatures the bundle carries for `subject` (the digest
+/// that is pushed): `Ok` when one verifies with `key` and signs `subject`.
+/// Both of cosign's forms are read: the `.sig` layout (simple-signing
+/// payload, signature in the layer annotation) and a Sigstore bundle
+/// (v0.3, a DSSE envelope of an in-toto statement whose subject is the
+/// image; the signature is over the DSSE pre-authentication encoding).
 pub fn check_signed(
     reader: &BundleReader,
     referrers: &BundleReferrers,
-    subjects: &[Digest],
+    subject: &Digest,
     key: &PublicKey,
 ) -> anyhow::Result<Result<(), Unsigned>> {
     let mut tried = 0usize;
     let mut wrong: Option<Digest> = None;
-    for subject in subjects {
-        for rec in referrers.of(subject).filter(|r| r.kind == Kind::Signature) {
-            let view = carried::view(reader, rec)?;
-            for layer in view.layers.iter().filter(|l| {
-                l.media_type == SIMPLESIGNING_MEDIA_TYPE
-                    || l.annotations
-                        .as_ref()
-                        .is_some_and(|a| a.contains_key(COSIGN_SIGNATURE_ANNOTATION))
-            }) {
-                let Some(sig) = layer
-                    .annotations
-                    .as_ref()
-                    .and_then(|a| a.get(COSIGN_SIGNATURE_ANNOTATION))
-                else {
-                    continue;
-                };
-                tried += 1;
-                let payload = reader.read_blob(&layer.digest).with_context(|| {
+    for rec in referrers.of(subject).filter(|r| r.kind == Kind::Signature) {
+        let view = carried::view(reader, rec)?;
+        for layer in &view.layers {
+            let read = || {
+                reader.read_blob(&layer.digest).with_context(|| {
                     format!(
-                        "bundle {}: signature payload of {}",
-                        reader.label, rec.digest
+                        "bundle {}: signature {} layer {}",
+                        reader.label, rec.digest, layer.digest
                     )
-                })?;
-                if !key.verifies(&payload, sig) {
-                    continue;
-                }
-                match payload_subject(&payload) {
-                    Some(d) if subjects.contains(&d) => return Ok(Ok(())),
-                    Some(d) => wrong = Some(d),
-                    None => {}
-                }
+                })
+            };
+            let signed = if let Some(sig) = layer
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get(COSIGN_SIGNATURE_ANNOTATION))
+                .filter(|_| layer.media_type == SIMPLESIGNING_MEDIA_TYPE)
+            {
+                tried += 1;
+                let payload = read()?;
+                key.verifies(&payload, sig)
+                    .then(|| payload_subject(&payload))
+                    .flatten()
+            } else if layer.media_type.contains("sigstore.bundle") {
+                tried += 1;
+                dsse_subject(&read()?, key)
+            } else {
+                None
+            };
+            match signed {
+                Some(d) if &d == subject => return Ok(Ok(())),
+                Some(d) => wrong = Some(d),
+                None => {}
             }
         }
     }
@@ -172,17 +176,66 @@ pub fn check_signed(
     }))
 }
 
-/// `--require-signature`: every image (ref, the digests that may be
-/// signed, its bundle) has a valid signature by `key`, or the run stops
-/// naming each image that has none. Nothing has been pushed yet.
-pub fn require(
-    images: &[(String, Vec<Digest>, &BundleReader, &BundleReferrers)],
-    key: &PublicKey,
-) -> anyhow::Result<()> {
+/// A Sigstore bundle whose DSSE envelope verifies with `key`: the image
+/// digest its in-toto statement names.
+fn dsse_subject(bundle: &[u8], key: &PublicKey) -> Option<Digest> {
+    let v: serde_json::Value = serde_json::from_slice(bundle).ok()?;
+    let env = v.get("dsseEnvelope")?;
+    let payload_type = env.get("payloadType")?.as_str()?;
+    let payload = base64::engine::general_purpose::STANDARD
+        .decode(env.get("payload")?.as_str()?)
+        .ok()?;
+    let pae = [
+        format!(
+            "DSSEv1 {} {payload_type} {} ",
+            payload_type.len(),
+            payload.len()
+        )
+        .into_bytes(),
+        payload.clone(),
+    ]
+    .concat();
+    let ok = env
+        .get("signatures")?
+        .as_array()?
+        .iter()
+        .filter_map(|s| s.get("sig")?.as_str())
+        .any(|sig| key.verifies(&pae, sig));
+    if !ok {
+        return None;
+    }
+    let st: serde_json::Value = serde_json::from_slice(&payload).ok()?;
+    let hex = st.pointer("/subject/0/digest/sha256")?.as_str()?;
+    Digest::from_hex(hex).ok()
+}
+
+/// One image `--require-signature` checks: its reference, the digest that
+/// is pushed, the index it was picked from (`sync --platform`), its bundle.
+pub struct Gated<'a> {
+    pub reference: String,
+    pub digest: Digest,
+    pub picked_from: Option<Digest>,
+    pub reader: &'a BundleReader,
+    pub referrers: &'a BundleReferrers,
+}
+
+/// `--require-signature`: every image has a valid signature by `key` over
+/// the digest that is pushed (what the site's admission policy checks), or
+/// the run stops naming each image that has none. Nothing is pushed yet.
+pub fn require(images: &[Gated<'_>], key: &PublicKey) -> anyhow::Result<()> {
     let mut failures = Vec::new();
-    for (reference, subjects, reader, referrers) in images {
-        if let Err(why) = check_signed(reader, referrers, subjects, key)? {
-            failures.push(format!("  - {reference} ({}): {why}", subjects[0]));
+    for g in images {
+        if let Err(why) = check_signed(g.reader, g.referrers, &g.digest, key)? {
+            let mut line = format!("  - {} ({}): {why}", g.reference, g.digest);
+            if let Some(index) = &g.picked_from {
+                if check_signed(g.reader, g.referrers, index, key)?.is_ok() {
+                    line.push_str(&format!(
+                        " (its index {index} is signed, but --platform pushes this platform's \
+                         manifest alone: drop --platform to push the signed index)"
+                    ));
+                }
+            }
+            failures.push(line);
         }
     }
     if failures.is_empty() {

@@ -102,7 +102,7 @@ pub fn for_image(
     out.attestations = atts.into_iter().collect();
     out.sboms = sboms.into_iter().collect();
     if let Some(key) = key {
-        let ok = cosign::check_signed(reader, referrers, &subjects, key)?.is_ok();
+        let ok = cosign::check_signed(reader, referrers, &img.root.digest, key)?.is_ok();
         out.signed_by_key = Some(ok);
         out.key_fingerprint = ok.then(|| key.fingerprint.clone());
     }

@@ -103,7 +103,7 @@ pub async fn run(args: &SyncArgs) -> anyhow::Result<()> {
     }
     let chosen = bundles::select_images(&selected, &config, &platforms)?;
     if !args.skip_images {
-        require_signatures(args, &config, &selected, &chosen.jobs)?;
+        check_referrers(args, &config, &selected, &chosen.jobs)?;
     }
     let prepared = charts::prepare_all(&selected, &config, &chosen.platform_map)?;
     let mut summary = SyncSummary {
@@ -229,15 +229,24 @@ pub async fn run(args: &SyncArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The referrers of every bundle that has images to push, read and checked
+/// before any request (a damaged `referrers.json` stops the run here), and
 /// `--require-signature --key` (or `requireSignature.key`): every image to
-/// push has a valid cosign signature for the key in its bundle, checked
-/// offline before anything moves.
-fn require_signatures(
+/// push has a valid cosign signature for the key in its bundle.
+fn check_referrers(
     args: &SyncArgs,
     config: &SyncConfig,
     selected: &[bundles::SelectedBundle],
     jobs: &[transfer::ImageJob],
 ) -> anyhow::Result<()> {
+    use crate::referrers::carried::BundleReferrers;
+    use crate::referrers::cosign::{Gated, PublicKey};
+    let mut loaded: std::collections::BTreeMap<usize, BundleReferrers> = Default::default();
+    for j in jobs {
+        if let std::collections::btree_map::Entry::Vacant(e) = loaded.entry(j.bundle) {
+            e.insert(BundleReferrers::load(&selected[j.bundle].reader)?);
+        }
+    }
     let key_path = match (
         args.require_signature,
         &args.key,
@@ -247,37 +256,25 @@ fn require_signatures(
         (_, _, Some(k)) => k.clone(),
         _ => return Ok(()),
     };
-    let key = crate::referrers::cosign::PublicKey::load(&key_path)?;
-    let mut loaded = std::collections::HashMap::new();
-    for j in jobs {
-        if let std::collections::hash_map::Entry::Vacant(e) = loaded.entry(j.bundle) {
-            let reader = &selected[j.bundle].reader;
-            e.insert(crate::referrers::carried::BundleReferrers::load(reader)?);
-        }
-    }
-    let images: Vec<_> = jobs
+    let key = PublicKey::load(&key_path)?;
+    let gated: Vec<Gated> = jobs
         .iter()
         .map(|j| {
             let reader = &selected[j.bundle].reader;
-            // A platform picked from an index by --platform: the index
-            // (what the bundle holds) may be what was signed.
-            let mut subjects = vec![j.image.root.digest.clone()];
-            subjects.extend(
-                reader
+            Gated {
+                reference: j.image.reference.to_string(),
+                digest: j.image.root.digest.clone(),
+                picked_from: reader
                     .images
                     .iter()
-                    .filter(|i| i.children.iter().any(|c| c.digest == j.image.root.digest))
+                    .find(|i| i.children.iter().any(|c| c.digest == j.image.root.digest))
                     .map(|i| i.root.digest.clone()),
-            );
-            (
-                j.image.reference.to_string(),
-                subjects,
                 reader,
-                &loaded[&j.bundle],
-            )
+                referrers: &loaded[&j.bundle],
+            }
         })
         .collect();
-    crate::referrers::cosign::require(&images, &key)
+    crate::referrers::cosign::require(&gated, &key)
 }
 
 /// `--verify`: every blob of every bundle read and checked first.
