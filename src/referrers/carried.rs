@@ -141,3 +141,136 @@ pub fn view(reader: &BundleReader, rec: &ReferrerRecord) -> anyhow::Result<Artif
     ArtifactView::of(&doc.bytes)
         .with_context(|| format!("bundle {}: referrer {}", reader.label, rec.digest))
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::io::Write;
+
+    use super::*;
+    use crate::bundle::writer::{self, BundleSpec, ImageSpec};
+    use crate::oci::Reference;
+    use crate::referrers::{Carried, Form, Kind};
+
+    fn desc(b: &[u8], mt: &str) -> serde_json::Value {
+        serde_json::json!({"mediaType": mt, "digest": Digest::of(b).to_string(), "size": b.len()})
+    }
+
+    /// An image and a cosign `.sig` for it, as a bundle spec and the blob bytes.
+    fn spec(subject_override: Option<Digest>) -> (BundleSpec, Vec<Vec<u8>>) {
+        let (config, layer) = (b"{\"os\":\"linux\"}".to_vec(), b"layer".to_vec());
+        let root = ManifestDoc::new(
+            media::OCI_MANIFEST,
+            serde_json::to_vec(&serde_json::json!({
+                "schemaVersion": 2, "mediaType": media::OCI_MANIFEST,
+                "config": desc(&config, media::OCI_CONFIG),
+                "layers": [desc(&layer, media::OCI_LAYER_GZIP)],
+            }))
+            .unwrap(),
+        );
+        let payload = format!(
+            r#"{{"critical":{{"image":{{"docker-manifest-digest":"{}"}}}}}}"#,
+            root.digest
+        )
+        .into_bytes();
+        let sig_config = b"{\"sig\":true}".to_vec();
+        let sig = ManifestDoc::new(
+            media::OCI_MANIFEST,
+            serde_json::to_vec(&serde_json::json!({
+                "schemaVersion": 2, "mediaType": media::OCI_MANIFEST,
+                "config": desc(&sig_config, media::OCI_CONFIG),
+                "layers": [desc(&payload, crate::referrers::SIMPLESIGNING_MEDIA_TYPE)],
+            }))
+            .unwrap(),
+        );
+        let blobs = vec![config, layer, payload, sig_config];
+        let mut sizes = BTreeMap::new();
+        for b in &blobs {
+            sizes.insert(Digest::of(b), b.len() as u64);
+        }
+        let record = ReferrerRecord {
+            subject: subject_override.unwrap_or(root.digest.clone()),
+            form: Form::CosignTag,
+            tag: Some(crate::referrers::subject_tag(&root.digest, ".sig")),
+            digest: sig.digest.clone(),
+            media_type: media::OCI_MANIFEST.into(),
+            size: sig.bytes.len() as u64,
+            artifact_type: Some(media::OCI_CONFIG.into()),
+            kind: Kind::Signature,
+            annotations: BTreeMap::new(),
+        };
+        let spec = BundleSpec {
+            images: vec![ImageSpec {
+                reference: Reference::parse("example.com/signed/app:1").unwrap(),
+                root,
+                children: Vec::new(),
+                platform: None,
+                source_index: None,
+                docker: None,
+            }],
+            blobs: sizes,
+            referrers: Carried {
+                manifests: vec![sig],
+                records: vec![record],
+            },
+            ..Default::default()
+        };
+        (spec, blobs)
+    }
+
+    fn write(dir: &std::path::Path, spec: &BundleSpec, blobs: &[Vec<u8>]) -> std::path::PathBuf {
+        let p = writer::begin(&dir.join("x.bundle.tar"), spec).unwrap();
+        for s in p.slots.clone() {
+            let bytes = blobs.iter().find(|b| Digest::of(b) == s.digest).unwrap();
+            let mut w = p.slot_writer(&s);
+            w.write_all(bytes).unwrap();
+            w.finish().unwrap();
+        }
+        p.commit().unwrap()
+    }
+
+    #[test]
+    fn referrers_travel_as_blobs_with_their_links_in_referrers_json() {
+        let (spec, blobs) = spec(None);
+        let dir = tempfile::tempdir().unwrap();
+        let path = write(dir.path(), &spec, &blobs);
+        let reader = BundleReader::open(&path).unwrap();
+        // The image is what it was: one image, its signature is no image.
+        assert_eq!(reader.images.len(), 1);
+        let meta = reader.meta.as_ref().unwrap();
+        assert!(meta.files.contains_key("images.tar/referrers.json"));
+        let loaded = BundleReferrers::load(&reader).unwrap();
+        let subject = &reader.images[0].root.digest;
+        let found: Vec<&ReferrerRecord> = loaded.of(subject).collect();
+        assert_eq!(found.len(), 1);
+        assert_eq!(
+            manifest(&reader, found[0]).unwrap().bytes,
+            spec.referrers.manifests[0].bytes
+        );
+        crate::bundle::verify::verify(
+            &reader,
+            &crate::progress::Progress::new(crate::progress::Mode::Quiet),
+        )
+        .unwrap();
+        // Deterministic: the same spec gives the same bytes.
+        let dir2 = tempfile::tempdir().unwrap();
+        let again = write(dir2.path(), &spec, &blobs);
+        assert_eq!(
+            std::fs::read(&path).unwrap(),
+            std::fs::read(&again).unwrap()
+        );
+    }
+
+    #[test]
+    fn a_referrer_whose_subject_is_not_in_the_bundle_is_not_written() {
+        let (spec, _) = spec(Some(Digest::of(b"an index left behind")));
+        let dir = tempfile::tempdir().unwrap();
+        let e = writer::begin(&dir.path().join("x.bundle.tar"), &spec)
+            .err()
+            .expect("refused");
+        assert!(
+            format!("{e:#}").contains("which the bundle does not carry"),
+            "{e:#}"
+        );
+    }
+}

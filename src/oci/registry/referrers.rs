@@ -25,8 +25,8 @@ pub struct PutManifest {
 
 impl RegistryClient {
     /// The referrers of `digest` in `repo`, or `None` when the registry has
-    /// no referrers API (it answers 404 or 405 for the route, as CNCF
-    /// distribution 2.8 does). The spec says a registry with the API
+    /// no referrers API (it answers 404 for the route, as CNCF distribution
+    /// 2.8 does, or another "no such route" status). The spec says a registry with the API
     /// answers an index, empty when nothing refers to the digest.
     pub async fn get_referrers(
         &self,
@@ -46,7 +46,16 @@ impl RegistryClient {
             .await
             .with_context(|| format!("fetching {what}"))?;
         let status = resp.status();
-        if status == StatusCode::NOT_FOUND || status == StatusCode::METHOD_NOT_ALLOWED {
+        // No such route: distribution 2.8 answers 404, others 405, 400
+        // (the path does not parse as a manifest request) or 501.
+        if matches!(
+            status,
+            StatusCode::NOT_FOUND
+                | StatusCode::METHOD_NOT_ALLOWED
+                | StatusCode::BAD_REQUEST
+                | StatusCode::NOT_ACCEPTABLE
+                | StatusCode::NOT_IMPLEMENTED
+        ) {
             return Ok(None);
         }
         if !status.is_success() {
