@@ -296,6 +296,14 @@ fn a_signed_image_goes_pack_sync_into_distribution_and_verifies_at_the_site() {
     assert_eq!(images::blob(sig.body).digest, s.sig);
     let blob = curl(&[], &format!("{base}/manifests/{}", s.bundle_ref));
     assert_eq!(images::blob(blob.body).digest, s.bundle_ref);
+    let fallback = curl(
+        &["-H", &format!("Accept: {}", images::OCI_INDEX)],
+        &format!("{base}/manifests/sha256-{}", hex(&s.index)),
+    );
+    assert_eq!(
+        fallback.json()["manifests"][0]["digest"],
+        s.bundle_ref.as_str()
+    );
 }
 
 #[test]

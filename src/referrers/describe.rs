@@ -43,9 +43,11 @@ impl ImageReferrers {
     pub fn line(&self) -> String {
         let signed = match (self.signatures, self.signed_by_key, &self.key_fingerprint) {
             (0, _, _) => "unsigned".to_string(),
-            (n, Some(true), Some(fp)) => format!("signed ({n} signatures; valid for key {fp})"),
-            (n, Some(false), _) => format!("{n} signatures, NONE valid for the key given"),
-            (n, _, _) => format!("signed ({n} signature{})", if n == 1 { "" } else { "s" }),
+            (n, Some(true), Some(fp)) => {
+                format!("signed ({}; valid for key {fp})", signatures(n))
+            }
+            (n, Some(false), _) => format!("{}, NONE valid for the key given", signatures(n)),
+            (n, _, _) => format!("signed ({})", signatures(n)),
         };
         let mut parts = vec![signed];
         if !self.attestations.is_empty() {
@@ -59,6 +61,10 @@ impl ImageReferrers {
         }
         parts.join("; ")
     }
+}
+
+fn signatures(n: usize) -> String {
+    format!("{n} signature{}", if n == 1 { "" } else { "s" })
 }
 
 /// The referrers of `img` (of its root, its platform manifests, and
