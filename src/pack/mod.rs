@@ -99,6 +99,13 @@ struct BundleSummary {
     /// Delta bundles: layers left out (the site has them).
     external_blobs: usize,
     external_bytes: u64,
+    /// Signatures, attestations, SBOMs and other referrers carried.
+    #[serde(skip_serializing_if = "is_zero")]
+    referrers: usize,
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
 }
 
 #[derive(clap::Args, Debug)]
@@ -299,11 +306,19 @@ fn print_summary(
     } else {
         for b in &summary.bundles {
             println!(
-                "{}  {} images, {} blobs, {}{}",
+                "{}  {} images, {} blobs, {}{}{}",
                 b.path.display(),
                 b.images.len(),
                 b.blobs,
                 crate::progress::human_bytes(b.bytes),
+                if b.referrers > 0 {
+                    format!(
+                        ", {} referrers (signatures, attestations, SBOMs)",
+                        b.referrers
+                    )
+                } else {
+                    String::new()
+                },
                 if b.external_blobs > 0 {
                     format!(
                         "  (delta: {} blobs external, {} not carried)",

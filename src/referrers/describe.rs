@@ -2,7 +2,7 @@
 //! signed (and by which key, when `--key` is given), the predicate types of
 //! its attestations and the formats of its SBOMs; between two bundles or
 //! packages, the referrers added and removed.
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::path::Path;
 
 use base64::Engine;
@@ -231,12 +231,10 @@ fn lines_of(path: &Path) -> anyhow::Result<Option<BTreeSet<ReferrerLine>>> {
     for loc in locations {
         let reader = loc.open()?;
         let referrers = BundleReferrers::load(&reader)?;
-        let mut by_subject: BTreeMap<Digest, String> = BTreeMap::new();
         for img in &reader.images {
             let mut subjects = vec![img.root.digest.clone()];
             subjects.extend(img.children.iter().map(|c| c.digest.clone()));
             for rec in referrers.reachable(&subjects) {
-                by_subject.insert(rec.digest.clone(), img.reference.to_string());
                 out.insert(ReferrerLine {
                     image: img.reference.to_string(),
                     kind: rec.kind,
