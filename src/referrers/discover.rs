@@ -49,13 +49,16 @@ struct Candidate {
     digest: Digest,
 }
 
+/// (registry, repository)
+type RepoKey = (String, String);
+
 /// The per-run discovery state: which registries have the API, which
 /// tags each repository has.
 pub struct Discoverer {
     client: RegistryClient,
     mode: Mode,
     api: Mutex<HashMap<String, bool>>,
-    tags: Mutex<HashMap<(String, String), Option<HashSet<String>>>>,
+    tags: Mutex<HashMap<RepoKey, Option<HashSet<String>>>>,
     docs: Mutex<HashMap<Digest, ManifestDoc>>,
 }
 

@@ -61,8 +61,8 @@ pub async fn push_all(
     let mut report = PushReport::default();
     let mut loaded: HashMap<usize, BundleReferrers> = HashMap::new();
     for job in jobs {
-        if !loaded.contains_key(&job.bundle) {
-            loaded.insert(job.bundle, BundleReferrers::load(readers[job.bundle])?);
+        if let std::collections::hash_map::Entry::Vacant(e) = loaded.entry(job.bundle) {
+            e.insert(BundleReferrers::load(readers[job.bundle])?);
         }
         let referrers = &loaded[&job.bundle];
         if referrers.records.is_empty() {
@@ -75,7 +75,9 @@ pub async fn push_all(
             i.children.iter().any(|c| c.digest == job.image.root.digest)
                 && i.root.digest != job.image.root.digest
         }) {
-            report.left_behind += referrers.reachable(&[img.root.digest.clone()]).len();
+            report.left_behind += referrers
+                .reachable(std::slice::from_ref(&img.root.digest))
+                .len();
         }
         let todo = referrers.reachable(&pushed);
         let mut fallback: BTreeMap<Digest, Vec<&ReferrerRecord>> = BTreeMap::new();
