@@ -311,6 +311,14 @@ impl Discoverer {
                 });
             }
         }
+        // A registry that lists cosign's tags as referrers too (Harbor's
+        // accessories): the tag is what that manifest is; carried once.
+        let tagged: HashSet<Digest> = out
+            .iter()
+            .filter(|c| c.form == Form::CosignTag)
+            .map(|c| c.digest.clone())
+            .collect();
+        out.retain(|c| c.form == Form::CosignTag || !tagged.contains(&c.digest));
         Ok(out)
     }
 
