@@ -35,6 +35,8 @@ struct Source {
     sig: String,
     att: String,
     bundle_ref: String,
+    /// the image signed by the other key
+    foreign: String,
 }
 
 fn source() -> Source {
@@ -78,6 +80,7 @@ fn source() -> Source {
         sig,
         att,
         bundle_ref,
+        foreign,
     }
 }
 
@@ -414,11 +417,20 @@ fn require_signature_refuses_unsigned_and_other_key_images_before_any_push() {
         assert!(!err.contains("/bundled/app:1.0 ("), "{err}");
         assert_eq!(catalog(), Vec::<serde_json::Value>::new());
     }
-    // Without the gate everything goes, signatures included.
+    // Without the gate everything goes, signatures included. The site had
+    // signed foreign/app itself meanwhile: its signature stays, beside the
+    // carried one (cosign's merge of the `.sig` manifest).
+    let foreign_repo = s.relocated("foreign/app");
+    cosign::sign(&target.host(), &foreign_repo, &s.foreign, &s.key);
     let cfg = sync_config(site.path(), &bundle, &target.host(), "");
     let (v, o) = sync(site.path(), &cfg, &[]);
     assert!(o.status.success(), "{}", stderr(&o));
     assert_eq!(v["referrers"]["cosignTags"], 3, "{v}");
+    assert_eq!(v["referrers"]["cosignTagsMerged"], 1, "{v}");
+    for key in [&s.key, &s.other_key] {
+        let r = cosign::verify(&target.host(), &foreign_repo, &s.foreign, key);
+        assert!(r.is_ok(), "{r:?}");
+    }
 }
 
 #[test]

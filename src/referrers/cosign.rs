@@ -42,8 +42,12 @@ pub struct PublicKey {
 
 impl PublicKey {
     pub fn load(path: &Path) -> anyhow::Result<PublicKey> {
-        let pem = std::fs::read_to_string(path)
-            .with_context(|| format!("--key {}: cannot read it", path.display()))?;
+        let pem = std::fs::read_to_string(path).map_err(|e| {
+            crate::error::input_error(format!(
+                "--key {}: cannot read it ({e}); give the cosign public key (cosign.pub)",
+                path.display()
+            ))
+        })?;
         Self::from_pem(&pem, path)
     }
 
