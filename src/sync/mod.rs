@@ -102,9 +102,6 @@ pub async fn run(args: &SyncArgs) -> anyhow::Result<()> {
         verify_all(&selected, &progress)?;
     }
     let chosen = bundles::select_images(&selected, &config, &platforms)?;
-    if !args.skip_images {
-        check_referrers(args, &config, &selected, &chosen.jobs)?;
-    }
     let prepared = charts::prepare_all(&selected, &config, &chosen.platform_map)?;
     let mut summary = SyncSummary {
         dry_run: args.dry_run,
@@ -117,6 +114,11 @@ pub async fn run(args: &SyncArgs) -> anyhow::Result<()> {
             println!("{} -> {}", l.from, l.to);
         }
         return Ok(());
+    }
+    // Before any request (also under --dry-run, which then says whether
+    // the push would be refused).
+    if !args.skip_images {
+        check_referrers(args, &config, &selected, &chosen.jobs)?;
     }
     let target_desc = charts::describe_target(&config);
     if args.dry_run {
