@@ -10,13 +10,14 @@
 //! No network, no transparency log, no certificates: key-based only.
 //!
 //! Why `p256` (RustCrypto) and not the `sigstore` crate: `sigstore` 0.15's
-//! cosign verification is built around pulling signatures from a registry
-//! with `oci-client` (it does not read them from a file), and pulls in
-//! Fulcio/Rekor/TUF clients, OpenSSL or aws-lc and a second HTTP stack:
-//! hundreds of crates for one ECDSA check over bytes we already hold.
-//! `p256` is the maintained pure-Rust P-256 implementation (the one
-//! `sigstore` itself uses for ECDSA), with PEM/SPKI key parsing, on the
-//! `sha2` 0.10 this project already uses.
+//! cosign verification works on signature layers it pulls from a registry
+//! itself (through `oci-client`), not on bytes read from a file, and its
+//! `cosign` feature brings the `verify` one, hence the Fulcio and Rekor
+//! clients, OpenID Connect, TUF and OpenSSL (or aws-lc) with them: well
+//! over a hundred crates for one ECDSA check over bytes we already hold,
+//! offline. `p256` is the maintained pure-Rust P-256 implementation (the
+//! one `sigstore` itself uses for ECDSA), with PEM/SPKI key parsing, on the
+//! `sha2` 0.10 this project already uses (about twenty small crates).
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
