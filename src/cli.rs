@@ -34,6 +34,9 @@ pub enum Command {
     /// Back up a release's values, check its images, run helm upgrade, roll back on failure.
     #[command(after_help = UPGRADE_EXAMPLES)]
     Upgrade(crate::upgrade::UpgradeArgs),
+    /// Apply a relocated manifests tree (kubectl apply --server-side) after checking its images are in the registry.
+    #[command(after_help = APPLY_EXAMPLES)]
+    Apply(crate::apply::ApplyArgs),
     /// Show what a bundle holds: charts, images, digests, sizes, shared blobs.
     #[command(after_help = INSPECT_EXAMPLES)]
     Inspect(crate::bundle::inspect::InspectArgs),
@@ -63,6 +66,10 @@ const UPGRADE_EXAMPLES: &str = "\
 Examples:
   bundler upgrade skoala -n skoala-system --dry-run
   bundler upgrade skoala -n skoala-system -c load-image.yaml --set replicas=2";
+const APPLY_EXAMPLES: &str = "\
+Examples:
+  bundler apply cube --config load-image.yaml --dry-run
+  bundler apply dashboard -c load-image.yaml --kube-context site --json";
 const INSPECT_EXAMPLES: &str = "\
 Examples:
   bundler inspect out/demo_1.0.0.bundle.tar
@@ -185,6 +192,7 @@ pub fn main() -> i32 {
         Command::Pack(a) => a.json,
         Command::Sync(a) => a.json,
         Command::Upgrade(a) => a.json,
+        Command::Apply(a) => a.json,
         Command::Inspect(_) | Command::Verify(_) | Command::Serve(_) => false,
         Command::Inventory(_) | Command::Diff(_) => false,
     };
@@ -192,6 +200,7 @@ pub fn main() -> i32 {
         Command::Pack(a) => runtime().and_then(|rt| rt.block_on(crate::pack::run(&a))),
         Command::Sync(a) => runtime().and_then(|rt| rt.block_on(crate::sync::run(&a))),
         Command::Upgrade(a) => runtime().and_then(|rt| rt.block_on(crate::upgrade::run(&a))),
+        Command::Apply(a) => runtime().and_then(|rt| rt.block_on(crate::apply::run(&a))),
         Command::Inspect(a) => crate::bundle::inspect::run(&a),
         Command::Verify(a) => crate::bundle::verify::run(&a),
         Command::Inventory(a) => runtime().and_then(|rt| rt.block_on(crate::inventory::run(&a))),

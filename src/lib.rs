@@ -16,6 +16,7 @@
 //! - [`yaml_bounds`]: the alias-expansion bound every YAML read goes through.
 //! - [`referrers`]: signatures, attestations and SBOMs carried with the
 //!   images (pack, sync, serve, inspect) and `--require-signature`.
+pub mod apply;
 pub mod atomic_file;
 pub mod bundle;
 pub mod chart;
@@ -26,6 +27,7 @@ pub mod error;
 pub mod file_kind;
 pub mod interrupt;
 pub mod inventory;
+pub mod manifests;
 pub mod oci;
 pub mod outcome;
 pub mod pack;

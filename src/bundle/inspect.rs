@@ -255,6 +255,9 @@ fn print_report(r: &InspectReport) {
             "chart:    {} {} ({} files)",
             c.name, c.version, r.chart_files
         ),
+        None if r.format_version.as_deref() == Some(crate::manifests::MANIFESTS_FORMAT_VERSION) => {
+            println!("chart:    none (manifests bundle: original-manifests/, described by manifests.json)")
+        }
         None => println!("chart:    none (image-only bundle)"),
     }
     println!("hints:    {}", r.hints);

@@ -765,7 +765,10 @@ impl BundleReader {
                     if is_delta { "without a" } else { "with a" }
                 );
             }
+            // A manifests bundle (crate::manifests) is read by this bundler.
+            let is_manifests = meta.format_version == crate::manifests::MANIFESTS_FORMAT_VERSION;
             if !is_delta
+                && !is_manifests
                 && major
                     .parse::<u32>()
                     .ok()

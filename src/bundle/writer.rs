@@ -71,6 +71,9 @@ pub struct BundleSpec {
     /// stored as blobs (their own blobs are in `blobs`), subject links in
     /// `images.tar/referrers.json` (see [`crate::referrers`]).
     pub referrers: crate::referrers::Carried,
+    /// A manifests bundle: `manifests.json` and `original-manifests/`
+    /// (see [`crate::manifests`]).
+    pub manifests: Option<crate::manifests::ManifestsPayload>,
 }
 
 /// A region of the output to be filled with one blob's bytes.
@@ -429,12 +432,20 @@ fn plan(spec: &BundleSpec) -> anyhow::Result<Layout> {
         files.insert(name.clone(), sha(b));
         outer.push((name, Content::Bytes(b.clone())));
     }
+    if let Some(m) = &spec.manifests {
+        if spec.delta.is_some() {
+            bail!("a manifests bundle cannot be a delta");
+        }
+        manifests_entries(m, &mut files, &mut outer)?;
+    }
     for (n, b) in &small_files {
         files.insert(format!("{IMAGES_TAR}/{n}"), sha(b));
     }
     let bundle_json = BundleJson {
         format_version: if spec.delta.is_some() {
             DELTA_FORMAT_VERSION
+        } else if spec.manifests.is_some() {
+            crate::manifests::MANIFESTS_FORMAT_VERSION
         } else {
             FORMAT_VERSION
         }
@@ -513,6 +524,34 @@ fn referrer_docs<'a>(
         docs.entry(d.digest.clone()).or_insert(d);
     }
     Ok(Some(carried.file_bytes()?))
+}
+
+/// `manifests.json` and `original-manifests/<files, sorted>`, hashed.
+fn manifests_entries(
+    m: &crate::manifests::ManifestsPayload,
+    files: &mut BTreeMap<String, Digest>,
+    outer: &mut Vec<(String, Content)>,
+) -> anyhow::Result<()> {
+    use crate::manifests::{MANIFESTS_DIR, MANIFESTS_JSON};
+    files.insert(MANIFESTS_JSON.to_string(), sha(&m.record));
+    outer.push((MANIFESTS_JSON.to_string(), Content::Bytes(m.record.clone())));
+    let mut tree: Vec<(String, &Vec<u8>)> = Vec::new();
+    let mut seen = BTreeSet::new();
+    for (p, b) in &m.files {
+        let norm = check_entry_name(p)
+            .with_context(|| format!("manifests file {p:?}: refused"))?
+            .with_context(|| format!("manifests file {p:?}: empty path"))?;
+        if !seen.insert(norm.clone()) {
+            bail!("manifests file {p:?} given twice");
+        }
+        tree.push((format!("{MANIFESTS_DIR}{norm}"), b));
+    }
+    tree.sort();
+    for (name, b) in tree {
+        files.insert(name.clone(), sha(b));
+        outer.push((name, Content::Bytes(b.clone())));
+    }
+    Ok(())
 }
 
 /// The `bundle.json` that `begin` would write for `spec` (no I/O).

@@ -309,6 +309,46 @@ pub fn get(text: &str, path: &[Seg]) -> anyhow::Result<Option<String>> {
     })
 }
 
+/// Rewrite the source text of the scalar at `path` (its bytes as written:
+/// quotes or block-scalar body included) with `edit`, leaving every other
+/// byte alone; `None` when `path` does not lead to a scalar. For callers
+/// that swap one token for another inside a value (an image reference in a
+/// script), which keeps the quoting and block style.
+pub fn edit_scalar_source(
+    text: &str,
+    path: &[Seg],
+    edit: impl FnOnce(&str) -> String,
+) -> anyhow::Result<Option<String>> {
+    let doc = Doc::new(text);
+    let Some(root) = doc.root()? else {
+        return Ok(None);
+    };
+    let mut node = &root;
+    for seg in path {
+        node = match (&node.kind, seg) {
+            (Kind::Map { entries, .. }, Seg::Key(k)) => {
+                match entries.iter().find(|(kn, _)| kn.key_str() == Some(k)) {
+                    Some((_, v)) => v,
+                    None => return Ok(None),
+                }
+            }
+            (Kind::Seq { items, .. }, Seg::Index(n)) => match items.get(*n) {
+                Some(v) => v,
+                None => return Ok(None),
+            },
+            _ => return Ok(None),
+        };
+    }
+    if !matches!(node.kind, Kind::Scalar { .. }) {
+        return Ok(None);
+    }
+    let mut out = String::with_capacity(text.len() + 64);
+    out.push_str(&text[..node.start]);
+    out.push_str(&edit(&text[node.start..node.end]));
+    out.push_str(&text[node.end..]);
+    Ok(Some(out))
+}
+
 /// Set the scalar at `path` to the string `value`, creating missing keys.
 /// Returns the new text.
 pub fn set(text: &str, path: &[Seg], value: &str) -> anyhow::Result<String> {

@@ -75,6 +75,8 @@ pub struct BundleManifest {
     pub platforms: Option<Vec<crate::oci::media::Platform>>,
     pub charts: Vec<ChartEntry>,
     pub images: Vec<ImageSource>,
+    /// `spec.manifests`: raw YAML files and kustomize trees.
+    pub manifests: Vec<crate::manifests::ManifestsEntry>,
     /// Credentials for classic chart repos, by chart name (`auth:` of an
     /// entry, or `user:pw@` in its repo URL, which is then removed).
     pub chart_auth: std::collections::BTreeMap<String, ChartRepoAuth>,
@@ -120,6 +122,7 @@ struct RawSpec {
     platforms: Option<RawPlatforms>,
     charts: Option<Vec<RawChart>>,
     images: Option<Vec<RawImage>>,
+    manifests: Option<Vec<crate::manifests::entry::RawManifestsEntry>>,
 }
 
 enum RawPlatforms {
@@ -201,7 +204,7 @@ struct RawRelease {
     namespace: Option<String>,
 }
 
-enum RawImage {
+pub(crate) enum RawImage {
     Reference(String),
     Archive(String),
 }
@@ -259,11 +262,14 @@ impl BundleManifest {
         let platforms = parse_platforms(&doc, spec.platforms)?;
         let (charts, chart_auth) = parse_charts(&doc, spec.charts, &resolve)?;
         let images = parse_images(&doc, spec.images, &resolve)?;
-        if charts.is_empty() && images.is_empty() {
+        let chart_names: Vec<String> = charts.iter().map(|c| c.name.clone()).collect();
+        let manifests =
+            crate::manifests::entry::parse(&doc, spec.manifests, &chart_names, &resolve)?;
+        if charts.is_empty() && images.is_empty() && manifests.is_empty() {
             return Err(doc.error_at(
                 "spec",
                 &[],
-                "nothing to pack: give spec.charts and/or spec.images",
+                "nothing to pack: give spec.charts, spec.manifests and/or spec.images",
             ));
         }
         Ok(BundleManifest {
@@ -273,6 +279,7 @@ impl BundleManifest {
             platforms,
             charts,
             images,
+            manifests,
             chart_auth,
         })
     }
@@ -542,7 +549,7 @@ fn chart_source(
 }
 
 /// `images` of chart entry `at`: references and local archives.
-fn chart_images(
+pub(crate) fn chart_images(
     doc: &Doc,
     at: &str,
     raw_images: Option<Vec<RawImage>>,

@@ -30,6 +30,7 @@ use crate::oci::media::{Descriptor, Platform};
 use crate::oci::registry::{ClientOptions, RegistryClient};
 use crate::progress::Progress;
 
+mod manifests;
 mod package;
 mod plan;
 mod referrers;
@@ -83,6 +84,9 @@ struct PackSummary {
     relocation: Vec<Proof>,
     /// Rendered images that would not be relocated.
     unrelocated: Vec<Miss>,
+    /// Per `spec.manifests` entry: images found and relocated.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    manifests: Vec<manifests::ManifestsSummary>,
 }
 
 #[derive(Debug, Serialize)]
@@ -233,6 +237,15 @@ pub async fn run(args: &PackArgs) -> anyhow::Result<()> {
     for entry in &manifest.charts {
         plans.extend(plan::plan_chart(&ctx, entry, &mut listing, &mut summary).await?);
     }
+    for entry in &manifest.manifests {
+        if ctx.listing_only {
+            listing.manifests.push(manifests::listing(entry)?);
+            continue;
+        }
+        let (p, s) = manifests::plan_manifests(&ctx, entry).await?;
+        summary.manifests.push(s);
+        plans.push(p);
+    }
     if ctx.listing_only {
         return plan::print_listing(&ctx, listing).await;
     }
@@ -245,7 +258,8 @@ pub async fn run(args: &PackArgs) -> anyhow::Result<()> {
     )?;
     plans.extend(plan::images_bundle_plan(&ctx).await?);
     if let Some(against) = &against {
-        for p in &mut plans {
+        // Manifests bundles are always whole (see crate::manifests).
+        for p in plans.iter_mut().filter(|p| p.spec.manifests.is_none()) {
             p.spec.delta = against.plan(&p.spec);
         }
     }

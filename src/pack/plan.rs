@@ -28,6 +28,9 @@ pub(super) struct ImageListing {
     /// By image reference: what refers to it (`--referrers`), listed under it.
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     referrers: BTreeMap<String, Vec<super::referrers::ListedReferrer>>,
+    /// `spec.manifests`
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub(super) manifests: Vec<super::manifests::ManifestsListing>,
 }
 
 #[derive(Debug, Serialize)]
@@ -77,6 +80,7 @@ impl ImageListing {
                 println!("  note: {n}");
             }
         }
+        self.manifests.iter().for_each(|m| m.print_text());
         if !self.images.is_empty() {
             println!("spec.images: {} images", self.images.len());
             self.images.iter().for_each(line);
@@ -269,6 +273,7 @@ async fn chart_bundle_plan(
         blobs,
         delta: None,
         referrers,
+        manifests: None,
     };
     let path = ctx
         .args
@@ -378,6 +383,7 @@ pub(super) async fn images_bundle_plan(
         blobs,
         delta: None,
         referrers,
+        manifests: None,
     };
     let path = ctx.args.output.join(format!(
         "{}-images_{}.bundle.tar",
@@ -401,7 +407,10 @@ fn describe_source(entry: &ChartEntry) -> String {
 }
 
 /// Add the referrers' blob sources (a blob an image has too is kept once).
-fn add_origins(origins: &mut Vec<(Descriptor, BlobOrigin)>, more: Vec<(Descriptor, BlobOrigin)>) {
+pub(super) fn add_origins(
+    origins: &mut Vec<(Descriptor, BlobOrigin)>,
+    more: Vec<(Descriptor, BlobOrigin)>,
+) {
     for (d, o) in more {
         if !origins.iter().any(|(x, _)| x.digest == d.digest) {
             origins.push((d, o));
@@ -411,7 +420,9 @@ fn add_origins(origins: &mut Vec<(Descriptor, BlobOrigin)>, more: Vec<(Descripto
 
 /// Split resolved images into bundle image specs and the blob sources
 /// (deduplicated by digest: every blob is stored once per bundle).
-fn collect(images: &mut Vec<ResolvedImage>) -> (Vec<ImageSpec>, Vec<(Descriptor, BlobOrigin)>) {
+pub(super) fn collect(
+    images: &mut Vec<ResolvedImage>,
+) -> (Vec<ImageSpec>, Vec<(Descriptor, BlobOrigin)>) {
     let mut specs = Vec::new();
     let mut blobs: BTreeMap<Digest, (Descriptor, BlobOrigin)> = BTreeMap::new();
     for img in images.drain(..) {

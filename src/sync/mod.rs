@@ -122,6 +122,12 @@ pub async fn run(args: &SyncArgs) -> anyhow::Result<()> {
     }
     let target_desc = charts::describe_target(&config);
     if args.dry_run {
+        for b in &selected {
+            if let Some(c) = crate::manifests::publish::read_bundle(&b.reader)? {
+                let r = &c.record;
+                println!("manifests {} {} -> {target_desc}", r.name, r.version);
+            }
+        }
         return print_dry_run(args, &selected, &target_desc, summary, started);
     }
 
@@ -187,6 +193,17 @@ pub async fn run(args: &SyncArgs) -> anyhow::Result<()> {
             refused,
         )?;
     }
+
+    // 3c. Manifests trees: relocated, proven and published.
+    let readers: Vec<&BundleReader> = selected.iter().map(|b| &b.reader).collect();
+    let manifests_opts = crate::manifests::publish::SyncOptions {
+        force: args.force,
+        allow_unrelocated: args.allow_unrelocated,
+        dry_run: false,
+    };
+    summary.manifests =
+        crate::manifests::publish::sync_all(&readers, &config, &client, &manifests_opts, &progress)
+            .await?;
 
     // 4. Charts, relocated in step 1.
     let publish_opts = PublishOptions {

@@ -36,6 +36,9 @@ pub struct SyncSummary {
     /// Signatures, attestations, SBOMs pushed after their images.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub referrers: Option<crate::referrers::push::PushReport>,
+    /// Manifests trees relocated and published (crate::manifests).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub manifests: Vec<crate::manifests::publish::ManifestsLine>,
     pub seconds: f64,
 }
 

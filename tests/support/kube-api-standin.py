@@ -17,6 +17,9 @@ helm's. It serves what helm needs and is strict where the real API is strict:
   directives and the merge keys of the built-in types), JSON merge patch,
   JSON patch, and server-side apply (`application/apply-patch+yaml` with a
   fieldManager; JSON bodies only — YAML needs a parser the stdlib lacks);
+- CustomResourceDefinitions (apiextensions.k8s.io/v1 only, checked as the
+  real server checks them): once stored, their served versions are served
+  (discovery, OpenAPI, REST) like the built-in kinds;
 - a controller loop that makes Deployments (with their ReplicaSets),
   StatefulSets, DaemonSets and Jobs ready READY_DELAY seconds after a spec
   change — or never for Deployments/StatefulSets whose labels match the
@@ -49,8 +52,8 @@ from urllib.parse import parse_qs, urlsplit
 READY_DELAY = 1.0
 
 sys.dont_write_bytecode = True  # no __pycache__ in the source tree
-from kube_api_kinds import (AGG_CT, BY_PLURAL, GROUPS, aggregated, api_resource_list,
-                            openapi_gv, openapi_root, strict_fields)
+from kube_api_kinds import (AGG_CT, BY_PLURAL, GROUPS, aggregated, api_resource_list, check_crd,
+                            openapi_gv, openapi_root, serve_crd, strict_fields)
 from kube_api_wire import (ApiError, decode_protobuf, fields_match, json_merge, json_patch, labels_match, now,
                            parse_field_selector, parse_label_selector, status_body, strategic_merge)
 
@@ -76,6 +79,8 @@ class Store:
 
     def _put(self, key, obj, etype):
         self.objects[key] = obj
+        if key[:2] == ("apiextensions.k8s.io", "customresourcedefinitions"):
+            serve_crd(obj)
         self.events.append((int(obj["metadata"]["resourceVersion"]), etype, key, copy.deepcopy(obj)))
         if len(self.events) > 5000:
             del self.events[:1000]
@@ -151,6 +156,8 @@ def validate(obj, res, ns, name=None):
                 base64.b64decode(val, validate=True)
             except Exception:
                 raise ApiError(400, "BadRequest", f"Secret data {k}: illegal base64 data")
+    if kind == "CustomResourceDefinition":
+        check_crd(obj)
     if kind in ("Deployment", "StatefulSet", "DaemonSet", "ReplicaSet"):
         spec = obj.get("spec") or {}
         sel = (spec.get("selector") or {}).get("matchLabels")

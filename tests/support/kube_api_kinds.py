@@ -28,6 +28,7 @@ RESOURCES = [
     ("networking.k8s.io", "v1", "Ingress", "ingresses", True, True),
     ("policy", "v1", "PodDisruptionBudget", "poddisruptionbudgets", True, True),
     ("autoscaling", "v2", "HorizontalPodAutoscaler", "horizontalpodautoscalers", True, True),
+    ("apiextensions.k8s.io", "v1", "CustomResourceDefinition", "customresourcedefinitions", False, True),
 ]
 BY_PLURAL = {(g, v, p): (g, v, k, p, ns, st) for g, v, k, p, ns, st in RESOURCES}
 GROUPS = []
@@ -134,6 +135,52 @@ def strict_fields(obj, kind, q):
     bad = [k for k in obj if k not in allowed] + [f"metadata.{k}" for k in obj.get("metadata", {}) if k not in META_FIELDS]
     if bad:
         raise ApiError(400, "BadRequest", "strict decoding error: " + ", ".join(f'unknown field "{b}"' for b in bad))
+
+
+def check_crd(obj):
+    """What the real API server refuses in an apiextensions.k8s.io/v1 CRD
+    (v1beta1 is not served at all since Kubernetes 1.22)."""
+    spec = obj.get("spec") or {}
+    names = spec.get("names") or {}
+    name = (obj.get("metadata") or {}).get("name")
+    bad = []
+    if not spec.get("group"):
+        bad.append("spec.group: Required value")
+    if not names.get("plural") or not names.get("kind"):
+        bad.append("spec.names.plural, spec.names.kind: Required value")
+    elif name != f"{names['plural']}.{spec.get('group')}":
+        bad.append(f"metadata.name: Invalid value: \"{name}\": must be spec.names.plural+\".\"+spec.group")
+    if spec.get("scope") not in ("Namespaced", "Cluster"):
+        bad.append("spec.scope: Unsupported value")
+    versions = spec.get("versions") or []
+    if not versions:
+        bad.append("spec.versions: Invalid value: must have exactly one version marked as storage version")
+    elif sum(1 for v in versions if v.get("storage")) != 1:
+        bad.append("spec.versions: Invalid value: must have exactly one version marked as storage version")
+    for i, v in enumerate(versions):
+        if not ((v.get("schema") or {}).get("openAPIV3Schema")) and not ((spec.get("validation") or {}).get("openAPIV3Schema")):
+            bad.append(f"spec.versions[{i}].schema.openAPIV3Schema: Required value: schemas are required")
+    if bad:
+        raise ApiError(422, "Invalid", f'CustomResourceDefinition.apiextensions.k8s.io "{name}" is invalid: ' + ", ".join(bad))
+
+
+def serve_crd(obj):
+    """Serve the kinds of a stored CRD, as the real server does once the
+    CRD is established: discovery, OpenAPI and the REST paths."""
+    spec = obj.get("spec") or {}
+    g, names = spec["group"], spec["names"]
+    for v in spec.get("versions") or []:
+        if not v.get("served"):
+            continue
+        entry = (g, v["name"], names["kind"], names["plural"], spec["scope"] == "Namespaced",
+                 "status" in (v.get("subresources") or {}))
+        old = BY_PLURAL.get((g, v["name"], names["plural"]))
+        if old:
+            RESOURCES.remove(old)
+        RESOURCES.append(entry)
+        BY_PLURAL[(g, v["name"], names["plural"])] = entry
+        if (g, v["name"]) not in GROUPS:
+            GROUPS.append((g, v["name"]))
 
 
 AGG_CT = "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList"
