@@ -37,6 +37,9 @@ pub struct DiffReport {
     /// Layers a delta would carry / leave out.
     pub layers_carried: usize,
     pub layers_external: usize,
+    /// Charts added, removed, changed in version or hints.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub charts: Option<crate::diff_charts::ChartDiff>,
 }
 
 #[derive(Debug, Serialize)]
@@ -60,7 +63,8 @@ pub struct ChangedLine {
 pub fn run(args: &DiffArgs) -> anyhow::Result<()> {
     let old = Holdings::load(std::slice::from_ref(&args.old))?;
     let new = Holdings::load(std::slice::from_ref(&args.new))?;
-    let r = diff(&old, &new);
+    let mut r = diff(&old, &new);
+    r.charts = Some(crate::diff_charts::compare(&args.old, &args.new)?);
     let referrers = crate::referrers::describe::diff_paths(&args.old, &args.new)?;
     if args.json {
         let mut v = serde_json::to_value(&r)?;
@@ -77,6 +81,11 @@ pub fn run(args: &DiffArgs) -> anyhow::Result<()> {
     }
     if let Some(rd) = &referrers {
         rd.print();
+    }
+    if let Some(c) = &r.charts {
+        for l in c.lines() {
+            println!("{l}");
+        }
     }
     for a in &r.added {
         println!("+ {}  {}", a.reference, a.digest);

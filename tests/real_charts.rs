@@ -41,22 +41,91 @@ fn write_manifest(dir: &Path, name: &str, chart: &Path, archive: Option<&Path>) 
     p
 }
 
-/// `image:` values of `helm template` output (helm's own rendering).
-fn rendered_images(helm: &Path, chart: &Path) -> Vec<String> {
-    let o = Command::new(helm)
-        .args(["template", "rel"])
+/// `helm template` output without CRDs (their descriptions quote example
+/// images) and without `helm.sh/hook: test` resources (not deployed by
+/// install or upgrade; bundler only warns about them).
+fn rendered_text(helm: &Path, chart: &Path) -> String {
+    rendered_text_with(helm, chart, true)
+}
+
+fn rendered_text_with(helm: &Path, chart: &Path, skip_tests: bool) -> String {
+    let mut cmd = Command::new(helm);
+    cmd.args(["template", "rel"])
         .arg(chart)
-        .args(["--namespace", "apps"])
-        .output()
-        .expect("helm");
+        .args(["--namespace", "apps"]);
+    if skip_tests {
+        cmd.arg("--skip-tests");
+    }
+    let o = cmd.output().expect("helm");
     assert!(
         o.status.success(),
         "{} template: {}",
         helm.display(),
         stderr(&o)
     );
+    stdout(&o)
+        .split("\n---")
+        .filter(|d| !d.contains("\nkind: CustomResourceDefinition"))
+        .collect::<Vec<_>>()
+        .join("\n---")
+}
+
+/// Every carried image the original chart names anywhere (image fields,
+/// args, env, ConfigMap data), and every `repository:` of a custom
+/// resource, must be under `prefix` in the relocated chart's output.
+fn assert_text_relocated(
+    name: &str,
+    original: &str,
+    relocated: &str,
+    carried: &[String],
+    prefix: &str,
+) {
+    for r in carried {
+        let mut forms = vec![r.clone()];
+        if let Some(short) = r.strip_prefix("docker.io/") {
+            forms.push(short.to_string());
+            if let Some(lib) = short.strip_prefix("library/") {
+                forms.push(lib.to_string());
+            }
+        }
+        let Some(form) = forms.iter().rev().find(|f| original.contains(f.as_str())) else {
+            continue;
+        };
+        let before = original.matches(form.as_str()).count();
+        let mut after = 0;
+        for (i, _) in relocated.match_indices(form.as_str()) {
+            let head = &relocated[..i];
+            let ok = head.ends_with(prefix)
+                || forms.iter().any(|f| {
+                    f != form && head.ends_with(&format!("{prefix}{}", &f[..f.len() - form.len()]))
+                });
+            assert!(
+                ok,
+                "{name}: {form} is rendered outside {prefix}: ...{}",
+                &relocated[i.saturating_sub(80)..(i + form.len()).min(relocated.len())]
+            );
+            after += 1;
+        }
+        assert!(
+            after >= before,
+            "{name}: {form} rendered {before} times, {after} once relocated"
+        );
+    }
+    for line in relocated.lines() {
+        if let Some(v) = line.trim().strip_prefix("repository:") {
+            let v = v.trim().trim_matches('"');
+            assert!(
+                v.starts_with(prefix),
+                "{name}: a rendered repository is not relocated: {line}"
+            );
+        }
+    }
+}
+
+/// `image:` values of `helm template` output (helm's own rendering).
+fn rendered_images(helm: &Path, chart: &Path) -> Vec<String> {
     let mut out = Vec::new();
-    for line in stdout(&o).lines() {
+    for line in rendered_text_with(helm, chart, false).lines() {
         let l = line.trim_start().trim_start_matches("- ").trim_start();
         if let Some(v) = l.strip_prefix("image:") {
             let v = v.trim().trim_matches('"').trim_matches('\'').to_string();
@@ -247,6 +316,13 @@ fn round_trip_dir(chart: &Path, name: &str) -> Outcome {
     let mut rendered = 0;
     let mut distinct_rendered = Vec::new();
     for helm in [support::helm(), helm3()] {
+        assert_text_relocated(
+            name,
+            &rendered_text(&helm, &chart),
+            &rendered_text(&helm, &tgz),
+            &carried,
+            &prefix,
+        );
         let imgs = rendered_images(&helm, &tgz);
         assert!(imgs.len() >= by_helm.len(), "{imgs:?} vs {by_helm:?}");
         for img in &imgs {
@@ -298,15 +374,11 @@ fn round_trip_dir(chart: &Path, name: &str) -> Outcome {
         changed += 1;
         let t = line.trim_start().trim_start_matches("- ");
         let key = t.split(':').next().unwrap();
-        let image_line = [
-            "registry",
-            "repository",
-            "image",
-            "name",
-            "imageRegistry",
-            "tag",
-        ]
-        .contains(&key);
+        let lower = key.to_ascii_lowercase();
+        let image_line = ["registry", "repository", "image", "name", "tag", "hub"]
+            .iter()
+            .any(|k| lower.contains(k))
+            || (key == "allowInsecureImages");
         // Keys inserted to reach a subchart's default (`haproxy:`, `image:`).
         let parent_line = t.ends_with(':') && l.starts_with("> ");
         assert!(
@@ -407,6 +479,112 @@ fn argo_cd_with_vendored_redis_ha_relocates_with_no_misses() {
 fn cert_manager_leaves_out_what_helmignore_lists() {
     let o = round_trip("cert-manager");
     assert_eq!((o.missed, o.rendered), (0, o.relocated));
+}
+
+/// Cilium joins `repository:tag@digest`; its digests are real, so stand-ins
+/// cannot have them: this copy takes the chart's own `useDigest: false`
+/// path (the template then renders `repository:tag`), everything else as
+/// released. The operator's `-generic` suffix is template text.
+#[test]
+fn cilium_relocates_with_no_misses() {
+    let work = tempfile::tempdir().unwrap();
+    let copy = work.path().join("cilium");
+    let o = Command::new("cp")
+        .arg("-r")
+        .arg(real_chart("cilium"))
+        .arg(&copy)
+        .output()
+        .unwrap();
+    assert!(o.status.success());
+    let values = copy.join("values.yaml");
+    let text = std::fs::read_to_string(&values).unwrap();
+    // Off-by-default images keep a digest in values that bundler carries
+    // as it is (it cannot know they would render without it): clear those
+    // pins too, so every carried image can have a stand-in.
+    let text: String = text
+        .replace("useDigest: true", "useDigest: false")
+        .lines()
+        .map(|l| {
+            match l
+                .find("igest: \"sha256:")
+                .or_else(|| l.find("igest: sha256:"))
+            {
+                Some(i) => format!("{}igest: \"\"\n", &l[..i]),
+                None => format!("{l}\n"),
+            }
+        })
+        .collect();
+    std::fs::write(&values, text).unwrap();
+    let o = round_trip_dir(&copy, "cilium");
+    assert_eq!(o.missed, 0);
+    assert!(
+        o.listing
+            .contains("quay.io/cilium/operator-generic:v1.20.0"),
+        "{}",
+        o.listing
+    );
+}
+
+#[test]
+fn rook_ceph_relocates_csi_images_in_a_config_map() {
+    let o = round_trip("rook-ceph");
+    assert_eq!(o.missed, 0);
+    assert!(
+        o.listing.contains("quay.io/cephcsi/cephcsi:v3.17.0"),
+        "{}",
+        o.listing
+    );
+}
+
+#[test]
+fn nginx_gateway_fabric_relocates_the_image_of_its_custom_resource() {
+    let o = round_trip("nginx-gateway-fabric");
+    assert_eq!(o.missed, 0);
+    assert!(
+        o.listing
+            .contains("ghcr.io/nginx/nginx-gateway-fabric/nginx:2.6.7"),
+        "{}",
+        o.listing
+    );
+}
+
+#[test]
+fn opentelemetry_operator_relocates_the_image_in_args() {
+    let o = round_trip("opentelemetry-operator");
+    assert_eq!(o.missed, 0);
+    assert!(
+        o.listing.contains("opentelemetry-collector-k8s:0.158.0"),
+        "{}",
+        o.listing
+    );
+}
+
+#[test]
+fn strimzi_relocates_images_only_in_env() {
+    let o = round_trip("strimzi-kafka-operator");
+    assert_eq!(o.missed, 0);
+    for i in [
+        "kafka:1.2.0-kafka-4.3.1",
+        "kafka-bridge:1.1.0",
+        "maven-builder:1.2.0",
+    ] {
+        assert!(
+            o.listing.contains(&format!("quay.io/strimzi/{i}")),
+            "{i}: {}",
+            o.listing
+        );
+    }
+}
+
+#[test]
+fn dapr_relocates_through_its_global_registry() {
+    let o = round_trip("dapr");
+    assert_eq!(o.missed, 0);
+    assert!(
+        o.listing.contains("ghcr.io/dapr/daprd:1.18.3"),
+        "{}",
+        o.listing
+    );
 }
 
 // ---------------------------------------------------------------------
@@ -605,7 +783,7 @@ fn pack_refuses_a_chart_that_renders_unrelocated_images() {
     );
     assert_eq!(
         v["unrelocated"][0]["location"],
-        "Deployment/leaky containers[1]"
+        "Deployment/leaky containers[1], image field in leaky/templates/deploy.yaml"
     );
     assert!(stderr(&o).contains("--allow-unrelocated"), "{}", stderr(&o));
     assert!(!out.join("leaky_1.0.0.bundle.tar").exists());
@@ -690,7 +868,12 @@ fn dry_run_lists_images_with_origins_and_writes_nothing() {
     assert!(o.status.success(), "{}", stderr(&o));
     let text = stdout(&o);
     assert!(text.contains("docker.io/grafana/grafana:12.3.1"), "{text}");
-    assert!(text.contains("discovered at values path image"), "{text}");
+    assert!(
+        text.contains(
+            "learned by rendering with its values changed: {{ .image.registry }}/{{ .image.repository }}:{{ or .image.tag \"12.3.1\" }}"
+        ),
+        "{text}"
+    );
     assert!(text.contains("rendered by helm template"), "{text}");
     assert!(!work.path().join("out").exists());
 }

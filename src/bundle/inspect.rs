@@ -56,6 +56,10 @@ pub struct InspectReport {
     pub chart_files: usize,
     pub hints: usize,
     pub images: Vec<InspectImage>,
+    /// Images no hint names: carried, but the relocated chart does not
+    /// point at them (see [`super::unhinted`]).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub not_named_by_hints: Vec<String>,
     /// Size of the bundle file.
     pub total_bytes: u64,
     /// Bytes of distinct config/layer blobs (each stored once).
@@ -155,6 +159,7 @@ pub fn inspect(reader: &BundleReader) -> anyhow::Result<InspectReport> {
             .count(),
         hints,
         images,
+        not_named_by_hints: super::unhinted::images_no_hint_names(reader),
         total_bytes,
         unique_blob_bytes,
         image_blob_bytes,
@@ -296,6 +301,15 @@ fn print_report(r: &InspectReport) {
         }
         if let Some(refs) = &img.referrers {
             println!("    {}", refs.line());
+        }
+    }
+    if !r.not_named_by_hints.is_empty() {
+        println!(
+            "not named by any hint ({}; carried, but the relocated chart does not point at them):",
+            r.not_named_by_hints.len()
+        );
+        for i in &r.not_named_by_hints {
+            println!("  {i}");
         }
     }
     if let Some(d) = &r.delta {

@@ -8,6 +8,7 @@ pub mod format;
 pub mod inspect;
 pub mod location;
 pub mod reader;
+pub mod unhinted;
 pub mod verify;
 pub mod writer;
 

@@ -309,7 +309,11 @@ fn index_tar_opts(
                     describe_non_tar(&head)
                 );
             }
-            bail!("{what}: truncated tar header at offset {pos} (archive is {len} bytes)");
+            bail!(
+                "{what}: the file is incomplete: it ends inside a tar header at offset {pos} \
+                 ({len} bytes; at least {} expected): copy it again",
+                pos + 512 + 1024
+            );
         }
         file.read_exact_at(&mut block, base + pos)
             .with_context(|| format!("{what}: reading tar header at offset {pos}"))?;
@@ -386,8 +390,14 @@ fn index_tar_opts(
             .map(|s| s / 512 * 512)
             .context("size overflow")?;
         if data.checked_add(size).is_none_or(|end| end > len) {
+            // A copy cut short (scp, a USB stick pulled early) is by far the
+            // likeliest cause: say so, with the size the complete file has
+            // (exact when this is the last entry, as images.tar is).
+            let expected = data.saturating_add(padded).saturating_add(1024);
             bail!(
-                "{what}: entry {name:?} claims {size} bytes but the archive ends at {len}: refused (truncated or hostile)"
+                "{what}: the file is incomplete: entry {name:?} needs {size} bytes from offset {data}, \
+                 but the file ends at {len} (the complete file is at least {expected} bytes): \
+                 copy it again"
             );
         }
         let next = data + padded;

@@ -58,6 +58,34 @@ fn hash_extent(
     })
 }
 
+/// Blob digest -> `"<role> of <image>"` for every image of the bundle
+/// that refers to it (manifests, configs, layers).
+fn blob_owners(reader: &BundleReader) -> BTreeMap<Digest, Vec<String>> {
+    let mut owners: BTreeMap<Digest, Vec<String>> = BTreeMap::new();
+    let mut add = |d: &Digest, what: String| {
+        let v = owners.entry(d.clone()).or_default();
+        if !v.contains(&what) {
+            v.push(what);
+        }
+    };
+    for img in &reader.images {
+        let r = img.reference.to_string();
+        add(&img.root.digest, format!("manifest of {r}"));
+        for c in &img.children {
+            add(&c.digest, format!("manifest of {r}"));
+        }
+        for b in &img.blobs {
+            let role = if b.media_type.contains("config") {
+                "config"
+            } else {
+                "layer"
+            };
+            add(&b.digest, format!("{role} of {r}"));
+        }
+    }
+    owners
+}
+
 /// Verify one opened bundle. All problems are collected; the error lists
 /// every one, each naming the bundle and the blob digest or file.
 pub fn verify(reader: &BundleReader, progress: &Progress) -> anyhow::Result<VerifyReport> {
@@ -82,6 +110,15 @@ pub fn verify(reader: &BundleReader, progress: &Progress) -> anyhow::Result<Veri
         }
     }
 
+    // Which images each blob belongs to, for the messages.
+    let owners = blob_owners(reader);
+    let of = |d: &Digest| -> String {
+        match owners.get(d) {
+            Some(refs) => format!(" ({})", refs.join(", ")),
+            None => " (no image of this bundle refers to it)".to_string(),
+        }
+    };
+
     // Blobs: every content-addressed file, hashed in parallel.
     let blobs: Vec<(&Digest, Extent)> = reader.blob_index.iter().map(|(d, e)| (d, *e)).collect();
     let total: u64 = blobs.iter().map(|(_, e)| e.size).sum();
@@ -93,9 +130,13 @@ pub fn verify(reader: &BundleReader, progress: &Progress) -> anyhow::Result<Veri
             match hash_extent(reader, *ext, progress, &label) {
                 Ok(got) if &got == *d => None,
                 Ok(got) => Some(format!(
-                    "bundle {bundle}: blob {d} is corrupted: its content has digest {got}"
+                    "bundle {bundle}: blob {d} is corrupted: its content has digest {got}{}",
+                    of(d)
                 )),
-                Err(e) => Some(format!("bundle {bundle}: blob {d}: read error: {e}")),
+                Err(e) => Some(format!(
+                    "bundle {bundle}: blob {d}{}: read error: {e}",
+                    of(d)
+                )),
             }
         })
         .collect();

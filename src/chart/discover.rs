@@ -45,6 +45,9 @@ pub enum ImageOrigin {
     ChartHints { hint: String },
     /// Discovered in the values.
     Values { path: String, hint: String },
+    /// Learned by rendering: the values of `hint` control a rendered image
+    /// (see `learn_controls`).
+    Learned { hint: String },
     /// Rendered by `helm template` (confirms a hint's image).
     Rendered,
     /// Rendered by `helm template`, explained by no hint: carried, but no
@@ -63,6 +66,9 @@ impl std::fmt::Display for ImageOrigin {
             ImageOrigin::ChartHints { hint } => write!(f, "chart .relok8s-images.yaml: {hint}"),
             ImageOrigin::Values { path, hint } => {
                 write!(f, "discovered at values path {path}: {hint}")
+            }
+            ImageOrigin::Learned { hint } => {
+                write!(f, "learned by rendering with its values changed: {hint}")
             }
             ImageOrigin::Rendered => f.write_str("rendered by helm template"),
             ImageOrigin::RenderedOnly => {

@@ -71,11 +71,24 @@ pub enum Segment {
 
 /// Split a template into literal text and placeholders.
 pub fn parse_template(template: &str) -> anyhow::Result<Vec<Segment>> {
+    Ok(parse_template_with_defaults(template)?
+        .into_iter()
+        .map(|(s, _)| s)
+        .collect())
+}
+
+/// [`parse_template`], with the default of each placeholder written
+/// `{{ or .a.b "default" }}` (Go's `or`: the value when it is set and not
+/// empty, else the default). Learned hints use it for values that are
+/// null in `values.yaml` and defaulted inside the chart's templates.
+pub fn parse_template_with_defaults(
+    template: &str,
+) -> anyhow::Result<Vec<(Segment, Option<String>)>> {
     let mut out = Vec::new();
     let mut rest = template;
     while let Some(open) = rest.find("{{") {
         if open > 0 {
-            out.push(Segment::Lit(rest[..open].to_string()));
+            out.push((Segment::Lit(rest[..open].to_string()), None));
         }
         let after = &rest[open + 2..];
         let close = after
@@ -84,15 +97,30 @@ pub fn parse_template(template: &str) -> anyhow::Result<Vec<Segment>> {
         let mut expr = after[..close].trim();
         expr = expr.strip_prefix('-').unwrap_or(expr);
         expr = expr.strip_suffix('-').unwrap_or(expr).trim();
-        out.push(Segment::Ph(parse_path(expr).with_context(|| {
-            format!("hint {template:?}: unsupported expression {{{{ {expr} }}}}")
-        })?));
+        let (expr, default) = match expr.strip_prefix("or ") {
+            Some(e) => {
+                let e = e.trim_start();
+                let (path, lit) = e.split_once(char::is_whitespace).with_context(|| {
+                    format!("hint {template:?}: `or` needs a value path and a quoted default")
+                })?;
+                let lit: String = serde_json::from_str(lit.trim()).with_context(|| {
+                    format!("hint {template:?}: the default of `or {path}` is not a quoted string")
+                })?;
+                (path, Some(lit))
+            }
+            None => (expr, None),
+        };
+        out.push((
+            Segment::Ph(parse_path(expr).with_context(|| {
+                format!("hint {template:?}: unsupported expression {{{{ {expr} }}}}")
+            })?),
+            default,
+        ));
         rest = &after[close + 2..];
     }
     if !rest.is_empty() {
-        out.push(Segment::Lit(rest.to_string()));
+        out.push((Segment::Lit(rest.to_string()), None));
     }
-    // Merge adjacent literals (cannot happen, but keep the invariant).
     Ok(out)
 }
 
@@ -170,25 +198,30 @@ impl Hints {
 
 /// Render one template against merged values.
 pub fn resolve_one(template: &str, values: &Value) -> anyhow::Result<ResolvedHint> {
-    let segs = parse_template(template)?;
+    let segs = parse_template_with_defaults(template)?;
     let mut rendered = String::new();
     let mut spans = Vec::new();
-    for seg in &segs {
+    for (seg, default) in &segs {
         match seg {
             Segment::Lit(s) => rendered.push_str(s),
             Segment::Ph(path) => {
-                let v = lookup(values, path).with_context(|| {
-                    format!(
+                let s = match (lookup(values, path), default) {
+                    (Some(v), Some(d)) => match scalar_string(v) {
+                        Some(s) if !s.is_empty() && s != "false" => s,
+                        _ => d.clone(),
+                    },
+                    (None, Some(d)) => d.clone(),
+                    (Some(v), None) => scalar_string(v).with_context(|| {
+                        format!(
+                            "hint {template:?}: the value .{} is not a single value",
+                            path.join(".")
+                        )
+                    })?,
+                    (None, None) => anyhow::bail!(
                         "hint {template:?}: the value .{} is not set in the chart's values",
                         path.join(".")
-                    )
-                })?;
-                let s = scalar_string(v).with_context(|| {
-                    format!(
-                        "hint {template:?}: the value .{} is not a single value",
-                        path.join(".")
-                    )
-                })?;
+                    ),
+                };
                 let start = rendered.len();
                 rendered.push_str(&s);
                 spans.push((path.clone(), start, rendered.len(), s));
@@ -476,6 +509,29 @@ mod tests {
         assert_eq!(r.reference.to_string(), "docker.io/library/nginx");
         assert_eq!(r.parts[0].role, PartRole::Name);
         assert!(resolve_one("{{ .missing }}", &v).is_err());
+    }
+
+    #[test]
+    fn or_defaults_stand_for_null_and_absent_values() {
+        let v: Value =
+            serde_yaml_ng::from_str("image: {registry: null, repository: acme/app, tag: ''}")
+                .unwrap();
+        let r = resolve_one(
+            "{{ or .image.registry \"docker.io\" }}/{{ .image.repository }}:{{ or .image.tag \"v1.0\" }}/{{ or .global.imageRegistry \"x\" }}",
+            &v,
+        );
+        assert!(r.is_err(), "a trailing path is not a reference");
+        let r = resolve_one(
+            "{{ or .global.imageRegistry \"docker.io\" }}/{{ .image.repository }}:{{ or .image.tag \"v1.0\" }}",
+            &v,
+        )
+        .unwrap();
+        assert_eq!(r.reference.to_string(), "docker.io/acme/app:v1.0");
+        assert_eq!(r.parts[0].path, vec!["global", "imageRegistry"]);
+        assert_eq!(r.parts[0].value, "docker.io");
+        assert_eq!(r.parts[2].role, PartRole::Tag);
+        assert!(parse_template("{{ or .a }}").is_err());
+        assert!(parse_template("{{ or .a b }}").is_err());
     }
 
     #[test]

@@ -14,6 +14,7 @@ use serde::Serialize;
 
 use super::discover::{self, ImageOrigin};
 use super::hints::{Hints, MergedValues};
+use super::learn_controls::Learned;
 use super::Chart;
 use crate::config::manifest::ChartEntry;
 use crate::oci::Reference;
@@ -92,8 +93,25 @@ pub fn plan_chart_images(
     rendered: Option<&[Reference]>,
     manifest_file: &Path,
 ) -> anyhow::Result<ChartImages> {
+    plan_chart_images_learned(entry, chart, base_dir, rendered, None, manifest_file)
+}
+
+/// [`plan_chart_images`] where rendering taught which values control the
+/// rendered images ([`super::learn_controls`]): for a chart with no hints,
+/// the learned templates replace the guessed ones for every image the chart
+/// renders; guesses stay for images it does not render at default values
+/// (off by default) unless they read a value a learned template reads.
+pub fn plan_chart_images_learned(
+    entry: &ChartEntry,
+    chart: &Chart,
+    base_dir: &Path,
+    rendered: Option<&[Reference]>,
+    learned: Option<&Learned>,
+    manifest_file: &Path,
+) -> anyhow::Result<ChartImages> {
     let (hints, source, hints_file, notes, extra) = if let Some(h) = &entry.hints {
         let path = resolve(base_dir, h);
+        crate::paths::require_manifest_path("hints file", &path)?;
         crate::file_kind::check_path(&path, "hints file", false)?;
         let text = std::fs::read_to_string(&path)
             .with_context(|| format!("reading hints file {}", path.display()))?;
@@ -114,14 +132,21 @@ pub fn plan_chart_images(
     } else {
         let d = discover::discover_with_rendered(chart, rendered)
             .with_context(|| format!("discovering images of chart {}", chart.name))?;
-        (
-            d.hints,
-            HintsSource::Discovered,
-            None,
-            d.notes,
-            d.extra_images,
-        )
+        match learned {
+            Some(l) => {
+                let (hints, notes, extra) = combine_learned(chart, d, l, rendered)?;
+                (hints, HintsSource::Discovered, None, notes, extra)
+            }
+            None => (
+                d.hints,
+                HintsSource::Discovered,
+                None,
+                d.notes,
+                d.extra_images,
+            ),
+        }
     };
+    let learned_templates = learned.map(Learned::templates).unwrap_or_default();
     let mut out = ChartImages {
         hints: Hints::default(),
         source: source.clone(),
@@ -141,6 +166,11 @@ pub fn plan_chart_images(
             (HintsSource::Shipped, _) | (HintsSource::Given, None) => ImageOrigin::ChartHints {
                 hint: resolved.template.clone(),
             },
+            (HintsSource::Discovered, _) if learned_templates.contains(&resolved.template) => {
+                ImageOrigin::Learned {
+                    hint: resolved.template.clone(),
+                }
+            }
             (HintsSource::Discovered, _) => ImageOrigin::Values {
                 path: value_path_of(&resolved),
                 hint: resolved.template.clone(),
@@ -177,6 +207,92 @@ pub fn plan_chart_images(
     }
     out.hints = hints;
     Ok(out)
+}
+
+/// Learned templates for rendered images, guessed ones for the rest; the
+/// notes say what no value controls; the extra images are the rendered
+/// ones no hint explains.
+fn combine_learned(
+    chart: &Chart,
+    d: discover::Discovered,
+    learned: &Learned,
+    rendered: Option<&[Reference]>,
+) -> anyhow::Result<(Hints, Vec<String>, Vec<Reference>)> {
+    let merged = MergedValues::of(chart)?;
+    let learned_templates = learned.templates();
+    let mut learned_paths = std::collections::BTreeSet::new();
+    let mut learned_images = Vec::new();
+    for t in &learned_templates {
+        let r = super::hints::resolve_one(t, &merged.values)?;
+        learned_paths.extend(r.parts.iter().map(|p| p.path.clone()));
+        learned_images.push(r.reference);
+    }
+    // Rendered images learning said something about: their guesses go.
+    let rendered_images: Vec<Reference> = learned
+        .sites
+        .iter()
+        .filter(|s| !s.inconclusive)
+        .filter_map(|s| Reference::parse(&s.site.image).ok())
+        .collect();
+    let mut templates = learned_templates.clone();
+    for t in d.hints.templates {
+        let Ok(r) = super::hints::resolve_one(&t, &merged.values) else {
+            continue;
+        };
+        let shadowed = r.parts.iter().any(|p| learned_paths.contains(&p.path))
+            || rendered_images
+                .iter()
+                .any(|i| discover::same_image(i, &r.reference));
+        if !shadowed && !templates.contains(&t) {
+            templates.push(t);
+        }
+    }
+    let hints = Hints { templates };
+    let mut explained = Vec::new();
+    for h in hints.resolve(chart)? {
+        explained.extend(discover::images_of_hint(&merged, &h, rendered));
+    }
+    let mut notes = d.notes;
+    for s in learned.uncontrolled() {
+        if s.image.parse::<Reference>().is_ok_and(|r| {
+            explained.iter().any(|e| discover::same_image(e, &r))
+                && !learned_images.iter().any(|l| discover::same_image(l, &r))
+        }) && learned
+            .sites
+            .iter()
+            .any(|c| c.site.key == s.key && c.inconclusive)
+        {
+            // A guessed hint serves it; the relocation check proves it.
+            continue;
+        }
+        notes.push(format!(
+            "{} ({}, {} in {}): no value controls its registry (a literal in the template){}",
+            s.image,
+            s.location,
+            s.kind,
+            s.source,
+            if s.test_hook {
+                "; a helm.sh/hook: test resource, so only a warning"
+            } else {
+                ""
+            }
+        ));
+    }
+    for s in &learned.sites {
+        if let Some((version, image)) = &s.other_kube_version {
+            notes.push(format!(
+                "{} ({}, {}): its tag follows the cluster version (.Capabilities.KubeVersion), not a value; for Kubernetes {version} the chart renders {image}: pack with --kube-version set to the site's version",
+                s.site.image, s.site.location, s.site.source
+            ));
+        }
+    }
+    let mut extra = Vec::new();
+    for i in rendered.unwrap_or(&[]) {
+        if !explained.iter().any(|e| discover::same_image(e, i)) && !extra.contains(i) {
+            extra.push(i.clone());
+        }
+    }
+    Ok((hints, notes, extra))
 }
 
 /// The values map a hint reads (its placeholders' common prefix).

@@ -95,6 +95,21 @@ pub fn relocate(
         expected.push((template.clone(), new_rendered));
     }
 
+    // Guards that refuse substituted images (Bitnami's
+    // `global.security.allowInsecureImages`) are set with the images.
+    let mut guards = Vec::new();
+    if !writes.is_empty() {
+        for g in super::learn_controls::guard_paths(&merged) {
+            let top = top_level_path(&merged, &g);
+            if !writes.contains_key(&top) {
+                writes.insert(
+                    top.clone(),
+                    ("false".into(), "true".into(), "(guard)".into()),
+                );
+                guards.push(top);
+            }
+        }
+    }
     let mut diff = String::new();
     if !writes.is_empty() {
         let text = match chart.file("values.yaml") {
@@ -121,6 +136,9 @@ pub fn relocate(
                 format_args!("{new:?}")
             ));
         }
+        for g in &guards {
+            text = comment_guard(&text, g);
+        }
         chart.set_file("values.yaml", text.into_bytes());
         // Check: every hint now renders what we meant.
         let merged = MergedValues::of(chart)?;
@@ -139,6 +157,44 @@ pub fn relocate(
         diff.push_str(&repoint_dependencies(chart, source, target)?);
     }
     Ok(Relocation { images, diff })
+}
+
+/// Say why a guard was set, on its line (`allowInsecureImages: true  #
+/// set by bundler: ...`), when the line can be found unambiguously.
+fn comment_guard(text: &str, path: &[Seg]) -> String {
+    let Some(Seg::Key(key)) = path.last() else {
+        return text.to_string();
+    };
+    // yamledit writes the string "true"; a guard is a boolean (schemas
+    // say so).
+    let quoted = format!("{key}: \"true\"");
+    let want = format!("{key}: true");
+    let hits: Vec<usize> = text
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| l.trim() == want || l.trim() == quoted)
+        .map(|(i, _)| i)
+        .collect();
+    if hits.len() != 1 {
+        return text.to_string();
+    }
+    let mut out = String::with_capacity(text.len() + 120);
+    for (i, l) in text.split_inclusive('\n').enumerate() {
+        if i == hits[0] {
+            let (body, nl) = match l.strip_suffix('\n') {
+                Some(b) => (b, "\n"),
+                None => (l, ""),
+            };
+            out.push_str(&body.replace(&quoted, &want));
+            out.push_str(
+                "  # set by bundler: the chart refuses relocated (substituted) images without it",
+            );
+            out.push_str(nl);
+        } else {
+            out.push_str(l);
+        }
+    }
+    out
 }
 
 /// The path in the top-level values.yaml that sets the merged value at
@@ -224,6 +280,12 @@ fn match_segments(
                     }
                     if matches!(part.role, PartRole::Registry) && v == c.new_registry {
                         s += 2;
+                    }
+                    // A bare name that gains a `/` changes meaning in
+                    // charts that take a name with a `/` as a whole
+                    // reference (dapr's `image.name`): keep its shape.
+                    if !part.value.is_empty() && !part.value.contains('/') && v.contains('/') {
+                        s -= 3;
                     }
                     acc.push(v.to_string());
                     go(c, si + 1, pi + 1, e, acc, s);

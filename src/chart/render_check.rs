@@ -19,7 +19,7 @@ use anyhow::Context;
 use serde::Serialize;
 use serde_yaml_ng::Value;
 
-use super::hints::{self, Hints, MergedValues};
+use super::hints::{Hints, MergedValues};
 use super::Chart;
 use crate::bundle::format::ReleaseInfo;
 use crate::oci::reference::RewriteRules;
@@ -29,45 +29,28 @@ use crate::oci::Reference;
 /// never resolves, so nothing can be pulled from it by accident.
 pub const PROBE_REGISTRY: &str = "relocation-check.bundler.invalid";
 
-/// One `image:` field of rendered manifests.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct RenderedImage {
-    /// The text as rendered.
-    pub image: String,
-    /// `Deployment/grafana containers[0]`, `Prometheus/x spec.image`.
-    pub location: String,
-}
+/// One image of rendered manifests (see [`super::find_images`]).
+pub type RenderedImage = super::find_images::ImageSite;
 
 /// The images of `helm template` output.
 #[derive(Clone, Debug, Default)]
 pub struct RenderedManifests {
     pub items: Vec<RenderedImage>,
+    /// The output itself (what learning compares perturbed renders with).
+    pub text: String,
 }
 
 impl RenderedManifests {
-    /// Collect images from a multi-document YAML stream. Documents that are
-    /// not YAML maps are skipped (helm prints only valid YAML, but NOTES and
-    /// comments may be around them).
+    /// Collect images from a multi-document YAML stream: `image:` fields,
+    /// `{repository, tag}` maps, and references in args, env and config.
     pub fn parse(text: &str) -> Self {
-        let mut items = Vec::new();
-        for doc in serde_yaml_ng::Deserializer::from_str(text) {
-            let Ok(v) = <Value as serde::Deserialize>::deserialize(doc) else {
-                continue;
-            };
-            let kind = v.get("kind").and_then(Value::as_str).unwrap_or("?");
-            let name = v
-                .get("metadata")
-                .and_then(|m| m.get("name"))
-                .and_then(hints::scalar_string)
-                .unwrap_or_default();
-            let what = format!("{kind}/{name}");
-            collect(&v, &mut Vec::new(), &what, &mut items);
+        RenderedManifests {
+            items: super::find_images::image_sites(text),
+            text: text.to_string(),
         }
-        RenderedManifests { items }
     }
 
-    /// The images, parsed, each once (unparsable texts are kept out; see
-    /// [`Self::unparsable`]).
+    /// The images, parsed, each once (unparsable texts are kept out).
     pub fn images(&self) -> Vec<Reference> {
         let mut out: Vec<Reference> = Vec::new();
         for i in &self.items {
@@ -78,63 +61,6 @@ impl RenderedManifests {
             }
         }
         out
-    }
-}
-
-/// Every `image` string field at any depth. Containers of workloads
-/// (`spec.template.spec.containers[i].image`, CronJob's jobTemplate, Pods)
-/// are found by the same walk and named by their list and index.
-fn collect(v: &Value, path: &mut Vec<String>, what: &str, out: &mut Vec<RenderedImage>) {
-    match v {
-        Value::Mapping(m) => {
-            for (k, child) in m {
-                let Some(k) = k.as_str() else { continue };
-                if k == "image" {
-                    if let Value::String(s) = child {
-                        if !s.trim().is_empty() {
-                            out.push(RenderedImage {
-                                image: s.trim().to_string(),
-                                location: location(what, path),
-                            });
-                        }
-                        continue;
-                    }
-                }
-                path.push(k.to_string());
-                collect(child, path, what, out);
-                path.pop();
-            }
-        }
-        Value::Sequence(s) => {
-            for (i, child) in s.iter().enumerate() {
-                path.push(format!("[{i}]"));
-                collect(child, path, what, out);
-                path.pop();
-            }
-        }
-        _ => {}
-    }
-}
-
-/// `Deployment/x containers[0]` for workload containers, else the field path.
-fn location(what: &str, path: &[String]) -> String {
-    let n = path.len();
-    for list in ["containers", "initContainers", "ephemeralContainers"] {
-        if n >= 2 && path[n - 2] == list {
-            return format!("{what} {list}{}", path[n - 1]);
-        }
-    }
-    let mut s = String::new();
-    for p in path {
-        if !p.starts_with('[') && !s.is_empty() {
-            s.push('.');
-        }
-        s.push_str(p);
-    }
-    if s.is_empty() {
-        format!("{what} image")
-    } else {
-        format!("{what} {s}.image")
     }
 }
 
@@ -154,6 +80,9 @@ pub fn render_tgz(
         .arg(&path);
     if let Some(ns) = &release.namespace {
         cmd.arg("--namespace").arg(ns);
+    }
+    if let Some(kv) = &release.kube_version {
+        cmd.arg("--kube-version").arg(kv);
     }
     let out = cmd
         .output()
@@ -185,6 +114,8 @@ pub fn render_chart(
 pub struct ReleaseDefaults {
     pub name: Option<String>,
     pub namespace: Option<String>,
+    /// `--kube-version` for `helm template` (`.Capabilities.KubeVersion`).
+    pub kube_version: Option<String>,
 }
 
 impl From<Option<&ReleaseInfo>> for ReleaseDefaults {
@@ -192,6 +123,7 @@ impl From<Option<&ReleaseInfo>> for ReleaseDefaults {
         ReleaseDefaults {
             name: r.map(|r| r.name.clone()),
             namespace: r.and_then(|r| r.namespace.clone()),
+            kube_version: None,
         }
     }
 }
@@ -235,6 +167,10 @@ pub struct Proof {
     /// Of those, relocated and present.
     pub relocated: usize,
     pub misses: Vec<Miss>,
+    /// Unrelocated images of `helm.sh/hook: test` resources: install and
+    /// upgrade do not deploy them, so they are reported, never refused.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<Miss>,
 }
 
 impl Proof {
@@ -249,15 +185,31 @@ impl Proof {
     /// Count one rendered image: relocated when `reason` is `None`, else a
     /// miss (pack and sync judge differently, and record the same way).
     fn record(&mut self, merged: &MergedValues, item: &RenderedImage, reason: Option<String>) {
-        match reason {
-            None => self.relocated += 1,
-            Some(reason) => self.misses.push(Miss {
-                chart: self.chart.clone(),
-                image: item.image.clone(),
-                location: item.location.clone(),
-                values_paths: values_paths_for(merged, &item.image),
-                reason,
-            }),
+        let Some(reason) = reason else {
+            self.relocated += 1;
+            return;
+        };
+        let miss = Miss {
+            chart: self.chart.clone(),
+            image: item.image.clone(),
+            location: if item.source.is_empty() {
+                item.location.clone()
+            } else {
+                format!("{}, {} in {}", item.location, item.kind, item.source)
+            },
+            values_paths: values_paths_for(merged, &item.image),
+            reason,
+        };
+        if item.test_hook {
+            self.warnings.push(Miss {
+                reason: format!(
+                    "{} (a helm.sh/hook: test resource: install and upgrade do not deploy it, so this is only a warning)",
+                    miss.reason
+                ),
+                ..miss
+            });
+        } else {
+            self.misses.push(miss);
         }
     }
 
@@ -265,13 +217,22 @@ impl Proof {
     pub fn summary(&self) -> String {
         match &self.skipped {
             Some(why) => format!("chart {}: relocation check skipped: {why}", self.chart),
-            None => format!(
-                "chart {}: relocation check: {} images rendered, {} relocated, {} missed",
-                self.chart,
-                self.rendered,
-                self.relocated,
-                self.misses.len()
-            ),
+            None => {
+                let mut line = format!(
+                    "chart {}: relocation check: {} images rendered, {} relocated, {} missed",
+                    self.chart,
+                    self.rendered,
+                    self.relocated,
+                    self.misses.len()
+                );
+                if !self.warnings.is_empty() {
+                    line.push_str(&format!(
+                        ", {} in test hooks not relocated (warning)",
+                        self.warnings.len()
+                    ));
+                }
+                line
+            }
         }
     }
 }
@@ -475,6 +436,9 @@ pub async fn prove_all_synced(
         }
         for m in &proof.misses {
             progress.println(format!("  missed: {m}"));
+        }
+        for w in &proof.warnings {
+            eprintln!("warning: {w}");
         }
         misses.extend(proof.misses);
     }

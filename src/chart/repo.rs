@@ -66,8 +66,24 @@ pub async fn fetch_with_auth(
             } else {
                 base_dir.join(p)
             };
-            let meta = std::fs::metadata(&path)
-                .with_context(|| format!("chart {}: reading {}", entry.name, path.display()))?;
+            let meta = match std::fs::metadata(&path) {
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    // Bad manifest input (exit 2), named as it resolved.
+                    return Err(crate::error::input_error(format!(
+                        "chart {}: path {} does not exist (`path:` in a bundle manifest \
+                         is relative to the manifest's directory)",
+                        entry.name,
+                        crate::paths::resolved(
+                            &crate::paths::cwd(),
+                            &crate::paths::resolved(base_dir, p)
+                        )
+                        .display(),
+                    )));
+                }
+                r => {
+                    r.with_context(|| format!("chart {}: reading {}", entry.name, path.display()))?
+                }
+            };
             crate::file_kind::require_file(&path, &meta, "chart path", true)?;
             if meta.is_dir() {
                 let chart = Chart::from_dir(&path)?;

@@ -175,7 +175,7 @@ pub struct SyncConfig {
     pub require_signature_key: Option<PathBuf>,
 }
 
-const HINT: &str = "see the README (bundler sync) for the load-image.yaml schema, and tests/fixtures/configs/ for examples";
+const HINT: &str = "see the README (bundler sync) for the load-image.yaml schema";
 
 // ---- raw schema -------------------------------------------------------------
 

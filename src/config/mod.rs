@@ -4,6 +4,7 @@
 pub mod load_image;
 pub mod manifest;
 mod rewrite_rules;
+mod suggest;
 pub mod yaml;
 
 pub use load_image::SyncConfig;

@@ -248,6 +248,7 @@ impl<'a> Doc<'a> {
                     .map(|l| (l.line(), l.column()))
                     .unwrap_or((1, 1));
                 let msg = clean_message(&inner.to_string(), &key);
+                let msg = super::suggest::unknown_key(&msg).unwrap_or(msg);
                 let key = if key == "." || key.is_empty() {
                     "(top level)".to_string()
                 } else {

@@ -69,6 +69,12 @@ pub struct ArchiveImage {
     pub blobs: Vec<(Descriptor, BlobLocation)>,
     /// True when the manifest was synthesized (legacy docker archive).
     pub synthesized: bool,
+    /// An OCI layout entry named only by a bare word (`ref.name: 1.2.0`,
+    /// no `io.containerd.image.name`): `reference` reads it the Docker way
+    /// (`docker.io/library/1.2.0`), but it is most likely a tag (what
+    /// `skopeo copy ... oci:DIR:1.2.0` writes). Pack matches it against the
+    /// chart's image names by tag (issue 22).
+    pub plain_tag: Option<String>,
 }
 
 /// Files of an archive: name → location.
@@ -236,6 +242,23 @@ fn add_blobs(
     Ok(())
 }
 
+/// `ref.name` when it is a bare tag (what `skopeo copy ... oci:DIR:1.2.0`
+/// and `umoci` write) and nothing else names the image.
+fn plain_tag_name(ann: Option<&std::collections::BTreeMap<String, String>>) -> Option<String> {
+    let ann = ann?;
+    if ann.contains_key(media::ANNOTATION_CONTAINERD_NAME) {
+        return None;
+    }
+    let t = ann.get(media::ANNOTATION_REF_NAME)?;
+    let is_tag = !t.is_empty()
+        && t.len() <= 128
+        && !t.contains(['/', ':', '@'])
+        && t.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
+        && !t.starts_with(['.', '-']);
+    is_tag.then(|| t.clone())
+}
+
 fn open_oci(files: &Files) -> anyhow::Result<Vec<ArchiveImage>> {
     let raw = files.read("index.json")?;
     let manifests = match media::parse(&raw, Some(media::OCI_INDEX))
@@ -246,6 +269,7 @@ fn open_oci(files: &Files) -> anyhow::Result<Vec<ArchiveImage>> {
     };
     let mut out = Vec::new();
     for desc in manifests {
+        let plain_tag = plain_tag_name(desc.annotations.as_ref());
         let reference = reference_from_annotations(desc.annotations.as_ref())
             .with_context(|| format!("{}: index.json entry {}", files.what, desc.digest))?;
         let root = load_doc(files, &desc, "index.json")?;
@@ -296,6 +320,7 @@ fn open_oci(files: &Files) -> anyhow::Result<Vec<ArchiveImage>> {
             missing_children,
             blobs,
             synthesized: false,
+            plain_tag,
         });
     }
     Ok(out)
@@ -394,6 +419,7 @@ fn open_legacy_docker(files: &Files) -> anyhow::Result<Vec<ArchiveImage>> {
                 missing_children: Vec::new(),
                 blobs: blobs.clone(),
                 synthesized: true,
+                plain_tag: None,
             });
         }
     }

@@ -30,6 +30,7 @@ use crate::oci::media::{Descriptor, Platform};
 use crate::oci::registry::{ClientOptions, RegistryClient};
 use crate::progress::Progress;
 
+mod archive_names;
 mod manifests;
 mod package;
 mod plan;
@@ -131,6 +132,11 @@ pub struct PackArgs {
     /// Path of the helm binary used to discover images in rendered templates.
     #[arg(long, env = "BUNDLER_HELM")]
     pub helm: Option<std::path::PathBuf>,
+    /// Kubernetes version for `helm template` (`.Capabilities.KubeVersion`),
+    /// e.g. 1.33.0: images whose tag follows the cluster version render
+    /// as they will on the site.
+    #[arg(long, value_name = "VERSION")]
+    pub kube_version: Option<String>,
     /// Print a JSON summary on stdout.
     #[arg(long)]
     pub json: bool,
@@ -234,8 +240,9 @@ pub async fn run(args: &PackArgs) -> anyhow::Result<()> {
     // the run before bytes move.
     let mut plans: Vec<BundlePlan> = Vec::new();
     let mut listing = plan::ImageListing::default();
-    for entry in &manifest.charts {
-        plans.extend(plan::plan_chart(&ctx, entry, &mut listing, &mut summary).await?);
+    let found = plan::find_all_charts(&ctx, &manifest.charts).await?;
+    for (entry, found) in manifest.charts.iter().zip(found) {
+        plans.extend(plan::plan_chart(&ctx, entry, found, &mut listing, &mut summary).await?);
     }
     for entry in &manifest.manifests {
         if ctx.listing_only {

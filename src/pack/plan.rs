@@ -12,7 +12,8 @@ use super::{BlobOrigin, BundlePlan, PackContext, PackSummary, ResolvedImage};
 use crate::bundle::format::ChartInfo;
 use crate::bundle::writer::{BundleSpec, ImageSpec};
 use crate::chart::discover::ImageOrigin;
-use crate::chart::plan::{plan_chart_images, ChartImages, HintsSource, PlannedImage};
+use crate::chart::learn_controls::{Learned, Renderer};
+use crate::chart::plan::{plan_chart_images_learned, ChartImages, HintsSource, PlannedImage};
 use crate::chart::render_check::{self, ReleaseDefaults, RenderedManifests};
 use crate::chart::Chart;
 use crate::config::manifest::{ChartEntry, ImageSource};
@@ -90,7 +91,7 @@ impl ImageListing {
 }
 
 /// A chart fetched and searched for images, before its images are resolved.
-struct FoundChart {
+pub(super) struct FoundChart {
     chart: Chart,
     tgz: Vec<u8>,
     release: ReleaseDefaults,
@@ -100,15 +101,33 @@ struct FoundChart {
     local: Vec<ResolvedImage>,
 }
 
+/// How many charts are fetched, rendered and learned at once (helm runs
+/// are CPU-bound; a few overlap fetches and renders without crowding).
+const CHARTS_IN_PARALLEL: usize = 4;
+
+/// Fetch, render and learn every chart, a few at a time; in manifest
+/// order, the first failure wins.
+pub(super) async fn find_all_charts(
+    ctx: &PackContext<'_>,
+    entries: &[ChartEntry],
+) -> anyhow::Result<Vec<FoundChart>> {
+    use futures_util::{StreamExt, TryStreamExt};
+    futures_util::stream::iter(entries)
+        .map(|e| find_chart_images(ctx, e))
+        .buffered(CHARTS_IN_PARALLEL)
+        .try_collect()
+        .await
+}
+
 /// Plan one chart's bundle. When only listing, the chart goes into
 /// `listing` instead and nothing is resolved.
 pub(super) async fn plan_chart(
     ctx: &PackContext<'_>,
     entry: &ChartEntry,
+    found: FoundChart,
     listing: &mut ImageListing,
     summary: &mut PackSummary,
 ) -> anyhow::Result<Option<BundlePlan>> {
-    let found = find_chart_images(ctx, entry).await?;
     if ctx.listing_only {
         let (chart, planned) = (&found.chart, &found.planned);
         listing.charts.push(ChartListing {
@@ -146,11 +165,32 @@ async fn find_chart_images(
             manifest.file.display()
         )
     })?;
-    let release = ReleaseDefaults::from(entry.release.as_ref());
-    let rendered = ctx
-        .helm
-        .as_deref()
-        .map(|h| render_check::render_chart(&chart, h, &release));
+    let mut release = ReleaseDefaults::from(entry.release.as_ref());
+    release.kube_version = ctx.args.kube_version.clone();
+    // helm runs off the async threads, so that charts render in parallel.
+    let has_hints = entry.hints.is_some() || chart.file(".relok8s-images.yaml").is_some();
+    let (rendered, learned) = {
+        let (chart, release, helm) = (chart.clone(), release.clone(), ctx.helm.clone());
+        tokio::task::spawn_blocking(move || {
+            let Some(helm) = helm else {
+                return (None, Ok(None));
+            };
+            // One packaged copy serves the render at defaults and learning.
+            let renderer = match Renderer::new(&chart, &helm, &release) {
+                Ok(r) => r,
+                Err(e) => return (Some(Err(e)), Ok(None)),
+            };
+            let rendered = renderer.render(&[]).map(|t| RenderedManifests::parse(&t));
+            let learned = match (&rendered, has_hints) {
+                (Ok(base), false) => learn_chart_controls(renderer, &chart, base).map(Some),
+                _ => Ok(None),
+            };
+            (Some(rendered), learned)
+        })
+        .await
+        .context("rendering the chart")?
+    };
+    let learned = learned?;
     let rendered_images = match &rendered {
         Some(Ok(r)) => Some(r.images()),
         _ => None,
@@ -161,11 +201,12 @@ async fn find_chart_images(
             chart.name, chart.version
         ));
     }
-    let mut planned = plan_chart_images(
+    let mut planned = plan_chart_images_learned(
         entry,
         &chart,
         &ctx.base_dir,
         rendered_images.as_deref(),
+        learned.as_ref(),
         &manifest.file,
     )?;
     // Images the entry's archives provide come from disk; the archives'
@@ -177,7 +218,10 @@ async fn find_chart_images(
         } else {
             ctx.base_dir.join(a)
         };
-        for img in resolve_archive_images(&path, ctx.platforms.as_deref())? {
+        crate::paths::require_manifest_path("image archive", &path)?;
+        let mut imgs = resolve_archive_images(&path, ctx.platforms.as_deref())?;
+        super::archive_names::name_plain_tags(&path, &mut imgs, Some((&chart.name, &planned)))?;
+        for img in imgs {
             planned.add(
                 img.spec.reference.clone(),
                 ImageOrigin::Archive { path: path.clone() },
@@ -185,6 +229,7 @@ async fn find_chart_images(
             local.push(img);
         }
     }
+    super::archive_names::warn_unreferenced(&chart.name, &planned);
     for n in &planned.notes {
         progress.println(format!(
             "chart {}: not expressible as a hint: {n}",
@@ -206,6 +251,41 @@ async fn find_chart_images(
         planned,
         local,
     })
+}
+
+/// For a chart with no hints that renders: which values control each
+/// rendered image, learned by rendering ([`crate::chart::learn_controls`]).
+fn learn_chart_controls(
+    renderer: Renderer,
+    chart: &Chart,
+    base: &RenderedManifests,
+) -> anyhow::Result<Learned> {
+    let started = std::time::Instant::now();
+    let guessed = crate::chart::discover::discover_with_rendered(chart, Some(&base.images()))?;
+    let merged = crate::chart::hints::MergedValues::of(chart)?;
+    let mut hint_paths = Vec::new();
+    for t in &guessed.hints.templates {
+        if let Ok(r) = crate::chart::hints::resolve_one(t, &merged.values) {
+            hint_paths.extend(r.parts.into_iter().map(|p| p.path));
+        }
+    }
+    let learned =
+        crate::chart::learn_controls::learn_with(chart, renderer, &base.text, &hint_paths)
+            .with_context(|| {
+                format!(
+                    "learning the image values of chart {} {}",
+                    chart.name, chart.version
+                )
+            })?;
+    tracing::debug!(
+        "chart {} {}: learned the controls of {} image sites with {} renders in {:?}",
+        chart.name,
+        chart.version,
+        learned.sites.len(),
+        learned.renders,
+        started.elapsed()
+    );
+    Ok(learned)
 }
 
 /// Resolve a chart's images (archives first, then registries), prove the
@@ -230,6 +310,8 @@ async fn chart_bundle_plan(
     for r in &refs {
         match take_local(&mut local, r)? {
             Some(img) => images.push(img),
+            // `repo:tag@sha256:…` and the archive's `repo:tag` are one image.
+            None if super::archive_names::carried_from_archive(&images, r) => {}
             None => {
                 images.push(resolve_registry_image(&ctx.client, r, ctx.platforms.as_deref()).await?)
             }
@@ -251,6 +333,9 @@ async fn chart_bundle_plan(
     }
     for m in &proof.misses {
         progress.println(format!("  missed: {m}"));
+    }
+    for w in &proof.warnings {
+        eprintln!("warning: {w}");
     }
     let (referrers, referrer_blobs) = super::referrers::discover(ctx, &images).await?;
     let (specs, mut blob_origins) = collect(&mut images);
@@ -363,7 +448,10 @@ pub(super) async fn images_bundle_plan(
                 } else {
                     ctx.base_dir.join(path)
                 };
-                images.extend(resolve_archive_images(&path, ctx.platforms.as_deref())?);
+                crate::paths::require_manifest_path("image archive", &path)?;
+                let mut imgs = resolve_archive_images(&path, ctx.platforms.as_deref())?;
+                super::archive_names::name_plain_tags(&path, &mut imgs, None)?;
+                images.extend(imgs);
             }
         }
     }

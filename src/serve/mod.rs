@@ -81,6 +81,9 @@ struct StartLine<'a> {
     url: String,
     images: &'a [index::ServedImage],
     charts: Vec<String>,
+    /// `original` (as packed, not relocated: without --config) or
+    /// `relocated` (for --config's rewrite rules).
+    charts_are: &'static str,
     bundles: Vec<String>,
 }
 
@@ -176,13 +179,26 @@ pub async fn run(args: &ServeArgs) -> anyhow::Result<()> {
             .iter()
             .map(|(n, v)| format!("{n}-{v}"))
             .collect(),
+        charts_are: if config.is_some() {
+            "relocated"
+        } else {
+            "original"
+        },
         bundles: labels,
     };
     if args.json {
         println!("{}", serde_json::to_string(&start)?);
     } else {
+        // Which charts /charts/ holds: without --config they still name
+        // the images' original registries (issue 22).
+        let which = match &args.config {
+            Some(c) => format!("relocated for {}", c.display()),
+            None => "the original charts, not relocated: their images still name their \
+                     original registries; --config load-image.yaml serves them relocated"
+                .to_string(),
+        };
         println!(
-            "serving {} images and {} charts from {} bundles on {}://{} (charts: {}://{}/charts)",
+            "serving {} images and {} charts from {} bundles on {}://{} (charts: {}://{}/charts, {which})",
             start.images.len(),
             start.charts.len(),
             start.bundles.len(),

@@ -246,7 +246,14 @@ fn select_platform(
 /// The bundles of `source.intermediateBundlesPath` (a directory, a bundle
 /// or an offline package; see [`crate::bundle::location`]).
 fn list_bundles(path: &Path) -> anyhow::Result<Vec<BundleLocation>> {
-    let meta = std::fs::metadata(path).with_context(|| format!("source.intermediateBundlesPath {} does not exist (relative paths are from the current directory)", path.display()))?;
+    let meta = std::fs::metadata(path).with_context(|| {
+        format!(
+            "source.intermediateBundlesPath {} does not exist: it resolves to {} \
+             (relative paths are from the current directory, as in charts-syncer)",
+            path.display(),
+            crate::paths::resolved(&crate::paths::cwd(), path).display()
+        )
+    })?;
     crate::file_kind::require_file(path, &meta, "source.intermediateBundlesPath", true)?;
     crate::bundle::location::list_bundles(path)
 }

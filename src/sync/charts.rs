@@ -79,7 +79,8 @@ pub async fn publish_all(
         seen.insert((name.clone(), version.clone()), sum);
         let outcome = crate::chart::repo::publish(target_repo, &chart, &tgz, client, opts)
             .await
-            .with_context(|| format!("publishing chart {name} {version} to {target_desc}"))?;
+            .with_context(|| format!("publishing chart {name} {version} to {target_desc}"))
+            .map_err(|e| name_chart_credentials(e, config))?;
         let outcome_s = match outcome {
             PublishOutcome::Published => "published",
             PublishOutcome::AlreadyPresent => "already present",
@@ -270,25 +271,63 @@ fn synced_chart(
     }
 }
 
-/// The image registry's credentials (`target.containers.auth`), plus the
-/// chart repository's (`target.repo.auth`) for its own host: OCI and
-/// Harbor >= 2.8 chart pushes go through the same registry client.
+/// Credentials by purpose (issue 22): images go up with
+/// `target.containers.auth` (then docker `config.json`); charts pushed
+/// through the registry client (OCI, Harbor >= 2.8) with `target.repo.auth`
+/// for the chart repository's host, even when that host is the image
+/// registry's. A wrong `target.repo.auth` then fails the chart push, naming
+/// that key, instead of the container credentials being used silently.
+/// Without a `target.repo.auth`, chart pushes fall back to the image
+/// credentials (one account for both, as many sites have).
 pub fn credential_store(config: &SyncConfig) -> crate::oci::auth::CredentialStore {
+    config.credential_store()
+}
+
+/// The credentials chart pushes use: see [`credential_store`].
+pub fn chart_credential_store(config: &SyncConfig) -> crate::oci::auth::CredentialStore {
     let mut store = config.credential_store();
-    let Some(repo) = &config.target_repo else {
-        return store;
-    };
-    let host = match repo.kind {
+    if let (Some(auth), Some(host)) = (
+        config.target_repo.as_ref().and_then(|r| r.auth.as_ref()),
+        chart_registry_host(config),
+    ) {
+        store.explicit.insert(host, auth.clone());
+    }
+    store
+}
+
+/// The registry host chart pushes go to (OCI and Harbor targets).
+fn chart_registry_host(config: &SyncConfig) -> Option<String> {
+    let repo = config.target_repo.as_ref()?;
+    match repo.kind {
         RepoKind::Oci => repo.oci_location().map(|l| l.registry),
         RepoKind::Harbor => crate::chart::repo::parse_harbor_url(&repo.url)
             .ok()
             .map(|(_, host, _)| host),
         _ => None,
-    };
-    if let (Some(auth), Some(host)) = (&repo.auth, host) {
-        store.explicit.entry(host).or_insert_with(|| auth.clone());
     }
-    store
+}
+
+/// Say which credentials a refused chart push used (a credential error of
+/// the chart repository names `target.repo.auth`, not the images' ones).
+pub fn name_chart_credentials(err: anyhow::Error, config: &SyncConfig) -> anyhow::Error {
+    if !err
+        .chain()
+        .any(|c| c.downcast_ref::<crate::error::CredentialError>().is_some())
+    {
+        return err;
+    }
+    let which = match config.target_repo.as_ref().and_then(|r| r.auth.as_ref()) {
+        Some(a) => format!(
+            "target.repo.auth (user {:?}) was refused by the chart repository; \
+             fix that password (TARGET_REPO_AUTH_PASSWORD overrides it): \
+             target.containers.auth is used for images only",
+            a.username
+        ),
+        None => "the chart repository refused the image credentials (target.repo.auth is \
+                 not set, so chart pushes use target.containers.auth): set target.repo.auth"
+            .to_string(),
+    };
+    err.context(which)
 }
 
 /// `--auto-create-repository`: Harbor refuses pushes into a project that

@@ -94,8 +94,13 @@ pub async fn run(args: &SyncArgs) -> anyhow::Result<()> {
     crate::interrupt::install("sync");
     crate::interrupt::doing(format!("syncing with {}", args.config.display()));
     let progress = Progress::auto(args.json || args.print_images);
+    progress.counting_acknowledged();
     let platforms = parse_platforms(&args.platform)?;
 
+    // Where relative paths went, when the config is elsewhere (issue 22).
+    for n in crate::paths::config_path_notes(&config) {
+        progress.println(n);
+    }
     // 1. Everything that needs no network.
     let selected = bundles::open_selected(&config, &progress)?;
     if args.verify {
@@ -212,11 +217,13 @@ pub async fn run(args: &SyncArgs) -> anyhow::Result<()> {
         force: args.force,
         auto_create_repository: args.auto_create_repository.unwrap_or(false),
     };
+    // Charts go up with their own credentials (target.repo.auth).
+    let chart_client = chart_client(args, &config)?;
     let published = charts::publish_all(
         &selected,
         prepared,
         &config,
-        &client,
+        &chart_client,
         &publish_opts,
         &progress,
         &mut summary.charts,
@@ -318,6 +325,19 @@ fn registry_client(args: &SyncArgs, config: &SyncConfig) -> anyhow::Result<Regis
             ..env_tuning(ClientOptions::default())
         },
         charts::credential_store(config),
+    )
+}
+
+/// The client chart pushes use: same transport, the chart repository's
+/// credentials (`charts::chart_credential_store`).
+fn chart_client(args: &SyncArgs, config: &SyncConfig) -> anyhow::Result<RegistryClient> {
+    RegistryClient::new(
+        ClientOptions {
+            insecure: args.transport.insecure(),
+            ca_file: args.transport.ca_file.clone(),
+            ..env_tuning(ClientOptions::default())
+        },
+        charts::chart_credential_store(config),
     )
 }
 

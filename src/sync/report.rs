@@ -194,11 +194,17 @@ impl Failures {
         let mut message = headline;
         for (cause, images) in self.grouped() {
             message.push_str(&format!("\n  - {cause}"));
-            if n > 1 || images.len() > 1 {
+            if images.len() > 1 {
+                // The cause is shown once with `<image>` standing for each.
                 message.push_str(&format!(
-                    "\n    ({}: {})",
+                    "\n    ({}: {}{})",
                     count(images.len(), "image", "images"),
-                    list(&images)
+                    list(&images),
+                    if cause.contains("<image>") {
+                        "; `<image>` above stands for each"
+                    } else {
+                        ""
+                    }
                 ));
             }
         }
@@ -214,6 +220,8 @@ impl Failures {
         struct Group {
             shown: Vec<String>,
             images: Vec<String>,
+            /// The first message as it was (naming its image).
+            original: String,
         }
         let mut order: Vec<String> = Vec::new();
         let mut by: BTreeMap<String, Group> = BTreeMap::new();
@@ -225,6 +233,7 @@ impl Failures {
                 Group {
                     shown: Vec::new(),
                     images: Vec::new(),
+                    original: msg.clone(),
                 }
             });
             if !g.shown.contains(&shown) {
@@ -239,10 +248,18 @@ impl Failures {
             .map(|k| {
                 let mut g = by.remove(&k).unwrap();
                 g.images.sort();
-                let text = if g.shown.len() == 1 {
+                let text = if g.images.len() == 1 {
+                    // One image: its own message, naming it (no `<image>`).
+                    g.original.clone()
+                } else if g.shown.len() == 1 {
                     g.shown.into_iter().next().unwrap()
                 } else {
                     k
+                };
+                let text = if text.contains(g.images[0].as_str()) || g.images.len() > 1 {
+                    text
+                } else {
+                    format!("{}: {text}", g.images[0])
                 };
                 (text, g.images)
             })
@@ -338,7 +355,7 @@ mod tests {
         f.pushed = 1;
         let msg = format!("{:#}", f.into_error());
         assert!(
-            msg.contains("- disk full") && msg.contains("- denied"),
+            msg.contains("- r/a:1: disk full") && msg.contains("- r/b:1: denied"),
             "{msg}"
         );
         assert!(
@@ -364,6 +381,60 @@ mod tests {
         assert!(msg.contains(&d) && msg.contains("x.bundle.tar"), "{msg}");
         assert!(msg.contains("no manifest or tag was written"), "{msg}");
         assert!(msg.contains("2 blobs already uploaded"), "{msg}");
+    }
+
+    #[test]
+    fn a_single_failed_image_is_named_never_a_placeholder() {
+        // Blob stage, one image (the old code printed `to <image>`).
+        let img = "127.0.0.1:5000/docker.io/library/demo-sidecar:1.0";
+        let mut f = Failures::new(Stage::Blobs);
+        f.add(
+            img.into(),
+            &anyhow::anyhow!("starting a blob upload: http://127.0.0.1:5000/v2/docker.io/library/demo-sidecar/blobs/uploads/ answered 405")
+                .context(format!("pushing blob sha256:{} to {img}", "89".repeat(32))),
+        );
+        let msg = format!("{:#}", f.into_error());
+        assert!(!msg.contains("<image>"), "{msg}");
+        assert!(msg.contains(&format!("to {img}")), "{msg}");
+        // Plan stage, one image whose message does not name it.
+        let mut f = Failures::new(Stage::Plan);
+        f.add(
+            img.into(),
+            &anyhow::anyhow!("cannot reach registry 127.0.0.1:1"),
+        );
+        let msg = format!("{:#}", f.into_error());
+        assert!(msg.contains(img) && !msg.contains("<image>"), "{msg}");
+        // Two images, two causes: each cause names its own image.
+        let mut f = Failures::new(Stage::Manifests);
+        f.add(
+            "r/a:1".into(),
+            &anyhow::anyhow!("pushing manifest r/a:1: denied"),
+        );
+        f.add(
+            "r/b:1".into(),
+            &anyhow::anyhow!("pushing manifest r/b:1: disk full"),
+        );
+        let msg = format!("{:#}", f.into_error());
+        assert!(!msg.contains("<image>"), "{msg}");
+        assert!(
+            msg.contains("manifest r/a:1: denied") && msg.contains("manifest r/b:1: disk full"),
+            "{msg}"
+        );
+        // Two images, one cause: the placeholder is explained by the list.
+        let mut f = Failures::new(Stage::Manifests);
+        f.add(
+            "r/a:1".into(),
+            &anyhow::anyhow!("pushing manifest r/a:1: denied"),
+        );
+        f.add(
+            "r/b:1".into(),
+            &anyhow::anyhow!("pushing manifest r/b:1: denied"),
+        );
+        let msg = format!("{:#}", f.into_error());
+        assert!(
+            msg.contains("(2 images: r/a:1, r/b:1; `<image>` above stands for each)"),
+            "{msg}"
+        );
     }
 
     #[test]

@@ -278,24 +278,48 @@ async fn preflight_images(
             problems.push_str(&format!("  - {m}\n"));
         }
     }
-    if !unchecked.is_empty() {
+    // One cause (a TLS or connection problem hits every image alike) is
+    // said once, with the images it hit (issue 22).
+    let mut causes: Vec<(String, Vec<String>)> = Vec::new();
+    for (img, cause) in &unchecked {
+        match causes.iter_mut().find(|(c, _)| c == cause) {
+            Some((_, imgs)) => imgs.push(img.clone()),
+            None => causes.push((cause.clone(), vec![img.clone()])),
+        }
+    }
+    for (cause, imgs) in &causes {
         problems.push_str(&format!(
-            "{} image(s) could not be checked:\n",
-            unchecked.len()
+            "{} image(s) could not be checked: {cause}\n",
+            imgs.len()
         ));
-        for m in &unchecked {
+        for m in imgs {
             problems.push_str(&format!("  - {m}\n"));
         }
     }
+    let tls = !causes.is_empty() && causes.iter().all(|(c, _)| c.contains("TLS"));
     if args.force {
         out.say(format!(
             "pre-flight: going on because of --force although\n{problems}"
         ));
-        Ok(missing.into_iter().chain(unchecked).collect())
+        Ok(missing
+            .into_iter()
+            .chain(unchecked.into_iter().map(|(i, c)| format!("{i} ({c})")))
+            .collect())
+    } else if tls && missing.is_empty() {
+        bail!(
+            "pre-flight failed, nothing was changed: {problems}the images were not checked \
+             because of that connection problem: pass --ca-file FILE (the CA that signed the \
+             registry's certificate) or --insecure, or --force to upgrade without checking"
+        )
     } else {
         bail!(
-            "pre-flight failed, nothing was changed: {problems}sync the images first (bundler sync --config {}), \
+            "pre-flight failed, nothing was changed: {problems}{}sync the images first (bundler sync --config {}), \
              or pass --force to upgrade anyway",
+            if tls {
+                "pass --ca-file FILE or --insecure for the TLS problem; "
+            } else {
+                ""
+            },
             args.config.display()
         )
     }
@@ -486,7 +510,7 @@ async fn check_images(
     registry: &str,
     images: &[String],
     out: &Out,
-) -> anyhow::Result<(Vec<String>, Vec<String>)> {
+) -> anyhow::Result<(Vec<String>, Vec<(String, String)>)> {
     let host = registry.split('/').next().unwrap_or(registry);
     let client = RegistryClient::new(
         ClientOptions {
@@ -543,8 +567,15 @@ async fn check_images(
                 missing.push(format!("{img} ({why})"));
             }
             Res::Unchecked(why) => {
-                out.say(format!("  ERROR    {img} ({why})"));
-                unchecked.push(format!("{img} ({why})"));
+                // The cause without the image (said once, below).
+                let cause = why
+                    .strip_prefix(&format!("checking manifest {img}: "))
+                    .unwrap_or(&why)
+                    .to_string();
+                out.say(format!(
+                    "  ERROR    {img} (could not be checked: see below)"
+                ));
+                unchecked.push((img, cause));
             }
         }
     }

@@ -55,6 +55,7 @@ pub use referrers::PutManifest;
 pub use stall::{Stalled, DEFAULT_STALL_TIMEOUT, STALL_MIN_BYTES, STALL_TIMEOUT_ENV};
 use transport::CONNECT_TIMEOUT;
 
+mod advice;
 mod blobs;
 mod body;
 mod chunked;

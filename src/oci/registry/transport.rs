@@ -86,7 +86,20 @@ impl TransferError {
                 stalled_advice()
             )))
         } else {
-            anyhow!("{what} failed after {attempts} attempts: {text}")
+            let advice = match self {
+                TransferError::Http(e) if super::advice::is_unreachable(&text) => e
+                    .url()
+                    .map(|u| {
+                        let host = match u.port() {
+                            Some(p) => format!("{}:{p}", u.host_str().unwrap_or("")),
+                            None => u.host_str().unwrap_or("").to_string(),
+                        };
+                        super::advice::unreachable(&host, u.scheme() == "http")
+                    })
+                    .unwrap_or_default(),
+                _ => String::new(),
+            };
+            anyhow!("{what} failed after {attempts} attempts: {text}{advice}")
         }
     }
 }
@@ -361,6 +374,8 @@ impl RegistryClient {
              attempts: {errors}{}",
             if stalled {
                 stalled_advice()
+            } else if super::advice::is_unreachable(&errors) {
+                super::advice::unreachable(host, true)
             } else {
                 String::new()
             }

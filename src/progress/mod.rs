@@ -5,14 +5,19 @@
 //! The total counts only bytes that will move: a verb announces what it
 //! plans to transfer, and a transfer that turns out unnecessary (the blob
 //! appeared in the target meanwhile) takes its bytes back out with
-//! [`Transfer::skip`]. Rate and ETA are computed from moved bytes since the
-//! first one moved, so planning time and skipped blobs do not inflate them.
+//! [`Transfer::skip`]. Rate and ETA come from the bytes moved in a moving
+//! window ([`rate`]), so planning time, skipped blobs and the burst of
+//! filling socket buffers do not skew them. Per-transfer bars show bytes
+//! only: a single upload's rate is the socket buffer's, not the link's.
 use std::io::IsTerminal;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+pub mod rate;
+mod unacked;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Mode {
@@ -39,6 +44,10 @@ struct Inner {
     /// When the first byte moved (rate and ETA count from there).
     first_byte: std::sync::OnceLock<Instant>,
     last_line: Mutex<Instant>,
+    /// Moving-window rate of the total, and when the bar's text was set.
+    window: Mutex<(rate::RateWindow, Option<Instant>)>,
+    /// What the counted bytes are (`sent` for uploads), shown after them.
+    word: std::sync::OnceLock<&'static str>,
 }
 
 impl Progress {
@@ -59,9 +68,11 @@ impl Progress {
             let multi = MultiProgress::with_draw_target(ProgressDrawTarget::stderr_with_hz(8));
             let total = multi.add(ProgressBar::new(0));
             total.set_style(
-                ProgressStyle::with_template("{prefix:>8.bold} [{bar:30}] {bytes}/{total_bytes} {binary_bytes_per_sec} ETA {eta}")
-                    .unwrap()
-                    .progress_chars("=> "),
+                ProgressStyle::with_template(
+                    "{prefix:>8.bold} [{bar:30}] {bytes}/{total_bytes} {msg}",
+                )
+                .unwrap()
+                .progress_chars("=> "),
             );
             total.set_prefix("total");
             (Some(multi), Some(total))
@@ -77,12 +88,57 @@ impl Progress {
                 done_bytes: AtomicU64::new(0),
                 first_byte: std::sync::OnceLock::new(),
                 last_line: Mutex::new(Instant::now()),
+                window: Mutex::new((rate::RateWindow::default(), None)),
+                word: std::sync::OnceLock::new(),
             }),
         }
     }
 
     pub fn mode(&self) -> Mode {
         self.inner.mode
+    }
+
+    /// Uploads: the total counts bytes the registry acknowledged (sent,
+    /// less what waits unacknowledged in this process's socket buffers;
+    /// see [`unacked`]), or says "sent" where that cannot be known. A
+    /// ticker keeps rate and ETA current while the last bytes drain.
+    pub fn counting_acknowledged(&self) {
+        if self.inner.mode == Mode::Quiet {
+            return; // nothing shown (--json): nothing to ask
+        }
+        // The send queues are asked only while something is shown.
+        let word = if unacked::available() {
+            "acknowledged"
+        } else {
+            "sent"
+        };
+        if self.inner.word.set(word).is_ok() && self.inner.mode != Mode::Quiet {
+            let weak = Arc::downgrade(&self.inner);
+            std::thread::spawn(move || loop {
+                std::thread::sleep(Duration::from_millis(250));
+                let Some(inner) = weak.upgrade() else { break };
+                if inner.total.as_ref().is_some_and(|t| t.is_finished()) {
+                    break;
+                }
+                Progress { inner }.advance(0);
+            });
+        }
+    }
+
+    fn acknowledging(&self) -> bool {
+        self.inner.word.get() == Some(&"acknowledged")
+    }
+
+    /// `, ` + rate and ETA of the total now (moving window).
+    fn rate_text(&self, now: Instant, done: u64) -> String {
+        let total = self.inner.total_bytes.load(Ordering::Relaxed);
+        let window = self.inner.window.lock().unwrap();
+        let word = self.inner.word.get().copied().unwrap_or("");
+        let sep = if word.is_empty() { "" } else { " " };
+        format!(
+            "{sep}{word}, {}",
+            rate::rate_and_eta(&window.0, now, total.saturating_sub(done))
+        )
     }
 
     /// Announce `bytes` more work in the total.
@@ -99,7 +155,7 @@ impl Progress {
             let b = m.insert_before(self.inner.total.as_ref().unwrap(), ProgressBar::new(size));
             b.set_style(
                 ProgressStyle::with_template(
-                    "{prefix:>8} {msg:40!} [{bar:20}] {bytes}/{total_bytes} {binary_bytes_per_sec}",
+                    "{prefix:>8} {msg:40!} [{bar:20}] {bytes}/{total_bytes}",
                 )
                 .unwrap()
                 .progress_chars("=> "),
@@ -155,6 +211,9 @@ impl Progress {
     }
 
     fn advance(&self, n: u64) {
+        if n == 0 && self.inner.first_byte.get().is_none() {
+            return; // a tick before anything moved
+        }
         let first = *self.inner.first_byte.get_or_init(|| {
             // The bar's rate and ETA start with the first moved byte, not
             // with the planning before it.
@@ -163,15 +222,54 @@ impl Progress {
             }
             Instant::now()
         });
-        let done = self.inner.done_bytes.fetch_add(n, Ordering::Relaxed) + n;
+        let _ = first;
+        let sent = self.inner.done_bytes.fetch_add(n, Ordering::Relaxed) + n;
+        if self.inner.mode == Mode::Quiet {
+            return; // nothing shown: no rate, no reads of /proc
+        }
+        let now = Instant::now();
+        // The bar's text is set a few times a second, not per chunk; plain
+        // lines (one every 5 s) need a sample a second.
+        let every = match self.inner.mode {
+            Mode::Bars => Duration::from_millis(200),
+            _ => Duration::from_secs(1),
+        };
+        let refresh = {
+            let mut w = self.inner.window.lock().unwrap();
+            let due = w.1.is_none_or(|t| now.duration_since(t) >= every);
+            if due {
+                w.1 = Some(now);
+            }
+            due
+        };
+        if !refresh {
+            return;
+        }
+        let done = if self.acknowledging() {
+            sent.saturating_sub(unacked::unacked_bytes().unwrap_or(0))
+        } else {
+            sent
+        };
+        self.inner.window.lock().unwrap().0.record(now, done);
         if let Some(total) = &self.inner.total {
             total.set_position(done);
+            total.set_message(self.rate_text(now, done));
         } else if self.inner.mode == Mode::Lines {
+            let total = self.inner.total_bytes.load(Ordering::Relaxed);
+            if n == 0 && done >= total {
+                return; // a tick after everything arrived: nothing to say
+            }
             let mut last = self.inner.last_line.lock().unwrap();
             if last.elapsed() >= Duration::from_secs(5) {
                 *last = Instant::now();
                 let total = self.inner.total_bytes.load(Ordering::Relaxed);
-                eprintln!("progress: {}", rate_line(done, total, first.elapsed()));
+                let pct = done.saturating_mul(100).checked_div(total).unwrap_or(100);
+                eprintln!(
+                    "progress: {} of {} ({pct}%){}",
+                    human_bytes(done),
+                    human_bytes(total),
+                    self.rate_text(now, done)
+                );
             }
         }
     }
