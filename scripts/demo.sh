@@ -3,7 +3,8 @@
 # registry this script starts (CNCF distribution, basic auth, on 127.0.0.1):
 #   1. bundler pack   bundle-manifests/example.yaml  -> bundles + offline package
 #   2. bundler sync   --config load-image.yaml        -> images + chart into the registry
-#   3. bundler upgrade demo [--dry-run]               -> backup, diff, pre-flight, the real helm upgrade
+#   3. bundler upgrade demo [--dry-run]               -> backup, diff, pre-flight, the real helm upgrade, its proof
+#      bundler status demo                            -> the release runs exactly the package
 # Then it checks the result with skopeo and helm. Everything lands in ./work-e2e.
 #
 # No Kubernetes cluster can run here, so step 3 runs the real helm against
@@ -99,4 +100,6 @@ helm history demo -n demo-system
 "$BUNDLER" upgrade demo --insecure --backup-dir "$WORK/backups" --timeout 60s
 helm history demo -n demo-system
 helm get values demo -n demo-system
+echo "== what the site runs (bundler status: deployed vs carried vs in the registry, drift)"
+"$BUNDLER" status demo --insecure
 echo "== done: pack -> sync -> upgrade all passed (work files in $WORK)"

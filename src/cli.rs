@@ -34,6 +34,9 @@ pub enum Command {
     /// Back up a release's values, check its images, run helm upgrade, roll back on failure.
     #[command(after_help = UPGRADE_EXAMPLES)]
     Upgrade(crate::upgrade::UpgradeArgs),
+    /// What the site runs: chart versions and images deployed vs carried vs in the registry, and drift.
+    #[command(after_help = STATUS_EXAMPLES)]
+    Status(crate::status::StatusArgs),
     /// Apply a relocated manifests tree (kubectl apply --server-side) after checking its images are in the registry.
     #[command(after_help = APPLY_EXAMPLES)]
     Apply(crate::apply::ApplyArgs),
@@ -51,8 +54,14 @@ pub enum Command {
     Diff(crate::diff::DiffArgs),
     /// Serve the bundles' images (OCI registry API, read-only) and charts (/charts/) straight from the files.
     Serve(crate::serve::ServeArgs),
+    /// Rebuild the missing or damaged volumes of a split offline package from its parity volumes.
+    Repair(crate::package::repair::RepairArgs),
 }
 
+const STATUS_EXAMPLES: &str = "\
+Examples:
+  bundler status                                   # every release the sync record knows
+  bundler status skoala@global skoala-init@worker1 --kubeconfig site.kubeconfig --json";
 const PACK_EXAMPLES: &str = "\
 Examples:
   bundler pack bundle-manifests/example.yaml --output out/
@@ -195,20 +204,23 @@ pub fn main() -> i32 {
         Command::Pack(a) => a.json,
         Command::Sync(a) => a.json,
         Command::Upgrade(a) => a.json,
+        Command::Status(a) => a.json,
         Command::Apply(a) => a.json,
         Command::Inspect(_) | Command::Verify(_) | Command::Serve(_) => false,
-        Command::Inventory(_) | Command::Diff(_) => false,
+        Command::Inventory(_) | Command::Diff(_) | Command::Repair(_) => false,
     };
     let result = match cli.command {
         Command::Pack(a) => runtime().and_then(|rt| rt.block_on(crate::pack::run(&a))),
         Command::Sync(a) => runtime().and_then(|rt| rt.block_on(crate::sync::run(&a))),
         Command::Upgrade(a) => runtime().and_then(|rt| rt.block_on(crate::upgrade::run(&a))),
+        Command::Status(a) => runtime().and_then(|rt| rt.block_on(crate::status::run(&a))),
         Command::Apply(a) => runtime().and_then(|rt| rt.block_on(crate::apply::run(&a))),
         Command::Inspect(a) => crate::bundle::inspect::run(&a),
         Command::Verify(a) => crate::bundle::verify::run(&a),
         Command::Inventory(a) => runtime().and_then(|rt| rt.block_on(crate::inventory::run(&a))),
         Command::Diff(a) => crate::diff::run(&a),
         Command::Serve(a) => runtime().and_then(|rt| rt.block_on(crate::serve::run(&a))),
+        Command::Repair(a) => crate::package::repair::run(&a),
     };
     match result {
         Ok(()) => 0,

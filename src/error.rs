@@ -9,6 +9,9 @@ pub const EXIT_USAGE: i32 = 2;
 pub const EXIT_FAILURE: i32 = 1;
 /// Exit status when an `upgrade` failed and was rolled back.
 pub const EXIT_ROLLED_BACK: i32 = 4;
+/// Exit status when an `upgrade` failed and was NOT put back: the rollback
+/// failed too, or `--no-rollback` left a release that failed its check.
+pub const EXIT_NOT_ROLLED_BACK: i32 = 3;
 
 /// A problem with user input found before anything was changed: a config or
 /// manifest that does not parse or validate. Exit status 2.
@@ -53,6 +56,17 @@ impl fmt::Display for RolledBack {
 }
 impl std::error::Error for RolledBack {}
 
+/// An upgrade failed and the site was not put back (see [`EXIT_NOT_ROLLED_BACK`]).
+#[derive(Debug)]
+pub struct NotRolledBack(pub String);
+
+impl fmt::Display for NotRolledBack {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+impl std::error::Error for NotRolledBack {}
+
 /// Shorthand for returning an [`InputError`].
 pub fn input_error(msg: impl Into<String>) -> anyhow::Error {
     anyhow::Error::new(InputError(msg.into()))
@@ -66,6 +80,9 @@ pub fn exit_code(err: &anyhow::Error) -> i32 {
         }
         if cause.downcast_ref::<RolledBack>().is_some() {
             return EXIT_ROLLED_BACK;
+        }
+        if cause.downcast_ref::<NotRolledBack>().is_some() {
+            return EXIT_NOT_ROLLED_BACK;
         }
     }
     EXIT_FAILURE

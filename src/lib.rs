@@ -9,6 +9,8 @@
 //! - [`bundle`]: the `*.bundle.tar` format: writer, seeking reader/index,
 //!   verification, inspection.
 //! - [`chart`]: chart loading, hints, relocation, packaging, repo targets.
+//! - [`package`]: the offline package: table of contents, signature,
+//!   volumes with parity, free-space checks.
 //! - [`pack`], [`sync`], [`upgrade`], [`inventory`], [`diff`]: one module
 //!   per verb.
 //! - [`atomic_file`], [`interrupt`]: temp files, locks and modes safe for
@@ -19,6 +21,7 @@
 pub mod apply;
 pub mod atomic_file;
 pub mod bundle;
+pub mod carried;
 pub mod chart;
 pub mod cli;
 pub mod config;
@@ -32,11 +35,13 @@ pub mod manifests;
 pub mod oci;
 pub mod outcome;
 pub mod pack;
+pub mod package;
 pub mod paths;
 pub mod progress;
 pub mod referrers;
 pub mod serve;
 pub mod state;
+pub mod status;
 pub mod sync;
 pub mod transfer;
 pub mod upgrade;

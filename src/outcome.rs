@@ -32,6 +32,9 @@ pub fn kind(err: &anyhow::Error) -> &'static str {
         if cause.is::<RolledBack>() {
             return "rolled-back";
         }
+        if cause.is::<crate::error::NotRolledBack>() {
+            return "not-rolled-back";
+        }
         if let Some(f) = cause.downcast_ref::<crate::sync::report::Failed>() {
             return f.kind;
         }

@@ -366,6 +366,13 @@ fn bundle_source(reader: &BundleReader, digest: &Digest) -> anyhow::Result<BlobS
     let extent = reader
         .blob(digest)
         .with_context(|| format!("blob {digest} is not in bundle {}", reader.label))?;
+    if let crate::package::source::PackageFile::Volumes(_) = reader.file() {
+        return Ok(BlobSource::PackageRange {
+            file: std::sync::Arc::new(reader.file().try_clone()?),
+            offset: extent.offset,
+            len: extent.size,
+        });
+    }
     Ok(BlobSource::FileRange {
         path: reader.path.clone(),
         offset: extent.offset,

@@ -455,14 +455,9 @@ fn rollback(major: u32) {
     let err = support::stderr(&out);
     assert!(err.contains(&backup.display().to_string()), "{err}");
     assert!(err.contains("rolled back to revision 2"), "{err}");
-    assert!(
-        err.contains(&format!(
-            "{} rollback web 2 -n shop {}",
-            real_helm(major).display(),
-            site.wait()
-        )),
-        "exact restore command: {err}"
-    );
+    // rolled back: nothing to do by hand, so no commands for it (issue 19)
+    assert!(!err.contains("To restore by hand"), "{err}");
+    assert!(!err.contains("<repo>"), "{err}");
     assert!(err.contains("web stands at revision 4 (deployed)"), "{err}");
     let h = history_of(&site, "web", "shop");
     assert_eq!(h.len(), 4, "{h:?}");
@@ -825,7 +820,17 @@ fn unknown_release_and_missing_inputs() {
     let out = site.bundler(&["upgrade", "other"]);
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
     assert!(
-        support::stderr(&out).contains("no chart known for release other: give --chart"),
+        support::stderr(&out).contains("no synced chart is for release other: ")
+            && support::stderr(&out).contains("demo 0.2.0 (release web)"),
+        "{}",
+        text(&out)
+    );
+    // ... said the same with --install, in the very directory sync ran in (issue 19)
+    let out = site.bundler(&["upgrade", "shop2", "--install"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(
+        support::stderr(&out).contains("no synced chart is for release shop2: ")
+            && !support::stderr(&out).contains("run in the directory"),
         "{}",
         text(&out)
     );
@@ -936,6 +941,16 @@ fn oci_chart_with_credentials(major: u32) {
         }],
     )
     .unwrap();
+    // a dry run prints no path of helm's private config, which is gone after it
+    let out = site.bundler(&["upgrade", "web", "-c", "oci.yaml", "--dry-run"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let said = support::stdout(&out);
+    assert!(!said.contains("bundler-helm-"), "{said}");
+    assert!(
+        said.contains("--registry-config <private dir made at run time>/registry.json"),
+        "{said}"
+    );
+    assert!(!site.dir().join("backups").exists(), "{said}");
     let out = site.bundler(&["-vv", "upgrade", "web", "-c", "oci.yaml"]);
     let all = text(&out);
     assert_eq!(out.status.code(), Some(0), "{all}");
@@ -1300,4 +1315,109 @@ fn two_clusters_one_product_v4() {
 #[test]
 fn two_clusters_one_product_v3() {
     two_clusters(3);
+}
+
+/// What sync would have recorded for demo 0.2.0, except that its bundle
+/// does not carry demo/cron (the chart's template writes that image
+/// itself, `{{ .Values.global.imageRegistry }}/demo/cron:1.0`).
+fn carried_without_cron(site: &Site) {
+    use bundler::carried::{CarriedChart, CarriedImage};
+    let host = site.reg.host();
+    let img = |r: &str| CarriedImage {
+        source: format!("docker.io/{r}"),
+        image: format!("{host}/{r}"),
+        digest: bundler::oci::Digest::of(&site.reg.raw_manifest(r).unwrap()).to_string(),
+    };
+    CarriedChart {
+        name: "demo".into(),
+        version: "0.2.0".into(),
+        bundle: "demo_0.2.0.bundle.tar".into(),
+        images: vec![img("demo/web:1.0"), img("demo/init:1.0")],
+        ..Default::default()
+    }
+    .record(&site.dir().join("load-image.yaml"))
+    .unwrap();
+}
+
+/// helm says done, but the release runs an image the package does not
+/// carry: the post-upgrade check fails the upgrade, which is rolled back
+/// (exit 4), naming the image, where it is, and that no value put it there;
+/// with --no-rollback it stays as helm left it (exit 3).
+#[test]
+fn an_image_the_package_does_not_carry_fails_the_upgrade() {
+    let site = Site::new(4, &[]);
+    carried_without_cron(&site);
+    let host = site.reg.host();
+    let out = site.bundler(&["upgrade", "web", "--json"]);
+    assert_eq!(out.status.code(), Some(4), "{}", text(&out));
+    let err = support::stderr(&out);
+    assert!(err.contains("post-upgrade check of web failed"), "{err}");
+    assert!(
+        err.contains(&format!(
+            "not-carried {host}/demo/cron:1.0 at CronJob/web-cron containers[0]"
+        )),
+        "{err}"
+    );
+    assert!(
+        err.contains("put there by no value: the chart's templates write it"),
+        "{err}"
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let checks = v["releases"][0]["imageChecks"].as_array().unwrap();
+    let result_of = |img: &str| {
+        checks
+            .iter()
+            .find(|c| c["image"] == format!("{host}/{img}"))
+            .map(|c| c["result"].as_str().unwrap().to_string())
+    };
+    assert_eq!(result_of("demo/web:1.0").as_deref(), Some("ok"), "{v}");
+    assert_eq!(
+        result_of("demo/cron:1.0").as_deref(),
+        Some("not-carried"),
+        "{v}"
+    );
+    assert_eq!(v["error"]["exitStatus"], 4, "{v}");
+    let h = history_of(&site, "web", "shop");
+    assert_eq!(h[2], (3, "superseded".into(), "demo-0.2.0".into()), "{h:?}");
+    assert_eq!(h[3], (4, "deployed".into(), "demo-0.1.0".into()), "{h:?}");
+
+    let out = site.bundler(&["upgrade", "web", "--no-rollback"]);
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+    assert!(
+        support::stderr(&out).contains("not rolled back (--no-rollback)"),
+        "{}",
+        text(&out)
+    );
+    assert_eq!(
+        history_of(&site, "web", "shop")[4],
+        (5, "deployed".into(), "demo-0.2.0".into())
+    );
+}
+
+/// The upgrade fails and so does the rollback (the old revision never
+/// becomes ready either): exit 3, the real commands to restore by hand (the
+/// old chart's .tgz beside the new one, not a placeholder). And "release not
+/// found" says which kubeconfig was asked.
+#[test]
+fn a_failed_rollback_exits_3_with_the_commands_to_restore() {
+    let site = Site::new(4, &[]);
+    site.api.never_ready("helm.sh/chart");
+    let out = site.bundler(&["upgrade", "web", "--timeout", "2s"]);
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+    let err = support::stderr(&out);
+    assert!(err.contains("rolling back failed too"), "{err}");
+    assert!(err.contains("To restore by hand"), "{err}");
+    assert!(!err.contains("<repo>"), "{err}");
+    assert!(err.contains(&site.chart_tgz("demo", "0.1.0")), "{err}");
+
+    let out = site.bundler(&["upgrade", "nope"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let kubeconfig = site.api.kubeconfig().display().to_string();
+    assert!(
+        support::stderr(&out).contains(&format!(
+            "not found in any namespace of the current context of kubeconfig {kubeconfig}"
+        )),
+        "{}",
+        text(&out)
+    );
 }

@@ -229,7 +229,21 @@ pub fn run(args: &InspectArgs) -> anyhow::Result<()> {
         println!("{text}");
         return Ok(());
     }
-    for (i, r) in reports.iter().enumerate() {
+    let mut described = Vec::new();
+    for (i, (r, loc)) in reports.iter().zip(&locations).enumerate() {
+        if let super::location::BundleLocation::InPackage {
+            package, volumes, ..
+        } = loc
+        {
+            if !described.contains(package) {
+                described.push(package.clone());
+                let file = match volumes {
+                    Some(v) => crate::package::source::PackageFile::Volumes(v.0.clone()),
+                    None => std::fs::File::open(package)?.into(),
+                };
+                println!("{}\n", crate::package::read::describe(package, file));
+            }
+        }
         if i > 0 {
             println!();
         }

@@ -8,12 +8,13 @@
 //! names only. Nothing is ever written to disk.
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
 use bytes::Bytes;
 use sha2::{Digest as _, Sha256};
+
+use crate::package::source::{PackageFile, ReadAt};
 
 use super::format::{BundleJson, ImageRecord, BUNDLE_JSON, CHART_DIR, HINTS_FILE, IMAGES_TAR};
 use crate::oci::media::{self, Descriptor, Parsed, Platform};
@@ -209,7 +210,12 @@ fn parse_pax(data: &[u8]) -> anyhow::Result<BTreeMap<String, Vec<u8>>> {
 /// headers only (data is skipped by seeking). Every entry is validated;
 /// errors name `what` (the archive) and the entry. Only regular files and
 /// directories are accepted.
-pub fn index_tar(file: &File, base: u64, len: u64, what: &str) -> anyhow::Result<Vec<TarEntry>> {
+pub fn index_tar<F: ReadAt + ?Sized>(
+    file: &F,
+    base: u64,
+    len: u64,
+    what: &str,
+) -> anyhow::Result<Vec<TarEntry>> {
     index_tar_opts(file, base, len, what, max_entries(), false)
 }
 
@@ -226,8 +232,8 @@ pub fn max_entries() -> usize {
 }
 
 /// [`index_tar`] with a custom entry limit.
-pub fn index_tar_limited(
-    file: &File,
+pub fn index_tar_limited<F: ReadAt + ?Sized>(
+    file: &F,
     base: u64,
     len: u64,
     what: &str,
@@ -270,8 +276,8 @@ fn resolve_link(name: &str, target: &str, symbolic: bool) -> anyhow::Result<Stri
 /// inside the archive, and are listed as that file's extent under the
 /// link's name. Links out of the archive, dangling links and link loops are
 /// refused.
-pub fn index_tar_with_links(
-    file: &File,
+pub fn index_tar_with_links<F: ReadAt + ?Sized>(
+    file: &F,
     base: u64,
     len: u64,
     what: &str,
@@ -279,8 +285,8 @@ pub fn index_tar_with_links(
     index_tar_opts(file, base, len, what, max_entries(), true)
 }
 
-fn index_tar_opts(
-    file: &File,
+fn index_tar_opts<F: ReadAt + ?Sized>(
+    file: &F,
     base: u64,
     len: u64,
     what: &str,
@@ -526,8 +532,8 @@ fn index_tar_opts(
 }
 
 /// Stream-hash `size` bytes at `offset` of `file` (1 MiB reads).
-pub fn hash_range(
-    file: &File,
+pub fn hash_range<F: ReadAt + ?Sized>(
+    file: &F,
     offset: u64,
     size: u64,
     buf: &mut Vec<u8>,
@@ -538,8 +544,8 @@ pub fn hash_range(
 }
 
 /// Read `size` bytes at `offset` in 1 MiB chunks, handing each to `f`.
-pub fn hash_range_into(
-    file: &File,
+pub fn hash_range_into<F: ReadAt + ?Sized>(
+    file: &F,
     offset: u64,
     size: u64,
     buf: &mut Vec<u8>,
@@ -679,7 +685,7 @@ pub struct BundleReader {
     /// Digests of docker-archive files that were named by their digest and
     /// not hashed at open (verify checks them).
     pub named_blobs: BTreeSet<Digest>,
-    file: File,
+    file: PackageFile,
 }
 
 impl std::fmt::Debug for BundleReader {
@@ -704,7 +710,7 @@ impl BundleReader {
             .len();
         Self::open_region(
             path,
-            file,
+            file.into(),
             Extent {
                 offset: 0,
                 size: len,
@@ -719,14 +725,25 @@ impl BundleReader {
     /// an absolute offset in the package file, so blobs stream straight
     /// from it and nothing is extracted.
     pub fn open_at(package: &Path, name: &str, region: Extent) -> anyhow::Result<Self> {
-        let what = format!("bundle {name} in {}", package.display());
         let file = File::open(package).with_context(|| format!("opening {}", package.display()))?;
+        Self::open_in(package, file.into(), name, region)
+    }
+
+    /// [`BundleReader::open_at`] on an opened package (a split package's
+    /// volumes read as one stream).
+    pub fn open_in(
+        package: &Path,
+        file: PackageFile,
+        name: &str,
+        region: Extent,
+    ) -> anyhow::Result<Self> {
+        let what = format!("bundle {name} in {}", package.display());
         Self::open_region(package, file, region, Some(name.to_string()), what)
     }
 
     fn open_region(
         path: &Path,
-        file: File,
+        file: PackageFile,
         region: Extent,
         package_entry: Option<String>,
         what: String,
@@ -847,7 +864,7 @@ impl BundleReader {
     }
 
     /// The open bundle file (for positioned reads of blob extents).
-    pub fn file(&self) -> &File {
+    pub fn file(&self) -> &PackageFile {
         &self.file
     }
 

@@ -241,16 +241,62 @@ pub fn verify_path(path: &std::path::Path, progress: &Progress) -> anyhow::Resul
     verify(&reader, progress)
 }
 
-/// The bundles an argument names (a bundle, a package, a directory).
-fn bundles_of(path: &std::path::Path) -> anyhow::Result<Vec<super::location::BundleLocation>> {
-    let found = super::location::list_bundles(path)?;
+/// The bundles an argument names (a bundle, a package, a directory); a
+/// package is checked against its `package.json` first (every member
+/// hashed) and its signature when `check` has a key.
+fn bundles_of(
+    path: &std::path::Path,
+    check: &crate::package::read::PackageCheck,
+) -> anyhow::Result<Vec<super::location::BundleLocation>> {
+    let found = super::location::list_bundles_checked(path, check)?;
     if found.is_empty() {
         bail!(
             "{}: no *.bundle.tar and no offline package in this directory",
             path.display()
         );
     }
+    if let (Some((_, key)), Some(super::location::BundleLocation::File(b))) =
+        (&check.key, found.first())
+    {
+        bail!(
+            "{}: a bundle, not an offline package: only packages are signed (--key {})",
+            b.display(),
+            key.display()
+        );
+    }
     Ok(found)
+}
+
+/// Volumes of split packages that are missing or damaged (read through
+/// parity): verify names them and fails, since the media is not whole.
+fn volume_problems(locations: &[super::location::BundleLocation]) -> Vec<String> {
+    let mut seen = Vec::new();
+    let mut out = Vec::new();
+    for l in locations {
+        if let super::location::BundleLocation::InPackage {
+            volumes: Some(v), ..
+        } = l
+        {
+            if seen
+                .iter()
+                .any(|s: &crate::package::source::SharedVolumes| s == v)
+            {
+                continue;
+            }
+            seen.push(v.clone());
+            let problems = v.0.problems();
+            if !problems.is_empty() {
+                out.push(format!(
+                    "{}: {}; the content is intact through parity: run `bundler repair {}` to write {} back",
+                    v.0.first_volume().display(),
+                    problems.join("; "),
+                    v.0.first_volume().display(),
+                    if problems.len() == 1 { "it" } else { "them" }
+                ));
+            }
+        }
+    }
+    out
 }
 
 #[derive(Serialize)]
@@ -272,6 +318,10 @@ pub struct VerifyArgs {
     /// Print one JSON result per bundle (bundle, ok, report or error) on stdout instead of text.
     #[arg(long)]
     pub json: bool,
+    /// Require offline packages signed by this key (PEM public key as
+    /// openssl writes it, or cosign.pub); checked before anything else.
+    #[arg(long, value_name = "FILE")]
+    pub key: Option<std::path::PathBuf>,
 }
 
 pub fn run(args: &VerifyArgs) -> anyhow::Result<()> {
@@ -281,13 +331,60 @@ pub fn run(args: &VerifyArgs) -> anyhow::Result<()> {
     // Each argument expands to its bundles; an argument that names no
     // bundle at all (missing, not a tar, an empty directory) is one failure.
     let mut total = 0usize;
-    let checks = args.bundles.iter().flat_map(|path| match bundles_of(path) {
-        Ok(locations) => locations
-            .into_iter()
-            .map(|loc| (loc.label(), Ok(loc)))
-            .collect::<Vec<_>>(),
-        Err(e) => vec![(path.display().to_string(), Err(e))],
-    });
+    // Members are hashed after the bundles (below), so that a damaged blob
+    // is named by its bundle and the other bundles still report.
+    let check = crate::package::read::PackageCheck {
+        contents: false,
+        volumes: true,
+        key: match &args.key {
+            Some(k) => Some((
+                crate::package::sign::load_verify_key(k, "--key")
+                    .map_err(|e| crate::error::input_error(format!("{e:#}")))?,
+                k.clone(),
+            )),
+            None => None,
+        },
+    };
+    let mut damaged_volumes = Vec::new();
+    let mut packages: Vec<(
+        std::path::PathBuf,
+        Option<crate::package::source::SharedVolumes>,
+    )> = Vec::new();
+    let checks: Vec<_> = args
+        .bundles
+        .iter()
+        .flat_map(|path| match bundles_of(path, &check) {
+            Ok(locations) => {
+                damaged_volumes.extend(volume_problems(&locations));
+                for l in &locations {
+                    if let super::location::BundleLocation::InPackage {
+                        package, volumes, ..
+                    } = l
+                    {
+                        let p = (package.clone(), volumes.clone());
+                        if !packages.contains(&p) {
+                            packages.push(p);
+                        }
+                    }
+                }
+                if let Some((key, _)) = &check.key {
+                    if !args.json {
+                        println!(
+                            "OK signature of {} ({} key {})",
+                            path.display(),
+                            key.kind(),
+                            key.fingerprint()
+                        );
+                    }
+                }
+                locations
+                    .into_iter()
+                    .map(|loc| (loc.label(), Ok(loc)))
+                    .collect::<Vec<_>>()
+            }
+            Err(e) => vec![(path.display().to_string(), Err(e))],
+        })
+        .collect();
     for (label, loc) in checks {
         total += 1;
         let outcome = loc.and_then(|loc| verify(&loc.open()?, &progress));
@@ -332,7 +429,43 @@ pub fn run(args: &VerifyArgs) -> anyhow::Result<()> {
             }
         }
     }
+    for (package, volumes) in &packages {
+        let file = match volumes {
+            Some(v) => Ok(crate::package::source::PackageFile::Volumes(v.0.clone())),
+            None => std::fs::File::open(package).map(Into::into),
+        };
+        let outcome = file
+            .map_err(anyhow::Error::from)
+            .and_then(|f| crate::package::read::check_member_digests(package, f));
+        if let Err(e) = outcome {
+            failed += 1;
+            total += 1;
+            let msg = format!("{e:#}");
+            if !args.json {
+                eprintln!("FAILED {}: {msg}", package.display());
+            }
+            results.push(JsonResult {
+                bundle: package.display().to_string(),
+                ok: false,
+                report: None,
+                error: Some(msg),
+            });
+        }
+    }
     progress.finish();
+    for d in &damaged_volumes {
+        failed += 1;
+        total += 1;
+        if !args.json {
+            eprintln!("DAMAGED {d}");
+        }
+        results.push(JsonResult {
+            bundle: d.split(": ").next().unwrap_or("").to_string(),
+            ok: false,
+            report: None,
+            error: Some(d.clone()),
+        });
+    }
     if args.json {
         println!("{}", serde_json::to_string_pretty(&results)?);
     }

@@ -554,6 +554,12 @@ fn manifests_entries(
     Ok(())
 }
 
+/// The size of the file `begin` would write for `spec` (no I/O): for the
+/// free-space check before a pack writes anything.
+pub fn planned_size(spec: &BundleSpec) -> anyhow::Result<u64> {
+    Ok(plan(spec)?.plan.size())
+}
+
 /// The `bundle.json` that `begin` would write for `spec` (no I/O).
 pub fn bundle_json_for(spec: &BundleSpec) -> anyhow::Result<BundleJson> {
     Ok(plan(spec)?.bundle_json)
@@ -638,6 +644,17 @@ impl PendingBundle {
         }
         w.finish()
             .with_context(|| format!("copying blob {} from {}", slot.digest, src.display()))
+    }
+
+    /// fsync and keep the temp name: the caller renames every output of
+    /// the run together at its end (and removes the temp file on failure).
+    /// Returns (temp, final).
+    pub fn finish_unrenamed(mut self) -> anyhow::Result<(PathBuf, PathBuf)> {
+        self.file
+            .sync_all()
+            .with_context(|| format!("syncing {}", self.temp_path.display()))?;
+        self.committed = true;
+        Ok((self.temp_path.clone(), self.final_path.clone()))
     }
 
     /// fsync and rename to the final name (after every slot is filled).

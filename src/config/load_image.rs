@@ -173,6 +173,9 @@ pub struct SyncConfig {
     /// `requireSignature.key` (bundler's own key): every image must carry a
     /// valid cosign signature for this public key (relative to the cwd).
     pub require_signature_key: Option<PathBuf>,
+    /// `source.requireSignature` with `source.signatureKey`: the public
+    /// key the offline package must be signed with (issue 21).
+    pub package_signature_key: Option<PathBuf>,
 }
 
 const HINT: &str = "see the README (bundler sync) for the load-image.yaml schema";
@@ -212,6 +215,11 @@ struct RawSource {
     )]
     intermediate_bundles_path: Option<String>,
     containers: Option<RawContainers>,
+    /// Refuse packages not signed by `signatureKey`.
+    #[serde(default)]
+    require_signature: Option<bool>,
+    #[serde(default, deserialize_with = "lenient_string")]
+    signature_key: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -434,6 +442,7 @@ impl SyncConfig {
         let env = |names: &[&str]| -> Option<String> {
             names.iter().find_map(|n| env(n).filter(|v| !v.is_empty()))
         };
+        let package_signature_key = parse_signature_key(&doc, raw.source.as_ref())?;
         let (source, source_containers_registry) = parse_source(&doc, raw.source, &env)?;
         let target = parse_target(&doc, raw.target, &env)?;
         let filters = parse_chart_filters(&doc, raw.charts, raw.skip_charts)?;
@@ -449,6 +458,7 @@ impl SyncConfig {
             skip_images_for: filters.skip_images_for,
             repo_name: target.repo_name,
             require_signature_key: raw.require_signature.map(|r| PathBuf::from(r.key)),
+            package_signature_key,
         })
     }
     /// (`containerPrefixRegistry`, else `containerRegistry`).
@@ -535,6 +545,22 @@ type EnvLookup<'a> = dyn Fn(&[&str]) -> Option<String> + 'a;
 /// Empty or blank values count as unset.
 fn non_empty(s: Option<String>) -> Option<String> {
     s.filter(|v| !v.trim().is_empty())
+}
+
+/// `source.requireSignature` + `source.signatureKey` (a key alone also
+/// requires a signature; `requireSignature: false` turns it off).
+fn parse_signature_key(doc: &Doc, src: Option<&RawSource>) -> anyhow::Result<Option<PathBuf>> {
+    let Some(src) = src else { return Ok(None) };
+    let key = non_empty(src.signature_key.clone());
+    match (src.require_signature, key) {
+        (Some(false), _) | (None, None) => Ok(None),
+        (_, Some(k)) => Ok(Some(PathBuf::from(k))),
+        (Some(true), None) => Err(doc.error_at(
+            "source.requireSignature",
+            &[],
+            "requireSignature: true needs source.signatureKey, the public key (PEM, or cosign.pub) the offline package must be signed with",
+        )),
+    }
 }
 
 /// `source`: exactly one of intermediateBundlesPath, repo. Returns the

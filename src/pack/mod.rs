@@ -160,6 +160,19 @@ pub struct PackArgs {
     /// attestations, SBOMs, OCI referrers): all, signatures only, or none.
     #[arg(long, value_enum, default_value_t = crate::referrers::Mode::All)]
     pub referrers: crate::referrers::Mode,
+    /// Sign package.json with this private key (PEM ECDSA P-256 or Ed25519
+    /// as openssl writes them, or a cosign.key whose password is in
+    /// $COSIGN_PASSWORD or $BUNDLER_SIGN_KEY_PASSWORD).
+    #[arg(long, value_name = "FILE")]
+    pub sign_key: Option<std::path::PathBuf>,
+    /// Write the offline package as numbered volumes of at most SIZE
+    /// (e.g. 4G, 700M) for removable media.
+    #[arg(long, value_name = "SIZE", value_parser = package::parse_size)]
+    pub split: Option<u64>,
+    /// With --split: add K Reed-Solomon parity volumes; any K missing or
+    /// damaged volumes can then be rebuilt.
+    #[arg(long, value_name = "K", requires = "split", value_parser = clap::value_parser!(u16).range(0..=256))]
+    pub parity: Option<u16>,
     #[command(flatten)]
     pub transport: crate::oci::TransportArgs,
 }
@@ -181,6 +194,8 @@ struct PackContext<'a> {
     product: ProductInfo,
     /// Finds what refers to each image (`--referrers`).
     referrers: crate::referrers::discover::Discoverer,
+    /// `--sign-key`, read before any network work.
+    sign_key: Option<crate::package::sign::SigningKey>,
 }
 
 impl<'a> PackContext<'a> {
@@ -222,7 +237,18 @@ impl<'a> PackContext<'a> {
                 version: manifest.version.clone(),
             },
             referrers,
+            sign_key: None,
         })
+    }
+
+    /// `--split` / `--parity`.
+    fn split(&self) -> Option<crate::package::write::Split> {
+        self.args
+            .split
+            .map(|volume_size| crate::package::write::Split {
+                volume_size,
+                parity: self.args.parity.unwrap_or(0) as usize,
+            })
     }
 }
 
@@ -232,8 +258,16 @@ pub async fn run(args: &PackArgs) -> anyhow::Result<()> {
     let platforms = platform_selection(&args.platform, &manifest)?;
     // Read before any network work: a bad --against file fails fast.
     let against = load_against(&args.against)?;
+    // A bad key or a missing password fails before any network work.
+    let sign_key = args
+        .sign_key
+        .as_deref()
+        .map(crate::package::sign::load_signing_key)
+        .transpose()
+        .map_err(|e| crate::error::input_error(format!("{e:#}")))?;
     prepare_output(args)?;
-    let ctx = PackContext::new(args, &manifest, platforms)?;
+    let mut ctx = PackContext::new(args, &manifest, platforms)?;
+    ctx.sign_key = sign_key;
     let mut summary = PackSummary::default();
 
     // Plan every bundle before writing any, so that a bad reference fails
@@ -271,9 +305,11 @@ pub async fn run(args: &PackArgs) -> anyhow::Result<()> {
         }
     }
 
-    let package_members = write::write_bundles(&ctx, plans, &mut summary).await?;
+    package::check_free_space(&ctx, &plans)?;
+    let mut staged = package::Staged::default();
+    write::write_bundles(&ctx, plans, &mut summary, &mut staged).await?;
     ctx.progress.finish();
-    let package = package::write_offline_package(&ctx, &package_members)?;
+    let package = package::write_offline_package(&ctx, staged)?;
     summary.package = Some(package.clone());
     let stats = ctx.client.stats();
     summary.bytes_downloaded = stats.bytes_downloaded;

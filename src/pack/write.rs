@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 
 use anyhow::{bail, Context};
 
-use super::package::write_atomic;
+use super::package::Staged;
 use super::{BlobOrigin, BundlePlan, BundleSummary, PackContext, PackSummary};
 use crate::bundle::writer::{self, BlobSlot, BundleSpec, PendingBundle};
 use crate::chart::plan::HintsSource;
@@ -21,20 +21,21 @@ use crate::progress::Progress;
 /// Blobs already written by this run, shared with the blob tasks.
 type WrittenBlobs = Arc<Mutex<HashMap<Digest, (PathBuf, u64)>>>;
 
-/// Write every planned bundle and the chart archives beside them; returns
-/// the files that go into the offline package.
+/// Write every planned bundle and the chart archives beside them, under
+/// temp names (renamed with the package at the end of the run, issue
+/// 20.14); `staged` collects them.
 pub(super) async fn write_bundles(
     ctx: &PackContext<'_>,
     plans: Vec<BundlePlan>,
     summary: &mut PackSummary,
-) -> anyhow::Result<Vec<PathBuf>> {
-    // digest -> (bundle path, offset) of blobs already written in this run.
+    staged: &mut Staged,
+) -> anyhow::Result<()> {
+    // digest -> (bundle temp path, offset) of blobs already written in this run.
     let written: WrittenBlobs = Arc::default();
-    let mut package_members: Vec<PathBuf> = Vec::new();
     for plan in plans {
-        write_bundle(ctx, plan, &written, summary, &mut package_members).await?;
+        write_bundle(ctx, plan, &written, summary, staged).await?;
     }
-    Ok(package_members)
+    Ok(())
 }
 
 async fn write_bundle(
@@ -42,7 +43,7 @@ async fn write_bundle(
     plan: BundlePlan,
     written: &WrittenBlobs,
     summary: &mut PackSummary,
-    package_members: &mut Vec<PathBuf>,
+    staged: &mut Staged,
 ) -> anyhow::Result<()> {
     let BundlePlan {
         path,
@@ -94,35 +95,23 @@ async fn write_bundle(
     summary.bytes_copied_locally += copied;
     let pending = Arc::try_unwrap(pending)
         .map_err(|_| anyhow::anyhow!("internal: a blob task still holds {}", path.display()))?;
-    let fresh = !path.exists();
-    let final_path = pending.commit()?;
-    if fresh {
-        crate::interrupt::created(&final_path);
-    }
+    let (temp_path, final_path) = pending.finish_unrenamed()?;
+    staged.add(temp_path.clone(), final_path.clone());
     {
         let mut w = written.lock().unwrap();
         for s in &filled {
             w.entry(s.digest.clone())
-                .or_insert((final_path.clone(), s.offset));
+                .or_insert((temp_path.clone(), s.offset));
         }
     }
     progress.println(format!("wrote {}", final_path.display()));
-    summary.bundles.push(bundle_summary(
-        final_path.clone(),
-        &spec,
-        hints,
-        filled.len(),
-    ));
-    package_members.push(final_path);
+    let mut line = bundle_summary(final_path.clone(), &spec, hints, filled.len());
+    line.bytes = std::fs::metadata(&temp_path).map(|m| m.len()).unwrap_or(0);
+    summary.bundles.push(line);
     if let Some((name, tgz)) = chart_archive {
         let p = args.output.join(&name);
-        let fresh = !p.exists();
-        write_atomic(&p, &tgz)?;
-        if fresh {
-            crate::interrupt::created(&p);
-        }
-        summary.chart_archives.push(p.clone());
-        package_members.push(p);
+        staged.write_file(&p, &tgz)?;
+        summary.chart_archives.push(p);
     }
     Ok(())
 }

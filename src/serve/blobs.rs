@@ -11,8 +11,6 @@
 //!
 //! The outcome is remembered per digest, so each blob is hashed once.
 use std::collections::HashMap;
-use std::fs::File;
-use std::os::unix::fs::FileExt;
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
@@ -58,7 +56,13 @@ impl Verifier {
     }
 
     /// Hash the blob now unless it was (one hash however many callers).
-    pub async fn ensure(&self, d: &Digest, file: Arc<File>, loc: BlobLoc, label: &str) -> Outcome {
+    pub async fn ensure(
+        &self,
+        d: &Digest,
+        file: Arc<crate::package::source::PackageFile>,
+        loc: BlobLoc,
+        label: &str,
+    ) -> Outcome {
         let cell = self.cell(d);
         let label = label.to_string();
         let want = d.clone();
@@ -145,7 +149,7 @@ pub fn parse_range(header: Option<&str>, size: u64) -> RangeAsk {
 }
 
 struct Streaming {
-    file: Arc<File>,
+    file: Arc<crate::package::source::PackageFile>,
     pos: u64,
     end: u64,
     check: Option<Check>,
@@ -162,7 +166,7 @@ struct Check {
 /// whole blob is hashed on the way and the last chunk is held back unless
 /// it matches.
 pub fn stream(
-    file: Arc<File>,
+    file: Arc<crate::package::source::PackageFile>,
     offset: u64,
     len: u64,
     check: Option<(Digest, Arc<OnceCell<Outcome>>, String)>,

@@ -5,7 +5,6 @@
 //! One catalog for all bundles: the same image in a chart bundle and in the
 //! image-only bundle is served once; blobs are deduplicated by digest.
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::fs::File;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -18,7 +17,7 @@ use crate::oci::Digest;
 
 /// A bundle file blobs are read from (the bundle, or the package it sits in).
 pub struct SourceFile {
-    pub file: Arc<File>,
+    pub file: Arc<crate::package::source::PackageFile>,
     pub label: String,
 }
 
@@ -169,10 +168,20 @@ pub fn normalize_registry(host: &str) -> String {
 /// The bundles of the command line, in the forms `sync`, `inspect` and
 /// `verify` take: `*.bundle.tar` files, offline packages (read in place),
 /// directories of either.
-pub fn list_bundles(paths: &[PathBuf]) -> anyhow::Result<Vec<BundleLocation>> {
+/// A package is checked whole against its package.json (every member
+/// hashed) first, and signed by `key` when one is required.
+pub fn list_bundles(
+    paths: &[PathBuf],
+    key: Option<(crate::package::sign::VerifyKey, PathBuf)>,
+) -> anyhow::Result<Vec<BundleLocation>> {
     let mut out = Vec::new();
+    let check = crate::package::read::PackageCheck {
+        contents: true,
+        volumes: true,
+        key,
+    };
     for p in paths {
-        out.extend(crate::bundle::location::list_bundles(p)?);
+        out.extend(crate::bundle::location::list_bundles_checked(p, &check)?);
     }
     Ok(out)
 }

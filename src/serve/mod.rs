@@ -118,7 +118,18 @@ pub async fn run(args: &ServeArgs) -> anyhow::Result<()> {
         },
         _ => args.paths.clone(),
     };
-    let locations = index::list_bundles(&paths).map_err(bad_input)?;
+    // source.requireSignature of the config holds for what is served too.
+    let key = match config
+        .as_ref()
+        .and_then(|c| c.package_signature_key.clone())
+    {
+        Some(k) => Some((
+            crate::package::sign::load_verify_key(&k, "source.signatureKey").map_err(bad_input)?,
+            k,
+        )),
+        None => None,
+    };
+    let locations = index::list_bundles(&paths, key).map_err(bad_input)?;
     if locations.is_empty() {
         return Err(crate::error::input_error(format!(
             "no *.bundle.tar found in {}",

@@ -32,7 +32,7 @@ pub fn open_selected(
     progress: &Progress,
 ) -> anyhow::Result<Vec<SelectedBundle>> {
     let locations = match &config.source {
-        Source::Bundles(p) => list_bundles(p)?,
+        Source::Bundles(p) => list_bundles(p, config)?,
         Source::Repo { .. } => bail!(
             "{}: source.repo: syncing straight from a chart repository is not supported by bundler; \
              run `bundler pack` on the connected side and point source.intermediateBundlesPath at the bundles",
@@ -66,6 +66,7 @@ pub fn open_selected(
             .with_context(|| format!("bundle {} was refused; nothing was pushed", reader.label))?;
         selected.push(SelectedBundle { reader, chart });
     }
+    refuse_duplicate_charts(&selected, config)?;
     // Charts need target.repo; image-only products do not.
     let charts: Vec<(String, String)> = selected.iter().filter_map(|b| b.chart.clone()).collect();
     config.chart_target(&charts)?;
@@ -244,8 +245,10 @@ fn select_platform(
 }
 
 /// The bundles of `source.intermediateBundlesPath` (a directory, a bundle
-/// or an offline package; see [`crate::bundle::location`]).
-fn list_bundles(path: &Path) -> anyhow::Result<Vec<BundleLocation>> {
+/// or an offline package; see [`crate::bundle::location`]). A package is
+/// checked whole against its `package.json` (every member hashed) and, when
+/// a key is required, its signature, before anything is pushed.
+fn list_bundles(path: &Path, config: &SyncConfig) -> anyhow::Result<Vec<BundleLocation>> {
     let meta = std::fs::metadata(path).with_context(|| {
         format!(
             "source.intermediateBundlesPath {} does not exist: it resolves to {} \
@@ -255,7 +258,55 @@ fn list_bundles(path: &Path) -> anyhow::Result<Vec<BundleLocation>> {
         )
     })?;
     crate::file_kind::require_file(path, &meta, "source.intermediateBundlesPath", true)?;
-    crate::bundle::location::list_bundles(path)
+    let key = match &config.package_signature_key {
+        Some(k) => Some((
+            crate::package::sign::load_verify_key(k, "signature key")
+                .map_err(|e| crate::error::input_error(format!("{e:#}")))?,
+            k.clone(),
+        )),
+        None => None,
+    };
+    let check = crate::package::read::PackageCheck {
+        contents: true,
+        volumes: true,
+        key,
+    };
+    let found = crate::bundle::location::list_bundles_checked(path, &check)
+        .map_err(|e| e.context("no image was pushed"))?;
+    if let (Some(k), Some(BundleLocation::File(b))) = (&config.package_signature_key, found.first())
+    {
+        bail!(
+            "{}: a signature by {} is required, but {} is a bundle, not a signed offline package: nothing was pushed",
+            config.file.display(),
+            k.display(),
+            b.display()
+        );
+    }
+    Ok(found)
+}
+
+/// One chart version carried twice with different content (issue 20.15):
+/// sync would publish one and fail on (or, with --force, replace it by)
+/// the other. The same bundle content twice is harmless.
+fn refuse_duplicate_charts(selected: &[SelectedBundle], config: &SyncConfig) -> anyhow::Result<()> {
+    let mut items = Vec::new();
+    for b in selected {
+        let Some((name, version)) = &b.chart else {
+            continue;
+        };
+        let digest = b
+            .reader
+            .read_file(BUNDLE_JSON)
+            .ok()
+            .map(|raw| Digest::of(&raw));
+        items.push((b.reader.label.clone(), format!("{name}-{version}"), digest));
+    }
+    crate::package::toc::refuse_duplicate_charts(
+        &format!("{} (nothing was pushed)", source_display(config)),
+        items
+            .iter()
+            .map(|(l, c, d)| (l.as_str(), c.as_str(), d.as_ref())),
+    )
 }
 
 fn source_display(config: &SyncConfig) -> String {

@@ -62,6 +62,7 @@ pub async fn publish_all(
                 chart,
                 tgz,
                 release,
+                carried,
             }),
         ) = (&b.chart, prep)
         else {
@@ -101,6 +102,13 @@ pub async fn publish_all(
             release,
             target_repo,
         ));
+        // what upgrade proves the release runs (stale pins, post-upgrade check)
+        carried.record(&config.file).with_context(|| {
+            format!(
+                "recording what bundle {} carries for {name} {version}",
+                b.reader.label
+            )
+        })?;
     }
     Ok(synced)
 }
@@ -123,6 +131,42 @@ pub struct PreparedChart {
     chart: crate::chart::Chart,
     tgz: Vec<u8>,
     release: Option<crate::bundle::format::ReleaseInfo>,
+    /// Images and image values paths, for `upgrade`.
+    carried: crate::carried::CarriedChart,
+}
+
+/// A LOCAL target gets every chart archive and a new index.yaml: refuse
+/// up front, with both figures, when they do not fit (issue 21).
+pub fn check_local_space(
+    config: &SyncConfig,
+    prepared: &[Option<PreparedChart>],
+) -> anyhow::Result<()> {
+    let Some(repo) = &config.target_repo else {
+        return Ok(());
+    };
+    if repo.kind != crate::config::load_image::RepoKind::Local {
+        return Ok(());
+    }
+    let Some(dir) = &repo.path else { return Ok(()) };
+    let charts: u64 = prepared.iter().flatten().map(|p| p.tgz.len() as u64).sum();
+    if charts == 0 {
+        return Ok(());
+    }
+    // The index is rewritten whole (temp + rename): old size plus ~1 KiB
+    // a chart; the sync state file is small.
+    let index = std::fs::metadata(dir.join("index.yaml")).map_or(0, |m| m.len());
+    let needed = charts + index + 1024 * prepared.len() as u64 + (64 << 10);
+    let mut existing = dir.as_path();
+    while !existing.exists() {
+        match existing.parent() {
+            Some(p) if !p.as_os_str().is_empty() => existing = p,
+            _ => {
+                existing = std::path::Path::new(".");
+                break;
+            }
+        }
+    }
+    crate::package::space::require(existing, needed, "sync into the LOCAL repo")
 }
 
 /// Load, relocate and package the chart of a bundle (None: no chart).
@@ -143,6 +187,7 @@ fn prepare_chart(
     let relocation = relocate_bundle_chart(&b.reader, &mut chart, config, platform_map)
         .with_context(|| format!("relocating chart {name} {version} from {}", b.reader.label))?;
     tracing::debug!("relocated {name} {version}:\n{}", relocation.diff);
+    let carried = crate::carried::CarriedChart::of(&b.reader, &chart, config, platform_map)?;
     let tgz = crate::chart::package::package_tgz(&chart)?;
     let release = b
         .reader
@@ -154,6 +199,7 @@ fn prepare_chart(
         chart,
         tgz,
         release,
+        carried,
     }))
 }
 

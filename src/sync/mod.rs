@@ -76,8 +76,13 @@ pub struct SyncArgs {
     /// anything is pushed (also `requireSignature: {key: ...}` in the config).
     #[arg(long, requires = "key")]
     pub require_signature: bool,
-    /// The cosign public key (cosign.pub, PEM ECDSA P-256) for --require-signature.
-    #[arg(long, value_name = "COSIGN_PUB")]
+    /// Refuse an offline package that is not signed by --key (checked
+    /// offline, before anything is read or pushed).
+    #[arg(long, requires = "key")]
+    pub verify_signature: bool,
+    /// Public key for --verify-signature (PEM P-256/Ed25519, or cosign.pub;
+    /// overrides source.signatureKey) and for --require-signature (cosign.pub).
+    #[arg(long, value_name = "FILE")]
     pub key: Option<std::path::PathBuf>,
     #[command(flatten)]
     pub transport: crate::oci::TransportArgs,
@@ -90,7 +95,11 @@ pub async fn run(args: &SyncArgs) -> anyhow::Result<()> {
             "--concurrency 0: at least one blob must be able to move; use 1 or more",
         ));
     }
-    let config = SyncConfig::load(&args.config)?;
+    let mut config = SyncConfig::load(&args.config)?;
+    // --key alone asks for the check too: a key given is never ignored.
+    if args.verify_signature || args.key.is_some() {
+        config.package_signature_key = args.key.clone();
+    }
     crate::interrupt::install("sync");
     crate::interrupt::doing(format!("syncing with {}", args.config.display()));
     let progress = Progress::auto(args.json || args.print_images);
@@ -108,6 +117,9 @@ pub async fn run(args: &SyncArgs) -> anyhow::Result<()> {
     }
     let chosen = bundles::select_images(&selected, &config, &platforms)?;
     let prepared = charts::prepare_all(&selected, &config, &chosen.platform_map)?;
+    if !args.dry_run && !args.print_images {
+        charts::check_local_space(&config, &prepared)?;
+    }
     let mut summary = SyncSummary {
         dry_run: args.dry_run,
         bundles: selected.iter().map(|b| b.reader.label.clone()).collect(),

@@ -48,6 +48,12 @@ impl Access {
         Ok(self.dir.as_ref().expect("just set").path().to_path_buf())
     }
 
+    /// The private directory, once made (it is removed when the run ends,
+    /// so a dry run must not print it as if it stayed).
+    pub fn private_dir(&self) -> Option<&Path> {
+        self.dir.as_ref().map(|d| d.path())
+    }
+
     /// The flags that let helm fetch `chart` (for `template` and `upgrade`);
     /// may rewrite `chart` (an HTTP repo with credentials is reached by its
     /// name in the private repositories.yaml instead of `--repo URL`).

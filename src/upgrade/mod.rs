@@ -6,8 +6,15 @@
 //! the components of one product (skoala and skoala-init) only work at
 //! matching versions.
 pub mod access;
+pub mod after;
+pub mod cluster;
 pub mod helm;
+pub mod pins;
 pub mod plan;
+pub mod plan_file;
+pub mod proof;
+pub mod record;
+pub mod scoped;
 pub mod values;
 
 use std::io::Write;
@@ -17,7 +24,7 @@ use std::time::Duration;
 use anyhow::bail;
 use serde::Serialize;
 
-use crate::error::{input_error, redact, RolledBack};
+use crate::error::{input_error, redact, NotRolledBack, RolledBack};
 use crate::state::SyncState;
 use helm::{display_command, Helm};
 use plan::{strings, Plan};
@@ -61,10 +68,15 @@ pub struct ReleaseSummary {
     pub values_diff: Vec<String>,
     pub images: Vec<String>,
     pub missing_images: Vec<String>,
+    /// Backed-up values that pinned another image than the bundle carries.
+    pub stale_pins: Vec<pins::StalePin>,
+    /// The post-upgrade check, one entry per image the release runs.
+    pub image_checks: Vec<proof::ImageCheck>,
     pub upgrade_command: String,
-    /// `planned`, `upgraded`, `installed`, `failed`, `rolled-back`,
-    /// `failed-unchanged` (failed before writing a revision),
-    /// `rollback-failed`, `not-started`.
+    /// `planned`, `upgraded`, `installed`, `failed`, `check-failed` (helm
+    /// succeeded, the release does not run the package's images),
+    /// `rolled-back`, `failed-unchanged` (failed before writing a
+    /// revision), `rollback-failed`, `not-started`.
     pub outcome: String,
     /// The revision the release stands at after the run (`None`: not installed).
     pub revision: Option<String>,
@@ -92,7 +104,7 @@ impl Out {
 pub struct UpgradeArgs {
     /// The releases to upgrade, in this order (e.g. skoala skoala-init);
     /// NAME@CONTEXT reaches that release through another kubeconfig context.
-    #[arg(required_unless_present = "all", conflicts_with = "all")]
+    #[arg(required_unless_present_any = ["all", "plan"], conflicts_with_all = ["all", "plan"])]
     pub releases: Vec<String>,
     /// Every chart of the synced package that has a release (with
     /// --install: also those without), in the package's order.
@@ -122,12 +134,24 @@ pub struct UpgradeArgs {
     /// Image registry for global.imageRegistry; default: the sync target's.
     #[arg(long)]
     pub registry: Option<String>,
-    /// Extra helm --set values.
-    #[arg(long = "set", value_name = "K=V")]
+    /// Extra helm --set values; with several releases each names its own: RELEASE:K=V.
+    #[arg(long = "set", value_name = "[RELEASE:]K=V")]
     pub set: Vec<String>,
-    /// Extra helm values files.
-    #[arg(short = 'f', long = "values", value_name = "FILE")]
+    /// Extra helm values files; with several releases each names its own: RELEASE:FILE.
+    #[arg(short = 'f', long = "values", value_name = "[RELEASE:]FILE")]
     pub values: Vec<std::path::PathBuf>,
+    /// An upgrade plan: the releases in order, each with its context and own values (YAML).
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["all", "set", "values"])]
+    pub plan: Option<std::path::PathBuf>,
+    /// Replay backed-up image values that pin another image than the bundle carries.
+    #[arg(long)]
+    pub keep_pinned_images: bool,
+    /// When the post-upgrade check finds images that are not the package's, leave the release as helm left it (exit 3).
+    #[arg(long)]
+    pub no_rollback: bool,
+    /// The kubectl binary that writes bundler's deploy record (also $BUNDLER_KUBECTL).
+    #[arg(long)]
+    pub kubectl: Option<std::path::PathBuf>,
     /// Where values backups are kept.
     #[arg(long, default_value = "backups")]
     pub backup_dir: std::path::PathBuf,
@@ -168,10 +192,16 @@ pub async fn run(args: &UpgradeArgs) -> anyhow::Result<()> {
     out.say(format!("helm {} ({})", helm.version, helm.path.display()));
 
     // ---- steps 1-4 for every release, before any change ----
-    let releases = if args.all {
-        every_synced_release(&helm, &state, args, &out).await?
+    let (releases, own_values) = if let Some(f) = &args.plan {
+        plan_file::load(f)?
     } else {
-        args.releases.clone()
+        let releases = if args.all {
+            every_synced_release(&helm, &state, args, &out).await?
+        } else {
+            args.releases.clone()
+        };
+        let own = scoped::split(&args.set, &args.values, &releases)?;
+        (releases, own)
     };
     let mut cx = plan::RunContext {
         args,
@@ -180,9 +210,18 @@ pub async fn run(args: &UpgradeArgs) -> anyhow::Result<()> {
         out: &out,
         access: access::Access::default(),
     };
-    let plans = make_plans(&mut cx, &helm, &releases).await?;
+    let plans = make_plans(&mut cx, &helm, &releases, &own_values).await?;
     let mut summaries: Vec<ReleaseSummary> = plans.iter().map(summary_of).collect();
     if args.dry_run {
+        // helm's private config dir goes away with this run: name it, not its path
+        if let Some(dir) = cx.access.private_dir() {
+            let dir = dir.to_string_lossy().into_owned();
+            for s in summaries.iter_mut() {
+                s.upgrade_command = s
+                    .upgrade_command
+                    .replace(&dir, "<private dir made at run time>");
+            }
+        }
         for s in &summaries {
             out.say(format!("dry run: would run\n  {}", s.upgrade_command));
         }
@@ -191,44 +230,87 @@ pub async fn run(args: &UpgradeArgs) -> anyhow::Result<()> {
     }
     crate::outcome::record(&summary(args, &helm, "planned", summaries.clone()));
 
-    // ---- 5. upgrade in order; 6. on failure roll back in reverse ----
-    match upgrade_in_order(&plans, &mut summaries, timeout, &out).await? {
+    // ---- 5. upgrade in order, 7. prove each; 6. on failure roll back in reverse ----
+    let after_cx = AfterContext {
+        args,
+        config: config.as_ref(),
+        timeout,
+        out: &out,
+    };
+    match upgrade_in_order(&plans, &mut summaries, &after_cx).await? {
         None => {
             settle(&plans, &mut summaries).await;
             out.say(stand_line(&summaries));
             print_json(args, &helm, "upgraded", summaries)
         }
-        Some((failed, why)) => {
-            let undo = undo_run(&plans, &mut summaries, failed, timeout, &out).await;
+        Some(Failure { index, why, check }) if check && args.no_rollback => {
+            for s in summaries.iter_mut().skip(index + 1) {
+                s.outcome = "not-started".into();
+            }
+            settle(&plans, &mut summaries).await;
+            let stands = stand_line(&summaries);
+            out.say(&stands);
+            crate::outcome::record(&summary(args, &helm, "check-failed", summaries));
+            Err(anyhow::Error::new(NotRolledBack(format!(
+                "post-upgrade check of {} failed: {why}; not rolled back (--no-rollback). {stands}. \
+                 To put it back: {}",
+                plans[index].release,
+                restore_command(&plans[index])
+            ))))
+        }
+        Some(Failure { index, why, check }) => {
+            let undo = undo_run(&plans, &mut summaries, index, timeout, &out).await;
             let outcome = if undo.errors.is_empty() {
                 "rolled-back"
             } else {
                 "failed"
             };
+            // the records of releases put back say so (a rollback is a new revision)
+            for (i, p) in plans.iter().enumerate().take(index + 1) {
+                if summaries[i].outcome == "rolled-back" && p.current.is_some() {
+                    after::record(p, args, "rolled-back", &[], &out).await;
+                }
+            }
             // with --json, cli prints the recorded summary beside the error
             crate::outcome::record(&summary(args, &helm, outcome, summaries));
-            Err(failure_error(&plans, failed, &why, &undo))
+            Err(failure_error(&plans, index, &why, check, &undo))
         }
     }
+}
+
+/// What the steps after each helm upgrade need.
+struct AfterContext<'a> {
+    args: &'a UpgradeArgs,
+    config: Option<&'a crate::config::load_image::SyncConfig>,
+    timeout: Duration,
+    out: &'a Out,
+}
+
+/// The release that failed, why, and whether helm succeeded but the
+/// post-upgrade check did not.
+struct Failure {
+    index: usize,
+    why: String,
+    check: bool,
 }
 
 /// Flag checks that need no cluster; returns `--timeout` as a duration.
 fn check_flags(args: &UpgradeArgs) -> anyhow::Result<Duration> {
     let timeout = helm::parse_duration(&args.timeout)
         .map_err(|e| input_error(format!("--timeout {}: {e:#}", args.timeout)))?;
-    if (args.chart.is_some() || args.version.is_some()) && (args.all || args.releases.len() > 1) {
+    if (args.chart.is_some() || args.version.is_some())
+        && (args.all || args.plan.is_some() || args.releases.len() > 1)
+    {
         return Err(input_error(
             "--chart and --version name one chart: give them with one release only",
         ));
     }
-    for f in &args.values {
-        if !f.is_file() {
-            return Err(input_error(format!(
-                "{}: values file not found (-f)",
-                f.display()
-            )));
-        }
+    if args.no_rollback && args.dry_run {
+        return Err(input_error(
+            "--no-rollback and --dry-run: a dry run changes nothing to roll back",
+        ));
     }
+    // `-f` files are checked with the releases they belong to (scoped::split)
     Ok(timeout)
 }
 
@@ -237,9 +319,10 @@ async fn make_plans(
     cx: &mut plan::RunContext<'_>,
     helm: &Helm,
     releases: &[String],
+    own_values: &[scoped::ReleaseValues],
 ) -> anyhow::Result<Vec<Plan>> {
     let mut plans: Vec<Plan> = Vec::new();
-    for spec in releases {
+    for (spec, own) in releases.iter().zip(own_values) {
         // NAME@CONTEXT: this release lives in another cluster (seed 002:
         // skoala on the global service cluster, skoala-init on a worker)
         let (r, rhelm) = match spec.split_once('@') {
@@ -257,18 +340,19 @@ async fn make_plans(
         {
             return Err(input_error(format!("release {spec} is named twice")));
         }
-        plans.push(plan::prepare(cx, r, rhelm).await?);
+        plans.push(plan::prepare(cx, r, rhelm, own).await?);
     }
     Ok(plans)
 }
 
-/// Run every upgrade in order; stop at the first failure: (index, why).
+/// Run every upgrade in order, each proven when helm returns; stop at the
+/// first failure.
 async fn upgrade_in_order(
     plans: &[Plan],
     summaries: &mut [ReleaseSummary],
-    timeout: Duration,
-    out: &Out,
-) -> anyhow::Result<Option<(usize, String)>> {
+    cx: &AfterContext<'_>,
+) -> anyhow::Result<Option<Failure>> {
+    let (timeout, out) = (cx.timeout, cx.out);
     for (i, p) in plans.iter().enumerate() {
         out.say(format!("running {}", summaries[i].upgrade_command));
         let r = p.helm.change(&p.upgrade, timeout).await?;
@@ -288,12 +372,35 @@ async fn upgrade_in_order(
                     .unwrap_or_default()
             ));
             summaries[i].outcome = what.into();
+            // ---- 7. the proof: what the release holds now ----
+            let failed = match after::prove(p, cx.args, cx.config, out).await {
+                Ok(checks) => {
+                    let failed = after::failure(p, &checks);
+                    summaries[i].image_checks = checks;
+                    failed
+                }
+                Err(e) => Some(format!("reading what the release holds failed: {e:#}")),
+            };
+            if let Some(why) = failed {
+                out.say(format!("post-upgrade check of {} failed: {why}", p.release));
+                summaries[i].outcome = "check-failed".into();
+                return Ok(Some(Failure {
+                    index: i,
+                    why,
+                    check: true,
+                }));
+            }
+            after::record(p, cx.args, "upgraded", &summaries[i].image_checks, out).await;
             continue;
         }
         let why = redact(r.stderr.trim());
         out.say(format!("helm upgrade of {} failed: {why}", p.release));
         summaries[i].outcome = "failed".into();
-        return Ok(Some((i, why)));
+        return Ok(Some(Failure {
+            index: i,
+            why,
+            check: false,
+        }));
     }
     Ok(None)
 }
@@ -347,8 +454,19 @@ async fn undo_run(
 
 /// The run's error: what failed, where each release stands, the backups
 /// and the commands to restore by hand.
-fn failure_error(plans: &[Plan], failed: usize, why: &str, undo: &UndoReport) -> anyhow::Error {
+fn failure_error(
+    plans: &[Plan],
+    failed: usize,
+    why: &str,
+    check: bool,
+    undo: &UndoReport,
+) -> anyhow::Error {
     let p = &plans[failed];
+    let what = if check {
+        format!("post-upgrade check of {} failed", p.release)
+    } else {
+        format!("helm upgrade of {} failed", p.release)
+    };
     let backups: Vec<String> = plans[..=failed]
         .iter()
         .filter_map(|p| p.backup.as_ref().map(|b| b.display().to_string()))
@@ -374,27 +492,25 @@ fn failure_error(plans: &[Plan], failed: usize, why: &str, undo: &UndoReport) ->
     } else {
         String::new()
     };
-    let tail = format!(
-        "{}. Values backup(s): {}. To restore by hand: {}",
-        undo.stands,
-        if backups.is_empty() {
-            "none".to_string()
-        } else {
-            backups.join(", ")
-        },
-        by_hand.join("; ")
-    );
+    let backups = if backups.is_empty() {
+        "none".to_string()
+    } else {
+        backups.join(", ")
+    };
     if undo.errors.is_empty() {
+        // rolled back: nothing is left to do by hand
         anyhow::Error::new(RolledBack(format!(
-            "helm upgrade of {} failed ({why}); {back_to}.{others} {tail}",
-            p.release
+            "{what} ({why}); {back_to}.{others} {}. Values backup(s): {backups}.",
+            undo.stands
         )))
     } else {
-        anyhow::anyhow!(
-            "helm upgrade of {} failed ({why}) and rolling back failed too: {}. {tail}",
-            p.release,
-            undo.errors.join("; ")
-        )
+        anyhow::Error::new(NotRolledBack(format!(
+            "{what} ({why}) and rolling back failed too: {}. {}. Values backup(s): {backups}. \
+             To restore by hand: {}",
+            undo.errors.join("; "),
+            undo.stands,
+            by_hand.join("; ")
+        )))
     }
 }
 
@@ -553,6 +669,8 @@ fn summary_of(p: &Plan) -> ReleaseSummary {
         values_diff: p.values_diff.clone(),
         images: p.images.clone(),
         missing_images: p.missing_images.clone(),
+        stale_pins: p.stale_pins.clone(),
+        image_checks: Vec::new(),
         upgrade_command: display_command(&helm.path, &p.upgrade),
         outcome: "planned".into(),
         revision: p.from_revision().map(str::to_string),
@@ -586,25 +704,42 @@ fn restore_command(p: &Plan) -> String {
         listed.chart_version(),
         p.backup.as_ref(),
     ) {
-        let up = display_command(
-            &helm.path,
-            &helm.on_cluster(strings(&[
-                "upgrade",
-                &p.release,
-                &format!("<repo>/{name}"),
-                "-n",
-                &p.namespace,
-                "-f",
-                &backup.to_string_lossy(),
-                "--version",
-                &v,
-            ])),
-        );
+        let mut up = strings(&["upgrade", &p.release]);
+        up.extend(old_chart_args(&p.chart, &name, &v));
+        up.extend(strings(&[
+            "-n",
+            &p.namespace,
+            "-f",
+            &backup.to_string_lossy(),
+            "--version",
+            &v,
+        ]));
+        let up = display_command(&helm.path, &helm.on_cluster(up));
         s.push_str(&format!(
             " (or reinstall the old chart with the backed-up values: {up})"
         ));
     }
     s
+}
+
+/// CHART (and `--repo URL`) naming the old chart `name` `version` where
+/// this run's chart came from: the same OCI repository or chart repository,
+/// the LOCAL `.tgz` beside the new one; `REPO/name` only when nothing says.
+fn old_chart_args(c: &ChartTarget, name: &str, version: &str) -> Vec<String> {
+    if let Some(url) = &c.repo_url {
+        return vec![name.to_string(), "--repo".into(), url.clone()];
+    }
+    if let Some(rest) = c.chart.strip_prefix("oci://") {
+        let base = rest.rsplit_once('/').map(|(b, _)| b).unwrap_or(rest);
+        return vec![format!("oci://{base}/{name}")];
+    }
+    if c.chart.ends_with(".tgz") {
+        let old = std::path::Path::new(&c.chart).with_file_name(format!("{name}-{version}.tgz"));
+        if old.is_file() {
+            return vec![old.to_string_lossy().into_owned()];
+        }
+    }
+    vec![format!("REPO/{name}")]
 }
 
 fn summary(
@@ -632,4 +767,37 @@ fn print_json(
         println!("{}", redact(&serde_json::to_string_pretty(&s)?));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn restore_by_hand_names_where_the_old_chart_is() {
+        let t = |chart: &str, repo_url: Option<&str>| ChartTarget {
+            chart: chart.into(),
+            repo_url: repo_url.map(str::to_string),
+            version: Some("1.2.0".into()),
+        };
+        assert_eq!(
+            old_chart_args(&t("oci://reg:5000/charts/shop", None), "shop", "1.1.0"),
+            vec!["oci://reg:5000/charts/shop"]
+        );
+        assert_eq!(
+            old_chart_args(&t("shop", Some("https://h/chartrepo/p")), "shop", "1.1.0"),
+            vec!["shop", "--repo", "https://h/chartrepo/p"]
+        );
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("shop-1.1.0.tgz"), b"x").unwrap();
+        let new = dir.path().join("shop-1.2.0.tgz").display().to_string();
+        assert_eq!(
+            old_chart_args(&t(&new, None), "shop", "1.1.0"),
+            vec![dir.path().join("shop-1.1.0.tgz").display().to_string()]
+        );
+        assert_eq!(
+            old_chart_args(&t(&new, None), "shop", "0.9.0"),
+            vec!["REPO/shop"]
+        );
+    }
 }

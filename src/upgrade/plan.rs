@@ -10,7 +10,10 @@ use anyhow::{bail, Context};
 
 use super::access::{Access, Transport};
 use super::helm::{display_command, Helm, ListedRelease};
+use super::pins::{self, StalePin};
+use super::scoped::ReleaseValues;
 use super::{values, ChartTarget, Out, UpgradeArgs};
+use crate::carried::CarriedChart;
 use crate::config::load_image::SyncConfig;
 use crate::error::{input_error, redact};
 use crate::oci::auth::CredentialStore;
@@ -35,6 +38,17 @@ pub struct Plan {
     pub upgrade: Vec<String>,
     /// helm with this release's cluster flags.
     pub helm: Helm,
+    /// What the package carries for this chart version (`None`: sync did
+    /// not record it, or the chart is not a synced one).
+    pub carried: Option<CarriedChart>,
+    /// Backed-up values that pin another image than the bundle carries.
+    pub stale_pins: Vec<StalePin>,
+    /// Rendered images that are not the package's but were kept by
+    /// `--keep-pinned-images`: the post-upgrade check lets them through.
+    pub kept_images: Vec<String>,
+    /// Images the pre-flight found missing or could not check, let through
+    /// by `--force`: the post-upgrade check accepts them absent too.
+    pub forced_images: Vec<String>,
 }
 
 impl Plan {
@@ -54,7 +68,12 @@ pub struct RunContext<'a> {
 
 /// Plan `release`, reached through `helm` (whose cluster flags may name
 /// another context than the run's).
-pub async fn prepare(cx: &mut RunContext<'_>, release: &str, helm: Helm) -> anyhow::Result<Plan> {
+pub async fn prepare(
+    cx: &mut RunContext<'_>,
+    release: &str,
+    helm: Helm,
+    own: &ReleaseValues,
+) -> anyhow::Result<Plan> {
     let (args, out) = (cx.args, cx.out);
     let helm = &helm;
     let synced = find_synced(cx.state, release, args.chart.as_deref());
@@ -91,7 +110,11 @@ pub async fn prepare(cx: &mut RunContext<'_>, release: &str, helm: Helm) -> anyh
     };
 
     // chart, version, registry
-    let mut chart = choose_chart(args, release, synced, cx.config)?;
+    let mut chart = choose_chart(args, release, synced, cx.config, cx.state)?;
+    let carried = match (synced, chart.version.as_deref()) {
+        (Some(s), Some(v)) => CarriedChart::load(&args.config, &s.name, v)?,
+        _ => None,
+    };
     let registry = args
         .registry
         .clone()
@@ -121,8 +144,21 @@ pub async fn prepare(cx: &mut RunContext<'_>, release: &str, helm: Helm) -> anyh
                     "get", "values", release, "-n", &ns, "-o", "yaml",
                 ])))
                 .await?;
-            let backup = write_backup(&args.backup_dir, release, &c.revision, &text)?;
-            out.say(format!("values backup: {}", backup.display()));
+            // a dry run writes nothing: its render reads the values from stdin
+            let backup = if args.dry_run {
+                out.say(format!(
+                    "values backup: none written (--dry-run); a run writes {}",
+                    args.backup_dir
+                        .join(release)
+                        .join(format!("<UTC time>-rev{}.yaml", c.revision))
+                        .display()
+                ));
+                PathBuf::from(DRY_RUN_BACKUP)
+            } else {
+                let b = write_backup(&args.backup_dir, release, &c.revision, &text)?;
+                out.say(format!("values backup: {}", b.display()));
+                b
+            };
             (text, Some(backup))
         }
         None => {
@@ -132,15 +168,55 @@ pub async fn prepare(cx: &mut RunContext<'_>, release: &str, helm: Helm) -> anyh
     };
     let current_values = values::parse_values(&current_text, "`helm get values` output")?;
 
-    // ---- 3. the values diff ----
-    let values_diff = show_values_diff(args, release, &registry, &current_values, out)?;
-    let value_flags = value_flags(args, backup.as_deref(), &registry, chart.version.as_deref());
+    // ---- 3. the values diff (stale image pins take the bundle's) ----
+    // helm applies --set-string after every -f and --set, so a path this
+    // run's own values set is left to them: the user's word of today wins
+    let own_overlay = own_values_overlay(own)?;
+    let stale_pins: Vec<StalePin> = carried
+        .as_ref()
+        .map(|c| pins::stale_pins(&current_values, c))
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|p| {
+            let path: Vec<String> = p.path.split('.').map(str::to_string).collect();
+            crate::chart::hints::lookup(&own_overlay, &path).is_none()
+        })
+        .collect();
+    let replaced: &[StalePin] = if args.keep_pinned_images {
+        &[]
+    } else {
+        &stale_pins
+    };
+    let values_diff = show_values_diff(
+        args,
+        own,
+        release,
+        &registry,
+        &current_values,
+        (replaced, &stale_pins),
+        out,
+    )?;
+    let mut value_flags = value_flags(
+        own,
+        backup.as_deref(),
+        &registry,
+        chart.version.as_deref(),
+        replaced,
+    );
 
     // ---- 4. pre-flight ----
     let mut template = strings(&["template", release, &chart.chart, "-n", &ns]);
     template.extend(value_flags.iter().cloned());
     template.extend(chart_flags.iter().cloned());
-    let rendered = helm.query(&template).await?;
+    let stdin =
+        (backup.as_deref() == Some(Path::new(DRY_RUN_BACKUP))).then_some(current_text.as_bytes());
+    if stdin.is_some() {
+        swap_backup_arg(&mut template, "-");
+    }
+    let rendered = helm.exec(&template, stdin, helm.query_bound).await?;
+    if rendered.killed_after.is_some() {
+        bail!("{}", rendered.stderr);
+    }
     if !rendered.ok {
         bail!(
             "pre-flight of {release}: rendering the chart failed, nothing was changed:\n  {}\n{}",
@@ -153,7 +229,25 @@ pub async fn prepare(cx: &mut RunContext<'_>, release: &str, helm: Helm) -> anyh
         "pre-flight of {release}: {} image(s) in the rendered chart, checking {registry}",
         images.len()
     ));
-    let missing = preflight_images(cx, release, &registry, &images).await?;
+    let kept_images: Vec<String> = match &carried {
+        Some(c) if args.keep_pinned_images && !stale_pins.is_empty() => images
+            .iter()
+            .filter(|i| Reference::parse(i).map_or(true, |r| c.find(&r).is_none()))
+            .cloned()
+            .collect(),
+        _ => Vec::new(),
+    };
+    let kept_pins = (!kept_images.is_empty()).then_some(&stale_pins[..]);
+    let missing = preflight_images(cx, release, &registry, &images, kept_pins).await?;
+    let forced_images: Vec<String> = images
+        .iter()
+        .filter(|i| missing.iter().any(|m| m.starts_with(&format!("{i} ("))))
+        .cloned()
+        .collect();
+    if args.dry_run {
+        // the command shown names what a real run would write
+        swap_backup_arg(&mut value_flags, "<the values backup>");
+    }
 
     // ---- the upgrade command (run later, after every plan) ----
     let mut upgrade = strings(&["upgrade", release, &chart.chart, "-n", &ns]);
@@ -173,27 +267,67 @@ pub async fn prepare(cx: &mut RunContext<'_>, release: &str, helm: Helm) -> anyh
         current,
         chart,
         registry,
-        backup,
+        backup: backup.filter(|b| b != Path::new(DRY_RUN_BACKUP)),
         values_diff,
         images,
         missing_images: missing,
         upgrade,
         helm: helm.clone(),
+        carried,
+        stale_pins,
+        kept_images,
+        forced_images,
     })
+}
+
+/// This release's own `-f` files and `--set` values of this run, merged.
+fn own_values_overlay(own: &ReleaseValues) -> anyhow::Result<serde_yaml_ng::Value> {
+    let mut v = serde_yaml_ng::Value::Mapping(Default::default());
+    for f in &own.files {
+        let text =
+            std::fs::read_to_string(f).with_context(|| format!("reading {}", f.display()))?;
+        values::merge(
+            &mut v,
+            values::parse_values(&text, &f.display().to_string())
+                .map_err(|e| input_error(format!("{e:#}")))?,
+        );
+    }
+    for s in &own.set {
+        values::apply_set(&mut v, s);
+    }
+    Ok(v)
+}
+
+/// Stands for the backup path in a dry run, which writes no backup.
+const DRY_RUN_BACKUP: &str = "\0dry-run-backup";
+
+/// Replace the dry run's backup placeholder in `-f` arguments.
+fn swap_backup_arg(args: &mut [String], with: &str) {
+    for a in args.iter_mut() {
+        if a == DRY_RUN_BACKUP {
+            *a = with.to_string();
+        }
+    }
 }
 
 /// The values the upgrade applies (current + registry + `-f` + `--set`,
 /// merged as helm merges them), diffed against the current ones and shown.
 fn show_values_diff(
     args: &UpgradeArgs,
+    own: &ReleaseValues,
     release: &str,
     registry: &str,
     current: &serde_yaml_ng::Value,
+    (replaced, stale): (&[StalePin], &[StalePin]),
     out: &Out,
 ) -> anyhow::Result<Vec<String>> {
     let mut new_values = current.clone();
     values::apply_set(&mut new_values, &format!("global.imageRegistry={registry}"));
-    for f in &args.values {
+    for p in replaced {
+        let escaped = p.carried.replace(',', "\\,");
+        values::apply_set_string(&mut new_values, &format!("{}={escaped}", p.path));
+    }
+    for f in &own.files {
         let text =
             std::fs::read_to_string(f).with_context(|| format!("reading {}", f.display()))?;
         values::merge(
@@ -202,10 +336,14 @@ fn show_values_diff(
                 .map_err(|e| input_error(format!("{e:#}")))?,
         );
     }
-    for s in &args.set {
+    for s in &own.set {
         values::apply_set(&mut new_values, s);
     }
-    let diff = values::diff(current, &new_values);
+    let mut diff = values::diff(current, &new_values);
+    pins::annotate_diff(&mut diff, replaced);
+    if args.keep_pinned_images {
+        diff.extend(pins::kept_lines(stale));
+    }
     if diff.is_empty() {
         out.say(format!("{release} values: no change"));
     } else {
@@ -220,10 +358,11 @@ fn show_values_diff(
 /// The value flags shared by `template` and `upgrade`: the backup first,
 /// then the registry, then the user's `-f` and `--set` in order.
 fn value_flags(
-    args: &UpgradeArgs,
+    own: &ReleaseValues,
     backup: Option<&Path>,
     registry: &str,
     version: Option<&str>,
+    replaced: &[StalePin],
 ) -> Vec<String> {
     let mut flags = Vec::new();
     if let Some(b) = backup {
@@ -236,11 +375,12 @@ fn value_flags(
         flags.push("--version".into());
         flags.push(v.to_string());
     }
-    for f in &args.values {
+    flags.extend(pins::set_flags(replaced));
+    for f in &own.files {
         flags.push("-f".into());
         flags.push(f.to_string_lossy().into_owned());
     }
-    for s in &args.set {
+    for s in &own.set {
         flags.push("--set".into());
         flags.push(s.clone());
     }
@@ -254,6 +394,7 @@ async fn preflight_images(
     release: &str,
     registry: &str,
     images: &[String],
+    kept_pins: Option<&[StalePin]>,
 ) -> anyhow::Result<Vec<String>> {
     let (args, out) = (cx.args, cx.out);
     let store = cx
@@ -312,6 +453,24 @@ async fn preflight_images(
              registry's certificate) or --insecure, or --force to upgrade without checking"
         )
     } else {
+        if let Some(pins) = kept_pins {
+            // the images are missing because old pins are replayed, not because sync was skipped
+            let pins: Vec<String> = pins
+                .iter()
+                .map(|p| {
+                    format!(
+                        "{}={:?} (the bundle carries {:?})",
+                        p.path, p.pinned, p.carried
+                    )
+                })
+                .collect();
+            bail!(
+                "pre-flight failed, nothing was changed: {problems}--keep-pinned-images replays values pinned \
+                 at install that name other images than the bundle carries: {}; drop --keep-pinned-images to \
+                 run the bundle's images, or push the pinned images to {registry} as well",
+                pins.join(", ")
+            )
+        }
         bail!(
             "pre-flight failed, nothing was changed: {problems}{}sync the images first (bundler sync --config {}), \
              or pass --force to upgrade anyway",
@@ -376,8 +535,9 @@ async fn find_release(
         }
         if ns_given {
             bail!(
-                "release {release} not found in namespace {ns} (helm list -n {ns}); check the name and namespace, \
-                 or pass --install to install it"
+                "release {release} not found in namespace {ns} of {} (helm list -n {ns}); check the name, \
+                 namespace and cluster, or pass --install to install it",
+                super::cluster::describe(helm)
             );
         }
     }
@@ -385,7 +545,9 @@ async fn find_release(
     match found.len() {
         0 if install => Ok(None),
         0 => bail!(
-            "release {release} not found in any namespace (helm list -A); check the name, or pass --install to install it"
+            "release {release} not found in any namespace of {} (helm list -A); check the name and the \
+             cluster (--kube-context, --kubeconfig, NAME@CONTEXT), or pass --install to install it",
+            super::cluster::describe(helm)
         ),
         1 => Ok(found.into_iter().next()),
         _ => Err(input_error(format!(
@@ -400,6 +562,7 @@ fn choose_chart(
     release: &str,
     synced: Option<&SyncedChart>,
     config: Option<&SyncConfig>,
+    state: &SyncState,
 ) -> anyhow::Result<ChartTarget> {
     let version = args.version.clone();
     if let Some(c) = &args.chart {
@@ -420,6 +583,26 @@ fn choose_chart(
         });
     }
     let Some(s) = synced else {
+        if !state.charts.is_empty() {
+            // the record is here: it just has no chart for this release name
+            let mut known: Vec<String> = state
+                .charts
+                .iter()
+                .map(|c| match &c.release {
+                    Some(r) => format!("{} {} (release {})", c.name, c.version, r.name),
+                    None => format!("{} {}", c.name, c.version),
+                })
+                .collect();
+            known.dedup();
+            return Err(input_error(format!(
+                "no synced chart is for release {release}: {} records {}. Name the release the \
+                 bundle records, or give --chart with one of those chart names (e.g. --chart {}), \
+                 or --chart oci://.../a .tgz and --version",
+                SyncState::path_for(&args.config).display(),
+                known.join(", "),
+                state.charts[0].name
+            )));
+        }
         return Err(input_error(format!(
             "no chart known for release {}: give --chart (oci://..., a .tgz, or repo/name) and --version, \
              or run in the directory where `bundler sync` ran (its record is {})",

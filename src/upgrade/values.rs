@@ -57,6 +57,17 @@ pub fn apply_set(values: &mut Value, arg: &str) {
     }
 }
 
+/// Apply one `--set-string` argument: every value a string.
+pub fn apply_set_string(values: &mut Value, arg: &str) {
+    for pair in split_unescaped(arg, ',') {
+        let Some((key, val)) = pair.split_once('=') else {
+            continue;
+        };
+        let parts = split_unescaped(key, '.');
+        set_path(values, &parts, Value::String(val.to_string()));
+    }
+}
+
 fn split_unescaped(s: &str, sep: char) -> Vec<String> {
     let mut out = vec![String::new()];
     let mut chars = s.chars().peekable();

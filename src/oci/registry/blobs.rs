@@ -157,7 +157,10 @@ impl RegistryClient {
     fn goes_chunked(&self, up: &Upload<'_>) -> bool {
         let size = up.size();
         (size > self.inner.opts.chunk_threshold
-            && matches!(up.source, BlobSource::FileRange { .. }))
+            && matches!(
+                up.source,
+                BlobSource::FileRange { .. } | BlobSource::PackageRange { .. }
+            ))
             || self.body_limit(up.registry).is_some_and(|l| size > l)
     }
 

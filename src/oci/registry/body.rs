@@ -33,6 +33,7 @@ pub(super) struct StreamShared {
 enum Reader {
     File(tokio::fs::File),
     Mem(Bytes, usize),
+    Package(std::sync::Arc<crate::package::source::PackageFile>, u64),
 }
 
 pub(super) struct BodyState {
@@ -80,6 +81,9 @@ pub(super) async fn range_stream(
             Reader::File(f)
         }
         BlobSource::Bytes(b) => Reader::Mem(b.clone(), start as usize),
+        BlobSource::PackageRange { file, offset, .. } => {
+            Reader::Package(file.clone(), offset + start)
+        }
     };
     let state = BodyState {
         reader,
@@ -123,6 +127,27 @@ pub(super) async fn range_stream(
                 *pos += n;
                 c
             }
+            Reader::Package(file, pos) => {
+                let (file, at) = (file.clone(), *pos);
+                let read = tokio::task::spawn_blocking(move || {
+                    let mut buf = vec![0u8; n];
+                    file.read_exact_at(&mut buf, at).map(|_| buf)
+                })
+                .await
+                .unwrap_or_else(|e| Err(std::io::Error::other(e)));
+                match read {
+                    Ok(buf) => {
+                        *pos += n as u64;
+                        Bytes::from(buf)
+                    }
+                    Err(e) => {
+                        st.done = true;
+                        let msg = format!("reading the blob source: {e} (a volume of the split package is unreadable)");
+                        *st.shared.failure.lock().unwrap() = Some(msg.clone());
+                        return Some((Err(std::io::Error::other(msg)), st));
+                    }
+                }
+            }
         };
         st.hasher.lock().unwrap().update(&chunk);
         st.remaining -= n as u64;
@@ -152,6 +177,18 @@ pub(super) async fn hash_prefix(source: &BlobSource, len: u64) -> anyhow::Result
             let mut h = Sha256::new();
             h.update(&b[..len as usize]);
             Ok(h)
+        }
+        BlobSource::PackageRange { file, offset, .. } => {
+            let (file, offset) = (file.clone(), *offset);
+            tokio::task::spawn_blocking(move || -> anyhow::Result<Sha256> {
+                let mut h = Sha256::new();
+                let mut buf = Vec::new();
+                crate::bundle::reader::hash_range_into(&file, offset, len, &mut buf, |c| {
+                    h.update(c)
+                })?;
+                Ok(h)
+            })
+            .await?
         }
         BlobSource::FileRange { path, offset, .. } => {
             let path = path.clone();

@@ -143,6 +143,13 @@ pub enum BlobSource {
     },
     /// Small blobs already in memory (configs, synthesized manifests).
     Bytes(Bytes),
+    /// A byte range of a split offline package, read across its volumes
+    /// (see [`crate::package::volumes`]).
+    PackageRange {
+        file: std::sync::Arc<crate::package::source::PackageFile>,
+        offset: u64,
+        len: u64,
+    },
 }
 
 impl BlobSource {
@@ -150,6 +157,7 @@ impl BlobSource {
         match self {
             BlobSource::FileRange { len, .. } => *len,
             BlobSource::Bytes(b) => b.len() as u64,
+            BlobSource::PackageRange { len, .. } => *len,
         }
     }
 
