@@ -97,7 +97,9 @@ pub async fn run(args: &SyncArgs) -> anyhow::Result<()> {
     }
     let mut config = SyncConfig::load(&args.config)?;
     // --key alone asks for the check too: a key given is never ignored.
-    if args.verify_signature || args.key.is_some() {
+    // With --require-signature it is the images' cosign key (the package
+    // is checked as well only with --verify-signature).
+    if args.verify_signature || (args.key.is_some() && !args.require_signature) {
         config.package_signature_key = args.key.clone();
     }
     crate::interrupt::install("sync");
