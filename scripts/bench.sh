@@ -19,7 +19,12 @@
 #   LATENCY_MS=20  delay each way of the loopback proxy (latency case)
 #   FLOOR_THREADS=8  parallel PUTs of the floor
 #   BENCH_CONCURRENCY=N  pass --concurrency N to bundler
-#   BENCH_CASES="sync resync floor latency scale rss pack verify"
+#   FANOUT_TARGETS="1 2 3"  registries of the fan-out case
+#   SLOW_MIB=512 SLOW_HOLD=20 SLOW_STALL=5  the slow-commit case: one
+#                  layer whose every PUT the proxy holds SLOW_HOLD s before
+#                  the registry gets its last bytes; bundler's answer
+#                  timeout is SLOW_STALL s + size at 50 MiB/s
+#   BENCH_CASES="sync resync floor latency scale rss pack verify fanout slowcommit"
 #   BUNDLER_BIN=path  use this binary instead of building target/release/bundler
 #
 # Cases (each timed run gets a fresh docker-registry on 127.0.0.1):
@@ -33,7 +38,15 @@
 #            (bench/latency_proxy.py), both tools, and the floor through it
 #   scale    sync and re-sync of SCALE_IMAGES images, both tools
 #   rss      peak RSS (/usr/bin/time -v) of a sync of one BIG_GIB layer
-#   pack     pack from a registry vs skopeo copying each image to a layout
+#   pack     pack from a registry vs skopeo copying each image to a layout,
+#            and vs its floor: the same blobs GET by plain parallel HTTP
+#            into files (bench/pack_floor.py, FLOOR_THREADS)
+#   fanout   sync of the base bundle to 1, 2 and 3 fresh registries at once
+#            (target.mirrors): time and bytes read
+#   slowcommit  sync of one SLOW_MIB layer through bench/slow_commit_proxy.py:
+#            bundler waiting for the commit (HEAD with backoff) vs the same
+#            with BUNDLER_COMMIT_WAIT=0 (upload again at once, as other
+#            tools do): time to success and bytes uploaded
 #   verify   bundler verify vs parallel sha256sum of the same blobs
 # Bytes read per byte pushed come from bundler's own `bytesRead` (rchar of
 # /proc/self/io at exit, every read/pread of files and sockets) and
@@ -90,7 +103,11 @@ SCALE_ROUNDS="${SCALE_ROUNDS:-1}"
 BIG_GIB="${BIG_GIB:-8}"
 LATENCY_MS="${LATENCY_MS:-20}"
 FLOOR_THREADS="${FLOOR_THREADS:-8}"
-BENCH_CASES="${BENCH_CASES:-sync resync floor latency scale rss pack verify}"
+BENCH_CASES="${BENCH_CASES:-sync resync floor latency scale rss pack verify fanout slowcommit}"
+FANOUT_TARGETS="${FANOUT_TARGETS:-1 2 3}"
+SLOW_MIB="${SLOW_MIB:-512}"
+SLOW_HOLD="${SLOW_HOLD:-20}"
+SLOW_STALL="${SLOW_STALL:-5}"
 NPROC="$(nproc)"
 
 OUT="$ROOT/target/bench"
@@ -420,7 +437,7 @@ floor_run() { # CASE DATA ROUND VIA_PROXY
 
 DATA="$OUT/data/n${N_IMAGES}-s${SHARED_MIB}-u${UNIQUE_MIB}"
 BUNDLES="$WORK/bundles"
-if has_case sync || has_case resync || has_case floor || has_case latency || has_case verify; then
+if has_case sync || has_case resync || has_case floor || has_case latency || has_case verify || has_case fanout; then
     say "data: $N_IMAGES images (shared ${SHARED_MIB} MiB + ${UNIQUE_MIB} MiB each) in $DATA"
     gen_data "$DATA" "$N_IMAGES" "$SHARED_MIB" "$UNIQUE_MIB"
     info "unique_bytes" "$(json_field "$DATA/images.json" unique_bytes)"
@@ -526,6 +543,17 @@ if has_case pack; then
         [ "$t" != FAIL ] && record pack.bytes bundler "$r" "$(bundle_bytes "$out")"
         rm -rf "$out"
     }
+    pack_floor() {
+        local r="$1"
+        if python3 scripts/bench/pack_floor.py "127.0.0.1:$SRC_PORT" "$WORK/pack-floor-r$r" \
+            "${SRC_REFS[@]#127.0.0.1:$SRC_PORT/}" --threads "$FLOOR_THREADS" \
+            >"$WORK/pack-floor-r$r.json" 2>>"$LOGS/floor.log"; then
+            record pack floor "$r" "$(json_field "$WORK/pack-floor-r$r.json" seconds)"
+        else
+            say "FAILED: pack_floor.py (log $LOGS/floor.log)"
+            record pack floor "$r" FAIL
+        fi
+    }
     pack_skopeo() {
         local r="$1" t out="$WORK/skopeo-pack-r$r" i st=0
         rm -rf "$out"
@@ -547,7 +575,9 @@ if has_case pack; then
         if [ $((r % 2)) = 1 ]; then
             pack_bundler "$r"
             pack_skopeo "$r"
+            pack_floor "$r"
         else
+            pack_floor "$r"
             pack_skopeo "$r"
             pack_bundler "$r"
         fi
@@ -569,6 +599,84 @@ if has_case verify; then
         span_end t
         record verify sha256sum "$r" "$t"
     done
+fi
+
+# ----------------------------------------------------------------- fan-out
+# fanout_run K ROUND: the base bundle into K fresh registries at once (the
+# first as the target, the others as target.mirrors).
+fanout_run() {
+    local k="$1" r="$2" i t ports=() pids=() dirs=() cfg="$WORK/fanout-$1-r$2.yaml"
+    for i in $(seq 1 "$k"); do
+        start_registry
+        ports+=("$REG_PORT") pids+=("$REG_PID") dirs+=("$REG_DIR")
+    done
+    {
+        echo "source:"
+        echo "  intermediateBundlesPath: $BUNDLES"
+        echo "target:"
+        echo "  containerPrefixRegistry: 127.0.0.1:${ports[0]}"
+        echo "  repo: {kind: LOCAL, path: $WORK/charts-fanout}"
+        if [ "$k" -gt 1 ]; then
+            echo "  mirrors:"
+            for i in "${ports[@]:1}"; do echo "    - containerPrefixRegistry: 127.0.0.1:$i"; done
+        fi
+    } >"$cfg"
+    bundler_timed t "fanout-$k-r$r" sync --config "$cfg" --insecure --json "${EXTRA[@]}"
+    if [ "$t" != FAIL ]; then
+        for i in "${ports[@]}"; do check_pushed "$i" "$DATA" || t=FAIL; done
+    fi
+    record "fanout-$k" bundler "$r" "$t"
+    [ "$t" != FAIL ] && record "fanout-$k.read" bundler "$r" "$(json_field "$WORK/fanout-$k-r$r.json" bytesRead)"
+    for i in "${!pids[@]}"; do stop_pid "${pids[$i]}" "${dirs[$i]}"; done
+}
+
+if has_case fanout; then
+    for r in $(seq 1 "$ROUNDS"); do
+        for k in $FANOUT_TARGETS; do
+            say "round $r/$ROUNDS: fan-out to $k registr$([ "$k" = 1 ] && echo y || echo ies)"
+            fanout_run "$k" "$r"
+        done
+    done
+fi
+
+# ------------------------------------------------------------- slow commit
+if has_case slowcommit; then
+    SLDATA="$OUT/data/slow-${SLOW_MIB}m"
+    say "slow commit: one ${SLOW_MIB} MiB layer in $SLDATA"
+    gen_data "$SLDATA" 1 0 "$SLOW_MIB" bench.example.com/slow
+    SLOW_HEX="$(python3 -c 'import json,sys; b=max(json.load(open(sys.argv[1]))["blobs"], key=lambda b: b["size"]); print(b["digest"].split(":")[1])' "$SLDATA/images.json")"
+    if pack_archives slow "$SLDATA" 1 "$WORK/slow-bundles"; then
+        slow_run() { # MODE ROUND
+            local mode="$1" r="$2" t pport ppid
+            open_target 0
+            pport="$(free_port)"
+            python3 scripts/bench/slow_commit_proxy.py "$pport" "$T_REG_PORT" "$SLOW_HEX" --hold "$SLOW_HOLD" \
+                >"$WORK/slowproxy-$pport.out" 2>>"$LOGS/proxy.log" &
+            ppid=$!
+            for _ in $(seq 1 100); do grep -q ready "$WORK/slowproxy-$pport.out" 2>/dev/null && break; sleep 0.05; done
+            write_sync_config "$WORK/sync-slow-$mode.yaml" "$pport" "$WORK/slow-bundles"
+            export BUNDLER_STALL_TIMEOUT="$SLOW_STALL"
+            [ "$mode" = naive ] && export BUNDLER_COMMIT_WAIT=0
+            bundler_timed t "slowcommit-$mode-r$r" sync --config "$WORK/sync-slow-$mode.yaml" --insecure --json
+            unset BUNDLER_STALL_TIMEOUT BUNDLER_COMMIT_WAIT
+            [ "$t" != FAIL ] && ! check_pushed "$T_REG_PORT" "$SLDATA" && t=FAIL
+            record "slowcommit-$mode" bundler "$r" "$t"
+            [ "$t" != FAIL ] && record "slowcommit-$mode.pushed" bundler "$r" "$(json_field "$WORK/slowcommit-$mode-r$r.json" bytesUploaded)"
+            stop_pid "$ppid"
+            close_target
+        }
+        for r in $(seq 1 "$ROUNDS"); do
+            say "round $r/$ROUNDS: slow commit (wait, then naive re-upload)"
+            if [ $((r % 2)) = 1 ]; then
+                slow_run wait "$r"
+                slow_run naive "$r"
+            else
+                slow_run naive "$r"
+                slow_run wait "$r"
+            fi
+        done
+        rm -rf "$WORK/slow-bundles"
+    fi
 fi
 
 # ------------------------------------------------------------------ report

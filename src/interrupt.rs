@@ -87,6 +87,7 @@ pub fn install(verb: &'static str) {
         std::thread::spawn(move || {
             let rt = match tokio::runtime::Builder::new_current_thread()
                 .enable_io()
+                .enable_time()
                 .build()
             {
                 Ok(rt) => rt,
@@ -109,10 +110,24 @@ pub fn install(verb: &'static str) {
                         return std::future::pending().await;
                     }
                 };
-                tokio::select! {
+                let first = tokio::select! {
                     _ = int.recv() => ("SIGINT", 130),
                     _ = term.recv() => ("SIGTERM", 143),
+                };
+                // Chunks of uploads in flight finish first (see `graceful`);
+                // a second signal stops at once.
+                if crate::graceful::in_flight() > 0 {
+                    eprintln!(
+                        "bundler {verb}: {}: finishing the upload chunks in flight so the next run resumes after them (signal again to stop now)",
+                        first.0
+                    );
                 }
+                tokio::select! {
+                    _ = crate::graceful::drain(crate::graceful::GRACE) => {}
+                    _ = int.recv() => {}
+                    _ = term.recv() => {}
+                }
+                first
             });
             on_signal(verb, name, code)
         });

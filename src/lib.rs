@@ -29,6 +29,7 @@ pub mod diff;
 pub mod diff_charts;
 pub mod error;
 pub mod file_kind;
+pub mod graceful;
 pub mod interrupt;
 pub mod inventory;
 pub mod manifests;

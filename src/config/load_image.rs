@@ -34,7 +34,9 @@ use crate::oci::auth::{CredentialStore, Credentials};
 use crate::oci::reference::RewriteRules;
 use repo::repo_spec;
 
+mod mirrors;
 mod repo;
+pub use mirrors::Mirror;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum RepoKind {
@@ -176,6 +178,8 @@ pub struct SyncConfig {
     /// `source.requireSignature` with `source.signatureKey`: the public
     /// key the offline package must be signed with (issue 21).
     pub package_signature_key: Option<PathBuf>,
+    /// `target.mirrors`: further image registries (see `mirrors`).
+    pub mirrors: Vec<Mirror>,
 }
 
 const HINT: &str = "see the README (bundler sync) for the load-image.yaml schema";
@@ -261,6 +265,7 @@ struct RawTarget {
     #[serde(default, alias = "repo_name", deserialize_with = "lenient_string")]
     repo_name: Option<String>,
     containers: Option<RawContainers>,
+    mirrors: Option<Vec<mirrors::RawMirror>>,
 }
 
 #[derive(Deserialize)]
@@ -459,6 +464,7 @@ impl SyncConfig {
             repo_name: target.repo_name,
             require_signature_key: raw.require_signature.map(|r| PathBuf::from(r.key)),
             package_signature_key,
+            mirrors: target.mirrors,
         })
     }
     /// (`containerPrefixRegistry`, else `containerRegistry`).
@@ -473,6 +479,11 @@ impl SyncConfig {
     /// image registry host and as the default, then docker `config.json`.
     pub fn credential_store(&self) -> CredentialStore {
         let mut explicit = HashMap::new();
+        for m in &self.mirrors {
+            if let (Some(c), Some(host)) = (&m.containers_auth, m.registry()) {
+                explicit.insert(host, c.clone());
+            }
+        }
         if let (Some(c), Some(host)) = (&self.containers_auth, self.image_registry()) {
             let host = host.split('/').next().unwrap_or(&host).to_string();
             explicit.insert(host, c.clone());
@@ -640,6 +651,7 @@ struct Target {
     rewrite: RewriteRules,
     containers_auth: Option<Credentials>,
     repo_name: Option<String>,
+    mirrors: Vec<Mirror>,
 }
 
 fn parse_target(doc: &Doc, tgt: Option<RawTarget>, env: &EnvLookup) -> anyhow::Result<Target> {
@@ -677,11 +689,13 @@ fn parse_target(doc: &Doc, tgt: Option<RawTarget>, env: &EnvLookup) -> anyhow::R
         repository: non_empty(tgt.container_repository).map(|s| s.trim_matches('/').to_string()),
     };
     check_rewrite_rules(doc, &rewrite)?;
+    let mirrors = mirrors::parse_mirrors(doc, tgt.mirrors, &rewrite)?;
     Ok(Target {
         repo,
         rewrite,
         containers_auth: target_containers_auth(tgt.containers.as_ref(), env),
         repo_name: non_empty(tgt.repo_name),
+        mirrors,
     })
 }
 

@@ -167,14 +167,27 @@ pub fn select_images(
                     img.clone()
                 }
             };
-            if !planned.insert((rewritten.target.to_string(), img.root.digest.clone())) {
-                continue;
+            // The main target, then each of `target.mirrors`.
+            let mut targets = vec![rewritten.target];
+            for m in &config.mirrors {
+                let r = m.rewrite.rewrite(&img.reference).with_context(|| {
+                    format!(
+                        "bundle {}: image {} (target.mirrors)",
+                        b.reader.label, img.reference
+                    )
+                })?;
+                targets.push(r.target);
             }
-            out.jobs.push(ImageJob {
-                bundle: bi,
-                image: img,
-                target: rewritten.target,
-            });
+            for target in targets {
+                if !planned.insert((target.to_string(), img.root.digest.clone())) {
+                    continue;
+                }
+                out.jobs.push(ImageJob {
+                    bundle: bi,
+                    image: img.clone(),
+                    target,
+                });
+            }
         }
     }
     if !mismatched.is_empty() {

@@ -19,8 +19,11 @@
 //! failures grouped by cause.
 pub mod bundles;
 pub mod charts;
+pub mod concurrent;
+pub mod fanout;
 pub mod plan;
 pub mod report;
+pub mod timeline;
 
 use anyhow::Context;
 
@@ -33,6 +36,7 @@ use crate::progress::Progress;
 use crate::state::SyncState;
 use crate::transfer;
 use report::{ChartLine, ImageLine, SyncSummary};
+use timeline::Timeline;
 
 #[derive(clap::Args, Debug)]
 pub struct SyncArgs {
@@ -107,6 +111,7 @@ pub async fn run(args: &SyncArgs) -> anyhow::Result<()> {
     let progress = Progress::auto(args.json || args.print_images);
     progress.counting_acknowledged();
     let platforms = parse_platforms(&args.platform)?;
+    let timeline = Timeline::new(started);
 
     // Where relative paths went, when the config is elsewhere (issue 22).
     for n in crate::paths::config_path_notes(&config) {
@@ -140,6 +145,7 @@ pub async fn run(args: &SyncArgs) -> anyhow::Result<()> {
         check_referrers(args, &config, &selected, &chosen.jobs)?;
     }
     let target_desc = charts::describe_target(&config);
+    timeline.ended("open", started);
     if args.dry_run {
         for b in &selected {
             if let Some(c) = crate::manifests::publish::read_bundle(&b.reader)? {
@@ -159,8 +165,10 @@ pub async fn run(args: &SyncArgs) -> anyhow::Result<()> {
         let items: Vec<_> = (chosen.jobs.iter())
             .map(|j| (&selected[j.bundle].reader, &j.image, &j.target))
             .collect();
+        let t = std::time::Instant::now();
         crate::bundle::delta::check::check_external(&client, &config.rewrite, &items, &progress)
             .await?;
+        timeline.ended("externalBlobs", t);
         if args.auto_create_repository.unwrap_or(false) {
             charts::create_image_projects(
                 &config,
@@ -173,23 +181,38 @@ pub async fn run(args: &SyncArgs) -> anyhow::Result<()> {
         }
         let readers: Vec<&BundleReader> = selected.iter().map(|b| &b.reader).collect();
         let jobs = chosen.jobs.clone();
-        let mut result = push_images(
-            &client,
-            &readers,
-            chosen.jobs,
-            args,
-            &progress,
-            &mut summary,
-        )
-        .await;
+        let mut result = if config.mirrors.is_empty() {
+            push_images(
+                &client,
+                &readers,
+                chosen.jobs,
+                args,
+                &progress,
+                &mut summary,
+                &timeline,
+            )
+            .await
+        } else {
+            fanout::push_images(
+                &client,
+                &readers,
+                chosen.jobs,
+                args.concurrency,
+                &progress,
+                &mut summary,
+                &timeline,
+            )
+            .await
+        };
         // Referrers after their images (a registry may refuse a referrer
-        // whose subject is not there yet).
+        // whose subject is not there yet), to each image's target.
         if result.is_ok() {
             match crate::referrers::push::push_all(&client, &readers, &jobs, &progress).await {
                 Ok(r) => summary.referrers = (r.pushed > 0 || r.left_behind > 0).then_some(r),
                 Err(e) => result = Err(e),
             }
         }
+        summary.timeline = timeline.phases();
         summary.bytes_uploaded = client.stats().bytes_uploaded;
         summary.retries = client.stats().retries;
         summary.bytes_read = report::bytes_read();
@@ -200,10 +223,12 @@ pub async fn run(args: &SyncArgs) -> anyhow::Result<()> {
 
     // 3b. Prove it: the charts to publish render only images in the target.
     if let Some(target) = config.image_registry() {
+        let t = std::time::Instant::now();
         let inputs = charts::proof_inputs(&prepared);
         summary.unrelocated =
             crate::chart::render_check::prove_all_synced(&inputs, &target, &client, &progress)
                 .await?;
+        timeline.ended("renderCheck", t);
         crate::outcome::record(&summary);
         let refused = "no chart was published";
         crate::chart::render_check::refuse_misses(
@@ -233,6 +258,7 @@ pub async fn run(args: &SyncArgs) -> anyhow::Result<()> {
     };
     // Charts go up with their own credentials (target.repo.auth).
     let chart_client = chart_client(args, &config)?;
+    let t = std::time::Instant::now();
     let published = charts::publish_all(
         &selected,
         prepared,
@@ -245,6 +271,7 @@ pub async fn run(args: &SyncArgs) -> anyhow::Result<()> {
     .await;
     summary.seconds = started.elapsed().as_secs_f64();
     crate::outcome::record(&summary);
+    timeline.ended("charts", t);
     let synced = published?;
     progress.finish();
     if !synced.is_empty() {
@@ -254,7 +281,10 @@ pub async fn run(args: &SyncArgs) -> anyhow::Result<()> {
         .images
         .iter()
         .map(|l| (l.from.as_str(), l.to.as_str()));
+    let t = std::time::Instant::now();
     crate::inventory::write_after_sync(&client, &config, pushed, &progress).await;
+    timeline.ended("inventory", t);
+    summary.timeline = timeline.phases();
 
     let stats = client.stats();
     summary.bytes_uploaded = stats.bytes_uploaded;
@@ -264,6 +294,9 @@ pub async fn run(args: &SyncArgs) -> anyhow::Result<()> {
     if args.json {
         println!("{}", serde_json::to_string_pretty(&summary)?);
     } else {
+        for t in &summary.targets {
+            println!("{}", t.text());
+        }
         println!("{}", summary.text());
     }
     Ok(())
@@ -364,8 +397,9 @@ async fn push_images(
     args: &SyncArgs,
     progress: &Progress,
     summary: &mut SyncSummary,
+    timeline: &Timeline,
 ) -> anyhow::Result<()> {
-    let plan = plan::make(client, jobs, args.concurrency)
+    let plan = plan::make(client, jobs, args.concurrency, timeline)
         .await
         .map_err(|f| {
             summary.images_failed = f.images();
@@ -394,7 +428,8 @@ async fn push_images(
     if changed == 0 {
         return Ok(());
     }
-    let blobs = transfer::push_blobs(client, readers, &plan, args.concurrency, progress)
+    let t = std::time::Instant::now();
+    let blobs = transfer::push_blobs(client, readers, &plan, args.concurrency, progress, timeline)
         .await
         .map_err(|f| {
             summary.images_failed = f.images();
@@ -403,7 +438,12 @@ async fn push_images(
     summary.blobs_uploaded = blobs.uploaded;
     summary.blobs_mounted = blobs.mounted;
     summary.blobs_skipped += blobs.skipped;
-    let pushed = transfer::push_manifests(client, &plan, args.concurrency, progress).await;
+    timeline.ended("blobs", t);
+    let t = std::time::Instant::now();
+    // Small documents: as many at once as the plan's HEADs.
+    let par = plan::head_parallelism(args.concurrency);
+    let pushed = transfer::push_manifests(client, &plan, par, progress).await;
+    timeline.ended("manifests", t);
     match pushed {
         Ok(n) => {
             summary.images_pushed = n;

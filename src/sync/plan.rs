@@ -15,6 +15,7 @@
 //! A delta package's external-blob check belongs here too (before the first
 //! upload): every blob the bundle does not carry must be present.
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Mutex;
 
 use futures_util::stream::{self, StreamExt};
 
@@ -114,7 +115,7 @@ pub fn tag_or_digest(job: &ImageJob) -> String {
 
 /// Requests in flight while planning: HEADs are small, so more of them than
 /// uploads, still bounded.
-fn head_parallelism(concurrency: usize) -> usize {
+pub fn head_parallelism(concurrency: usize) -> usize {
     (concurrency.max(1) * 4).min(64)
 }
 
@@ -156,14 +157,22 @@ fn blob_key(job: &ImageJob, digest: &Digest) -> BlobKey {
 
 /// Make the plan. Failures (the registry down, credentials refused) are
 /// per image, to be grouped by cause; nothing has been pushed then.
+///
+/// One pass per image: its manifest HEAD, then (changed) the HEADs of its
+/// blobs not already asked for, so that the blob HEADs of the first images
+/// overlap the manifest HEADs of the last instead of waiting for all of
+/// them. A blob of an unchanged image is known present without a HEAD.
 pub async fn make(
     client: &RegistryClient,
     jobs: Vec<ImageJob>,
     concurrency: usize,
+    timeline: &super::timeline::Timeline,
 ) -> Result<Plan, Failures> {
     let par = head_parallelism(concurrency);
     let mut failures = Failures::new(super::report::Stage::Plan);
-    let unchanged = head_manifests(client, &jobs, par, &mut failures).await;
+    let t = std::time::Instant::now();
+    let (unchanged, found) = head_all(client, &jobs, par, &mut failures).await;
+    timeline.ended("plan.heads", t);
     if !failures.is_empty() {
         return Err(failures);
     }
@@ -173,11 +182,10 @@ pub async fn make(
             known.note(&blob_key(job, &b.digest));
         }
     }
-    let needed = blob_steps(&jobs, &unchanged);
-    head_blobs(client, &jobs, &needed, &mut known, par, &mut failures).await;
-    if !failures.is_empty() {
-        return Err(failures);
+    for key in &found {
+        known.note(key);
     }
+    let needed = blob_steps(&jobs, &unchanged);
     Ok(Plan {
         jobs,
         unchanged,
@@ -185,35 +193,86 @@ pub async fn make(
     })
 }
 
-/// Step 1: HEAD every target manifest; per job, whether it is unchanged.
-async fn head_manifests(
+/// Every manifest HEAD, and the blob HEADs of changed images (each
+/// (repository, blob) once, at most `par` requests in flight): per job
+/// whether it is unchanged, and the blobs found present.
+async fn head_all(
     client: &RegistryClient,
     jobs: &[ImageJob],
     par: usize,
     failures: &mut Failures,
-) -> Vec<bool> {
-    let heads: Vec<(usize, anyhow::Result<Option<Digest>>)> =
-        stream::iter(jobs.iter().enumerate().map(|(i, job)| async move {
-            let r = client
+) -> (Vec<bool>, Vec<BlobKey>) {
+    let asked: Mutex<HashSet<BlobKey>> = Mutex::new(HashSet::new());
+    let slots = tokio::sync::Semaphore::new(par);
+    let (asked, slots) = (&asked, &slots);
+    type Heads = (
+        usize,
+        anyhow::Result<bool>,
+        Vec<(BlobKey, anyhow::Result<bool>)>,
+    );
+    let heads: Vec<Heads> = stream::iter(jobs.iter().enumerate().map(|(i, job)| async move {
+        let manifest = {
+            let _slot = slots.acquire().await;
+            client
                 .head_manifest(
                     &job.target.registry,
                     &job.target.repository,
                     &tag_or_digest(job),
                 )
-                .await;
-            (i, r)
+                .await
+        };
+        let unchanged = manifest.map(|d| d.as_ref() == Some(&job.image.root.digest));
+        if !matches!(unchanged, Ok(false)) {
+            return (i, unchanged, Vec::new());
+        }
+        let mine: Vec<BlobKey> = {
+            let mut a = asked.lock().unwrap_or_else(|e| e.into_inner());
+            (job.image.blobs.iter())
+                .map(|b| blob_key(job, &b.digest))
+                .filter(|k| a.insert(k.clone()))
+                .collect()
+        };
+        let blobs = futures_util::future::join_all(mine.into_iter().map(|k| async move {
+            let _slot = slots.acquire().await;
+            let r = client
+                .blob_exists(&k.0, &k.1, &k.2)
+                .await
+                .map(|s| s.is_some());
+            (k, r)
         }))
-        .buffer_unordered(par)
-        .collect()
         .await;
+        (i, unchanged, blobs)
+    }))
+    .buffer_unordered(par)
+    .collect()
+    .await;
     let mut unchanged = vec![false; jobs.len()];
-    for (i, r) in heads {
+    let mut found = Vec::new();
+    let mut blob_errors: HashMap<BlobKey, anyhow::Error> = HashMap::new();
+    for (i, r, blobs) in heads {
         match r {
-            Ok(d) => unchanged[i] = d.as_ref() == Some(&jobs[i].image.root.digest),
+            Ok(u) => unchanged[i] = u,
             Err(e) => failures.add(jobs[i].target.to_string(), &e),
         }
+        for (k, r) in blobs {
+            match r {
+                Ok(true) => found.push(k),
+                Ok(false) => {}
+                Err(e) => {
+                    blob_errors.insert(k, e);
+                }
+            }
+        }
     }
-    unchanged
+    // A blob HEAD that failed fails every changed image that needs it.
+    for (job, _) in jobs.iter().zip(&unchanged).filter(|(_, u)| !**u) {
+        for b in &job.image.blobs {
+            if let Some(e) = blob_errors.get(&blob_key(job, &b.digest)) {
+                failures.add(job.target.to_string(), e);
+            }
+        }
+    }
+    (unchanged, found)
 }
 
 /// The blobs of changed images, once per target repository, each with the
@@ -237,43 +296,6 @@ fn blob_steps(jobs: &[ImageJob], unchanged: &[bool]) -> BTreeMap<BlobKey, BlobSt
         }
     }
     needed
-}
-
-/// Step 2: HEAD every needed blob not already known to be in place.
-async fn head_blobs(
-    client: &RegistryClient,
-    jobs: &[ImageJob],
-    needed: &BTreeMap<BlobKey, BlobStep>,
-    known: &mut Known,
-    par: usize,
-    failures: &mut Failures,
-) {
-    let to_head: Vec<&BlobKey> = needed
-        .keys()
-        .filter(|k| !known.present.contains(*k))
-        .collect();
-    let found: Vec<(usize, anyhow::Result<bool>)> = stream::iter(to_head.iter().enumerate().map(
-        |(n, (reg, repo, d))| async move {
-            (
-                n,
-                client.blob_exists(reg, repo, d).await.map(|s| s.is_some()),
-            )
-        },
-    ))
-    .buffer_unordered(par)
-    .collect()
-    .await;
-    for (n, r) in found {
-        match r {
-            Ok(true) => known.note(to_head[n]),
-            Ok(false) => {}
-            Err(e) => {
-                for &i in &needed[to_head[n]].images {
-                    failures.add(jobs[i].target.to_string(), &e);
-                }
-            }
-        }
-    }
 }
 
 /// Step 3: one action per blob: skip what is in place, mount what another

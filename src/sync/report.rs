@@ -30,6 +30,12 @@ pub struct SyncSummary {
     pub bytes_read: Option<u64>,
     pub retries: u64,
     pub charts: Vec<ChartLine>,
+    /// Per target registry, with `target.mirrors` (see `sync::fanout`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub targets: Vec<super::fanout::TargetLine>,
+    /// Where the time went, phase by phase (see `sync::timeline`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub timeline: Vec<super::timeline::Phase>,
     /// Rendered images not in the target (accepted with --allow-unrelocated).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub unrelocated: Vec<crate::chart::render_check::Miss>,

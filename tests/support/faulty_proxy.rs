@@ -16,7 +16,11 @@
 //! - slow and silent peers on demand: the next N requests are never
 //!   answered (the body is not read either: the connection just hangs
 //!   until the client gives up), or their response body trickles out one
-//!   byte per interval.
+//!   byte per interval;
+//! - a lost answer on demand: the next N requests matching a method and a
+//!   text of the request line are forwarded whole, but the registry's
+//!   answer is held back past the client's patience, then the connection
+//!   closes (a gateway timing out on a registry's slow commit).
 //!
 //! Plain HTTP only (the registry behind it runs `Mode::Plain` or
 //! `Mode::BasicAuth`): it must read the messages to fault them.
@@ -143,6 +147,7 @@ struct Counters {
     bytes_up: AtomicU64,
     bytes_down: AtomicU64,
     silenced: AtomicU64,
+    held: AtomicU64,
 }
 
 fn inc(c: &AtomicU64) {
@@ -178,6 +183,10 @@ enum Decision {
     Silent,
     /// Forward, but send the response body one byte per interval.
     Trickle(Duration),
+    /// Forward the request whole, take the registry's answer, and keep it
+    /// from the client this long; then close (a gateway that timed out
+    /// while the registry was committing).
+    HoldAnswer(Duration),
 }
 
 struct Shared {
@@ -199,6 +208,11 @@ struct Shared {
     force_silent: AtomicU64,
     force_trickle: AtomicU64,
     trickle_interval: Mutex<Duration>,
+    /// Requests whose answer is still to be held back: how many, for how
+    /// long, and which (method, text in the request line).
+    force_hold: AtomicU64,
+    hold_for: Mutex<Duration>,
+    hold_which: Mutex<(String, String)>,
     /// Only requests with this method are silenced / trickled (None: any).
     slow_method: Mutex<Option<String>>,
 }
@@ -261,6 +275,14 @@ impl Shared {
         (decision, delay)
     }
 
+    /// Whether the answer to this request (`start`: its request line) is
+    /// to be held back, and for how long.
+    fn hold(&self, start: &str) -> Option<Duration> {
+        let (method, target) = self.hold_which.lock().unwrap().clone();
+        let matches = start.split(' ').next() == Some(method.as_str()) && start.contains(&target);
+        (matches && take_one(&self.force_hold)).then(|| *self.hold_for.lock().unwrap())
+    }
+
     fn track(&self, s: &TcpStream) -> Option<u64> {
         let id = self.next_id.fetch_add(1, Ordering::SeqCst);
         let clone = s.try_clone().ok()?;
@@ -321,6 +343,9 @@ impl FaultyProxy {
             force_silent: AtomicU64::new(0),
             force_trickle: AtomicU64::new(0),
             trickle_interval: Mutex::new(Duration::from_secs(1)),
+            force_hold: AtomicU64::new(0),
+            hold_for: Mutex::new(Duration::ZERO),
+            hold_which: Mutex::new((String::new(), String::new())),
             slow_method: Mutex::new(None),
         });
         let sh = shared.clone();
@@ -413,6 +438,22 @@ impl FaultyProxy {
         *self.shared.slow_method.lock().unwrap() = method.map(String::from);
         *self.shared.trickle_interval.lock().unwrap() = interval;
         self.shared.force_trickle.store(n, Ordering::SeqCst);
+    }
+
+    /// Forward the next `n` requests of `method` whose request line
+    /// contains `target` whole, but keep the registry's answer from the
+    /// client for `hold`, then close the connection: the request took
+    /// effect, its answer is lost (a proxy in front of a registry that
+    /// takes long to commit a large blob).
+    pub fn hold_answer_next_of(&self, method: &str, target: &str, n: u64, hold: Duration) {
+        *self.shared.hold_which.lock().unwrap() = (method.to_string(), target.to_string());
+        *self.shared.hold_for.lock().unwrap() = hold;
+        self.shared.force_hold.store(n, Ordering::SeqCst);
+    }
+
+    /// Answers held back so far.
+    pub fn held(&self) -> u64 {
+        self.shared.counters.held.load(Ordering::SeqCst)
     }
 
     /// Requests left unanswered so far.
@@ -799,7 +840,10 @@ impl Conn {
                 Framing::Chunked => true,
                 _ => false,
             };
-            let (decision, delay) = self.shared.decide(&method, has_body);
+            let (mut decision, delay) = self.shared.decide(&method, has_body);
+            if let Some(hold) = self.shared.hold(&req.start) {
+                decision = Decision::HoldAnswer(hold);
+            }
             if !delay.is_zero() {
                 std::thread::sleep(delay);
             }
@@ -913,6 +957,22 @@ impl Conn {
                 || resp_framing == Framing::UntilClose
                 || resp.start.starts_with("HTTP/1.0");
 
+            if let Decision::HoldAnswer(hold) = decision {
+                inc(&c.held);
+                let sink_counter = AtomicU64::new(0);
+                let _ = copy_body(
+                    &mut up.r,
+                    &mut io::sink(),
+                    resp_framing,
+                    None,
+                    &sink_counter,
+                );
+                let until = std::time::Instant::now() + hold;
+                while std::time::Instant::now() < until && shared.live_now() {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                return Ok(());
+            }
             if let Decision::DropResponse(f) = decision {
                 inc(&c.dropped_response);
                 let empty = matches!(resp_framing, Framing::None | Framing::Length(0));

@@ -70,27 +70,61 @@ impl RegistryClient {
         mount_from: Option<&str>,
         progress: Option<&mut Transfer>,
     ) -> anyhow::Result<PushOutcome> {
-        self.push_blob_inner(registry, repo, digest, source, mount_from, progress)
+        let dest = BlobDest {
+            registry,
+            repo,
+            digest,
+            head_first: true,
+        };
+        self.push_blob_inner(dest, source, mount_from, progress)
             .await
             .with_context(|| format!("pushing blob {digest} to {registry}/{repo}"))
     }
 
-    async fn push_blob_inner(
+    /// [`Self::push_blob`] for a caller that has just HEADed the blob
+    /// itself (a sync plan): no second HEAD, straight to the mount or the
+    /// upload. Should another client have put it there meanwhile, the
+    /// registry takes it again (the content is the same).
+    pub async fn push_planned_blob(
         &self,
         registry: &str,
         repo: &str,
         digest: &Digest,
         source: BlobSource,
         mount_from: Option<&str>,
+        progress: Option<&mut Transfer>,
+    ) -> anyhow::Result<PushOutcome> {
+        let dest = BlobDest {
+            registry,
+            repo,
+            digest,
+            head_first: false,
+        };
+        self.push_blob_inner(dest, source, mount_from, progress)
+            .await
+            .with_context(|| format!("pushing blob {digest} to {registry}/{repo}"))
+    }
+
+    async fn push_blob_inner(
+        &self,
+        dest: BlobDest<'_>,
+        source: BlobSource,
+        mount_from: Option<&str>,
         mut progress: Option<&mut Transfer>,
     ) -> anyhow::Result<PushOutcome> {
+        let BlobDest {
+            registry,
+            repo,
+            digest,
+            head_first,
+        } = dest;
         let size = source.len();
         let skip = |progress: &mut Option<&mut Transfer>| {
             if let Some(p) = progress.as_deref_mut() {
                 p.skip(size);
             }
         };
-        if self.blob_exists(registry, repo, digest).await?.is_some() {
+        if head_first && self.blob_exists(registry, repo, digest).await?.is_some() {
             skip(&mut progress);
             return Ok(PushOutcome::Skipped);
         }
@@ -159,7 +193,9 @@ impl RegistryClient {
         (size > self.inner.opts.chunk_threshold
             && matches!(
                 up.source,
-                BlobSource::FileRange { .. } | BlobSource::PackageRange { .. }
+                BlobSource::FileRange { .. }
+                    | BlobSource::PackageRange { .. }
+                    | BlobSource::Fed { .. }
             ))
             || self.body_limit(up.registry).is_some_and(|l| size > l)
     }
@@ -410,6 +446,14 @@ impl RegistryClient {
             .await?;
         Ok(Bytes::from(buf))
     }
+}
+
+/// Where a blob goes, and whether to HEAD it there first.
+struct BlobDest<'a> {
+    registry: &'a str,
+    repo: &'a str,
+    digest: &'a Digest,
+    head_first: bool,
 }
 
 /// What a mount request did.

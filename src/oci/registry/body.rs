@@ -28,12 +28,15 @@ pub(super) struct StreamShared {
     pub(super) sent: Arc<AtomicU64>,
     /// Set when the stream refused to finish (digest mismatch, short file).
     pub(super) failure: Arc<Mutex<Option<String>>>,
+    /// When the last byte was handed to the HTTP stack.
+    pub(super) body_out: Arc<Mutex<Option<std::time::Instant>>>,
 }
 
 enum Reader {
     File(tokio::fs::File),
     Mem(Bytes, usize),
     Package(std::sync::Arc<crate::package::source::PackageFile>, u64),
+    Fed(Box<super::feed::FedReader>),
 }
 
 pub(super) struct BodyState {
@@ -70,8 +73,15 @@ pub(super) async fn range_stream(
     shared: StreamShared,
 ) -> anyhow::Result<impl futures_util::Stream<Item = Result<Bytes, std::io::Error>> + Send + 'static>
 {
+    let fed = match source {
+        BlobSource::Fed {
+            tap, path, offset, ..
+        } => super::feed::FedReader::at(tap, path.clone(), *offset, start).await,
+        _ => None,
+    };
     let reader = match source {
-        BlobSource::FileRange { path, offset, .. } => {
+        _ if fed.is_some() => Reader::Fed(Box::new(fed.expect("checked"))),
+        BlobSource::FileRange { path, offset, .. } | BlobSource::Fed { path, offset, .. } => {
             let mut f = tokio::fs::File::open(path)
                 .await
                 .with_context(|| format!("opening {}", path.display()))?;
@@ -100,6 +110,7 @@ pub(super) async fn range_stream(
         if st.remaining == 0 {
             // Empty range: only the digest check is left.
             st.done = true;
+            *st.shared.body_out.lock().unwrap() = Some(std::time::Instant::now());
             if let Some(exp) = &st.expect {
                 let got = hex::encode(st.hasher.lock().unwrap().clone().finalize());
                 if got != exp.hex() {
@@ -148,6 +159,15 @@ pub(super) async fn range_stream(
                     }
                 }
             }
+            Reader::Fed(r) => match r.read(n).await {
+                Ok(b) => b,
+                Err(e) => {
+                    st.done = true;
+                    let msg = format!("reading the blob source: {e} (the file is shorter than its index says: truncated or corrupt)");
+                    *st.shared.failure.lock().unwrap() = Some(msg.clone());
+                    return Some((Err(std::io::Error::other(msg)), st));
+                }
+            },
         };
         st.hasher.lock().unwrap().update(&chunk);
         st.remaining -= n as u64;
@@ -165,6 +185,9 @@ pub(super) async fn range_stream(
             }
         }
         st.shared.sent.fetch_add(n as u64, Ordering::Relaxed);
+        if st.remaining == 0 {
+            *st.shared.body_out.lock().unwrap() = Some(std::time::Instant::now());
+        }
         Some((Ok::<Bytes, std::io::Error>(chunk), st))
     });
     Ok(stream)
@@ -190,7 +213,7 @@ pub(super) async fn hash_prefix(source: &BlobSource, len: u64) -> anyhow::Result
             })
             .await?
         }
-        BlobSource::FileRange { path, offset, .. } => {
+        BlobSource::FileRange { path, offset, .. } | BlobSource::Fed { path, offset, .. } => {
             let path = path.clone();
             let offset = *offset;
             tokio::task::spawn_blocking(move || -> anyhow::Result<Sha256> {

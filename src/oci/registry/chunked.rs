@@ -11,16 +11,18 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use anyhow::{bail, Context};
-use reqwest::header::{HeaderMap, HeaderValue, CONTENT_LENGTH};
-use reqwest::{Method, StatusCode};
+use std::time::Instant;
+
+use reqwest::header::{HeaderMap, HeaderValue, AUTHORIZATION, CONTENT_LENGTH};
+use reqwest::{Method, Response, StatusCode};
 use sha2::{Digest as _, Sha256};
 use url::Url;
 
 use super::body::{corrupt_error, hash_prefix};
 use super::token::credential_error;
 use super::transport::Streamed;
-use super::transport::{backoff, retryable_status, show, status_error};
-use super::uploads::{check_stored, next_location, range_end, with_digest, Upload};
+use super::transport::{backoff, commit_wait, retryable_status, sensitive, show, status_error};
+use super::uploads::{check_stored, lost_answer, next_location, range_end, with_digest, Upload};
 use super::{Digest, PayloadTooLarge, RegistryClient, SourceDamaged, UploadInterrupted};
 use crate::progress::Transfer;
 
@@ -168,6 +170,12 @@ impl RegistryClient {
         let mut attempt = 0u32;
         let mut chunks_this_run = 0u64;
         while pos.offset < size {
+            // A stop lets this chunk finish (and its URL be saved), but
+            // starts no new one (see `crate::graceful`).
+            let Some(in_flight) = crate::graceful::hold() else {
+                crate::graceful::park_if_stopping().await;
+                continue;
+            };
             let end = (pos.offset + self.chunk_size_for(up.registry)).min(size);
             let failure = match self
                 .patch_chunk(up, &resume, &pos, end, attempt, progress)
@@ -195,6 +203,9 @@ impl RegistryClient {
                     continue;
                 }
             };
+            // The chunk failed: nothing in flight to wait for any more.
+            drop(in_flight);
+            crate::graceful::park_if_stopping().await;
             attempt += 1;
             if attempt >= max {
                 bail!(
@@ -423,15 +434,66 @@ impl RegistryClient {
             return Err(SourceDamaged(corrupt_error(up.digest, &got)).into());
         }
         let put_url = with_digest(&pos.loc, up.digest);
-        let mut h = HeaderMap::new();
-        h.insert(CONTENT_LENGTH, HeaderValue::from_static("0"));
-        let resp = self
-            .simple(up.registry, up.scopes, Method::PUT, put_url, h, None)
-            .await?;
+        let closed = self.close_chunked(up, &put_url).await;
         resume.forget();
+        let Some(resp) = closed? else {
+            // Found in place after a lost answer.
+            return Ok(());
+        };
         if !resp.status().is_success() {
             return Err(status_error(resp, "completing a chunked upload").await);
         }
         check_stored(&resp, up.digest)
+    }
+
+    /// The closing PUT, sent once: the registry gets a commit's time to
+    /// answer (it hashes and moves the whole blob now). An answer lost
+    /// then is a slow commit, not a reason to send the PUT again (the
+    /// session is gone once the registry committed): the blob is looked
+    /// for until it appears or the commit wait is over.
+    /// `None`: the answer was lost but the blob is in place.
+    async fn close_chunked(
+        &self,
+        up: &Upload<'_>,
+        put_url: &Url,
+    ) -> anyhow::Result<Option<Response>> {
+        let mut attempt = 0u32;
+        loop {
+            attempt += 1;
+            let auth = self.auth_header(up.registry, up.scopes).await?;
+            let mut rb = self
+                .inner
+                .http
+                .put(put_url.clone())
+                .header(CONTENT_LENGTH, HeaderValue::from_static("0"));
+            if let Some(a) = &auth {
+                rb = rb.header(AUTHORIZATION, sensitive(a)?);
+            }
+            self.count_request();
+            let sent_at = Instant::now();
+            let res = self
+                .send_within(rb, commit_wait(self.stall(), up.size()))
+                .await;
+            if let Some((why, lost)) = lost_answer(&res, Some(sent_at)) {
+                if self.committed_after_all(up, put_url, &why, lost).await {
+                    return Ok(None);
+                }
+            }
+            match res {
+                Ok(r) if r.status() == StatusCode::UNAUTHORIZED && attempt == 1 => {
+                    self.forget_token(up.registry, up.scopes);
+                }
+                Ok(r) if !retryable_status(r.status()) || attempt >= self.max_attempts() => {
+                    return Ok(Some(r))
+                }
+                Ok(_) => {}
+                Err(e) if attempt >= self.max_attempts() => {
+                    return Err(e.give_up(&format!("PUT {}", show(put_url)), attempt))
+                }
+                Err(_) => {}
+            }
+            self.count_retry();
+            tokio::time::sleep(backoff(attempt)).await;
+        }
     }
 }

@@ -13,6 +13,40 @@ use super::{pull_scope, push_scope, Digest, FetchedManifest, RegistryClient, MAX
 use crate::oci::media::{self};
 use url::Url;
 
+/// Times a manifest PUT is sent while the registry answers that a blob or
+/// child manifest it references is unknown (see [`RefsUnknown`]).
+const REFS_UNKNOWN_ATTEMPTS: u32 = 5;
+
+/// A manifest PUT the registry kept refusing because a blob or child
+/// manifest it references is unknown, although the caller pushed it first.
+///
+/// Why it happens: distribution (and registries built on it) rewrites a
+/// blob's per-repository link file in place (truncate, then write) on
+/// every upload or mount of that blob. A manifest PUT that checks the
+/// link at that instant reads an empty file and answers `400
+/// DIGEST_INVALID; MANIFEST_BLOB_UNKNOWN`: another client pushing the same
+/// blob into the same repository (a second sync of an overlapping
+/// product) makes a blob that is there look unknown for a moment. The PUT
+/// is therefore asked again a few times, with backoff, before this error.
+#[derive(Debug)]
+pub struct RefsUnknown(pub String);
+
+impl std::fmt::Display for RefsUnknown {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+impl std::error::Error for RefsUnknown {}
+
+/// Whether a refused manifest PUT says that something it references is
+/// unknown to the registry (error codes of the distribution spec).
+fn refs_unknown(err: &anyhow::Error) -> bool {
+    let text = format!("{err:#}");
+    ["MANIFEST_BLOB_UNKNOWN", "BLOB_UNKNOWN", "MANIFEST_UNKNOWN"]
+        .iter()
+        .any(|code| text.contains(code))
+}
+
 impl RegistryClient {
     // ----- manifests ---------------------------------------------------------
 
@@ -199,17 +233,39 @@ impl RegistryClient {
                 .map_err(|_| anyhow!("invalid media type {media_type:?}"))?,
         );
         let n = bytes.len() as u64;
-        let resp = self
-            .simple(registry, &scopes, Method::PUT, url, h, Some(bytes))
-            .await
-            .with_context(|| format!("pushing manifest {registry}/{repo}:{reference}"))?;
-        if !resp.status().is_success() {
-            return Err(status_error(
-                resp,
-                &format!("pushing manifest {registry}/{repo}:{reference}"),
-            )
-            .await);
-        }
+        let what = format!("pushing manifest {registry}/{repo}:{reference}");
+        let mut attempt = 0u32;
+        let resp = loop {
+            attempt += 1;
+            let resp = self
+                .simple(
+                    registry,
+                    &scopes,
+                    Method::PUT,
+                    url.clone(),
+                    h.clone(),
+                    Some(bytes.clone()),
+                )
+                .await
+                .with_context(|| what.clone())?;
+            if resp.status().is_success() {
+                break resp;
+            }
+            let refused = resp.status() == StatusCode::BAD_REQUEST;
+            let err = status_error(resp, &what).await;
+            if !(refused && refs_unknown(&err)) {
+                return Err(err);
+            }
+            // The caller pushed what the manifest references first; a
+            // registry that does not see it now is most likely reading a
+            // link another client is rewriting this very moment.
+            if attempt >= REFS_UNKNOWN_ATTEMPTS {
+                return Err(anyhow::Error::new(RefsUnknown(format!("{err:#}"))));
+            }
+            tracing::info!("{err:#} (attempt {attempt}); asking again");
+            self.count_retry();
+            tokio::time::sleep(backoff(attempt + 1)).await;
+        };
         self.inner
             .stats
             .bytes_uploaded

@@ -50,7 +50,10 @@ use bytes::Bytes;
 
 use super::auth::{Challenge, CredentialStore, Credentials};
 use super::Digest;
+pub use commit_wait::{COMMIT_WAIT_ENV, DEFAULT_COMMIT_WAIT};
+pub use feed::{feed, FeedSender, FeedTap};
 pub use limits::{PayloadTooLarge, MIN_CHUNK_SIZE};
+pub use manifests::RefsUnknown;
 pub use referrers::PutManifest;
 pub use stall::{Stalled, DEFAULT_STALL_TIMEOUT, STALL_MIN_BYTES, STALL_TIMEOUT_ENV};
 use transport::CONNECT_TIMEOUT;
@@ -59,6 +62,8 @@ mod advice;
 mod blobs;
 mod body;
 mod chunked;
+mod commit_wait;
+mod feed;
 mod limits;
 mod manifests;
 mod referrers;
@@ -150,12 +155,20 @@ pub enum BlobSource {
         offset: u64,
         len: u64,
     },
+    /// A byte range of a file read once for several uploads (see `feed`):
+    /// taken from `tap` while it is fed, else from the file.
+    Fed {
+        tap: Arc<FeedTap>,
+        path: PathBuf,
+        offset: u64,
+        len: u64,
+    },
 }
 
 impl BlobSource {
     pub fn len(&self) -> u64 {
         match self {
-            BlobSource::FileRange { len, .. } => *len,
+            BlobSource::FileRange { len, .. } | BlobSource::Fed { len, .. } => *len,
             BlobSource::Bytes(b) => b.len() as u64,
             BlobSource::PackageRange { len, .. } => *len,
         }
@@ -217,6 +230,9 @@ struct Inner {
     stall: Duration,
     /// Largest request body per host, once one refused a larger one (413).
     body_limits: Mutex<HashMap<String, u64>>,
+    /// How long a blob whose completing answer was lost may take to
+    /// appear (`commit_wait`).
+    commit_wait: Duration,
 }
 
 impl std::fmt::Debug for RegistryClient {
@@ -310,6 +326,7 @@ impl RegistryClient {
                 stats: Counters::default(),
                 stall,
                 body_limits: Mutex::new(HashMap::new()),
+                commit_wait: commit_wait::commit_wait_from_env(),
             }),
         })
     }

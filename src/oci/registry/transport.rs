@@ -32,7 +32,7 @@ const COMMIT_BYTES_PER_SEC: f64 = (50 << 20) as f64;
 
 /// How long a registry may take to answer after the last of `len` body
 /// bytes went out.
-fn commit_wait(stall: Duration, len: u64) -> Duration {
+pub(super) fn commit_wait(stall: Duration, len: u64) -> Duration {
     stall + Duration::from_secs_f64(len as f64 / COMMIT_BYTES_PER_SEC)
 }
 const DOCKER_CONTENT_DIGEST: &str = "docker-content-digest";
@@ -489,7 +489,11 @@ impl RegistryClient {
     }
 
     /// Send `rb` and wait for the answer's head, at most `wait`.
-    async fn send_within(&self, rb: reqwest::RequestBuilder, wait: Duration) -> Streamed {
+    pub(super) async fn send_within(
+        &self,
+        rb: reqwest::RequestBuilder,
+        wait: Duration,
+    ) -> Streamed {
         match tokio::time::timeout(wait, rb.send()).await {
             Ok(r) => r.map_err(TransferError::Http),
             Err(_) => Err(TransferError::Stalled(stalled_text(wait, 0))),

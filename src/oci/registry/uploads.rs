@@ -5,7 +5,7 @@
 //! (its completing answer dropped after the registry committed, or the
 //! registry discarding it) is `blobs`' business.
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::bail;
 use reqwest::header::{HeaderMap, HeaderValue, AUTHORIZATION, CONTENT_LENGTH, LOCATION};
@@ -14,6 +14,7 @@ use sha2::{Digest as _, Sha256};
 use url::Url;
 
 use super::body::{range_body, StreamShared};
+use super::commit_wait::LostAnswer;
 use super::token::credential_error;
 use super::transport::{
     backoff, header_digest, location, retry_after, retryable_status, sensitive, show, status_error,
@@ -153,11 +154,31 @@ impl RegistryClient {
         method: Method,
         url: &Url,
         session: &Url,
-        (start, end): (u64, u64),
+        range: (u64, u64),
         extra: HeaderMap,
         hasher: Arc<Mutex<Sha256>>,
         progress: &mut Option<&mut Transfer>,
     ) -> anyhow::Result<Streamed> {
+        let (res, _) = self
+            .stream_range_timed(up, method, url, session, range, extra, hasher, progress)
+            .await?;
+        Ok(res)
+    }
+
+    /// [`Self::stream_range`], with the moment the last body byte went out
+    /// (None: not all of it did).
+    #[allow(clippy::too_many_arguments)]
+    pub(super) async fn stream_range_timed(
+        &self,
+        up: &Upload<'_>,
+        method: Method,
+        url: &Url,
+        session: &Url,
+        (start, end): (u64, u64),
+        extra: HeaderMap,
+        hasher: Arc<Mutex<Sha256>>,
+        progress: &mut Option<&mut Transfer>,
+    ) -> anyhow::Result<(Streamed, Option<Instant>)> {
         let shared = StreamShared::default();
         let expect = (end == up.size()).then(|| up.digest.clone());
         let body = range_body(up.source, start, end, hasher, expect, shared.clone()).await?;
@@ -179,7 +200,8 @@ impl RegistryClient {
             self.cancel_upload(up.registry, up.scopes, session).await;
             return Err(SourceDamaged(msg).into());
         }
-        Ok(res)
+        let body_out = *shared.body_out.lock().unwrap();
+        Ok((res, body_out))
     }
 
     /// One streaming PUT of the whole blob per attempt, each in a fresh
@@ -199,8 +221,8 @@ impl RegistryClient {
                 None => self.start_upload(up.registry, up.repo, up.scopes).await?,
             };
             let put_url = with_digest(&loc, up.digest);
-            let res = self
-                .stream_range(
+            let (res, body_out) = self
+                .stream_range_timed(
                     up,
                     Method::PUT,
                     &put_url,
@@ -211,6 +233,11 @@ impl RegistryClient {
                     progress,
                 )
                 .await?;
+            if let Some((why, lost)) = lost_answer(&res, body_out) {
+                if self.committed_after_all(up, &put_url, &why, lost).await {
+                    return Ok(());
+                }
+            }
             let retry_in = match res {
                 Ok(resp) => {
                     match self
@@ -309,6 +336,34 @@ impl RegistryClient {
             tracing::debug!("upload of {} failed, retrying: {}", up.digest, e.text());
         }
         Ok(backoff(attempt))
+    }
+}
+
+/// Whether the answer to a request that completes an upload was lost
+/// after its whole body went out (`body_out`): a transport failure, or a
+/// gateway's 502/504 (a proxy that gave up waiting for the registry).
+/// What happened, and whether it looks like a slow commit.
+pub(super) fn lost_answer(
+    res: &Streamed,
+    body_out: Option<Instant>,
+) -> Option<(String, LostAnswer)> {
+    let out = body_out?;
+    let since = out.elapsed();
+    match res {
+        Err(e) => Some((e.text(), LostAnswer::after(since, e.is_stall()))),
+        Ok(r)
+            if matches!(
+                r.status(),
+                StatusCode::BAD_GATEWAY | StatusCode::GATEWAY_TIMEOUT
+            ) =>
+        {
+            let timed_out = r.status() == StatusCode::GATEWAY_TIMEOUT;
+            Some((
+                format!("answered {}", r.status()),
+                LostAnswer::after(since, timed_out),
+            ))
+        }
+        Ok(_) => None,
     }
 }
 
