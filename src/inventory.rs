@@ -143,6 +143,13 @@ async fn try_write_after_sync<'a>(
     }
     // Two syncs beside the same config must not drop each other's images.
     let _lock = crate::atomic_file::DirLock::acquire(path.parent().unwrap_or(Path::new(".")))?;
+    // Temp files of killed runs (their PID no longer runs) go, as in pack.
+    for p in crate::interrupt::remove_stale_partials(path.parent().unwrap_or(Path::new("."))) {
+        tracing::info!(
+            "removed {} (left by a run that no longer runs)",
+            p.display()
+        );
+    }
     match Inventory::load(&path) {
         Ok(older) => inv.merge_older(older),
         Err(e) if path.exists() => {

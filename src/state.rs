@@ -72,6 +72,13 @@ impl SyncState {
     pub fn record(config: &Path, charts: Vec<SyncedChart>) -> anyhow::Result<()> {
         let path = Self::path_for(config);
         let _lock = crate::atomic_file::DirLock::acquire(path.parent().unwrap())?;
+        // Temp files of killed runs (their PID no longer runs) go, as in pack.
+        for p in crate::interrupt::remove_stale_partials(path.parent().unwrap()) {
+            tracing::info!(
+                "removed {} (left by a run that no longer runs)",
+                p.display()
+            );
+        }
         let mut state = Self::load(config)?;
         for c in charts {
             state

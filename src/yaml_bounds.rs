@@ -15,6 +15,14 @@
 //! its own size (which callers bound where they read it). Real charts use a
 //! handful of aliases (`<<: *defaults` in values.yaml); the largest public
 //! chart index uses none.
+//!
+//! The same pass refuses nesting deeper than [`MAX_DEPTH`]: `[[[[...` 150,000
+//! levels deep is 300 KB of text, and the deserializer's time grows with the
+//! square of the depth (a minute at 200k) before its own recursion limit
+//! stops it. The pass stops at the first level past the limit, so its own
+//! cost stays linear. Text whose nesting cannot reach the limit (bounded by
+//! one cheap scan of its bytes, [`depth_bound`]) and that has no alias
+//! skips the pass.
 use anyhow::Context;
 use saphyr_parser::{Event, Parser};
 use serde::de::DeserializeOwned;
@@ -23,6 +31,10 @@ use serde::de::DeserializeOwned;
 pub const MAX_ALIAS_NODES: u64 = 1_000_000;
 /// Scalar bytes that alias expansion may add on top of those written out.
 pub const MAX_ALIAS_BYTES: u64 = 64 << 20;
+/// Deepest nesting of collections accepted. Real charts, values and
+/// indexes stay below 20; `serde_yaml_ng` gives up at 128 anyway, after
+/// having parsed the whole document.
+pub const MAX_DEPTH: usize = 128;
 
 /// Expanded size of a node: its node count and scalar bytes.
 #[derive(Clone, Copy, Default)]
@@ -45,9 +57,36 @@ pub fn check(text: &str) -> anyhow::Result<()> {
     check_with(text, MAX_ALIAS_NODES, MAX_ALIAS_BYTES)
 }
 
+/// An upper bound of the nesting depth of `text`, from one scan of its
+/// bytes. A block collection nested in another starts on a new line
+/// indented further (a sequence under a mapping key may keep the key's
+/// indentation: two levels per column), or on the same line after a `-`,
+/// `?` or `:`; a flow collection opens with `[` or `{` (and `[a: b]` adds an
+/// implicit mapping: two levels per bracket).
+fn depth_bound(text: &str) -> usize {
+    let mut brackets = 0usize;
+    let mut deepest_line = 0usize;
+    for line in text.split('\n') {
+        let indent = line.bytes().take_while(|&b| b == b' ').count();
+        let mut openers = 0usize;
+        for b in line.bytes() {
+            match b {
+                b'[' | b'{' => brackets += 1,
+                b'-' | b'?' | b':' => openers += 1,
+                _ => {}
+            }
+        }
+        deepest_line = deepest_line.max(2 * (indent + 1) + openers);
+    }
+    deepest_line
+        .saturating_add(brackets.saturating_mul(2))
+        .saturating_add(2)
+}
+
 fn check_with(text: &str, max_nodes: u64, max_bytes: u64) -> anyhow::Result<()> {
-    // Cheap exit: without `*` there is no alias.
-    if !text.contains('*') {
+    // Cheap exit: without `*` there is no alias, and shallow text needs no
+    // depth check.
+    if !text.contains('*') && depth_bound(text) <= MAX_DEPTH {
         return Ok(());
     }
     let mut anchors: std::collections::HashMap<usize, Cost> = Default::default();
@@ -85,6 +124,13 @@ fn check_with(text: &str, max_nodes: u64, max_bytes: u64) -> anyhow::Result<()> 
                 Some((0, c))
             }
             Event::SequenceStart(anchor, _) | Event::MappingStart(anchor, _) => {
+                if stack.len() >= MAX_DEPTH {
+                    anyhow::bail!(
+                        "line {}: YAML nested more than {MAX_DEPTH} levels deep: refused \
+                         (real charts stay below 20; a nesting bomb?); flatten the structure",
+                        span.start.line()
+                    );
+                }
                 stack.push((anchor, Cost { nodes: 1, bytes: 0 }));
                 None
             }
@@ -113,6 +159,17 @@ fn check_with(text: &str, max_nodes: u64, max_bytes: u64) -> anyhow::Result<()> 
 /// let through unchecked, so it is refused with the parser's position.
 fn unreadable(text: &str, e: &saphyr_parser::ScanError) -> anyhow::Result<()> {
     use std::sync::OnceLock;
+    // The scanner reads a flow collection's tokens ahead of its events and
+    // gives up at 255 open brackets: deep nesting shows up here. (Other
+    // syntax errors stop `serde_yaml_ng` at the same place, in time linear
+    // in the text read so far.)
+    if e.info().contains("recursion limit") {
+        anyhow::bail!(
+            "line {}: YAML nested more than {MAX_DEPTH} levels deep: refused (real charts \
+             stay below 20; a nesting bomb?); flatten the structure",
+            e.marker().line(),
+        );
+    }
     static ALIAS: OnceLock<regex::Regex> = OnceLock::new();
     let alias =
         ALIAS.get_or_init(|| regex::Regex::new(r"(?m)(^|[\s\[{,:-])\*[^\s,\[\]{}]").unwrap());
@@ -172,6 +229,62 @@ mod tests {
             s.push_str(&format!("l{i}: &l{i} [{}]\n", vec![prev; 10].join(", ")));
         }
         assert!(check(&s).is_err());
+    }
+
+    #[test]
+    fn deep_flow_nesting_is_refused_at_once() {
+        let deep = format!("a: {}1{}\n", "[".repeat(150_000), "]".repeat(150_000));
+        let t = std::time::Instant::now();
+        let e = check(&deep).unwrap_err().to_string();
+        assert!(e.contains("nested"), "{e}");
+        assert!(e.starts_with("line 1"), "{e}");
+        assert!(t.elapsed() < std::time::Duration::from_secs(2));
+        // Block nesting on one line (`- - - x`) and by indentation too.
+        let dashes = format!("{}x\n", "- ".repeat(5000));
+        assert!(check(&dashes).unwrap_err().to_string().contains("nested"));
+        let mut indented = String::new();
+        for i in 0..200 {
+            indented.push_str(&format!("{}k{i}:\n", " ".repeat(i)));
+        }
+        indented.push_str(&format!("{}v: 1\n", " ".repeat(200)));
+        assert!(check(&indented).unwrap_err().to_string().contains("nested"));
+        // 100 levels are fine.
+        let ok = format!("a: {}1{}\n", "[".repeat(100), "]".repeat(100));
+        check(&ok).unwrap();
+    }
+
+    /// The cheap bound never says less than the real depth (else a deep
+    /// document would skip the check).
+    #[test]
+    fn depth_bound_is_an_upper_bound() {
+        fn depth(t: &str) -> usize {
+            let (mut d, mut max) = (0usize, 0usize);
+            for ev in Parser::new_from_str(t) {
+                match ev.unwrap().0 {
+                    Event::SequenceStart(..) | Event::MappingStart(..) => {
+                        d += 1;
+                        max = max.max(d);
+                    }
+                    Event::SequenceEnd | Event::MappingEnd => d -= 1,
+                    _ => {}
+                }
+            }
+            max
+        }
+        for t in [
+            "a:\n- b:\n  - c:\n    - d: [x, {y: [z]}]\n",
+            "- - - - - x\n",
+            "? - - a\n: - b\n",
+            "a: {b: {c: {d: 1}}}\nl: [a: [b: [c: 1]]]\n",
+            "k:\n  k:\n    k:\n      - - k: v\n",
+        ] {
+            assert!(
+                depth_bound(t) >= depth(t),
+                "{t}: {} < {}",
+                depth_bound(t),
+                depth(t)
+            );
+        }
     }
 
     #[test]

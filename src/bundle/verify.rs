@@ -190,6 +190,16 @@ pub fn verify(reader: &BundleReader, progress: &Progress) -> anyhow::Result<Veri
     match reader.chart_files() {
         Ok(files) if files.is_empty() => {}
         Ok(files) => {
+            // values.yaml too: sync reads it to relocate images.
+            let values = files.iter().find(|(p, _)| p == "values.yaml");
+            if let Some(Err(e)) =
+                values.map(|(_, text)| crate::yaml_bounds::from_slice::<serde_yaml_ng::Value>(text))
+            {
+                problems.push(format!(
+                    "bundle {bundle}: {}values.yaml does not parse: {e:#}",
+                    super::format::CHART_DIR
+                ));
+            }
             if let Err(e) = crate::chart::Chart::from_files(files) {
                 problems.push(format!(
                     "bundle {bundle}: the chart in {} does not load: {e:#}",

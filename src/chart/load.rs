@@ -41,78 +41,90 @@ impl Chart {
         Self::from_files(files).with_context(|| format!("chart in {}", dir.display()))
     }
 
-    /// From a packaged `.tgz` (one top-level dir).
+    /// From a packaged `.tgz` (one top-level dir). Its expanded size, with
+    /// its subcharts, is checked first by streaming (see [`super::tgz`]), so
+    /// a bomb is refused before any of it is kept.
     pub fn from_tgz(bytes: &[u8]) -> anyhow::Result<Self> {
-        let gz = flate2::read::GzDecoder::new(bytes);
-        let mut ar = tar::Archive::new(gz);
+        super::tgz::check_tree_tgz(bytes).context("reading chart archive (gzip'd tar)")?;
         let mut files: Vec<(String, Vec<u8>)> = Vec::new();
         let mut top: Option<String> = None;
-        let mut total = 0u64;
-        for entry in ar.entries().context("reading chart archive (gzip'd tar)")? {
-            let mut entry = entry.context("reading chart archive (gzip'd tar)")?;
-            let path = entry.path_bytes().into_owned();
-            let path = String::from_utf8(path).context("chart archive entry name is not UTF-8")?;
-            let kind = entry.header().entry_type();
-            let clean = validate_entry_name(&path)?;
-            if clean.is_empty() {
-                continue;
+        super::tgz::walk_tar(flate2::read::GzDecoder::new(bytes), |h, data| {
+            let clean = validate_entry_name(&h.name)?;
+            if clean.is_empty() || h.is_dir() {
+                return Ok(());
             }
-            match kind {
-                tar::EntryType::Directory => continue,
-                tar::EntryType::Regular | tar::EntryType::Continuous => {}
-                // pax/GNU metadata entries are handled by the tar crate.
-                tar::EntryType::XGlobalHeader | tar::EntryType::XHeader => continue,
-                other => bail!(
-                    "chart archive entry {path:?} is a {other:?}: only regular files are accepted"
-                ),
+            if !h.is_file() {
+                bail!(
+                    "chart archive {} is of tar type {:?}: only regular files are accepted",
+                    h.describe(),
+                    h.typeflag as char
+                );
             }
             let (first, rest) = match clean.split_once('/') {
                 Some((f, r)) => (f.to_string(), r.to_string()),
-                None => bail!("chart archive entry {path:?} is not inside a top-level directory"),
+                None => bail!(
+                    "chart archive {} is not inside a top-level directory",
+                    h.describe()
+                ),
             };
             match &top {
                 None => top = Some(first),
                 Some(t) if *t == first => {}
                 Some(t) => bail!(
-                    "chart archive has more than one top-level directory ({t:?} and {first:?})"
+                    "chart archive has more than one top-level directory ({} and {})",
+                    super::tgz::short_name(t),
+                    super::tgz::short_name(&first)
                 ),
             }
-            let size = entry.header().size().unwrap_or(0);
-            if size > MAX_FILE_SIZE {
-                bail!("chart archive entry {path:?} is too large ({size} bytes)");
-            }
-            total += size;
-            if total > MAX_TOTAL_SIZE {
-                bail!("chart archive is too large once unpacked (over {MAX_TOTAL_SIZE} bytes)");
-            }
-            if files.len() >= MAX_ENTRIES {
-                bail!("chart archive has too many entries");
-            }
-            let mut data = Vec::with_capacity(size as usize);
-            (&mut entry)
-                .take(MAX_FILE_SIZE + 1)
-                .read_to_end(&mut data)
-                .with_context(|| format!("reading {path:?} from chart archive"))?;
-            files.push((rest, data));
-        }
+            // Sizes and entry counts were bounded by the tree check.
+            let mut data_bytes = Vec::with_capacity(h.size.min(MAX_FILE_SIZE) as usize);
+            data.take(MAX_FILE_SIZE + 1)
+                .read_to_end(&mut data_bytes)
+                .with_context(|| format!("reading {} from chart archive", h.describe()))?;
+            files.push((rest, data_bytes));
+            Ok(())
+        })
+        .context("reading chart archive (gzip'd tar)")?;
         if files.is_empty() {
             bail!("chart archive is empty");
         }
-        Self::from_files(files)
+        Self::from_checked_files(files)
     }
 
     /// From files already relative to the chart root (a bundle's
     /// `original-chart/`).
-    pub fn from_files(mut files: Vec<(String, Vec<u8>)>) -> anyhow::Result<Self> {
+    /// The files and the expanded packaged subcharts together stay within
+    /// [`MAX_TOTAL_SIZE`] (checked streaming, nothing kept).
+    pub fn from_files(files: Vec<(String, Vec<u8>)>) -> anyhow::Result<Self> {
+        super::tgz::check_tree_files(&files)?;
+        Self::from_checked_files(files)
+    }
+
+    /// [`Chart::from_files`] for files whose tree size was checked.
+    fn from_checked_files(mut files: Vec<(String, Vec<u8>)>) -> anyhow::Result<Self> {
         for (p, _) in &files {
             let clean = validate_entry_name(p)?;
             if clean != *p {
-                bail!("chart file path {p:?} is not normalised");
+                bail!(
+                    "chart file path {} is not normalised",
+                    super::tgz::short_name(p)
+                );
             }
         }
         files.sort_by(|a, b| a.0.cmp(&b.0));
         if let Some(w) = files.windows(2).find(|w| w[0].0 == w[1].0) {
-            bail!("chart has the file {:?} twice", w[0].0);
+            bail!(
+                "chart has the file {} twice",
+                super::tgz::short_name(&w[0].0)
+            );
+        }
+        // values.yaml is read by every verb (and by helm): alias and
+        // nesting bombs in it are refused when the chart loads, before any
+        // of them parses it or hands it to helm.
+        if let Some((_, v)) = files.iter().find(|(p, _)| p == "values.yaml") {
+            if let Ok(text) = std::str::from_utf8(v) {
+                crate::yaml_bounds::check(text).context("values.yaml")?;
+            }
         }
         let chart_yaml = files
             .iter()
@@ -263,18 +275,22 @@ impl ChartMeta {
 /// components other than a trailing slash. Returns it without `./` and
 /// trailing `/`.
 pub fn validate_entry_name(path: &str) -> anyhow::Result<String> {
+    let shown = || super::tgz::short_name(path);
     if path.starts_with('/') || path.starts_with('\\') || path.contains('\0') {
-        bail!("refusing entry {path:?}: absolute path");
+        bail!("refusing entry {}: absolute path", shown());
     }
     if path.len() > 1 && path.as_bytes()[1] == b':' {
-        bail!("refusing entry {path:?}: absolute path");
+        bail!("refusing entry {}: absolute path", shown());
     }
     let mut parts = Vec::new();
     for part in path.split('/') {
         match part {
             "" | "." => continue,
-            ".." => bail!("refusing entry {path:?}: it leaves the chart directory (`..`)"),
-            p if p.contains('\\') => bail!("refusing entry {path:?}: backslash in name"),
+            ".." => bail!(
+                "refusing entry {}: it leaves the chart directory (`..`)",
+                shown()
+            ),
+            p if p.contains('\\') => bail!("refusing entry {}: backslash in name", shown()),
             p => parts.push(p),
         }
     }

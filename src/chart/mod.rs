@@ -23,6 +23,7 @@ pub mod plan;
 pub mod relocate;
 pub mod render_check;
 pub mod repo;
+pub mod tgz;
 pub mod yamledit;
 
 pub use load::Chart;

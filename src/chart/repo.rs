@@ -387,6 +387,13 @@ pub fn publish_local(
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     // Two syncs into the same repo must both keep their index entries.
     let _lock = crate::atomic_file::DirLock::acquire(dir)?;
+    // Temp files of killed runs (their PID no longer runs) go, as in pack.
+    for p in crate::interrupt::remove_stale_partials(dir) {
+        tracing::info!(
+            "removed {} (left by a run that no longer runs)",
+            p.display()
+        );
+    }
     let file = dir.join(archive_name(chart));
     let index_path = dir.join("index.yaml");
     let existing_index = match std::fs::read_to_string(&index_path) {

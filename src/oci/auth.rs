@@ -9,10 +9,8 @@
 //! password (Debug/Display redact it).
 use std::collections::HashMap;
 use std::fmt;
-use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::Context;
 use base64::Engine as _;
@@ -241,30 +239,16 @@ pub(crate) fn credential_helper_get(
     program: &str,
     server_url: &str,
 ) -> anyhow::Result<Option<Credentials>> {
-    let mut child = Command::new(program)
-        .arg("get")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .with_context(|| format!("running credential helper {program}"))?;
-    if let Some(mut stdin) = child.stdin.take() {
-        let _ = stdin.write_all(server_url.as_bytes());
-    }
-    // Never hang on a helper that waits for a desktop prompt.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if child.try_wait()?.is_some() {
-            break;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            anyhow::bail!("credential helper {program} did not answer within 30s");
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    let out = child.wait_with_output()?;
+    // Output read while it runs; done at its exit plus a grace (a child it
+    // left holding stdout cannot hang us); killed at 30 s (a helper that
+    // waits for a desktop prompt).
+    let out = super::helper_exec::run(
+        program,
+        &["get"],
+        server_url.as_bytes(),
+        Duration::from_secs(30),
+        Duration::from_secs(2),
+    )?;
     let stdout = String::from_utf8_lossy(&out.stdout);
     if !out.status.success() {
         let msg = String::from_utf8_lossy(&out.stderr).to_string() + &stdout;

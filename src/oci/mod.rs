@@ -4,6 +4,7 @@
 pub mod archive;
 pub mod auth;
 pub mod digest;
+pub mod helper_exec;
 pub mod media;
 pub mod reference;
 pub mod registry;

@@ -21,6 +21,7 @@ use tokio::sync::OnceCell;
 
 use super::index::BlobLoc;
 use crate::oci::Digest;
+use crate::package::source::PackageFile;
 
 /// Bytes per positioned read.
 const CHUNK: u64 = 256 << 10;
@@ -31,28 +32,71 @@ pub type Body = http_body_util::combinators::BoxBody<Bytes, std::io::Error>;
 
 type Outcome = Result<(), Arc<str>>;
 
+/// What a check outcome is valid for: the bundle file's identity, size
+/// and modification time when it was checked. Bytes copied over the bundle
+/// in place (`cp` keeps the inode) change the time: the blob is checked
+/// again instead of being served under the old outcome.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+struct Stamp {
+    dev: u64,
+    ino: u64,
+    size: u64,
+    mtime: (i64, i64),
+}
+
+impl Stamp {
+    fn of(file: &PackageFile) -> Option<Stamp> {
+        use std::os::unix::fs::MetadataExt;
+        let f = match file {
+            PackageFile::Plain(f) => f,
+            // A split package's volumes: read through parity, which
+            // repairs or refuses damage itself; one stamp for all.
+            PackageFile::Volumes(_) => {
+                return Some(Stamp {
+                    dev: 0,
+                    ino: 0,
+                    size: 0,
+                    mtime: (0, 0),
+                })
+            }
+        };
+        let m = f.metadata().ok()?;
+        Some(Stamp {
+            dev: m.dev(),
+            ino: m.ino(),
+            size: m.size(),
+            mtime: (m.mtime(), m.mtime_nsec()),
+        })
+    }
+}
+
 #[derive(Default)]
 pub struct Verifier {
-    cells: Mutex<HashMap<Digest, Arc<OnceCell<Outcome>>>>,
+    cells: Mutex<HashMap<Digest, (Option<Stamp>, Arc<OnceCell<Outcome>>)>>,
 }
 
 impl Verifier {
-    fn cell(&self, d: &Digest) -> Arc<OnceCell<Outcome>> {
-        self.cells
-            .lock()
-            .unwrap()
+    /// The outcome cell of `d` as read from `file` now: a fresh one when
+    /// the file changed since the last check.
+    fn cell(&self, d: &Digest, file: &PackageFile) -> Arc<OnceCell<Outcome>> {
+        let now = Stamp::of(file);
+        let mut cells = self.cells.lock().unwrap();
+        let entry = cells
             .entry(d.clone())
-            .or_default()
-            .clone()
+            .or_insert_with(|| (now, Arc::default()));
+        if entry.0 != now {
+            *entry = (now, Arc::default());
+        }
+        entry.1.clone()
     }
 
-    /// What is known about `d` (None: not checked yet).
-    pub fn known(&self, d: &Digest) -> Option<Outcome> {
-        self.cell(d).get().cloned()
+    /// What is known about `d` in `file` (None: not checked yet).
+    pub fn known(&self, d: &Digest, file: &PackageFile) -> Option<Outcome> {
+        self.cell(d, file).get().cloned()
     }
 
-    pub fn mark_ok(&self, d: &Digest) {
-        let _ = self.cell(d).set(Ok(()));
+    pub fn mark_ok(&self, d: &Digest, file: &PackageFile) {
+        let _ = self.cell(d, file).set(Ok(()));
     }
 
     /// Hash the blob now unless it was (one hash however many callers).
@@ -63,7 +107,7 @@ impl Verifier {
         loc: BlobLoc,
         label: &str,
     ) -> Outcome {
-        let cell = self.cell(d);
+        let cell = self.cell(d, &file);
         let label = label.to_string();
         let want = d.clone();
         cell.get_or_init(|| async move {
@@ -85,8 +129,13 @@ impl Verifier {
     }
 
     /// Whether a full GET of this blob should hash while streaming.
-    pub fn stream_check(&self, d: &Digest, size: u64) -> Option<Arc<OnceCell<Outcome>>> {
-        let cell = self.cell(d);
+    pub fn stream_check(
+        &self,
+        d: &Digest,
+        size: u64,
+        file: &PackageFile,
+    ) -> Option<Arc<OnceCell<Outcome>>> {
+        let cell = self.cell(d, file);
         (cell.get().is_none() && size > CHECK_FIRST_MAX).then_some(cell)
     }
 }

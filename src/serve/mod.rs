@@ -16,6 +16,7 @@
 pub mod auth;
 pub mod blobs;
 pub mod charts;
+pub mod guard;
 pub mod index;
 pub mod log;
 pub mod names;
@@ -158,6 +159,13 @@ pub async fn run(args: &ServeArgs) -> anyhow::Result<()> {
                 )
             })?;
             progress.finish();
+        } else {
+            // The files bundle.json lists (the chart's among them) are
+            // checked as sync checks them: a chart sync would refuse is
+            // not served either.
+            crate::sync::bundles::check_small_files(&reader).with_context(|| {
+                format!("bundle {} was refused; nothing is served", reader.label)
+            })?;
         }
         catalog.add_bundle(&reader, &naming)?;
         charts.add_bundle(&reader, config.as_ref(), &created)?;
@@ -165,8 +173,8 @@ pub async fn run(args: &ServeArgs) -> anyhow::Result<()> {
     }
     charts.finish(&created);
     if args.verify {
-        for d in catalog.blobs.keys() {
-            verifier.mark_ok(d);
+        for (d, loc) in &catalog.blobs {
+            verifier.mark_ok(d, &catalog.sources[loc.source].file);
         }
     }
 
@@ -245,6 +253,8 @@ async fn accept_loop(
 ) -> anyhow::Result<()> {
     let shutdown = shutdown_signal();
     tokio::pin!(shutdown);
+    let limits = Arc::new(guard::Limits::default());
+    let idle = guard::idle_timeout();
     loop {
         let (stream, remote) = tokio::select! {
             r = listener.accept() => match r {
@@ -259,28 +269,38 @@ async fn accept_loop(
             },
             _ = &mut shutdown => return Ok(()),
         };
+        let Some(slot) = limits.admit(remote.ip()) else {
+            drop(stream);
+            continue;
+        };
         let _ = stream.set_nodelay(true);
         let state = state.clone();
         let acceptor = acceptor.clone();
         tokio::spawn(async move {
+            let _slot = slot;
+            // Silent since accept: closed (see guard). `peek` waits for a
+            // real byte (readiness alone may be reported early).
+            let mut first = [0u8; 1];
+            match tokio::time::timeout(idle, stream.peek(&mut first)).await {
+                Ok(Ok(n)) if n > 0 => {}
+                _ => return,
+            }
             let svc =
                 hyper::service::service_fn(move |req| routes::handle(state.clone(), remote, req));
             let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
             builder
                 .http1()
                 .timer(TokioTimer::new())
-                .header_read_timeout(Duration::from_secs(60));
+                .header_read_timeout(idle);
             let result = match acceptor {
-                Some(tls) => {
-                    match tokio::time::timeout(Duration::from_secs(30), tls.accept(stream)).await {
-                        Ok(Ok(s)) => builder.serve_connection(TokioIo::new(s), svc).await,
-                        Ok(Err(e)) => {
-                            tracing::info!("TLS handshake with {remote} failed: {e}");
-                            return;
-                        }
-                        Err(_) => return,
+                Some(tls) => match tokio::time::timeout(idle, tls.accept(stream)).await {
+                    Ok(Ok(s)) => builder.serve_connection(TokioIo::new(s), svc).await,
+                    Ok(Err(e)) => {
+                        tracing::info!("TLS handshake with {remote} failed: {e}");
+                        return;
                     }
-                }
+                    Err(_) => return,
+                },
                 None => builder.serve_connection(TokioIo::new(stream), svc).await,
             };
             if let Err(e) = result {

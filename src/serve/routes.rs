@@ -342,7 +342,7 @@ async fn blob(
         }
     };
     let source = &state.catalog.sources[loc.source];
-    if let Some(Err(msg)) = state.verifier.known(&d) {
+    if let Some(Err(msg)) = state.verifier.known(&d, &source.file) {
         return error(StatusCode::INTERNAL_SERVER_ERROR, "BLOB_UNKNOWN", &msg);
     }
     let size = loc.extent.size;
@@ -370,7 +370,7 @@ async fn blob(
     };
     let len = if size == 0 { 0 } else { end - start + 1 };
     let check = match range {
-        RangeAsk::Whole => state.verifier.stream_check(&d, size),
+        RangeAsk::Whole => state.verifier.stream_check(&d, size, &source.file),
         _ => None,
     };
     if check.is_none() {

@@ -77,7 +77,7 @@ pub fn open_selected(
 /// the sha256 it records, and no file was added after packing. These are
 /// small (the reader refuses large ones), so reading them costs little;
 /// blobs are left to the streaming check.
-fn check_small_files(reader: &BundleReader) -> anyhow::Result<()> {
+pub(crate) fn check_small_files(reader: &BundleReader) -> anyhow::Result<()> {
     let Some(meta) = &reader.meta else {
         return Ok(());
     };

@@ -147,6 +147,23 @@ pub async fn run(args: &SyncArgs) -> anyhow::Result<()> {
     let target_desc = charts::describe_target(&config);
     timeline.ended("open", started);
     if args.dry_run {
+        // A delta's external blobs: checked in the target as a real run
+        // would (only then does a dry run reach the registry).
+        let has_external = (selected.iter())
+            .any(|b| crate::bundle::delta::delta_counts(&b.reader).is_some_and(|c| c.0 > 0));
+        if has_external && !args.skip_images && !chosen.jobs.is_empty() {
+            let client = registry_client(args, &config)?;
+            let items: Vec<_> = (chosen.jobs.iter())
+                .map(|j| (&selected[j.bundle].reader, &j.image, &j.target))
+                .collect();
+            crate::bundle::delta::check::check_external_dry_run(
+                &client,
+                &config.rewrite,
+                &items,
+                &progress,
+            )
+            .await?;
+        }
         for b in &selected {
             if let Some(c) = crate::manifests::publish::read_bundle(&b.reader)? {
                 let r = &c.record;

@@ -7,14 +7,18 @@
 //! matching versions.
 pub mod access;
 pub mod after;
+pub mod backup;
+pub mod chart_guard;
 pub mod cluster;
 pub mod helm;
+pub mod pending;
 pub mod pins;
 pub mod plan;
 pub mod plan_file;
 pub mod proof;
 pub mod record;
 pub mod scoped;
+pub mod secrets_mask;
 pub mod values;
 
 use std::io::Write;
@@ -158,9 +162,12 @@ pub struct UpgradeArgs {
     /// Stop after the pre-flight; change nothing.
     #[arg(long)]
     pub dry_run: bool,
-    /// Go on even when the pre-flight finds missing images.
+    /// Go on even when the pre-flight finds missing images, or the release runs a chart of another name.
     #[arg(long)]
     pub force: bool,
+    /// A release left pending by an interrupted helm run: back up its values, roll it back to its last deployed revision (or remove an interrupted install), then upgrade.
+    #[arg(long)]
+    pub recover: bool,
     /// helm --timeout for each upgrade and each rollback (also bounds the helm process).
     #[arg(long, default_value = "10m")]
     pub timeout: String,

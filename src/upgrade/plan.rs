@@ -3,7 +3,6 @@
 //! the values diff, render the chart and check every image it names is in
 //! the registry. Nothing here changes the cluster; with several releases
 //! every plan is made before the first upgrade.
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
@@ -92,6 +91,7 @@ pub async fn prepare(
         args.install,
     )
     .await?;
+    let current = super::pending::resolve(cx, helm, release, current).await?;
     let ns = match &current {
         Some(c) => {
             out.say(format!(
@@ -111,6 +111,7 @@ pub async fn prepare(
 
     // chart, version, registry
     let mut chart = choose_chart(args, release, synced, cx.config, cx.state)?;
+    super::chart_guard::check(args, release, current.as_ref(), synced, &chart)?;
     let carried = match (synced, chart.version.as_deref()) {
         (Some(s), Some(v)) => CarriedChart::load(&args.config, &s.name, v)?,
         _ => None,
@@ -155,7 +156,7 @@ pub async fn prepare(
                 ));
                 PathBuf::from(DRY_RUN_BACKUP)
             } else {
-                let b = write_backup(&args.backup_dir, release, &c.revision, &text)?;
+                let b = super::backup::write(&args.backup_dir, release, &c.revision, &text)?;
                 out.say(format!("values backup: {}", b.display()));
                 b
             };
@@ -645,45 +646,6 @@ fn from_synced(s: &SyncedChart, config: Option<&SyncConfig>) -> ChartTarget {
     }
 }
 
-/// `<dir>/<release>/<UTC %Y%m%dT%H%M%SZ>-rev<N>.yaml`, never overwriting:
-/// a second backup in the same second gets `-2`, `-3`, ...
-fn write_backup(dir: &Path, release: &str, rev: &str, text: &str) -> anyhow::Result<PathBuf> {
-    let fmt = time::macros::format_description!("[year][month][day]T[hour][minute][second]Z");
-    let stamp = time::OffsetDateTime::now_utc().format(&fmt)?;
-    let rel_dir = dir.join(release);
-    std::fs::create_dir_all(&rel_dir)
-        .with_context(|| format!("creating the backup directory {}", rel_dir.display()))?;
-    for n in 1..1000 {
-        let name = if n == 1 {
-            format!("{stamp}-rev{rev}.yaml")
-        } else {
-            format!("{stamp}-rev{rev}-{n}.yaml")
-        };
-        let path = rel_dir.join(name);
-        match std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&path)
-        {
-            Ok(mut f) => {
-                f.write_all(text.as_bytes())
-                    .and_then(|_| f.sync_all())
-                    .with_context(|| format!("writing the values backup {}", path.display()))?;
-                return Ok(path);
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
-            Err(e) => {
-                return Err(e)
-                    .with_context(|| format!("creating the values backup {}", path.display()))
-            }
-        }
-    }
-    bail!(
-        "too many backups named {stamp}-rev{rev}*.yaml in {}",
-        rel_dir.display()
-    )
-}
-
 /// HEAD every image in the target registry; returns the missing ones and
 /// the ones that could not be checked (each with the reason). Images that
 /// point at another registry count as missing.
@@ -763,22 +725,4 @@ async fn check_images(
         }
     }
     Ok((missing, unchecked))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn backups_are_never_overwritten() {
-        let dir = tempfile::tempdir().unwrap();
-        let a = write_backup(dir.path(), "web", "2", "a: 1\n").unwrap();
-        let b = write_backup(dir.path(), "web", "2", "a: 2\n").unwrap();
-        assert_ne!(a, b);
-        assert_eq!(std::fs::read_to_string(&a).unwrap(), "a: 1\n");
-        assert_eq!(std::fs::read_to_string(&b).unwrap(), "a: 2\n");
-        let name = a.file_name().unwrap().to_string_lossy().into_owned();
-        assert!(name.ends_with("Z-rev2.yaml"), "{name}");
-        assert_eq!(a.parent().unwrap(), dir.path().join("web"));
-    }
 }

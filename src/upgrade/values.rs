@@ -143,9 +143,11 @@ fn scalar(v: &Value) -> String {
 /// Keys whose value changes, one line each: `~ key: old -> new`,
 /// `+ key: new`, `- key: old`. Keys that look like secrets show no value.
 pub fn diff(current: &Value, new: &Value) -> Vec<String> {
+    // Secrets are masked before comparing: a change shows, its value not.
+    let (current, new) = super::secrets_mask::mask_pair(current, new);
     let (mut a, mut b) = (BTreeMap::new(), BTreeMap::new());
-    flatten(current, "", &mut a);
-    flatten(new, "", &mut b);
+    flatten(&current, "", &mut a);
+    flatten(&new, "", &mut b);
     let secret = |k: &str| {
         let k = k.to_ascii_lowercase();
         ["password", "secret", "token", "dsn", "key"]

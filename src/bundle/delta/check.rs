@@ -56,6 +56,27 @@ pub async fn check_external(
     items: &[PushItem<'_>],
     progress: &Progress,
 ) -> anyhow::Result<CheckReport> {
+    check_external_opts(client, rewrite, items, progress, true).await
+}
+
+/// [`check_external`] for `sync --dry-run`: the same refusal when a blob
+/// is missing, but nothing is mounted (a dry run changes nothing).
+pub async fn check_external_dry_run(
+    client: &RegistryClient,
+    rewrite: &RewriteRules,
+    items: &[PushItem<'_>],
+    progress: &Progress,
+) -> anyhow::Result<CheckReport> {
+    check_external_opts(client, rewrite, items, progress, false).await
+}
+
+async fn check_external_opts(
+    client: &RegistryClient,
+    rewrite: &RewriteRules,
+    items: &[PushItem<'_>],
+    progress: &Progress,
+    do_mount: bool,
+) -> anyhow::Result<CheckReport> {
     let changed = images_to_push(client, items).await?;
     let needs = collect_needs(rewrite, &changed);
     if needs.is_empty() {
@@ -76,6 +97,17 @@ pub async fn check_external(
         .collect();
     if !missing.is_empty() {
         bail!("{}", missing_message(&missing));
+    }
+    if !do_mount {
+        let elsewhere = found.iter().filter(|f| matches!(f, Found::In(_))).count();
+        progress.println(format!(
+            "delta: {} external blobs are in the target ({elsewhere} would be mounted from other repositories)",
+            needs.len()
+        ));
+        return Ok(CheckReport {
+            external: needs.len(),
+            mounted: 0,
+        });
     }
     let mounts = needs.iter().zip(&found).filter_map(|(n, f)| match f {
         Found::In(from) => Some(mount(client, n, from)),

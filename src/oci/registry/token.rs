@@ -130,6 +130,16 @@ impl RegistryClient {
     ) -> anyhow::Result<(String, Duration)> {
         let mut url = Url::parse(realm)
             .map_err(|e| anyhow!("{registry}: invalid token realm {realm:?}: {e}"))?;
+        // Without --insecure the registry is HTTPS: a plain-HTTP realm
+        // would get the user's password (basic auth) in clear text.
+        if url.scheme() != "https" && !self.inner.opts.insecure {
+            return Err(crate::error::input_error(format!(
+                "{registry} (HTTPS) sends its token requests to {}, which is plain HTTP: \
+                 refused, the credentials would cross the network in clear text. Fix the \
+                 registry's token realm, or pass --insecure to allow it",
+                show(&url)
+            )));
+        }
         {
             let mut q = url.query_pairs_mut();
             if let Some(s) = service {
