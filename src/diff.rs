@@ -65,9 +65,22 @@ pub fn run(args: &DiffArgs) -> anyhow::Result<()> {
     let new = Holdings::load(std::slice::from_ref(&args.new))?;
     let mut r = diff(&old, &new);
     r.charts = Some(crate::diff_charts::compare(&args.old, &args.new)?);
+    let referrers = crate::referrers::describe::diff_paths(&args.old, &args.new)?;
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&r)?);
+        let mut v = serde_json::to_value(&r)?;
+        if let (Some(obj), Some(rd)) = (v.as_object_mut(), &referrers) {
+            obj.extend(
+                serde_json::to_value(rd)?
+                    .as_object()
+                    .cloned()
+                    .unwrap_or_default(),
+            );
+        }
+        println!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(());
+    }
+    if let Some(rd) = &referrers {
+        rd.print();
     }
     if let Some(c) = &r.charts {
         for l in c.lines() {

@@ -16,6 +16,8 @@
 //! - [`atomic_file`], [`interrupt`]: temp files, locks and modes safe for
 //!   concurrent runs; SIGINT/SIGTERM cleanup.
 //! - [`yaml_bounds`]: the alias-expansion bound every YAML read goes through.
+//! - [`referrers`]: signatures, attestations and SBOMs carried with the
+//!   images (pack, sync, serve, inspect) and `--require-signature`.
 pub mod apply;
 pub mod atomic_file;
 pub mod bundle;
@@ -37,6 +39,7 @@ pub mod pack;
 pub mod package;
 pub mod paths;
 pub mod progress;
+pub mod referrers;
 pub mod serve;
 pub mod state;
 pub mod status;

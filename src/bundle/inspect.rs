@@ -32,6 +32,9 @@ pub struct InspectImage {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub source_index: Option<Digest>,
     pub synthesized: bool,
+    /// Signatures, attestations, SBOMs carried for the image.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub referrers: Option<crate::referrers::describe::ImageReferrers>,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -135,6 +138,7 @@ pub fn inspect(reader: &BundleReader) -> anyhow::Result<InspectReport> {
             children: img.children.iter().map(|c| c.digest.clone()).collect(),
             source_index: rec.and_then(|r| r.source_index.clone()),
             synthesized: img.synthesized,
+            referrers: None,
         });
     }
     let unique_blob_bytes: u64 = unique.values().sum();
@@ -185,6 +189,10 @@ pub struct InspectArgs {
     /// Print the report as JSON on stdout (an object for one bundle, an array for a package or directory).
     #[arg(long)]
     pub json: bool,
+    /// A cosign public key (cosign.pub): say which images carry a valid
+    /// signature for it (and the key's fingerprint).
+    #[arg(long, value_name = "COSIGN_PUB")]
+    pub key: Option<std::path::PathBuf>,
 }
 
 pub fn run(args: &InspectArgs) -> anyhow::Result<()> {
@@ -195,9 +203,19 @@ pub fn run(args: &InspectArgs) -> anyhow::Result<()> {
             args.bundle.display()
         );
     }
+    let key = args
+        .key
+        .as_deref()
+        .map(crate::referrers::cosign::PublicKey::load)
+        .transpose()?;
     let reports = locations
         .iter()
-        .map(|loc| inspect(&loc.open()?))
+        .map(|loc| {
+            let reader = loc.open()?;
+            let mut report = inspect(&reader)?;
+            crate::referrers::describe::annotate(&mut report, &reader, key.as_ref())?;
+            Ok(report)
+        })
         .collect::<anyhow::Result<Vec<_>>>()?;
     // One bundle named directly: one object (as before packages were
     // accepted); a package or a directory: an array, even of one.
@@ -294,6 +312,9 @@ fn print_report(r: &InspectReport) {
         );
         if let Some(si) = &img.source_index {
             println!("    from index {si}");
+        }
+        if let Some(refs) = &img.referrers {
+            println!("    {}", refs.line());
         }
     }
     if !r.not_named_by_hints.is_empty() {

@@ -221,6 +221,11 @@ pub fn verify(reader: &BundleReader, progress: &Progress) -> anyhow::Result<Veri
         Ok(None) => {}
         Err(e) => problems.push(format!("bundle {bundle}: {e:#}")),
     }
+    // Signatures and what else refers to the images: every subject,
+    // manifest and blob that referrers.json names is in the bundle.
+    if let Err(e) = crate::referrers::carried::BundleReferrers::load(reader) {
+        problems.push(format!("{e:#}"));
+    }
 
     if !problems.is_empty() {
         bail!(

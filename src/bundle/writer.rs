@@ -67,6 +67,10 @@ pub struct BundleSpec {
     /// A delta bundle: the blobs of `blobs` left out (no slot is laid out
     /// for them), recorded in `bundle.json`.
     pub delta: Option<DeltaInfo>,
+    /// Signatures, attestations, SBOMs referring to the images: manifests
+    /// stored as blobs (their own blobs are in `blobs`), subject links in
+    /// `images.tar/referrers.json` (see [`crate::referrers`]).
+    pub referrers: crate::referrers::Carried,
     /// A manifests bundle: `manifests.json` and `original-manifests/`
     /// (see [`crate::manifests`]).
     pub manifests: Option<crate::manifests::ManifestsPayload>,
@@ -236,6 +240,7 @@ fn plan(spec: &BundleSpec) -> anyhow::Result<Layout> {
             docs.insert(d.digest.clone(), d);
         }
     }
+    let referrers_file = referrer_docs(spec, &mut docs)?;
     let external: BTreeSet<&Digest> = spec
         .delta
         .iter()
@@ -384,6 +389,9 @@ fn plan(spec: &BundleSpec) -> anyhow::Result<Layout> {
         small_files.push(("index.json", index_json));
         small_files.push(("manifest.json", serde_json::to_vec(&docker_entries)?));
     }
+    if let Some(b) = referrers_file {
+        small_files.push((crate::referrers::REFERRERS_FILE, b));
+    }
     let mut inner: Vec<(String, Content)> = small_files
         .iter()
         .map(|(n, b)| (n.to_string(), Content::Bytes(b.clone())))
@@ -460,6 +468,62 @@ fn plan(spec: &BundleSpec) -> anyhow::Result<Layout> {
         plan: Plan { entries: outer },
         bundle_json,
     })
+}
+
+/// Add the referrer manifests to `docs` (checked like image manifests),
+/// and return `referrers.json` when there are referrers: each one's
+/// subject must be a manifest of the bundle, and its blobs in the list.
+fn referrer_docs<'a>(
+    spec: &'a BundleSpec,
+    docs: &mut BTreeMap<Digest, &'a ManifestDoc>,
+) -> anyhow::Result<Option<Vec<u8>>> {
+    let carried = &spec.referrers;
+    if carried.is_empty() {
+        return Ok(None);
+    }
+    for d in &carried.manifests {
+        let got = Digest::of(&d.bytes);
+        if got != d.digest {
+            bail!(
+                "referrer manifest bytes have digest {got}, not the {} they are filed under",
+                d.digest
+            );
+        }
+        for b in d
+            .parse()
+            .map(|p| p.blobs().into_iter().cloned().collect::<Vec<_>>())?
+        {
+            if spec.blobs.get(&b.digest) != Some(&b.size) {
+                bail!(
+                    "referrer {}: blob {} ({} bytes) is not in the bundle's blob list",
+                    d.digest,
+                    b.digest,
+                    b.size
+                );
+            }
+        }
+    }
+    let subjects: BTreeSet<&Digest> = docs
+        .keys()
+        .chain(carried.manifests.iter().map(|m| &m.digest))
+        .collect();
+    for r in &carried.records {
+        if !subjects.contains(&r.subject) {
+            bail!(
+                "{} {} refers to {}, which the bundle does not carry",
+                r.kind,
+                r.digest,
+                r.subject
+            );
+        }
+        if !carried.manifests.iter().any(|m| m.digest == r.digest) {
+            bail!("internal: referrer {} has no manifest", r.digest);
+        }
+    }
+    for d in &carried.manifests {
+        docs.entry(d.digest.clone()).or_insert(d);
+    }
+    Ok(Some(carried.file_bytes()?))
 }
 
 /// `manifests.json` and `original-manifests/<files, sorted>`, hashed.

@@ -19,6 +19,7 @@
 //! charts: [name, {name, versions: [..], skipImages: bool}]   # or
 //! skipCharts: [name, ...]
 //! relocateContainerImages: bool                              # accepted, has no effect
+//! requireSignature: {key: cosign.pub}   # bundler's own: sync --require-signature --key
 //! ```
 use std::collections::HashMap;
 use std::fmt;
@@ -171,6 +172,9 @@ pub struct SyncConfig {
     pub skip_images_for: Vec<String>,
     /// `target.repoName` (charts-syncer's default is `myrepo`).
     pub repo_name: Option<String>,
+    /// `requireSignature.key` (bundler's own key): every image must carry a
+    /// valid cosign signature for this public key (relative to the cwd).
+    pub require_signature_key: Option<PathBuf>,
     /// `source.requireSignature` with `source.signatureKey`: the public
     /// key the offline package must be signed with (issue 21).
     pub package_signature_key: Option<PathBuf>,
@@ -193,6 +197,15 @@ struct RawConfig {
     #[serde(alias = "relocate_container_images")]
     #[allow(dead_code)]
     relocate_container_images: Option<bool>,
+    #[serde(alias = "require_signature")]
+    require_signature: Option<RawRequireSignature>,
+}
+
+/// `requireSignature: {key: cosign.pub}`
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRequireSignature {
+    key: String,
 }
 
 #[derive(Deserialize)]
@@ -449,6 +462,7 @@ impl SyncConfig {
             source_containers_registry,
             skip_images_for: filters.skip_images_for,
             repo_name: target.repo_name,
+            require_signature_key: raw.require_signature.map(|r| PathBuf::from(r.key)),
             package_signature_key,
             mirrors: target.mirrors,
         })

@@ -206,7 +206,9 @@ pub(super) async fn plan_manifests(
         refs.entry(r).or_insert(lit);
     }
     let mut images = resolve_images(ctx, entry, &refs).await?;
-    let (specs, blob_origins) = super::plan::collect(&mut images);
+    let (referrers, referrer_blobs) = super::referrers::discover(ctx, &images).await?;
+    let (specs, mut blob_origins) = super::plan::collect(&mut images);
+    super::plan::add_origins(&mut blob_origins, referrer_blobs);
     let blobs = blob_origins
         .iter()
         .map(|(d, _)| (d.digest.clone(), d.size))
@@ -230,6 +232,7 @@ pub(super) async fn plan_manifests(
         images: specs,
         blobs,
         delta: None,
+        referrers,
         manifests: Some(ManifestsPayload {
             record: record_bytes,
             files: tree.files.clone().into_iter().collect(),

@@ -34,6 +34,7 @@ mod archive_names;
 mod manifests;
 mod package;
 mod plan;
+mod referrers;
 mod resolve;
 mod write;
 
@@ -103,6 +104,13 @@ struct BundleSummary {
     /// Delta bundles: layers left out (the site has them).
     external_blobs: usize,
     external_bytes: u64,
+    /// Signatures, attestations, SBOMs and other referrers carried.
+    #[serde(skip_serializing_if = "is_zero")]
+    referrers: usize,
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
 }
 
 #[derive(clap::Args, Debug)]
@@ -148,6 +156,10 @@ pub struct PackArgs {
     /// package, bundles, or a directory of bundles), by exact digest.
     #[arg(long, value_name = "FILE", num_args = 1..)]
     pub against: Vec<std::path::PathBuf>,
+    /// What to carry of what refers to each image (cosign signatures,
+    /// attestations, SBOMs, OCI referrers): all, signatures only, or none.
+    #[arg(long, value_enum, default_value_t = crate::referrers::Mode::All)]
+    pub referrers: crate::referrers::Mode,
     /// Sign package.json with this private key (PEM ECDSA P-256 or Ed25519
     /// as openssl writes them, or a cosign.key whose password is in
     /// $COSIGN_PASSWORD or $BUNDLER_SIGN_KEY_PASSWORD).
@@ -180,6 +192,8 @@ struct PackContext<'a> {
     /// --print-images / --dry-run: plan and print, write nothing.
     listing_only: bool,
     product: ProductInfo,
+    /// Finds what refers to each image (`--referrers`).
+    referrers: crate::referrers::discover::Discoverer,
     /// `--sign-key`, read before any network work.
     sign_key: Option<crate::package::sign::SigningKey>,
 }
@@ -207,6 +221,7 @@ impl<'a> PackContext<'a> {
             ca_file: args.transport.ca_file.clone(),
             ..PublishOptions::default()
         };
+        let referrers = crate::referrers::discover::Discoverer::new(client.clone(), args.referrers);
         Ok(PackContext {
             args,
             manifest,
@@ -221,6 +236,7 @@ impl<'a> PackContext<'a> {
                 name: manifest.name.clone(),
                 version: manifest.version.clone(),
             },
+            referrers,
             sign_key: None,
         })
     }
@@ -272,7 +288,7 @@ pub async fn run(args: &PackArgs) -> anyhow::Result<()> {
         plans.push(p);
     }
     if ctx.listing_only {
-        return plan::print_listing(&ctx, listing);
+        return plan::print_listing(&ctx, listing).await;
     }
     // With --json, a failure prints the summary so far (the misses too).
     crate::outcome::record(&summary);
@@ -347,11 +363,19 @@ fn print_summary(
     } else {
         for b in &summary.bundles {
             println!(
-                "{}  {} images, {} blobs, {}{}",
+                "{}  {} images, {} blobs, {}{}{}",
                 b.path.display(),
                 b.images.len(),
                 b.blobs,
                 crate::progress::human_bytes(b.bytes),
+                if b.referrers > 0 {
+                    format!(
+                        ", {} referrers (signatures, attestations, SBOMs)",
+                        b.referrers
+                    )
+                } else {
+                    String::new()
+                },
                 if b.external_blobs > 0 {
                     format!(
                         "  (delta: {} blobs external, {} not carried)",

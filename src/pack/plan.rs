@@ -26,6 +26,9 @@ pub(super) struct ImageListing {
     charts: Vec<ChartListing>,
     /// `spec.images`
     images: Vec<PlannedImage>,
+    /// By image reference: what refers to it (`--referrers`), listed under it.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    referrers: BTreeMap<String, Vec<super::referrers::ListedReferrer>>,
     /// `spec.manifests`
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub(super) manifests: Vec<super::manifests::ManifestsListing>,
@@ -48,6 +51,23 @@ impl ImageListing {
         let line = |p: &PlannedImage| {
             let origins: Vec<String> = p.origins.iter().map(|o| o.to_string()).collect();
             println!("  {}\n      from: {}", p.reference, origins.join("; "));
+            for r in self
+                .referrers
+                .get(&p.reference.to_string())
+                .into_iter()
+                .flatten()
+            {
+                println!(
+                    "      {} {}{} (refers to {})",
+                    r.kind,
+                    r.digest,
+                    r.tag
+                        .as_ref()
+                        .map(|t| format!(" tag {t}"))
+                        .unwrap_or_default(),
+                    r.subject
+                );
+            }
         };
         for c in &self.charts {
             println!(
@@ -317,8 +337,9 @@ async fn chart_bundle_plan(
     for w in &proof.warnings {
         eprintln!("warning: {w}");
     }
-    let spec_images = collect(&mut images);
-    let (specs, blob_origins) = spec_images;
+    let (referrers, referrer_blobs) = super::referrers::discover(ctx, &images).await?;
+    let (specs, mut blob_origins) = collect(&mut images);
+    add_origins(&mut blob_origins, referrer_blobs);
     let mut blobs = BTreeMap::new();
     for (d, _) in &blob_origins {
         blobs.insert(d.digest.clone(), d.size);
@@ -336,6 +357,7 @@ async fn chart_bundle_plan(
         images: specs,
         blobs,
         delta: None,
+        referrers,
         manifests: None,
     };
     let path = ctx
@@ -355,7 +377,7 @@ async fn chart_bundle_plan(
 
 /// `--print-images` / `--dry-run`: add `spec.images` to the listing and
 /// print it.
-pub(super) fn print_listing(
+pub(super) async fn print_listing(
     ctx: &PackContext<'_>,
     mut listing: ImageListing,
 ) -> anyhow::Result<()> {
@@ -375,6 +397,27 @@ pub(super) fn print_listing(
                     });
                 }
             }
+        }
+    }
+    // What refers to each registry image (manifests read, no blob). The
+    // listing does not depend on it: an image registry out of reach is
+    // noted, not fatal.
+    let registry_images: Vec<Reference> = (listing.charts.iter().flat_map(|c| c.images.iter()))
+        .chain(listing.images.iter())
+        .filter(|p| {
+            !p.origins
+                .iter()
+                .any(|o| matches!(o, ImageOrigin::Archive { .. }))
+        })
+        .map(|p| p.reference.clone())
+        .collect();
+    for r in registry_images {
+        match super::referrers::list(ctx, &r).await {
+            Ok(found) if !found.is_empty() => {
+                listing.referrers.insert(r.to_string(), found);
+            }
+            Ok(_) => {}
+            Err(e) => eprintln!("note: {r}: referrers not listed: {e:#}"),
         }
     }
     ctx.progress.finish();
@@ -412,7 +455,9 @@ pub(super) async fn images_bundle_plan(
             }
         }
     }
-    let (specs, blob_origins) = collect(&mut images);
+    let (referrers, referrer_blobs) = super::referrers::discover(ctx, &images).await?;
+    let (specs, mut blob_origins) = collect(&mut images);
+    add_origins(&mut blob_origins, referrer_blobs);
     let mut blobs = BTreeMap::new();
     for (d, _) in &blob_origins {
         blobs.insert(d.digest.clone(), d.size);
@@ -425,6 +470,7 @@ pub(super) async fn images_bundle_plan(
         images: specs,
         blobs,
         delta: None,
+        referrers,
         manifests: None,
     };
     let path = ctx.args.output.join(format!(
@@ -445,6 +491,18 @@ fn describe_source(entry: &ChartEntry) -> String {
     match &entry.source {
         ChartSource::Repo(u) | ChartSource::Oci(u) => u.clone(),
         ChartSource::Path(p) => p.display().to_string(),
+    }
+}
+
+/// Add the referrers' blob sources (a blob an image has too is kept once).
+pub(super) fn add_origins(
+    origins: &mut Vec<(Descriptor, BlobOrigin)>,
+    more: Vec<(Descriptor, BlobOrigin)>,
+) {
+    for (d, o) in more {
+        if !origins.iter().any(|(x, _)| x.digest == d.digest) {
+            origins.push((d, o));
+        }
     }
 }
 

@@ -213,5 +213,6 @@ fn bundle_summary(
             .delta
             .as_ref()
             .map_or(0, |d| d.external.iter().map(|e| e.size).sum()),
+        referrers: spec.referrers.records.len(),
     }
 }

@@ -61,6 +61,8 @@ pub struct Catalog {
     pub images: Vec<ServedImage>,
     /// Names in `images` (an image in two bundles is listed once).
     listed: HashSet<String>,
+    /// What the referrers API answers (see [`crate::referrers::serve`]).
+    pub referrers: crate::referrers::serve::ServedReferrers,
 }
 
 impl Catalog {
@@ -125,7 +127,8 @@ impl Catalog {
                 });
             }
         }
-        Ok(())
+        crate::referrers::serve::add_bundle(self, reader, source)
+            .with_context(|| format!("bundle {}: its referrers", reader.label))
     }
 
     /// The served repository for a request's name, and containerd's `ns`

@@ -119,6 +119,12 @@ async fn route(state: &State, req: &Request<Incoming>) -> Response<Body> {
             "this registry is read-only: there are no uploads",
         );
     }
+    if let Some((name, digest)) = rest.rsplit_once("/referrers/") {
+        let Some((served, _)) = state.catalog.resolve(name, query.ns.as_deref()) else {
+            return name_unknown(name);
+        };
+        return referrers(state, served, digest, req.uri().query(), head);
+    }
     if let Some((name, digest)) = rest.rsplit_once("/blobs/") {
         let Some((_, repo)) = state.catalog.resolve(name, query.ns.as_deref()) else {
             return name_unknown(name);
@@ -260,6 +266,43 @@ fn manifest(
     };
     r.body(body)
         .unwrap_or_else(|_| internal("building a response"))
+}
+
+/// `GET /v2/<name>/referrers/<digest>[?artifactType=]`: an OCI index of
+/// what refers to the digest (empty when nothing does), as OCI 1.1 says.
+fn referrers(
+    state: &State,
+    name: &str,
+    digest: &str,
+    query: Option<&str>,
+    head: bool,
+) -> Response<Body> {
+    let Ok(digest) = digest.parse::<Digest>() else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "DIGEST_INVALID",
+            &format!("{digest:?} is not a sha256 digest"),
+        );
+    };
+    let artifact_type = url::form_urlencoded::parse(query.unwrap_or("").as_bytes())
+        .find(|(k, _)| k == "artifactType")
+        .map(|(_, v)| v.into_owned());
+    let body = state
+        .catalog
+        .referrers
+        .index(name, &digest, artifact_type.as_deref());
+    let mut r = json(StatusCode::OK, body, head);
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(crate::oci::media::OCI_INDEX),
+    );
+    if artifact_type.is_some() {
+        r.headers_mut().insert(
+            "OCI-Filters-Applied",
+            HeaderValue::from_static("artifactType"),
+        );
+    }
+    r
 }
 
 async fn blob(

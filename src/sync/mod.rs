@@ -75,12 +75,17 @@ pub struct SyncArgs {
     /// Publish charts even when they render images that are not in the target registry.
     #[arg(long)]
     pub allow_unrelocated: bool,
+    /// Refuse to push any image without a valid cosign signature for
+    /// --key, checked offline against the bundle's own copy before
+    /// anything is pushed (also `requireSignature: {key: ...}` in the config).
+    #[arg(long, requires = "key")]
+    pub require_signature: bool,
     /// Refuse an offline package that is not signed by --key (checked
     /// offline, before anything is read or pushed).
     #[arg(long, requires = "key")]
     pub verify_signature: bool,
-    /// Public key for --verify-signature (PEM P-256/Ed25519, or cosign.pub);
-    /// overrides source.signatureKey.
+    /// Public key for --verify-signature (PEM P-256/Ed25519, or cosign.pub;
+    /// overrides source.signatureKey) and for --require-signature (cosign.pub).
     #[arg(long, value_name = "FILE")]
     pub key: Option<std::path::PathBuf>,
     #[command(flatten)]
@@ -96,7 +101,9 @@ pub async fn run(args: &SyncArgs) -> anyhow::Result<()> {
     }
     let mut config = SyncConfig::load(&args.config)?;
     // --key alone asks for the check too: a key given is never ignored.
-    if args.verify_signature || args.key.is_some() {
+    // With --require-signature it is the images' cosign key (the package
+    // is checked as well only with --verify-signature).
+    if args.verify_signature || (args.key.is_some() && !args.require_signature) {
         config.package_signature_key = args.key.clone();
     }
     crate::interrupt::install("sync");
@@ -131,6 +138,11 @@ pub async fn run(args: &SyncArgs) -> anyhow::Result<()> {
             println!("{} -> {}", l.from, l.to);
         }
         return Ok(());
+    }
+    // Before any request (also under --dry-run, which then says whether
+    // the push would be refused).
+    if !args.skip_images {
+        check_referrers(args, &config, &selected, &chosen.jobs)?;
     }
     let target_desc = charts::describe_target(&config);
     timeline.ended("open", started);
@@ -185,7 +197,8 @@ pub async fn run(args: &SyncArgs) -> anyhow::Result<()> {
             .await?;
         }
         let readers: Vec<&BundleReader> = selected.iter().map(|b| &b.reader).collect();
-        let result = if config.mirrors.is_empty() {
+        let jobs = chosen.jobs.clone();
+        let mut result = if config.mirrors.is_empty() {
             push_images(
                 &client,
                 &readers,
@@ -208,6 +221,14 @@ pub async fn run(args: &SyncArgs) -> anyhow::Result<()> {
             )
             .await
         };
+        // Referrers after their images (a registry may refuse a referrer
+        // whose subject is not there yet), to each image's target.
+        if result.is_ok() {
+            match crate::referrers::push::push_all(&client, &readers, &jobs, &progress).await {
+                Ok(r) => summary.referrers = (r.pushed > 0 || r.left_behind > 0).then_some(r),
+                Err(e) => result = Err(e),
+            }
+        }
         summary.timeline = timeline.phases();
         summary.bytes_uploaded = client.stats().bytes_uploaded;
         summary.retries = client.stats().retries;
@@ -296,6 +317,54 @@ pub async fn run(args: &SyncArgs) -> anyhow::Result<()> {
         println!("{}", summary.text());
     }
     Ok(())
+}
+
+/// The referrers of every bundle that has images to push, read and checked
+/// before any request (a damaged `referrers.json` stops the run here), and
+/// `--require-signature --key` (or `requireSignature.key`): every image to
+/// push has a valid cosign signature for the key in its bundle.
+fn check_referrers(
+    args: &SyncArgs,
+    config: &SyncConfig,
+    selected: &[bundles::SelectedBundle],
+    jobs: &[transfer::ImageJob],
+) -> anyhow::Result<()> {
+    use crate::referrers::carried::BundleReferrers;
+    use crate::referrers::cosign::{Gated, PublicKey};
+    let mut loaded: std::collections::BTreeMap<usize, BundleReferrers> = Default::default();
+    for j in jobs {
+        if let std::collections::btree_map::Entry::Vacant(e) = loaded.entry(j.bundle) {
+            e.insert(BundleReferrers::load(&selected[j.bundle].reader)?);
+        }
+    }
+    let key_path = match (
+        args.require_signature,
+        &args.key,
+        &config.require_signature_key,
+    ) {
+        (true, Some(k), _) => k.clone(),
+        (_, _, Some(k)) => k.clone(),
+        _ => return Ok(()),
+    };
+    let key = PublicKey::load(&key_path)?;
+    let gated: Vec<Gated> = jobs
+        .iter()
+        .map(|j| {
+            let reader = &selected[j.bundle].reader;
+            Gated {
+                reference: j.image.reference.to_string(),
+                digest: j.image.root.digest.clone(),
+                picked_from: reader
+                    .images
+                    .iter()
+                    .find(|i| i.children.iter().any(|c| c.digest == j.image.root.digest))
+                    .map(|i| i.root.digest.clone()),
+                reader,
+                referrers: &loaded[&j.bundle],
+            }
+        })
+        .collect();
+    crate::referrers::cosign::require(&gated, &key)
 }
 
 /// `--verify`: every blob of every bundle read and checked first.

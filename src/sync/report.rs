@@ -39,6 +39,9 @@ pub struct SyncSummary {
     /// Rendered images not in the target (accepted with --allow-unrelocated).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub unrelocated: Vec<crate::chart::render_check::Miss>,
+    /// Signatures, attestations, SBOMs pushed after their images.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub referrers: Option<crate::referrers::push::PushReport>,
     /// Manifests trees relocated and published (crate::manifests).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub manifests: Vec<crate::manifests::publish::ManifestsLine>,

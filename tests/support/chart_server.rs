@@ -15,6 +15,13 @@
 //! relayed to a backing registry when one is set (Harbor ≥ 2.8 serves
 //! charts as OCI artifacts on the same host).
 //!
+//! With `referrers_api`, the OCI 1.1 referrers API as Harbor (>= 2.9)
+//! answers it in front of that registry: a manifest PUT with a `subject`
+//! is refused (404 `MANIFEST_UNKNOWN`) while the subject is not in the
+//! repository, else stored and answered with `OCI-Subject: <digest>`;
+//! `GET /v2/<name>/referrers/<digest>` lists what was pushed with that
+//! subject (`artifactType` filter, `OCI-Filters-Applied`).
+//!
 //! Optional basic auth on every request. One thread per connection,
 //! `Connection: close` on every response. Stops when dropped.
 use std::collections::{BTreeMap, BTreeSet};
@@ -36,6 +43,8 @@ struct State {
     log: Vec<String>,
     /// Authorization header of every request ("" when none).
     auth_log: Vec<String>,
+    /// (repository, subject digest) -> descriptors of its referrers.
+    referrers: BTreeMap<(String, String), Vec<serde_json::Value>>,
 }
 
 pub struct ChartServer {
@@ -58,6 +67,8 @@ pub struct Config {
     /// one (a classic repo whose index lists URLs on other hosts, or a
     /// hostile index).
     pub index_yaml: Option<String>,
+    /// Answer the OCI 1.1 referrers API in front of `registry`, as Harbor does.
+    pub referrers_api: bool,
 }
 
 struct Request {
@@ -282,6 +293,12 @@ fn handle(stream: TcpStream, state: &Mutex<State>, cfg: &Config) -> std::io::Res
     }
     if req.path.starts_with("/v2/") || req.path == "/v2" {
         if let Some(reg) = &cfg.registry {
+            if cfg.referrers_api {
+                if let Some(raw) = referrers_api(&req, reg, state)? {
+                    out.write_all(&raw)?;
+                    return out.flush();
+                }
+            }
             return relay(&req, reg, &mut out);
         }
         return write_response(&mut out, &resp(404, "{}"), false);
@@ -305,6 +322,137 @@ fn handle(stream: TcpStream, state: &Mutex<State>, cfg: &Config) -> std::io::Res
 
 /// Relay one request to the backing registry and its response back.
 fn relay(req: &Request, registry: &str, out: &mut TcpStream) -> std::io::Result<()> {
+    let buf = relay_bytes(req, registry)?;
+    out.write_all(&buf)?;
+    out.flush()
+}
+
+/// The referrers API (see the module docs), or `None` for a request it
+/// leaves to the registry. Returns the raw HTTP response.
+fn referrers_api(
+    req: &Request,
+    registry: &str,
+    state: &Mutex<State>,
+) -> std::io::Result<Option<Vec<u8>>> {
+    let path = req.path.trim_start_matches("/v2/");
+    if req.method == "GET" || req.method == "HEAD" {
+        let Some((repo, digest)) = path.rsplit_once("/referrers/") else {
+            return Ok(None);
+        };
+        let want = req
+            .query
+            .split('&')
+            .find_map(|q| q.strip_prefix("artifactType="))
+            .map(|v| v.replace("%2F", "/").replace("%2B", "+"));
+        let list = state
+            .lock()
+            .unwrap()
+            .referrers
+            .get(&(repo.to_string(), digest.to_string()))
+            .cloned()
+            .unwrap_or_default();
+        let list: Vec<serde_json::Value> = list
+            .into_iter()
+            .filter(|d| want.as_deref().is_none_or(|w| d["artifactType"] == w))
+            .collect();
+        let body = serde_json::to_vec(&serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.index.v1+json",
+            "manifests": list,
+        }))
+        .unwrap();
+        let mut h = format!(
+            "HTTP/1.1 200 OK\r\nContent-Type: application/vnd.oci.image.index.v1+json\r\nContent-Length: {}\r\nConnection: close\r\n",
+            body.len()
+        );
+        if want.is_some() {
+            h.push_str("OCI-Filters-Applied: artifactType\r\n");
+        }
+        h.push_str("\r\n");
+        let mut raw = h.into_bytes();
+        if req.method == "GET" {
+            raw.extend_from_slice(&body);
+        }
+        return Ok(Some(raw));
+    }
+    if req.method != "PUT" {
+        return Ok(None);
+    }
+    let Some((repo, _reference)) = path.rsplit_once("/manifests/") else {
+        return Ok(None);
+    };
+    let Ok(doc) = serde_json::from_slice::<serde_json::Value>(&req.body) else {
+        return Ok(None);
+    };
+    let Some(subject) = doc["subject"]["digest"].as_str().map(String::from) else {
+        return Ok(None);
+    };
+    // Harbor refuses a referrer whose subject is not in the repository.
+    let head = Request {
+        method: "HEAD".into(),
+        path: format!("/v2/{repo}/manifests/{subject}"),
+        query: String::new(),
+        headers: vec![
+            ("Host".into(), registry.to_string()),
+            (
+            "Accept".into(),
+            "application/vnd.oci.image.manifest.v1+json, application/vnd.oci.image.index.v1+json, application/vnd.docker.distribution.manifest.v2+json, application/vnd.docker.distribution.manifest.list.v2+json".into(),
+            ),
+        ],
+        body: Vec::new(),
+    };
+    let found = relay_bytes(&head, registry)?;
+    if !found.starts_with(b"HTTP/1.1 200") {
+        let body = format!(
+            r#"{{"errors":[{{"code":"MANIFEST_UNKNOWN","message":"the subject {subject} of the manifest is not found"}}]}}"#
+        );
+        return Ok(Some(
+            format!(
+                "HTTP/1.1 404 Not Found\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            )
+            .into_bytes(),
+        ));
+    }
+    let raw = relay_bytes(req, registry)?;
+    if !raw.starts_with(b"HTTP/1.1 201") {
+        return Ok(Some(raw));
+    }
+    let digest = format!("sha256:{:x}", sha2::Sha256::digest(&req.body));
+    let artifact_type = doc["artifactType"]
+        .as_str()
+        .or(doc["config"]["mediaType"].as_str())
+        .unwrap_or("")
+        .to_string();
+    let mut desc = serde_json::json!({
+        "mediaType": doc["mediaType"].as_str().unwrap_or("application/vnd.oci.image.manifest.v1+json"),
+        "digest": digest,
+        "size": req.body.len(),
+        "artifactType": artifact_type,
+    });
+    if doc["annotations"].is_object() {
+        desc["annotations"] = doc["annotations"].clone();
+    }
+    {
+        let mut st = state.lock().unwrap();
+        let list = st
+            .referrers
+            .entry((repo.to_string(), subject.clone()))
+            .or_default();
+        if !list.iter().any(|d| d["digest"] == desc["digest"]) {
+            list.push(desc);
+        }
+    }
+    // OCI-Subject after the status line.
+    let at = raw.windows(2).position(|w| w == b"\r\n").unwrap_or(0) + 2;
+    let mut with = raw[..at].to_vec();
+    with.extend_from_slice(format!("OCI-Subject: {subject}\r\n").as_bytes());
+    with.extend_from_slice(&raw[at..]);
+    Ok(Some(with))
+}
+
+/// One request to the backing registry; its raw response.
+fn relay_bytes(req: &Request, registry: &str) -> std::io::Result<Vec<u8>> {
     let mut up = TcpStream::connect(registry)?;
     let target = if req.query.is_empty() {
         req.path.clone()
@@ -327,8 +475,7 @@ fn relay(req: &Request, registry: &str, out: &mut TcpStream) -> std::io::Result<
     up.write_all(&req.body)?;
     let mut buf = Vec::new();
     up.read_to_end(&mut buf)?;
-    out.write_all(&buf)?;
-    out.flush()
+    Ok(buf)
 }
 
 fn route(req: &Request, state: &Mutex<State>, cfg: &Config) -> Response {

@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod chart_server;
+pub mod cosign;
 pub mod faulty_proxy;
 pub mod images;
 pub mod kube_api;

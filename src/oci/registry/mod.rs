@@ -54,6 +54,7 @@ pub use commit_wait::{COMMIT_WAIT_ENV, DEFAULT_COMMIT_WAIT};
 pub use feed::{feed, FeedSender, FeedTap};
 pub use limits::{PayloadTooLarge, MIN_CHUNK_SIZE};
 pub use manifests::RefsUnknown;
+pub use referrers::PutManifest;
 pub use stall::{Stalled, DEFAULT_STALL_TIMEOUT, STALL_MIN_BYTES, STALL_TIMEOUT_ENV};
 use transport::CONNECT_TIMEOUT;
 
@@ -65,6 +66,7 @@ mod commit_wait;
 mod feed;
 mod limits;
 mod manifests;
+mod referrers;
 mod stall;
 mod tags;
 mod token;
