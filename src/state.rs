@@ -41,6 +41,23 @@ pub struct SyncedChart {
 }
 
 impl SyncState {
+    /// Every release name the record knows (a chart's release entry, else
+    /// the chart's name), once each, in the package's order.
+    pub fn release_names(&self) -> Vec<String> {
+        let mut names: Vec<String> = Vec::new();
+        for c in &self.charts {
+            let r = c
+                .release
+                .as_ref()
+                .map(|r| r.name.clone())
+                .unwrap_or_else(|| c.name.clone());
+            if !names.contains(&r) {
+                names.push(r);
+            }
+        }
+        names
+    }
+
     pub fn path_for(config: &Path) -> PathBuf {
         config
             .parent()

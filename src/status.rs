@@ -146,17 +146,7 @@ pub async fn run(args: &StatusArgs) -> anyhow::Result<()> {
 
 /// Every release name the sync record knows, in its order.
 fn known_releases(state: &SyncState, args: &StatusArgs) -> anyhow::Result<Vec<String>> {
-    let mut names: Vec<String> = Vec::new();
-    for c in &state.charts {
-        let r = c
-            .release
-            .as_ref()
-            .map(|r| r.name.clone())
-            .unwrap_or_else(|| c.name.clone());
-        if !names.contains(&r) {
-            names.push(r);
-        }
-    }
+    let names = state.release_names();
     if names.is_empty() {
         return Err(input_error(format!(
             "no releases to report: {} records no synced chart; name the releases (bundler status skoala skoala-init)",

@@ -530,17 +530,7 @@ async fn every_synced_release(
     args: &UpgradeArgs,
     out: &Out,
 ) -> anyhow::Result<Vec<String>> {
-    let mut names: Vec<String> = Vec::new();
-    for c in &state.charts {
-        let r = c
-            .release
-            .as_ref()
-            .map(|r| r.name.clone())
-            .unwrap_or_else(|| c.name.clone());
-        if !names.contains(&r) {
-            names.push(r);
-        }
-    }
+    let names = state.release_names();
     if names.is_empty() {
         return Err(input_error(format!(
             "--all: no synced charts recorded in {}; run bundler sync first, or name the releases",
